@@ -1,0 +1,1 @@
+"""The ``gim`` command line."""

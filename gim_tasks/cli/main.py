@@ -1,0 +1,129 @@
+"""``gim``: the operator's command line.
+
+Every command prints a one-line message on error (never a traceback; ``--debug`` or
+``GIM_DEBUG=1`` shows it) and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Annotated
+
+import redis
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gim_tasks import __version__
+from gim_tasks.db import migrate
+from gim_tasks.db.engine import connection_problem, make_engine
+from gim_tasks.errors import GimError
+from gim_tasks.settings import get_settings
+from gim_tasks.status import run_checks
+
+app = typer.Typer(
+    help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False
+)
+db_app = typer.Typer(help="Database schema: migrate and check.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+# Not a terminal (pipes, CI logs): wide lines rather than wrapped cells.
+out = Console(width=None if sys.stdout.isatty() else 160)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@app.command()
+def version() -> None:
+    """Print the gim-tasks version."""
+    out.print(__version__)
+
+
+@app.command()
+def status(as_json: JsonFlag = False) -> None:
+    """Check the Info Mart, every IDB, Redis and the schema migration.
+
+    Exit code 0 when everything is up and current, 1 otherwise.
+    """
+    checks = run_checks(get_settings())
+    if as_json:
+        print(
+            json.dumps(
+                {"ok": all(c.ok for c in checks), "checks": [c.as_dict() for c in checks]}, indent=2
+            )
+        )
+    else:
+        table = Table(box=None)
+        for column in ("item", "where", "state"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("detail")
+        for check in checks:
+            state = "[green]up[/]" if check.ok else "[red]DOWN[/]"
+            detail = check.detail + (
+                f" [yellow](warning: {check.warning})[/]" if check.warning else ""
+            )
+            table.add_row(check.item, check.target, state, detail)
+        out.print(table)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Migrate the Info Mart database to the newest schema (or to --revision).
+
+    Safe to run from several processes at once (an advisory lock serialises them).
+    """
+    engine = make_engine(get_settings().database_url)
+    state = migrate.upgrade(engine, revision)
+    out.print(f"schema {state.describe()}")
+
+
+@db_app.command("check")
+def db_check(as_json: JsonFlag = False) -> None:
+    """Say whether the database schema is at head. Exit code 1 when it is not."""
+    state = migrate.schema_state(make_engine(get_settings().database_url))
+    if as_json:
+        print(json.dumps({"current": state.current, "head": state.head, "at_head": state.at_head}))
+    else:
+        out.print(f"schema {state.describe()}")
+    if not state.at_head:
+        raise typer.Exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``gim`` script: runs the command, turns errors into one line."""
+    debug = os.environ.get("GIM_DEBUG") == "1"
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+    try:
+        # Standalone mode: click prints usage errors itself and exits through SystemExit.
+        app(args=argv, prog_name="gim")
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except Exception as error:
+        if debug:
+            raise
+        message, code = _describe(error)
+        print(f"error: {message}", file=sys.stderr)
+        return code
+    return 0
+
+
+def _describe(error: Exception) -> tuple[str, int]:
+    if isinstance(error, GimError):
+        return str(error), error.exit_code
+    if isinstance(error, sa.exc.OperationalError):
+        return f"database unreachable: {connection_problem(error)}", 3
+    if isinstance(error, redis.RedisError):
+        return f"Redis unreachable: {str(error).splitlines()[0]}", 3
+    logging.getLogger("gim_tasks").exception("unexpected error")
+    return f"unexpected {type(error).__name__}: {error} (run with GIM_DEBUG=1 for details)", 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

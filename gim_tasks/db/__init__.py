@@ -1,0 +1,1 @@
+"""Database access: table metadata, engines, migrations."""

@@ -1,0 +1,71 @@
+"""Alembic, driven from code: ``gim db upgrade`` and ``gim db check``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+
+from gim_tasks.db.engine import connect
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "no migrations found"
+    return head
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    current: str | None
+    head: str
+
+    @property
+    def at_head(self) -> bool:
+        return self.current == self.head
+
+    def describe(self) -> str:
+        if self.at_head:
+            return f"at head ({self.head})"
+        if self.current is None:
+            return f"empty (no migration applied); head is {self.head}: run `gim db upgrade`"
+        return f"at {self.current}, head is {self.head}: run `gim db upgrade`"
+
+
+def schema_state(engine: Engine) -> SchemaState:
+    with connect(engine) as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return SchemaState(current=current, head=head_revision())
+
+
+def upgrade(engine: Engine, revision: str = "head") -> SchemaState:
+    """Migrate to ``revision``. Safe to run from several processes at once: ``env.py`` holds a
+    PostgreSQL advisory lock for the whole migration."""
+    config = alembic_config()
+    with connect(engine) as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+        conn.commit()
+    return schema_state(engine)
+
+
+def downgrade(engine: Engine, revision: str) -> SchemaState:
+    config = alembic_config()
+    with connect(engine) as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+        conn.commit()
+    return schema_state(engine)

@@ -1,0 +1,115 @@
+"""SQLAlchemy Core metadata of the project's own tables in the Info Mart database.
+
+Alembic migrations under ``migrations/versions`` create these; a test checks that the migrated
+schema and this metadata agree, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+# Stable constraint names, so migrations can refer to them.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: Run states of SPEC R1. The state machine itself lives in ``gim_tasks.runtime.runs``.
+RUN_STATES = (
+    "Scheduled",
+    "Running",
+    "Completed",
+    "Completed with warnings",
+    "Failed",
+    "Stopped",
+    "Cancelled",
+    "Rejected",
+)
+
+#: Operator job options (SPEC §2), one row per option that differs from its default.
+option_value = Table(
+    "option_value",
+    metadata,
+    Column("section", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("changed_by", Text, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+)
+
+#: Every change of an option: who, when, old and new value (SPEC §2, A1 "Creator").
+option_change = Table(
+    "option_change",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("section", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("old_value", Text),
+    Column("new_value", Text),
+    Column("changed_by", Text, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+)
+
+#: One row per run of a job (SPEC R1), including Scheduled, Rejected and Cancelled ones.
+job_run = Table(
+    "job_run",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("job", Text, nullable=False),
+    Column("trigger", Text, nullable=False),  # scheduled | manual | forced | restart
+    Column("actor", Text, nullable=False),  # user name or "scheduler" (M8)
+    Column("params", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("state", Text, nullable=False),
+    Column("reason", Text),  # why Scheduled / Rejected / Stopped / Cancelled
+    # S11: "job:planned-instant" of a scheduler firing; the unique index below makes a second
+    # beat's (or a redelivered message's) attempt to start the same firing a no-op.
+    Column("firing_id", Text),
+    Column("planned_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("started_at", DateTime(timezone=True)),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("ended_by", Text),  # who stopped or cancelled it (M8)
+    Column("rows_read", BigInteger, nullable=False, server_default=text("0")),
+    Column("rows_written", BigInteger, nullable=False, server_default=text("0")),
+    Column("rows_discarded", BigInteger, nullable=False, server_default=text("0")),
+    Column("warnings", Integer, nullable=False, server_default=text("0")),
+    Column("error", Text),
+    Column("summary", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("forced", Boolean, nullable=False, server_default=text("false")),
+    Column("fencing_token", BigInteger),
+    Column("task_id", Text),
+    Column("worker", Text),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    CheckConstraint(
+        "state IN (" + ", ".join(f"'{state}'" for state in RUN_STATES) + ")", name="state"
+    ),
+    Index(
+        "uq_job_run_firing_id",
+        "firing_id",
+        unique=True,
+        postgresql_where=text("firing_id IS NOT NULL"),
+    ),
+    # S2: at most one Running run per job, whoever started it; the database refuses a second.
+    Index("uq_job_run_one_running", "job", unique=True, postgresql_where=text("state = 'Running'")),
+    Index("ix_job_run_job_created", "job", "created_at"),
+    Index("ix_job_run_state", "state"),
+)

@@ -1,0 +1,1 @@
+"""Developer tooling behind ``./dev``: local servers and the ``./dev up`` supervisor."""

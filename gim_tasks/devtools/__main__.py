@@ -1,0 +1,159 @@
+"""``python -m gim_tasks.devtools``: the Python half of ``./dev`` (see ``./dev help``)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from gim_tasks.db import migrate
+from gim_tasks.db.engine import make_engine
+from gim_tasks.devtools.stack import DevStack
+from gim_tasks.devtools.supervisor import Supervisor
+from gim_tasks.errors import GimError
+from gim_tasks.localstack import port_open
+from gim_tasks.runtime.queues import QUEUES
+
+CELERY_APP = "gim_tasks.runtime.celery_app"
+
+cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+services = typer.Typer(help="Local PostgreSQL and Redis.", no_args_is_help=True)
+cli.add_typer(services, name="services")
+
+
+def _print_urls(stack: DevStack) -> None:
+    env = stack.environment()
+    for key in ("GIM_DATABASE_URL", "GIM_IDB_URLS", "GIM_REDIS_URL"):
+        print(f"{key}={env[key]}")
+
+
+@services.command("start")
+def services_start() -> None:
+    """Start PostgreSQL and Redis (data under .local/) and print their URLs."""
+    stack = DevStack.from_env()
+    started = stack.start()
+    print(f"started: {', '.join(started) or 'nothing (already running)'}")
+    _print_urls(stack)
+
+
+@services.command("stop")
+def services_stop() -> None:
+    """Stop the local PostgreSQL and Redis."""
+    DevStack.from_env().stop()
+    print("stopped")
+
+
+@services.command("status")
+def services_status() -> None:
+    """Say whether the local PostgreSQL and Redis run; exit 1 if either does not."""
+    stack = DevStack.from_env()
+    pg = stack.postgres.initialised() and stack.postgres.running()
+    redis = stack.redis.running()
+    print(f"postgres: {'running' if pg else 'stopped'} (port {stack.pg_port})")
+    print(f"redis:    {'running' if redis else 'stopped'} (port {stack.redis_port})")
+    _print_urls(stack)
+    if not (pg and redis):
+        raise typer.Exit(1)
+
+
+@cli.command("env")
+def env() -> None:
+    """Print `export` lines for the local stack: eval "$(./dev env)" then use `gim`."""
+    for key, value in DevStack.from_env().environment().items():
+        print(f"export {key}={shlex.quote(value)}")
+
+
+@cli.command("up")
+def up() -> None:
+    """Run the whole system locally in the foreground; Ctrl-C stops everything."""
+    stack = DevStack.from_env()
+    flower_port = int(os.environ.get("GIM_DEV_FLOWER_PORT", "5555"))
+    if port_open(flower_port):
+        raise GimError(f"port {flower_port} (Flower) is taken: stop what uses it first")
+    started = stack.start()
+    environment = {
+        **os.environ,
+        **stack.environment(),
+        "PYTHONUNBUFFERED": "1",
+        "FLOWER_UNAUTHENTICATED_API": "false",
+        "FLOWER_BASIC_AUTH": "{GIM_FLOWER_USER}:{GIM_FLOWER_PASSWORD}".format(
+            **stack.environment()
+        ),
+    }
+    os.environ.update(stack.environment())
+    supervisor = Supervisor(environment)
+    try:
+        state = migrate.upgrade(make_engine(stack.environment()["GIM_DATABASE_URL"]))
+        supervisor.say("dev", f"schema {state.describe()}")
+        (stack.local_dir / "output").mkdir(parents=True, exist_ok=True)
+        celery = str(Path(sys.executable).with_name("celery"))
+        supervisor.start(
+            "beat",
+            [
+                celery,
+                "-A",
+                CELERY_APP,
+                "beat",
+                "-S",
+                "redbeat.RedBeatScheduler",
+                "--loglevel",
+                "INFO",
+                "--max-interval",
+                "5",
+            ],
+        )
+        supervisor.start(
+            "worker",
+            [
+                celery,
+                "-A",
+                CELERY_APP,
+                "worker",
+                "--loglevel",
+                "INFO",
+                "-Q",
+                ",".join(QUEUES),
+                "--concurrency",
+                "2",
+                "--hostname",
+                "worker1@%h",
+            ],
+        )
+        supervisor.start(
+            "flower",
+            [celery, "-A", CELERY_APP, "flower", "--address=127.0.0.1", f"--port={flower_port}"],
+        )
+        env = stack.environment()
+        supervisor.say(
+            "dev",
+            f"Flower: http://127.0.0.1:{flower_port} "
+            f"(user {env['GIM_FLOWER_USER']}, password {env['GIM_FLOWER_PASSWORD']})",
+        )
+        supervisor.say(
+            "dev", f"Info Mart: {env['GIM_DATABASE_URL']}  Redis: {env['GIM_REDIS_URL']}"
+        )
+        supervisor.say("dev", 'other shell: eval "$(./dev env)"; gim status.  Ctrl-C stops all.')
+        code = supervisor.wait()
+    finally:
+        supervisor.stop_all()
+        stack.stop(started)
+        supervisor.say("dev", f"stopped {', '.join(started) or 'processes'}; nothing left running")
+    raise typer.Exit(code)
+
+
+def main() -> int:
+    try:
+        cli(prog_name="./dev")
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 0
+    except GimError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The local development stack of ``./dev``: where its servers live and the settings that point
+at them (the "embedded defaults" of ``./dev up``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from gim_tasks.localstack import PostgresServer, RedisServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Source databases of the local stack: one voice and one multimedia IDB (SPEC §0).
+DEV_IDBS = ("idb_voice", "idb_mm")
+DEV_FLOWER_USER = "admin"
+DEV_FLOWER_PASSWORD = "gim"  # loopback-only development stack
+
+
+@dataclass(frozen=True)
+class DevStack:
+    local_dir: Path
+    pg_port: int
+    redis_port: int
+
+    @classmethod
+    def from_env(cls) -> DevStack:
+        return cls(
+            local_dir=Path(os.environ.get("GIM_LOCAL_DIR", ROOT / ".local")).resolve(),
+            pg_port=int(os.environ.get("GIM_DEV_PG_PORT", "55432")),
+            redis_port=int(os.environ.get("GIM_DEV_REDIS_PORT", "56379")),
+        )
+
+    @property
+    def postgres(self) -> PostgresServer:
+        return PostgresServer(self.local_dir / "postgres", self.pg_port)
+
+    @property
+    def redis(self) -> RedisServer:
+        return RedisServer(self.local_dir / "redis", self.redis_port)
+
+    def environment(self) -> dict[str, str]:
+        """``GIM_*`` variables of the local stack."""
+        pg = self.postgres
+        return {
+            "GIM_DATABASE_URL": pg.url("gim"),
+            "GIM_IDB_URLS": ",".join(pg.url(name) for name in DEV_IDBS),
+            "GIM_REDIS_URL": self.redis.url(0),
+            "GIM_FLOWER_USER": DEV_FLOWER_USER,
+            "GIM_FLOWER_PASSWORD": DEV_FLOWER_PASSWORD,
+            "GIM_OUTPUT_DIRECTORY": str(self.local_dir / "output"),
+        }
+
+    def start(self) -> list[str]:
+        """Start what is not running; return the names of the servers this call started."""
+        started = []
+        pg, redis = self.postgres, self.redis
+        if not (pg.initialised() and pg.running()):
+            pg.start()
+            started.append("postgres")
+        for name in DEV_IDBS:
+            pg.create_database(name)
+        if not redis.running():
+            redis.start()
+            started.append("redis")
+        return started
+
+    def stop(self, which: list[str] | None = None) -> None:
+        if which is None or "redis" in which:
+            self.redis.stop()
+        if which is None or "postgres" in which:
+            self.postgres.stop()

@@ -1,0 +1,35 @@
+"""One error hierarchy with user-facing messages.
+
+The CLI and the API print ``str(error)``; logs keep the traceback. Every message names what is
+wrong and what is allowed or what to do next.
+"""
+
+from __future__ import annotations
+
+
+class GimError(Exception):
+    """Base class of every error the user should read as one line."""
+
+    exit_code = 1
+
+
+class SettingsError(GimError):
+    """An environment setting (``GIM_*``) is missing or malformed."""
+
+    exit_code = 2
+
+
+class ServiceUnavailable(GimError):
+    """A server the command needs (PostgreSQL, Redis) cannot be reached."""
+
+    exit_code = 3
+
+
+class SchemaError(GimError):
+    """The database schema is not at the migration this code expects."""
+
+    exit_code = 4
+
+
+class LocalStackError(GimError):
+    """The local development servers could not be set up or started."""

@@ -1,0 +1,290 @@
+"""Local PostgreSQL and Redis servers started from their binaries, for ``./dev`` and tests.
+
+Both listen on 127.0.0.1 only and keep their data under one base directory. PostgreSQL refuses
+to run as root, so when we are root it runs as the ``postgres`` system user (created by the
+Debian package) and its directory is handed to that user.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gim_tasks.errors import LocalStackError
+
+PG_SUPERUSER = "gim"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_until(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise LocalStackError(f"{what} did not come up within {timeout:.0f} s")
+
+
+def postgres_bindir() -> Path:
+    """Where ``initdb`` and ``pg_ctl`` live: ``GIM_PG_BINDIR``, the newest
+    ``/usr/lib/postgresql/*/bin``, or ``PATH``."""
+    if env := os.environ.get("GIM_PG_BINDIR"):
+        return Path(env)
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if versions:
+        return versions[-1].parent
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    raise LocalStackError(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found: install them "
+        "(Debian/Ubuntu: apt-get install postgresql) or set GIM_PG_BINDIR"
+    )
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if not found:
+        raise LocalStackError(
+            "redis-server not found: install it (Debian/Ubuntu: apt-get install redis-server)"
+        )
+    return found
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL cluster in ``base/data`` listening on ``127.0.0.1:port``.
+
+    ``fast=True`` turns off durability (fsync, full-page writes): for throw-away test clusters
+    only.
+    """
+
+    base: Path
+    port: int
+    fast: bool = False
+    _run_as: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.base = self.base.resolve()
+        if os.geteuid() == 0:
+            self._run_as = "postgres"
+            try:
+                pwd.getpwnam(self._run_as)
+            except KeyError:
+                raise LocalStackError(
+                    "running as root, PostgreSQL must run as an unprivileged user, but user "
+                    "'postgres' does not exist: apt-get install postgresql creates it"
+                ) from None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base / "data"
+
+    def url(self, database: str = "gim") -> str:
+        return f"postgresql://{PG_SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def _cmd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [str(postgres_bindir() / args[0]), *args[1:]]
+        if self._run_as:
+            argv = ["runuser", "-u", self._run_as, "--", *argv]
+        result = subprocess.run(argv, capture_output=True, text=True, cwd="/")
+        if check and result.returncode != 0:
+            raise LocalStackError(
+                f"{args[0]} failed ({result.returncode}): "
+                f"{(result.stderr or result.stdout).strip()[-800:]}"
+            )
+        return result
+
+    def _prepare_base(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        if self._run_as:
+            user = pwd.getpwnam(self._run_as)
+            os.chown(self.base, user.pw_uid, user.pw_gid)
+            # The unprivileged server must be able to reach its directory.
+            probe = subprocess.run(
+                ["runuser", "-u", self._run_as, "--", "test", "-w", str(self.base)],
+                capture_output=True,
+            )
+            if probe.returncode != 0:
+                raise LocalStackError(
+                    f"user {self._run_as} cannot write {self.base}: a parent directory is not "
+                    "searchable by it; move the checkout or set GIM_LOCAL_DIR to a directory "
+                    "under /var/tmp"
+                )
+
+    def initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        self._prepare_base()
+        if self.initialised():
+            return
+        self._cmd(
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            PG_SUPERUSER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8" if _has_c_utf8() else "--locale=C",
+        )
+
+    def running(self) -> bool:
+        return self._cmd("pg_ctl", "-D", str(self.data_dir), "status", check=False).returncode == 0
+
+    def start(self) -> None:
+        self.init()
+        if self.running():
+            return
+        if port_open(self.port):
+            raise LocalStackError(
+                f"port {self.port} is taken by another program; stop it or choose another port"
+            )
+        options = [
+            f"-p {self.port}",
+            "-c listen_addresses=127.0.0.1",
+            f"-k {self.base}",
+            "-c max_connections=200",
+        ]
+        if self.fast:
+            options += ["-c fsync=off", "-c full_page_writes=off", "-c synchronous_commit=off"]
+        self._cmd(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.base / "server.log"),
+            "-o",
+            " ".join(options),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+        _wait_until(lambda: port_open(self.port), 30, f"PostgreSQL on port {self.port}")
+        self.create_database("gim")
+
+    def stop(self) -> None:
+        if self.initialised() and self.running():
+            self._cmd("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+
+    def create_database(self, name: str, template: str | None = None) -> None:
+        """Create database ``name`` (optionally from ``template``) unless it exists."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                return
+            statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if template:
+                statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            conn.execute(statement)
+
+
+def _has_c_utf8() -> bool:
+    result = subprocess.run(["locale", "-a"], capture_output=True, text=True)
+    return any(line.lower() in ("c.utf8", "c.utf-8") for line in result.stdout.splitlines())
+
+
+@dataclass
+class RedisServer:
+    """A Redis server in ``base`` on ``127.0.0.1:port``, started as a daemon with a pid file.
+
+    ``noeviction`` because RedBeat entries and run leases must never be dropped silently
+    (PITFALLS: redbeat#291). ``persistent=False`` for throw-away test servers.
+    """
+
+    base: Path
+    port: int
+    persistent: bool = True
+    databases: int = 64
+
+    @property
+    def pidfile(self) -> Path:
+        return self.base / "redis.pid"
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def _pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def running(self) -> bool:
+        return self._pid() is not None
+
+    def start(self) -> None:
+        if self.running():
+            return
+        if port_open(self.port):
+            raise LocalStackError(
+                f"port {self.port} is taken by another program; stop it or choose another port"
+            )
+        self.base.mkdir(parents=True, exist_ok=True)
+        argv = [
+            redis_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.base.resolve()),
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(self.pidfile.resolve()),
+            "--logfile",
+            str((self.base / "redis.log").resolve()),
+            "--databases",
+            str(self.databases),
+            "--maxmemory-policy",
+            "noeviction",
+            "--save",
+            "",
+        ]
+        argv += ["--appendonly", "yes" if self.persistent else "no"]
+        result = subprocess.run(argv, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise LocalStackError(
+                f"redis-server failed: {(result.stderr or result.stdout).strip()}"
+            )
+        _wait_until(lambda: port_open(self.port), 30, f"Redis on port {self.port}")
+
+    def stop(self) -> None:
+        pid = self._pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        _wait_until(lambda: not self.running(), 30, "Redis shutdown")

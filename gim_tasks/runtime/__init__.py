@@ -1,0 +1,1 @@
+"""The distributed runtime: Celery app, beat scheduler, locks, runs, manager operations."""

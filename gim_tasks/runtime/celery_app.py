@@ -1,0 +1,47 @@
+"""The Celery application shared by beat, workers, Flower and ``celery call``.
+
+Start processes with ``celery -A gim_tasks.runtime.celery_app ...``. The settings are read
+once at import; a missing or malformed ``GIM_*`` variable ends the process with one line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from gim_tasks.errors import SettingsError
+from gim_tasks.runtime.queues import QUEUES
+from gim_tasks.settings import Settings, get_settings
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("gim_tasks")
+    app.conf.update(
+        broker_url=settings.redis_url,
+        redbeat_redis_url=settings.redis_url,
+        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
+        task_default_queue="etl",
+        # A run is acknowledged after it ends, so a worker that dies mid-run has its message
+        # redelivered; the run's firing id (S11) keeps a redelivery from running it twice.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        timezone="UTC",
+        enable_utc=True,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+    )
+    return app
+
+
+def _load() -> Celery:
+    try:
+        return create_app(get_settings())
+    except SettingsError as error:
+        print(f"gim-tasks: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+app = _load()

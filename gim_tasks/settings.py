@@ -1,0 +1,173 @@
+"""Process settings from ``GIM_*`` environment variables (and a ``.env`` file when present).
+
+Settings say *where things are* (database and Redis URLs, SMTP, credentials); the operator's
+job options (``[schedule]`` etc.) live in the database and are a different thing.
+
+A missing or malformed variable stops the process with one line that names the variable and
+shows an example value (see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from gim_tasks.errors import SettingsError
+
+_PG_SCHEMES = ("postgresql", "postgresql+psycopg")
+
+
+def _check_postgres_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in _PG_SCHEMES or not parts.hostname or not parts.path.strip("/"):
+        raise ValueError("must be a PostgreSQL URL postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME")
+    return value
+
+
+class Settings(BaseSettings):
+    """Every ``GIM_*`` variable. Field descriptions and examples feed the error messages and
+    ``.env.example``; keep them in step (a unit test checks)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GIM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = Field(
+        description="Info Mart PostgreSQL database (the project's own tables live here too).",
+        examples=["postgresql://gim:secret@127.0.0.1:5432/gim"],
+    )
+    idb_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Source IDB databases, comma-separated (empty: no IDB configured yet).",
+        examples=[
+            "postgresql://gim:secret@127.0.0.1:5432/idb_voice,postgresql://gim:secret@127.0.0.1:5432/idb_mm"
+        ],
+    )
+    redis_url: str = Field(
+        description="Redis for the Celery broker, RedBeat schedule and run locks.",
+        examples=["redis://:secret@127.0.0.1:6379/0"],
+    )
+    flower_user: str = Field(
+        default="admin", description="Flower basic-auth user.", examples=["admin"]
+    )
+    flower_password: str = Field(
+        default="",
+        description="Flower basic-auth password (empty: Flower refuses to start outside ./dev).",
+        examples=["change-me"],
+    )
+    smtp_host: str = Field(
+        default="",
+        description="SMTP server for job notifications "
+        "(empty: notifications are recorded but not sent).",
+        examples=["smtp.example.com"],
+    )
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP port.", examples=[587])
+    smtp_user: str = Field(
+        default="", description="SMTP login (empty: no login).", examples=["gim-notify"]
+    )
+    smtp_password: str = Field(default="", description="SMTP password.", examples=["secret"])
+    smtp_starttls: bool = Field(
+        default=False, description="Use STARTTLS on the SMTP connection.", examples=["true"]
+    )
+    mail_from: str = Field(
+        default="gim-tasks@localhost",
+        description="Sender of notification mails.",
+        examples=["gim-tasks@example.com"],
+    )
+    output_directory: Path = Field(
+        default=Path("output"),
+        description="Base directory of CSV "
+        "export (the [gim-export] output-directory option is "
+        "resolved under it when relative).",
+        examples=["/var/lib/gim/output"],
+    )
+    web_base_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Public URL of the web app, used for links in mails.",
+        examples=["https://gim.example.com"],
+    )
+    log_level: str = Field(
+        default="INFO",
+        pattern="^(DEBUG|INFO|WARNING|ERROR)$",
+        description="Log level of every process: DEBUG, INFO, WARNING or ERROR.",
+        examples=["INFO"],
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return _check_postgres_url(value)
+
+    @field_validator("idb_urls", mode="before")
+    @classmethod
+    def _split_idb_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("idb_urls")
+    @classmethod
+    def _idb_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            _check_postgres_url(url)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("must be a Redis URL redis://[:PASSWORD@]HOST[:PORT]/DB")
+        return value
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The URL with the psycopg 3 driver named, as SQLAlchemy needs it."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line per bad variable: name, what is wrong, an example value."""
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        info = Settings.model_fields.get(field)
+        variable = "GIM_" + field.upper()
+        example = info.examples[0] if info and info.examples else None
+        if item["type"] == "missing":
+            problem = "is not set"
+        else:
+            problem = "is invalid: " + str(item["msg"]).removeprefix("Value error, ")
+        hint = f" (example: {variable}={example})" if example is not None else ""
+        lines.append(f"{variable} {problem}{hint}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, or raise :class:`SettingsError` with a one-line explanation."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_errors(error)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()

@@ -1,0 +1,145 @@
+"""Real servers for the tests: one PostgreSQL and one Redis per test session, started from
+their binaries on free loopback ports in a private directory (so ``./dev test`` can run while
+``./dev up`` runs). Each test gets a fresh database cloned from a migrated template and its own
+Redis database number.
+
+A missing server binary skips the tests that need it locally, but fails them in CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis as redis_lib
+
+from gim_tasks.db import migrate
+from gim_tasks.db.engine import make_engine
+from gim_tasks.errors import LocalStackError
+from gim_tasks.localstack import PostgresServer, RedisServer, free_port
+from gim_tasks.settings import get_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE_DB = "gim_template"
+
+
+@dataclass
+class Servers:
+    postgres: PostgresServer
+    redis: RedisServer
+    base: Path
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"test servers unavailable in CI: {reason}")
+    pytest.skip(f"test servers unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    base = Path(tempfile.mkdtemp(prefix="gim-test-"))
+    base.chmod(0o755)  # PostgreSQL may run as another user (we may be root)
+    postgres = PostgresServer(base / "pg", free_port(), fast=True)
+    redis = RedisServer(base / "redis", free_port(), persistent=False)
+    try:
+        postgres.start()
+        redis.start()
+        postgres.create_database(TEMPLATE_DB)
+        engine = make_engine(postgres.url(TEMPLATE_DB))
+        migrate.upgrade(engine)
+        engine.dispose()  # a template must have no open session to be cloned
+    except LocalStackError as error:
+        postgres.stop()
+        redis.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        _unavailable(str(error))
+    try:
+        yield Servers(postgres, redis, base)
+    finally:
+        redis.stop()
+        postgres.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+_db_numbers = itertools.count(1)
+
+
+def _admin(servers: Servers) -> psycopg.Connection:
+    return psycopg.connect(servers.postgres.url("postgres"), autocommit=True)
+
+
+@pytest.fixture
+def make_database(servers: Servers) -> Iterator[object]:
+    """A factory of fresh databases: ``make_database(migrated=True) -> url``. Dropped after the
+    test. Migrated ones are cloned from the template (fast: a file copy, no migrations)."""
+    created: list[str] = []
+
+    def create(migrated: bool = True) -> str:
+        name = f"test_{os.getpid()}_{next(_db_numbers)}"
+        template = TEMPLATE_DB if migrated else "template0"
+        with _admin(servers) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        created.append(name)
+        return servers.postgres.url(name)
+
+    yield create
+    with _admin(servers) as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(make_database: object) -> str:
+    """A fresh database at the head migration."""
+    return make_database()  # type: ignore[operator]
+
+
+@pytest.fixture
+def redis_url(servers: Servers) -> str:
+    """A Redis database of this test's own (emptied first); the server is the session's."""
+    number = next(_db_numbers) % (servers.redis.databases - 1) + 1
+    url = servers.redis.url(number)
+    client = redis_lib.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+@pytest.fixture
+def gim_env(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, redis_url: str, tmp_path: Path
+) -> dict[str, str]:
+    """``GIM_*`` variables pointing at this test's database and Redis, set in the process
+    environment (and returned, for subprocesses)."""
+    env = {
+        "GIM_DATABASE_URL": database_url,
+        "GIM_REDIS_URL": redis_url,
+        "GIM_IDB_URLS": "",
+        "GIM_OUTPUT_DIRECTORY": str(tmp_path / "output"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
+    get_settings.cache_clear()
+    yield env
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No ``GIM_*`` variable and no ``.env`` file in sight."""
+    for key in list(os.environ):
+        if key.startswith("GIM_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

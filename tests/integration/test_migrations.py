@@ -1,0 +1,116 @@
+"""Alembic migrations and the core constraints they create (issue 3; SPEC S2, S11, R1)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from gim_tasks.cli.main import main as gim
+from gim_tasks.db import migrate
+from gim_tasks.db.engine import make_engine
+from gim_tasks.db.tables import job_run, metadata
+
+
+def test_upgrade_brings_empty_database_to_head(make_database: object) -> None:
+    engine = make_engine(make_database(migrated=False))  # type: ignore[operator]
+    assert migrate.schema_state(engine).current is None
+    state = migrate.upgrade(engine)
+    assert state.at_head and state.current == migrate.head_revision()
+
+
+def test_migrated_schema_equals_table_metadata(database_url: str) -> None:
+    with make_engine(database_url).connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert differences == []
+
+
+def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
+    engine = make_engine(database_url)
+    assert migrate.downgrade(engine, "base").current is None
+    with engine.connect() as conn:
+        assert not sa.inspect(conn).has_table("job_run")
+    assert migrate.upgrade(engine).at_head
+
+
+def test_concurrent_upgrades_from_several_processes_are_serialised(
+    make_database: object, redis_url: str
+) -> None:
+    """Several pods may run the migrate step at once; the advisory lock in env.py serialises
+    them, so each revision is applied exactly once and none fails."""
+    url = make_database(migrated=False)  # type: ignore[operator]
+    env = {**os.environ, "GIM_DATABASE_URL": url, "GIM_REDIS_URL": redis_url}
+    gim_script = str(Path(sys.executable).with_name("gim"))
+    processes = [
+        subprocess.Popen(
+            [gim_script, "db", "upgrade"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in processes]
+    assert all(code == 0 for code, _ in results), results
+    assert migrate.schema_state(make_engine(url)).at_head
+
+
+def test_db_check_command_exit_codes(
+    make_database: object,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gim_tasks.settings import get_settings
+
+    url = make_database(migrated=False)  # type: ignore[operator]
+    monkeypatch.setenv("GIM_DATABASE_URL", url)
+    monkeypatch.setenv("GIM_REDIS_URL", redis_url)
+    get_settings.cache_clear()
+    assert gim(["db", "check"]) == 1
+    assert "run `gim db upgrade`" in capsys.readouterr().out
+    assert gim(["db", "upgrade"]) == 0
+    assert gim(["db", "check", "--json"]) == 0
+    assert '"at_head": true' in capsys.readouterr().out
+    get_settings.cache_clear()
+
+
+def _insert_run(conn: sa.Connection, **values: object) -> None:
+    conn.execute(sa.insert(job_run).values(trigger="scheduled", actor="scheduler", **values))
+
+
+def test_s2_database_refuses_second_running_run_of_a_job(database_url: str) -> None:
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        _insert_run(conn, job="Job_ExtractICON", state="Running")
+        _insert_run(conn, job="Job_TransformGIM", state="Running")
+        _insert_run(conn, job="Job_ExtractICON", state="Completed")
+    with (
+        pytest.raises(sa.exc.IntegrityError, match="uq_job_run_one_running"),
+        engine.begin() as conn,
+    ):
+        _insert_run(conn, job="Job_ExtractICON", state="Running")
+
+
+def test_s11_firing_id_starts_at_most_one_run(database_url: str) -> None:
+    engine = make_engine(database_url)
+    firing = "Job_ExtractICON:2026-11-22T06:30:00+00:00"
+    with engine.begin() as conn:
+        _insert_run(conn, job="Job_ExtractICON", state="Completed", firing_id=firing)
+    with pytest.raises(sa.exc.IntegrityError, match="uq_job_run_firing_id"), engine.begin() as conn:
+        _insert_run(conn, job="Job_ExtractICON", state="Scheduled", firing_id=firing)
+
+
+def test_r1_unknown_run_state_is_refused(database_url: str) -> None:
+    with (
+        pytest.raises(sa.exc.IntegrityError, match="ck_job_run_state"),
+        make_engine(database_url).begin() as conn,
+    ):
+        _insert_run(conn, job="Job_ExtractICON", state="Paused")
