@@ -80,11 +80,11 @@ class Settings(BaseSettings):
         examples=["gim-tasks@example.com"],
     )
     output_directory: Path = Field(
-        default=Path("output"),
-        description="Base directory of CSV "
-        "export (the [gim-export] output-directory option is "
-        "resolved under it when relative).",
-        examples=["/var/lib/gim/output"],
+        default=Path("."),
+        description="Base directory under which "
+        "a relative [gim-export] output-directory option is "
+        "resolved (default: the working directory).",
+        examples=["/var/lib/gim"],
     )
     web_base_url: str = Field(
         default="http://127.0.0.1:8080",

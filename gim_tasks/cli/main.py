@@ -15,10 +15,12 @@ from typing import Annotated
 import redis
 import sqlalchemy as sa
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from gim_tasks import __version__
+from gim_tasks.cli import config as config_cli
+from gim_tasks.cli import schedule as schedule_cli
+from gim_tasks.cli.common import JsonFlag, out
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import connection_problem, make_engine
 from gim_tasks.errors import GimError
@@ -30,10 +32,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema: migrate and check.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-
-# Not a terminal (pipes, CI logs): wide lines rather than wrapped cells.
-out = Console(width=None if sys.stdout.isatty() else 160)
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+app.add_typer(config_cli.app, name="config")
+app.add_typer(schedule_cli.app, name="schedule")
 
 
 @app.command()

@@ -48,7 +48,7 @@ class DevStack:
             "GIM_REDIS_URL": self.redis.url(0),
             "GIM_FLOWER_USER": DEV_FLOWER_USER,
             "GIM_FLOWER_PASSWORD": DEV_FLOWER_PASSWORD,
-            "GIM_OUTPUT_DIRECTORY": str(self.local_dir / "output"),
+            "GIM_OUTPUT_DIRECTORY": str(self.local_dir),
         }
 
     def start(self) -> list[str]:

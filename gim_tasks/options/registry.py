@@ -1,0 +1,313 @@
+"""Every operator option, declared once: section, name, type, default, description.
+
+This table is the single source of the option reference in the README (``gim config
+reference`` prints it), of validation on ``set``/``import``, and of the typed values the
+scheduler reads. [decision] marks a default or meaning the source documents leave open.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from gim_tasks.errors import GimError
+from gim_tasks.options.types import (
+    Boolean,
+    ClockTime,
+    CronSchedule,
+    DirectoryPath,
+    Duration,
+    Encoding,
+    Integer,
+    OptionalDate,
+    OptionType,
+    TimeZone,
+)
+
+
+class OptionError(GimError):
+    """An option name or value that cannot be accepted; nothing was stored."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    section: str
+    name: str
+    type: OptionType
+    default: str
+    description: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.section, self.name)
+
+    def parse(self, raw: str) -> Any:
+        """The typed value of ``raw``, or :class:`OptionError` naming section, option, value
+        and what is allowed."""
+        try:
+            return self.type.parse(raw)
+        except ValueError as error:
+            detail = str(error)
+            # Cron errors are already specific; other reasons are short and the allowed
+            # form says the rest.
+            reason = f" ({detail})" if detail.startswith("cron ") else ""
+            raise OptionError(
+                f"[{self.section}] {self.name} = '{raw}' is invalid{reason}: allowed is "
+                f"{self.type.allowed}"
+            ) from None
+
+
+_bool, _clock, _cron = Boolean(), ClockTime(), CronSchedule()
+
+
+def _days(minimum: int = 1, maximum: int = 36500) -> Integer:
+    return Integer(minimum, maximum, "days")
+
+
+OPTIONS: tuple[OptionSpec, ...] = (
+    # [schedule] -- SPEC §2, GIM "Setting scheduling options".
+    OptionSpec(
+        "schedule",
+        "timezone",
+        TimeZone(),
+        "GMT",
+        "Time zone of every schedule time and cron (S10).",
+    ),
+    OptionSpec(
+        "schedule",
+        "run-scheduler",
+        _bool,
+        "true",
+        "false stops all scheduled launches; running runs continue (S9).",
+    ),
+    OptionSpec(
+        "schedule",
+        "etl-start-time",
+        _clock,
+        "06:30",
+        "Time of day the first ETL cycle begins [decision: GIM sample schedule].",
+    ),
+    OptionSpec(
+        "schedule",
+        "etl-end-time",
+        _clock,
+        "00:30",
+        "Time of day the final ETL cycle begins; may be past midnight. Equal to "
+        "etl-start-time: round the clock [decision].",
+    ),
+    OptionSpec(
+        "schedule",
+        "etl-frequency",
+        Integer(1, 1440, "minutes"),
+        "30",
+        "Minutes between the starts of adjacent ETL cycles (S1).",
+    ),
+    OptionSpec(
+        "schedule",
+        "run-update-stats",
+        _bool,
+        "true",
+        "Launch Job_UpdateStats on update-stats-schedule (S6).",
+    ),
+    OptionSpec("schedule", "update-stats-schedule", _cron, "0/10 *", "Cron of Job_UpdateStats."),
+    OptionSpec(
+        "schedule",
+        "run-aggregates",
+        _bool,
+        "false",
+        "Run Job_AggregateGIM continuously inside the aggregation windows (S7).",
+    ),
+    OptionSpec(
+        "schedule",
+        "aggregate-schedule",
+        _cron,
+        "0 4",
+        "Cron of the openings of aggregation windows [decision: GIM sample].",
+    ),
+    OptionSpec(
+        "schedule",
+        "aggregate-duration",
+        Duration(),
+        "23:00",
+        "Length of each aggregation window, HH:mm [decision: GIM sample].",
+    ),
+    OptionSpec(
+        "schedule",
+        "run-maintain",
+        _bool,
+        "true",
+        "Launch Job_MaintainGIM daily at maintain-start-time (S4).",
+    ),
+    OptionSpec(
+        "schedule",
+        "maintain-start-time",
+        _clock,
+        "03:00",
+        "Time of day Job_MaintainGIM starts; must lie outside the ETL span.",
+    ),
+    OptionSpec(
+        "schedule", "run-export", _bool, "false", "Launch Job_ExportGIM on export-schedule (S8)."
+    ),
+    OptionSpec(
+        "schedule",
+        "export-schedule",
+        _cron,
+        "20 0,8,16",
+        "Cron of Job_ExportGIM (default 00:20, 08:20, 16:20).",
+    ),
+    # [gim-etl] -- retention, calendars, extraction batching.
+    OptionSpec(
+        "gim-etl",
+        "days-to-keep-staging",
+        _days(),
+        "7",
+        "Days extracted staging rows are kept after Transform processed them.",
+    ),
+    OptionSpec(
+        "gim-etl",
+        "days-to-keep-facts",
+        _days(),
+        "400",
+        "Days of facts kept; whole expired day partitions are dropped (D2).",
+    ),
+    OptionSpec(
+        "gim-etl",
+        "days-to-keep-aggregates",
+        _days(),
+        "800",
+        "Days of aggregate rows kept (levels below DAY).",
+    ),
+    OptionSpec(
+        "gim-etl",
+        "days-to-keep-discards",
+        _days(),
+        "30",
+        "Days discarded source rows are kept (R3).",
+    ),
+    OptionSpec(
+        "gim-etl", "days-to-keep-job-history", _days(), "90", "Days of run history (job_run) kept."
+    ),
+    OptionSpec(
+        "gim-etl",
+        "date-time-max-days-ahead",
+        _days(1, 3660),
+        "366",
+        "How far ahead maintenance fills the DATE_TIME calendar.",
+    ),
+    OptionSpec(
+        "gim-etl",
+        "date-time-min-days-ahead",
+        _days(1, 3660),
+        "183",
+        "Config check errors when the calendar reaches less far ahead than this.",
+    ),
+    OptionSpec(
+        "gim-etl",
+        "partitions-days-ahead",
+        _days(1, 366),
+        "14",
+        "Day partitions created ahead of today for partitioned tables.",
+    ),
+    OptionSpec(
+        "gim-etl",
+        "extract-batch-size",
+        Integer(100, 10_000_000, "rows"),
+        "50000",
+        "Rows per Job_ExtractICON batch; each batch commits with its high-water mark.",
+    ),
+    # [gim-export] -- GIM "Export Schedule".
+    OptionSpec(
+        "gim-export",
+        "output-directory",
+        DirectoryPath(),
+        "output",
+        "Export folder; relative paths are resolved under GIM_OUTPUT_DIRECTORY.",
+    ),
+    OptionSpec(
+        "gim-export", "days-to-keep-output-files", _days(), "14", "Days exported files are kept."
+    ),
+    OptionSpec(
+        "gim-export",
+        "use-export-views",
+        _bool,
+        "false",
+        "Export from the project's export views (readable values, stable names).",
+    ),
+    OptionSpec(
+        "gim-export",
+        "chunk-size-seconds",
+        Integer(60, 86400, "seconds"),
+        "3600",
+        "Data time covered by one export chunk.",
+    ),
+    OptionSpec(
+        "gim-export",
+        "max-retries",
+        Integer(0, 100),
+        "3",
+        "Retries of a chunk after a transient error.",
+    ),
+    OptionSpec(
+        "gim-export",
+        "retry-delay-seconds",
+        Integer(0, 3600, "seconds"),
+        "30",
+        "Delay between retries.",
+    ),
+    OptionSpec(
+        "gim-export",
+        "output-files-encoding",
+        Encoding(),
+        "utf-8",
+        "Encoding of exported CSV files.",
+    ),
+    OptionSpec(
+        "gim-export",
+        "start-date",
+        OptionalDate(),
+        "",
+        "First data day to export (empty: the oldest data).",
+    ),
+    OptionSpec(
+        "gim-export",
+        "thread-pool-size",
+        Integer(1, 64, "threads"),
+        "4",
+        "Chunks or tables exported in parallel.",
+    ),
+)
+
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(spec.section for spec in OPTIONS))
+BY_KEY: dict[tuple[str, str], OptionSpec] = {spec.key: spec for spec in OPTIONS}
+
+
+def section_names() -> str:
+    return ", ".join(f"[{name}]" for name in SECTIONS)
+
+
+def lookup(section: str, name: str) -> OptionSpec:
+    """The spec of ``[section] name``, or :class:`OptionError` listing what exists."""
+    if section not in SECTIONS:
+        hint = difflib.get_close_matches(section, SECTIONS, n=1)
+        suggestion = f" (did you mean [{hint[0]}]?)" if hint else ""
+        raise OptionError(
+            f"[{section}] is not an option section{suggestion}; sections are {section_names()}"
+        )
+    spec = BY_KEY.get((section, name))
+    if spec is None:
+        names = [s.name for s in OPTIONS if s.section == section]
+        hint = difflib.get_close_matches(name, names, n=1)
+        suggestion = f" (did you mean {hint[0]}?)" if hint else ""
+        raise OptionError(
+            f"[{section}] {name} is not an option{suggestion}; options of "
+            f"[{section}] are {', '.join(names)}"
+        )
+    return spec
+
+
+# Defaults must themselves be valid: fail at import, not in production.
+for _spec in OPTIONS:
+    _spec.parse(_spec.default)

@@ -1,0 +1,176 @@
+"""Value types of options: each parses the stored text, formats a value back, and says in
+words what it allows (used in every refusal)."""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+from datetime import date, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfoNotFoundError
+
+from gim_tasks.schedule.cron import CronError, parse_cron
+from gim_tasks.schedule.localtime import zone
+
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
+
+
+class OptionType:
+    """Base of option types. ``parse`` raises ``ValueError`` with a short reason."""
+
+    allowed = ""
+
+    def parse(self, raw: str) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def format(self, value: Any) -> str:
+        return str(value)
+
+
+@dataclass(frozen=True)
+class Boolean(OptionType):
+    allowed: str = "true or false"
+
+    def parse(self, raw: str) -> bool:
+        text = raw.strip().lower()
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
+        raise ValueError("not a boolean")
+
+    def format(self, value: Any) -> str:
+        return "true" if value else "false"
+
+
+@dataclass(frozen=True)
+class Integer(OptionType):
+    minimum: int
+    maximum: int
+    unit: str = ""
+
+    @property
+    def allowed(self) -> str:  # type: ignore[override]
+        unit = f" ({self.unit})" if self.unit else ""
+        return f"an integer from {self.minimum} to {self.maximum}{unit}"
+
+    def parse(self, raw: str) -> int:
+        text = raw.strip()
+        if not re.fullmatch(r"[+-]?\d+", text):
+            raise ValueError("not an integer")
+        value = int(text)
+        if not self.minimum <= value <= self.maximum:
+            raise ValueError("out of range")
+        return value
+
+
+@dataclass(frozen=True)
+class ClockTime(OptionType):
+    allowed: str = "a time of day HH:mm from 00:00 to 23:59"
+
+    def parse(self, raw: str) -> time:
+        match = _CLOCK.match(raw.strip())
+        if not match:
+            raise ValueError("not HH:mm")
+        hours, minutes = int(match[1]), int(match[2])
+        if hours > 23 or minutes > 59:
+            raise ValueError("out of range")
+        return time(hours, minutes)
+
+    def format(self, value: Any) -> str:
+        return f"{value.hour:02d}:{value.minute:02d}"
+
+
+@dataclass(frozen=True)
+class Duration(OptionType):
+    allowed: str = "a duration HH:mm from 00:01 to 24:00"
+
+    def parse(self, raw: str) -> timedelta:
+        match = _CLOCK.match(raw.strip())
+        if not match:
+            raise ValueError("not HH:mm")
+        hours, minutes = int(match[1]), int(match[2])
+        value = timedelta(hours=hours, minutes=minutes)
+        if minutes > 59 or not timedelta(minutes=1) <= value <= timedelta(hours=24):
+            raise ValueError("out of range")
+        return value
+
+    def format(self, value: Any) -> str:
+        total = int(value.total_seconds()) // 60
+        return f"{total // 60:02d}:{total % 60:02d}"
+
+
+@dataclass(frozen=True)
+class CronSchedule(OptionType):
+    allowed: str = (
+        "a cron of 2 fields 'minute hour' (e.g. '0/10 *', '30 2', '20 0,8,16') or 5 fields "
+        "'minute hour day-of-month month day-of-week'"
+    )
+
+    def parse(self, raw: str) -> Any:
+        try:
+            return parse_cron(" ".join(raw.split()))
+        except CronError as error:
+            raise ValueError(str(error)) from None
+
+    def format(self, value: Any) -> str:
+        return str(value.expression)
+
+
+@dataclass(frozen=True)
+class TimeZone(OptionType):
+    allowed: str = "an IANA time zone name such as GMT, UTC, Europe/Berlin, America/New_York"
+
+    def parse(self, raw: str) -> str:
+        name = raw.strip()
+        if not name or name.startswith("/") or ".." in name:
+            raise ValueError("not a time zone name")
+        try:
+            zone(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone") from None
+        return name
+
+
+@dataclass(frozen=True)
+class OptionalDate(OptionType):
+    allowed: str = "a date YYYY-MM-DD, or empty for none"
+
+    def parse(self, raw: str) -> date | None:
+        text = raw.strip()
+        if not text:
+            return None
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ValueError("not YYYY-MM-DD")
+        return date.fromisoformat(text)
+
+    def format(self, value: Any) -> str:
+        return "" if value is None else value.isoformat()
+
+
+@dataclass(frozen=True)
+class Encoding(OptionType):
+    allowed: str = "a Python codec name such as utf-8, utf-16, latin-1, cp1252"
+
+    def parse(self, raw: str) -> str:
+        name = raw.strip()
+        try:
+            return codecs.lookup(name).name if name else _raise("empty")
+        except LookupError:
+            raise ValueError("unknown encoding") from None
+
+
+@dataclass(frozen=True)
+class DirectoryPath(OptionType):
+    allowed: str = "a directory path; a relative one is resolved under GIM_OUTPUT_DIRECTORY"
+
+    def parse(self, raw: str) -> str:
+        text = raw.strip()
+        if not text or "\x00" in text:
+            raise ValueError("empty path")
+        return text
+
+
+def _raise(reason: str) -> str:
+    raise ValueError(reason)

@@ -1,0 +1,143 @@
+"""The ideal timeline of a period (``gim schedule plan``) and the Scheduled view's words
+(``gim schedule next``, SPEC A1).
+
+The timeline assumes runs take no time, so no exclusivity rule ever holds a job back: it shows
+the firings the options produce. An ETL cycle appears as the start of Job_ExtractICON;
+aggregation windows as a start and a stop of Job_AggregateGIM (windows that overlap or touch
+merge into one). Events are those whose instant lies in [start, end).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Literal
+
+from gim_tasks.options.values import ScheduleOptions
+from gim_tasks.schedule.engine import next_runs, streams
+from gim_tasks.schedule.jobs import AGGREGATE, EXTRACT, JOB_NAMES, MAINTAIN, TRANSFORM
+from gim_tasks.schedule.localtime import resolve, zone
+
+ORDER = {name: index for index, name in enumerate(JOB_NAMES)}
+
+
+@dataclass(frozen=True)
+class Event:
+    job: str
+    event: Literal["start", "stop"]
+    at: datetime  # aware, in the schedule's zone
+
+    def as_dict(self) -> dict[str, str]:
+        return {"job": self.job, "event": self.event, "at": self.at.isoformat()}
+
+
+def period(options: ScheduleOptions, start: datetime, days: int) -> tuple[datetime, datetime]:
+    """[start, end) for ``days`` local calendar days from the naive local ``start``."""
+    tz = zone(options.timezone)
+    return resolve(start, tz), resolve(start + timedelta(days=days), tz)
+
+
+def plan(options: ScheduleOptions, start: datetime, end: datetime) -> list[Event]:
+    """Every firing in [start, end), sorted by time (then by job order, stops first)."""
+    if not options.run_scheduler:
+        return []
+    tz = zone(options.timezone)
+    events: list[Event] = []
+    just_before = start - timedelta(microseconds=1)
+    for job, stream in streams(options).items():
+        current = stream.next_after(just_before, tz)
+        while current is not None and current < end:
+            events.append(Event(job, "start", current.astimezone(tz)))
+            current = stream.next_after(current, tz)
+    if options.run_aggregates:
+        events += _windows(options, start, end)
+    events.sort(key=lambda e: (e.at, e.event != "stop", ORDER[e.job]))
+    return events
+
+
+def _windows(options: ScheduleOptions, start: datetime, end: datetime) -> list[Event]:
+    tz, duration, cron = (
+        zone(options.timezone),
+        options.aggregate_duration,
+        options.aggregate_schedule,
+    )
+    # Begin early enough to see a window that opened before `start` and is still open.
+    current = cron.next_after(start - duration - timedelta(days=1), tz)
+    merged: list[tuple[datetime, datetime]] = []
+    while current is not None and current < end:
+        closes = current + duration
+        if merged and current <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], closes))
+        else:
+            merged.append((current, closes))
+        current = cron.next_after(current, tz)
+    events = []
+    for opens, closes in merged:
+        if start <= opens < end:
+            events.append(Event(AGGREGATE, "start", opens.astimezone(tz)))
+        if start <= closes < end:
+            events.append(Event(AGGREGATE, "stop", closes.astimezone(tz)))
+    return events
+
+
+@dataclass(frozen=True)
+class NextRun:
+    job: str
+    active: bool
+    schedule: str  # in words, with the time zone (A1)
+    next_run: datetime | None  # in the schedule's zone
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "job": self.job,
+            "active": self.active,
+            "schedule": self.schedule,
+            "next_run": self.next_run.isoformat() if self.next_run else None,
+        }
+
+
+def describe_schedules(options: ScheduleOptions) -> dict[str, tuple[bool, str]]:
+    """Per job: whether the scheduler launches it, and its schedule in words."""
+    zone_name = options.timezone
+    on = options.run_scheduler
+    duration = options.aggregate_duration
+    hours, minutes = divmod(int(duration.total_seconds()) // 60, 60)
+    maintain = options.maintain_start.strftime("%H:%M")
+    return {
+        EXTRACT: (on, f"{options.etl.describe()}, {zone_name}"),
+        TRANSFORM: (on, "after each scheduled Job_ExtractICON completes"),
+        AGGREGATE: (
+            on and options.run_aggregates,
+            f"windows of {hours:02d}:{minutes:02d} opening "
+            f"{options.aggregate_schedule.describe()}, {zone_name}",
+        ),
+        MAINTAIN: (on and options.run_maintain, f"daily at {maintain}, {zone_name}"),
+        "Job_UpdateStats": (
+            on and options.run_update_stats,
+            f"{options.update_stats_schedule.describe()}, {zone_name}",
+        ),
+        "Job_ExportGIM": (
+            on and options.run_export,
+            f"{options.export_schedule.describe()}, {zone_name}",
+        ),
+    }
+
+
+def next_run_table(options: ScheduleOptions, now: datetime) -> list[NextRun]:
+    tz = zone(options.timezone)
+    upcoming = next_runs(options, now)
+    rows = []
+    for job, (active, words) in describe_schedules(options).items():
+        at = upcoming.get(job)
+        rows.append(NextRun(job, active, words, at.astimezone(tz) if at and active else None))
+    return rows
+
+
+def parse_start(text: str) -> datetime:
+    """``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM`` as a naive local datetime."""
+    try:
+        if "T" in text:
+            return datetime.strptime(text, "%Y-%m-%dT%H:%M")  # noqa: DTZ007 - local wall time
+        return datetime.combine(date.fromisoformat(text), datetime.min.time())
+    except ValueError:
+        raise ValueError(f"--start '{text}' is not YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
