@@ -105,16 +105,19 @@ def unset_option(engine: Engine, section: str, name: str, actor: str) -> OptionU
 
 
 def import_options(engine: Engine, text: str, actor: str, source: str) -> list[OptionUpdate]:
-    """Store every option of an INI text in one transaction: all of them or, on any problem,
-    none (``parse_ini`` raises before the transaction starts)."""
+    """Store every option of an INI text that differs from its current value, in one
+    transaction: all of them or, on any problem, none (``parse_ini`` raises before the
+    transaction starts)."""
     values = parse_ini(text, source)
     with engine.begin() as conn:
         _lock(conn)
         current = load_options(conn)
+        # Only real changes are written: importing an export again changes nothing and keeps
+        # each option's last changer (A1 "Creator").
         return [
             _write(conn, key, value, actor)
             for key, value in values.items()
-            if current.texts[key] != value or key not in current.stored
+            if current.texts[key] != value
         ]
 
 

@@ -212,14 +212,21 @@ def local_midnight(instant: datetime, tz: tzinfo) -> datetime:
     return resolve(datetime.combine(wall(instant, tz).date(), datetime.min.time()), tz)
 
 
+def window_end(opened: datetime, options: ScheduleOptions, tz: tzinfo) -> datetime:
+    """[decision] A window lasts ``aggregate-duration`` of wall-clock time: opened at 04:00 for
+    23:00, it ends at 03:00 local on every day, so the hour left for maintenance stays an hour
+    across DST changes (elapsed time would close that gap on the spring-forward day)."""
+    return resolve(wall(opened, tz) + options.aggregate_duration, tz)
+
+
 def open_window(options: ScheduleOptions, now: datetime, tz: tzinfo) -> datetime | None:
     """The opening instant of the aggregation window containing ``now``, if any (S7)."""
     if not options.run_aggregates:
         return None
-    opened = options.aggregate_schedule.latest_at_or_before(
-        now, tz, not_before=now - options.aggregate_duration - timedelta(seconds=1)
-    )
-    if opened is not None and now < opened + options.aggregate_duration:
+    # A DST change can make a window up to a few hours longer in elapsed time.
+    earliest = now - options.aggregate_duration - timedelta(hours=3)
+    opened = options.aggregate_schedule.latest_at_or_before(now, tz, not_before=earliest)
+    if opened is not None and now < window_end(opened, options, tz):
         return opened
     return None
 

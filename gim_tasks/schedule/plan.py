@@ -4,7 +4,8 @@
 The timeline assumes runs take no time, so no exclusivity rule ever holds a job back: it shows
 the firings the options produce. An ETL cycle appears as the start of Job_ExtractICON;
 aggregation windows as a start and a stop of Job_AggregateGIM (windows that overlap or touch
-merge into one). Events are those whose instant lies in [start, end).
+merge into one; a window ends at its opening wall time plus aggregate-duration). Events are
+those whose instant lies in [start, end).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 
 from gim_tasks.options.values import ScheduleOptions
-from gim_tasks.schedule.engine import next_runs, streams
+from gim_tasks.schedule.engine import next_runs, streams, window_end
 from gim_tasks.schedule.jobs import AGGREGATE, EXTRACT, JOB_NAMES, MAINTAIN, TRANSFORM
 from gim_tasks.schedule.localtime import resolve, zone
 
@@ -65,7 +66,7 @@ def _windows(options: ScheduleOptions, start: datetime, end: datetime) -> list[E
     current = cron.next_after(start - duration - timedelta(days=1), tz)
     merged: list[tuple[datetime, datetime]] = []
     while current is not None and current < end:
-        closes = current + duration
+        closes = window_end(current, options, tz)
         if merged and current <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(merged[-1][1], closes))
         else:

@@ -1,0 +1,166 @@
+"""Options stored in PostgreSQL with a change log; set/import/export/check through the CLI
+(SPEC §2, C1, M8)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from gim_tasks.cli.main import main as gim
+from gim_tasks.db.engine import make_engine
+from gim_tasks.db.tables import option_change, option_value
+from gim_tasks.options import store
+from gim_tasks.options.registry import OptionError
+
+
+@pytest.fixture
+def engine(gim_env: dict[str, str]) -> sa.Engine:
+    return make_engine(gim_env["GIM_DATABASE_URL"])
+
+
+def rows(engine: sa.Engine, table: sa.Table) -> list[tuple[object, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(table)).all()]
+
+
+def test_set_stores_value_and_logs_who_old_and_new(engine: sa.Engine) -> None:
+    update = store.set_option(engine, "schedule", "etl-frequency", " 15 ", "alice")
+    assert (update.old, update.new) == ("30", "15")
+    with engine.connect() as conn:
+        options = store.load_options(conn)
+        change = conn.execute(sa.select(option_change)).one()
+    assert options.get("schedule", "etl-frequency") == 15
+    assert options.changes[("schedule", "etl-frequency")].actor == "alice"
+    assert (change.old_value, change.new_value, change.changed_by) == ("30", "15", "alice")
+    assert change.changed_at.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "value"),
+    [
+        ("schedule", "etl-frequency", "0"),
+        ("schedule", "no-such-option", "1"),
+        ("nowhere", "etl-frequency", "5"),
+    ],
+)
+def test_invalid_set_stores_nothing(engine: sa.Engine, section: str, name: str, value: str) -> None:
+    store.set_option(engine, "schedule", "etl-frequency", "20", "alice")
+    before = (rows(engine, option_value), rows(engine, option_change))
+    with pytest.raises(OptionError):
+        store.set_option(engine, section, name, value, "bob")
+    assert (rows(engine, option_value), rows(engine, option_change)) == before
+
+
+def test_import_is_all_or_nothing(engine: sa.Engine, tmp_path: Path) -> None:
+    bad = "[schedule]\ntimezone = Europe/Berlin\netl-frequency = 99999\n"
+    with pytest.raises(OptionError, match="nothing imported, 1 problem"):
+        store.import_options(engine, bad, "alice", "bad.ini")
+    assert rows(engine, option_value) == [] and rows(engine, option_change) == []
+    good = "[schedule]\ntimezone = Europe/Berlin\netl-frequency = 20\n[gim-export]\nmax-retries=5\n"
+    updates = store.import_options(engine, good, "alice", "good.ini")
+    assert [str(u) for u in updates] == [
+        "[schedule] timezone: GMT -> Europe/Berlin",
+        "[schedule] etl-frequency: 30 -> 20",
+        "[gim-export] max-retries: 3 -> 5",
+    ]
+    assert len(rows(engine, option_change)) == 3
+
+
+def test_concurrent_changes_are_serialised_in_the_log(engine: sa.Engine) -> None:
+    """The advisory lock makes each logged old value the value really replaced."""
+    values = [str(v) for v in range(10, 30)]
+    threads = [
+        threading.Thread(
+            target=store.set_option, args=(engine, "schedule", "etl-frequency", v, f"user{v}")
+        )
+        for v in values
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with engine.connect() as conn:
+        log = conn.execute(sa.select(option_change).order_by(option_change.c.id)).all()
+        final = store.load_options(conn).text("schedule", "etl-frequency")
+    assert len(log) == len(values)
+    assert log[0].old_value == "30"
+    assert all(log[i].old_value == log[i - 1].new_value for i in range(1, len(log)))
+    assert final == log[-1].new_value
+
+
+def test_cli_set_show_export_import_round_trip(
+    gim_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert gim(["config", "set", "schedule", "timezone", "Asia/Tokyo", "--actor", "carol"]) == 0
+    assert "[schedule] timezone: GMT -> Asia/Tokyo" in capsys.readouterr().out
+    assert gim(["config", "set", "schedule", "etl-frequency", "abc"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "error: [schedule] etl-frequency = 'abc' is invalid: allowed is an "
+        "integer from 1 to 1440 (minutes)"
+    )
+    exported = tmp_path / "site.ini"
+    assert gim(["config", "export", "-o", str(exported)]) == 0
+    assert "timezone = Asia/Tokyo" in exported.read_text()
+    assert gim(["config", "unset", "schedule", "timezone"]) == 0
+    assert gim(["config", "import", str(exported)]) == 0
+    capsys.readouterr()
+    assert gim(["config", "show", "schedule", "--json"]) == 0
+    shown = {row["option"]: row for row in json.loads(capsys.readouterr().out)}
+    assert shown["timezone"]["value"] == "Asia/Tokyo"
+    assert shown["etl-frequency"] == {
+        "section": "schedule",
+        "option": "etl-frequency",
+        "value": "30",
+        "default": "30",
+        "changed_by": None,
+    }
+
+
+def test_cli_check_reports_errors_with_items_and_exit_code(
+    gim_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert gim(["config", "check", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"ok": True, "errors": [], "warnings": []}
+    assert gim(["config", "set", "schedule", "maintain-start-time", "12:00"]) == 0
+    capsys.readouterr()
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    assert gim(["config", "set", "gim-export", "output-directory", str(blocker / "x")]) == 0
+    capsys.readouterr()
+    assert gim(["config", "check", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [e["item"] for e in report["errors"]] == ["[schedule] maintain-start-time"]
+    assert [w["item"] for w in report["warnings"]] == ["[gim-export] output-directory"]
+    assert gim(["config", "set", "schedule", "run-export", "true"]) == 0
+    capsys.readouterr()
+    assert gim(["config", "check", "--json"]) == 1
+    errors = [e["item"] for e in json.loads(capsys.readouterr().out)["errors"]]
+    assert errors == ["[schedule] maintain-start-time", "[gim-export] output-directory"]
+
+
+def test_cli_check_names_unreachable_redis(
+    gim_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gim_tasks.localstack import free_port
+    from gim_tasks.settings import get_settings
+
+    monkeypatch.setenv("GIM_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    get_settings.cache_clear()
+    assert gim(["config", "check", "--json"]) == 1
+    assert [e["item"] for e in json.loads(capsys.readouterr().out)["errors"]] == ["Redis"]
+
+
+def test_cli_schedule_next_uses_stored_options(
+    gim_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert gim(["config", "set", "schedule", "timezone", "America/New_York"]) == 0
+    capsys.readouterr()
+    assert gim(["schedule", "next", "--now", "2026-11-23T12:00+00:00", "--json"]) == 0
+    extract = json.loads(capsys.readouterr().out)[0]
+    assert extract["next_run"] == "2026-11-23T07:30:00-05:00"
+    assert extract["schedule"].endswith(", America/New_York")
