@@ -51,21 +51,22 @@ def schema_state(engine: Engine) -> SchemaState:
     return SchemaState(current=current, head=head_revision())
 
 
-def upgrade(engine: Engine, revision: str = "head") -> SchemaState:
-    """Migrate to ``revision``. Safe to run from several processes at once: ``env.py`` holds a
-    PostgreSQL advisory lock for the whole migration."""
+def _run(engine: Engine, action: str, revision: str) -> SchemaState:
+    """Run an Alembic command on one connection. Safe to run from several processes at once:
+    ``env.py`` holds a PostgreSQL advisory lock for the whole migration."""
     config = alembic_config()
     with connect(engine) as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+        getattr(command, action)(config, revision)
         conn.commit()
     return schema_state(engine)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> SchemaState:
+    """Migrate to ``revision`` (default: the newest)."""
+    return _run(engine, "upgrade", revision)
 
 
 def downgrade(engine: Engine, revision: str) -> SchemaState:
-    config = alembic_config()
-    with connect(engine) as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, revision)
-        conn.commit()
-    return schema_state(engine)
+    """Migrate back to ``revision`` (``base``: no tables)."""
+    return _run(engine, "downgrade", revision)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
+from gim_tasks.devtools.demo import demo_options
 from gim_tasks.devtools.stack import DevStack
 from gim_tasks.devtools.supervisor import Supervisor
 from gim_tasks.errors import GimError
 from gim_tasks.localstack import port_open
+from gim_tasks.options.store import import_options
 from gim_tasks.runtime.queues import QUEUES
 
 CELERY_APP = "gim_tasks.runtime.celery_app"
@@ -86,8 +89,17 @@ def up() -> None:
     os.environ.update(stack.environment())
     supervisor = Supervisor(environment)
     try:
-        state = migrate.upgrade(make_engine(stack.environment()["GIM_DATABASE_URL"]))
+        engine = make_engine(stack.environment()["GIM_DATABASE_URL"])
+        state = migrate.upgrade(engine)
         supervisor.say("dev", f"schema {state.describe()}")
+        if os.environ.get("GIM_DEV_KEEP_OPTIONS") != "1":
+            text = demo_options(datetime.now(UTC))
+            changed = import_options(engine, text, "dev-demo", "demo options")
+            supervisor.say(
+                "dev",
+                f"demo options loaded ({len(changed)} change(s); "
+                "GIM_DEV_KEEP_OPTIONS=1 keeps yours)",
+            )
         (stack.local_dir / "output").mkdir(parents=True, exist_ok=True)
         celery = str(Path(sys.executable).with_name("celery"))
         supervisor.start(

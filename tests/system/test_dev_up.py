@@ -120,6 +120,17 @@ def test_dev_up_runs_everything_and_ctrl_c_leaves_nothing_running() -> None:
         assert status.returncode == 0, status.stdout + status.stderr
         assert json.loads(status.stdout)["ok"] is True
 
+        shown = subprocess.run(
+            [str(ROOT / "dev"), "gim", "config", "show", "schedule", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        options = {row["option"]: row for row in json.loads(shown.stdout)}
+        assert options["etl-frequency"]["value"] == "1"  # demo options were loaded
+        assert options["etl-frequency"]["changed_by"] == "dev-demo"
+
         processes = _descendants(up.pid)
         pg_pid = int((local / "postgres/data/postmaster.pid").read_text().split()[0])
         redis_pid = int((local / "redis/redis.pid").read_text())

@@ -135,3 +135,17 @@ def test_bad_stored_value_falls_back_to_default_and_is_an_error() -> None:
 def test_readme_option_reference_is_the_generated_one() -> None:
     readme = (ROOT / "README.md").read_text()
     assert reference_markdown() in readme, "regenerate with: gim config reference"
+
+
+@pytest.mark.parametrize("hour", range(24))
+def test_demo_options_are_valid_and_pass_the_check_at_any_hour(hour: int) -> None:
+    from datetime import UTC, datetime
+
+    from gim_tasks.devtools.demo import demo_options
+
+    now = datetime(2026, 11, 22, hour, 58, tzinfo=UTC)
+    options = Options.from_texts(parse_ini(demo_options(now)), strict=True)
+    report = check_options(options)
+    assert report.ok, report.findings
+    schedule = options.schedule()
+    assert schedule.etl.frequency == 1 and schedule.run_aggregates and schedule.run_export
