@@ -19,6 +19,7 @@ from rich.table import Table
 
 from gim_tasks import __version__
 from gim_tasks.cli import config as config_cli
+from gim_tasks.cli import etl as etl_cli
 from gim_tasks.cli import schedule as schedule_cli
 from gim_tasks.cli.common import JsonFlag, out
 from gim_tasks.db import migrate
@@ -34,6 +35,9 @@ db_app = typer.Typer(help="Database schema: migrate and check.", no_args_is_help
 app.add_typer(db_app, name="db")
 app.add_typer(config_cli.app, name="config")
 app.add_typer(schedule_cli.app, name="schedule")
+app.add_typer(etl_cli.idb_app, name="idb")
+app.add_typer(etl_cli.etl_app, name="etl")
+app.command("run")(etl_cli.run_command)
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
+from gim_tasks.db import mart_tables  # noqa: F401 - registers the Info Mart tables
 from gim_tasks.db.tables import metadata
 
 # Any constant shared by all gim-tasks processes: the advisory lock that serialises migrations,

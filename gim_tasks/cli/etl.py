@@ -1,0 +1,317 @@
+"""``gim idb …``, ``gim run JOB --local`` and ``gim etl status``."""
+
+from __future__ import annotations
+
+import json
+import signal
+from datetime import datetime
+from typing import Annotated, Any
+
+import psycopg
+import sqlalchemy as sa
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out
+from gim_tasks.db import mart_tables as mart
+from gim_tasks.db.engine import connect, make_engine
+from gim_tasks.db.migrate import schema_state
+from gim_tasks.db.tables import job_run
+from gim_tasks.errors import GimError
+from gim_tasks.idb.generator import generate
+from gim_tasks.idb.schema import init_idb
+from gim_tasks.idb.simulate import simulate
+from gim_tasks.jobs.base import JobContext
+from gim_tasks.jobs.extract import idb_name
+from gim_tasks.jobs.registry import body_of
+from gim_tasks.options import store
+from gim_tasks.options.check import check_options
+from gim_tasks.runtime import runs
+from gim_tasks.settings import get_settings, redact
+
+idb_app = typer.Typer(help="Source IDB databases: schema and traffic.", no_args_is_help=True)
+etl_app = typer.Typer(help="ETL state: marks, lag, pending rows, facts.", no_args_is_help=True)
+
+
+def _idb_urls() -> list[str]:
+    urls = get_settings().idb_urls
+    if not urls:
+        raise GimError("GIM_IDB_URLS is empty: set it to the IDB database URLs, comma-separated")
+    return urls
+
+
+def _pick_idb(index: int) -> str:
+    urls = _idb_urls()
+    if not 1 <= index <= len(urls):
+        raise GimError(f"--idb {index} is out of range: GIM_IDB_URLS lists {len(urls)} IDB(s)")
+    return urls[index - 1]
+
+
+IdbOption = Annotated[int, typer.Option("--idb", help="Which IDB of GIM_IDB_URLS (1-based).")]
+
+
+@idb_app.command("init")
+def idb_init() -> None:
+    """Create (or complete) the IDB schema in every database of GIM_IDB_URLS."""
+    for url in _idb_urls():
+        engine = make_engine(url)
+        with connect(engine, "IDB"):
+            pass
+        created = init_idb(engine)
+        out.print(
+            f"{redact(url)}: {len(created)} table(s) created"
+            if created
+            else f"{redact(url)}: schema present",
+            markup=False,
+        )
+
+
+@idb_app.command("generate")
+def idb_generate(
+    start: Annotated[
+        str, typer.Option(help="First hour, ISO-8601 with offset, e.g. 2026-11-23T00:00+01:00.")
+    ],
+    hours: Annotated[int, typer.Option(min=1, max=24 * 400, help="Hours of traffic.")] = 24,
+    agents: Annotated[int, typer.Option(min=1, max=100_000)] = 200,
+    queues: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
+    rate: Annotated[
+        int, typer.Option(min=0, max=1_000_000, help="Calls per hour at the daily peak.")
+    ] = 2000,
+    seed: Annotated[int, typer.Option(help="Same seed, same traffic.")] = 1,
+    idb: IdbOption = 1,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write deterministic, realistic traffic into one IDB and print what was written."""
+    try:
+        begin = datetime.fromisoformat(start)
+    except ValueError:
+        raise GimError(f"--start '{start}' is not ISO-8601, e.g. 2026-11-23T00:00+01:00") from None
+    if begin.tzinfo is None:
+        raise GimError(f"--start '{start}' has no UTC offset; add one, e.g. {start}+00:00")
+    url = _pick_idb(idb)
+    with psycopg.connect(url) as conn:
+        if as_json:
+            counts = generate(
+                conn, begin, hours, agents=agents, queues=queues, rate=rate, seed=seed
+            )
+        else:
+            with _progress() as bar:
+                task = bar.add_task("generating", total=hours)
+                counts = generate(
+                    conn,
+                    begin,
+                    hours,
+                    agents=agents,
+                    queues=queues,
+                    rate=rate,
+                    seed=seed,
+                    progress=lambda done, total: bar.update(
+                        task, completed=done, description=f"hour {done}/{total}"
+                    ),
+                )
+    if as_json:
+        print(json.dumps(counts))
+    else:
+        for kind, count in counts.items():
+            out.print(f"{kind}: {count:,}")
+
+
+@idb_app.command("simulate")
+def idb_simulate(
+    rate: Annotated[int, typer.Option(min=1, help="Calls per hour.")] = 3600,
+    writers: Annotated[int, typer.Option(min=1, max=64, help="Concurrent writers.")] = 4,
+    duration: Annotated[float | None, typer.Option(help="Seconds; default until Ctrl-C.")] = None,
+    idb: IdbOption = 1,
+) -> None:
+    """Trickle live calls into an IDB in real time (concurrent writers commit out of id order,
+    calls are updated when they end). Ctrl-C stops it."""
+    url = _pick_idb(idb)
+    out.print(f"simulating {rate} calls/h into {redact(url)} with {writers} writers", markup=False)
+    counts = simulate(url, rate_per_hour=rate, writers=writers, duration=duration)
+    out.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed:,.0f} rows"),
+        TimeElapsedColumn(),
+        console=out,
+        transient=True,
+    )
+
+
+def run_local(
+    job: str, actor: str, show_progress: bool = True
+) -> tuple[runs.RunStart, str, Any, str | None]:
+    """Run ``job`` in this process under the same rules as the runtime: configuration check
+    (C2), one Running run per job (S2), a run record (R1, M8)."""
+    settings = get_settings()
+    body = body_of(job)
+    engine = mart_engine()
+    state = schema_state(engine)
+    if not state.at_head:
+        raise GimError(f"schema {state.describe()}")
+    runs.sweep_lost_local_runs(engine)
+    with engine.connect() as conn:
+        options = store.load_options(conn)
+    refusal = check_options(options).refusal()
+    if refusal is not None:
+        return runs.reject(engine, job, "manual", actor, refusal), "Rejected", None, refusal
+    started = runs.start_run(engine, job, "manual", actor)
+    if started.state != "Running":
+        return started, started.state, None, started.reason
+    ctx = JobContext(
+        mart=engine, idb_urls=settings.idb_urls, options=options, run_id=started.run_id
+    )
+    previous = signal.signal(signal.SIGINT, lambda *_: ctx.stop.request(f"stopped by {actor}"))
+    try:
+        if show_progress:
+            with _progress() as bar:
+                task = bar.add_task(job, total=None)
+                ctx.progress = lambda what, done, total: bar.update(
+                    task, description=what, completed=done
+                )
+                final, error = runs.execute(body, ctx)
+        else:
+            final, error = runs.execute(body, ctx)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    ended_by = actor if final == "Stopped" else None
+    runs.finish_run(
+        engine,
+        started.run_id,
+        final,
+        ctx.counts,
+        error=error,
+        reason=ctx.stop.reason or None,
+        ended_by=ended_by,
+    )
+    return started, final, ctx.counts, error
+
+
+def run_command(
+    job: Annotated[str, typer.Argument(help="Job name, e.g. Job_ExtractICON.")],
+    local: Annotated[bool, typer.Option("--local", help="Run in this process.")] = False,
+    actor: ActorOption = "",
+) -> None:
+    """Run a job now. Prints the run id and its end state; exit code 0 when it completed."""
+    if not local:
+        raise GimError(
+            "only `gim run JOB --local` is available until the distributed "
+            "runtime lands; add --local"
+        )
+    started, final, counts, error = run_local(job, actor or current_actor())
+    if final == "Rejected":
+        out.print(f"run {started.run_id}: Rejected: {started.reason}", markup=False)
+        raise typer.Exit(1)
+    out.print(
+        f"run {started.run_id}: {final} (read {counts.read:,}, written {counts.written:,}, "
+        f"discarded {counts.discarded:,}, warnings {counts.warnings})"
+        + (f": {error}" if error else ""),
+        markup=False,
+    )
+    if final not in ("Completed", "Completed with warnings"):
+        raise typer.Exit(130 if final == "Stopped" else 1)
+
+
+def etl_status_data(engine: sa.Engine) -> dict[str, Any]:
+    """Marks per IDB and table, pending rows, lag, last cycle durations, fact row counts."""
+    with engine.connect() as conn:
+        names = dict(
+            conn.execute(sa.select(mart.idb_source.c.idb_id, mart.idb_source.c.name)).all()
+        )
+        marks = conn.execute(sa.select(mart.extract_mark)).all()
+        pending = {
+            name: conn.execute(
+                sa.text(f"SELECT count(*) FROM stg_{name} WHERE NOT processed")
+            ).scalar_one()
+            for name in (
+                "interaction",
+                "party_segment",
+                "agent_session",
+                "agent_state",
+                "campaign_attempt",
+            )
+        }
+        facts = {
+            table.name: conn.execute(sa.text(f"SELECT count(*) FROM {table.name}")).scalar_one()
+            for table in mart.FACTS
+        }
+        newest_fact = conn.execute(
+            sa.text("SELECT max(start_ts) FROM interaction_segment_fact")
+        ).scalar_one()
+        newest_staged = conn.execute(
+            sa.text("SELECT max(queued_at) FROM stg_party_segment")
+        ).scalar_one()
+        cycles = conn.execute(
+            sa.select(job_run.c.job, job_run.c.started_at, job_run.c.ended_at, job_run.c.state)
+            .where(
+                job_run.c.job.in_(("Job_ExtractICON", "Job_TransformGIM")),
+                job_run.c.ended_at.is_not(None),
+                job_run.c.started_at.is_not(None),
+            )
+            .order_by(job_run.c.id.desc())
+            .limit(10)
+        ).all()
+    lag = None
+    if newest_staged is not None:
+        lag = max(0.0, (newest_staged - (newest_fact or newest_staged)).total_seconds())
+    return {
+        "marks": [
+            {
+                "idb": names.get(m.idb_id, str(m.idb_id)),
+                "table": m.table_name,
+                "snapshot": m.done_snapshot,
+                "in_progress": m.pending_snapshot is not None,
+                "rows_extracted": m.rows_extracted,
+                "updated_at": m.updated_at.isoformat(),
+            }
+            for m in marks
+        ],
+        "pending_transform": sum(pending.values()),
+        "pending_by_table": pending,
+        "lag_seconds": lag,
+        "facts": facts,
+        "last_runs": [
+            {
+                "job": c.job,
+                "state": c.state,
+                "seconds": round((c.ended_at - c.started_at).total_seconds(), 3),
+            }
+            for c in cycles
+        ],
+    }
+
+
+@etl_app.command("status")
+def etl_status(as_json: JsonFlag = False) -> None:
+    """Per IDB marks, rows waiting for Transform, lag (newest staged vs newest fact), recent
+    Extract/Transform durations, fact row counts."""
+    data = etl_status_data(mart_engine())
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table("IDB", "table", "rows extracted", "updated", "state", box=None)
+    for mark in data["marks"]:
+        table.add_row(
+            mark["idb"],
+            mark["table"],
+            f"{mark['rows_extracted']:,}",
+            mark["updated_at"][:19],
+            "in progress" if mark["in_progress"] else "done",
+        )
+    out.print(table)
+    out.print(
+        f"pending transform: {data['pending_transform']:,} rows; lag: "
+        f"{data['lag_seconds'] if data['lag_seconds'] is not None else '-'} s"
+    )
+    for name, count in data["facts"].items():
+        out.print(f"{name}: {count:,}")
+    for run in data["last_runs"][:4]:
+        out.print(f"{run['job']}: {run['state']} in {run['seconds']} s")
+
+
+__all__ = ["etl_app", "idb_app", "idb_name", "run_command", "run_local"]

@@ -1,0 +1,74 @@
+"""What every job body gets and returns."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Connection, Engine
+
+from gim_tasks.options.values import Options
+
+log = logging.getLogger("gim_tasks.jobs")
+
+
+class StopRequested(Exception):
+    """Raised by a body at a safe point when a stop was requested (M6); its committed work
+    stays, the current transaction is rolled back."""
+
+
+class StopToken:
+    """Cooperative stop: bodies call :meth:`check` between batches."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def request(self, reason: str = "stop requested") -> None:
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise StopRequested(self.reason)
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True when a stop was requested meanwhile."""
+        return self._event.wait(seconds)
+
+
+@dataclass
+class Counts:
+    """Counters of a run (R1): rows read, written, discarded, warnings."""
+
+    read: int = 0
+    written: int = 0
+    discarded: int = 0
+    warnings: int = 0
+    summary: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class JobContext:
+    mart: Engine
+    idb_urls: list[str]
+    options: Options
+    run_id: int | None = None
+    stop: StopToken = field(default_factory=StopToken)
+    counts: Counts = field(default_factory=Counts)
+    progress: Callable[[str, int, int | None], None] = lambda what, done, total: None
+    #: Called inside each committing Info Mart transaction: the runtime checks the run's
+    #: fencing token there so that a run that lost its lease cannot commit (issue 9).
+    fence: Callable[[Connection], None] = lambda conn: None
+    started: float = field(default_factory=time.monotonic)
+
+    def rate(self, rows: int) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        return f"{rows / elapsed:,.0f} rows/s"

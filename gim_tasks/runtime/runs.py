@@ -1,0 +1,183 @@
+"""Run records (SPEC R1, M8) and running a job body under them.
+
+A run is a ``job_run`` row. Starting one inserts it as Running; the partial unique index
+``uq_job_run_one_running`` makes the database refuse a second Running run of the same job
+(S2), whoever starts it, so the refusal is race-free. A refused start is recorded as Rejected
+with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from gim_tasks.db.tables import job_run
+from gim_tasks.jobs.base import Counts, JobContext, StopRequested
+
+log = logging.getLogger("gim_tasks.runtime.runs")
+
+FINAL_STATES = (
+    "Completed",
+    "Completed with warnings",
+    "Failed",
+    "Stopped",
+    "Cancelled",
+    "Rejected",
+)
+
+
+@dataclass(frozen=True)
+class RunStart:
+    run_id: int
+    state: str  # Running | Rejected
+    reason: str | None = None
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def running_run(engine: Engine, job: str) -> int | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(job_run.c.id).where(job_run.c.job == job, job_run.c.state == "Running")
+        ).scalar_one_or_none()
+
+
+def reject(
+    engine: Engine,
+    job: str,
+    trigger: str,
+    actor: str,
+    reason: str,
+    params: dict[str, Any] | None = None,
+) -> RunStart:
+    with engine.begin() as conn:
+        run_id = conn.execute(
+            sa.insert(job_run)
+            .values(
+                job=job,
+                trigger=trigger,
+                actor=actor,
+                params=params or {},
+                state="Rejected",
+                reason=reason,
+                ended_at=sa.func.now(),
+            )
+            .returning(job_run.c.id)
+        ).scalar_one()
+    return RunStart(run_id, "Rejected", reason)
+
+
+def start_run(
+    engine: Engine,
+    job: str,
+    trigger: str,
+    actor: str,
+    params: dict[str, Any] | None = None,
+    forced: bool = False,
+) -> RunStart:
+    """Insert a Running run, or a Rejected one when the job already runs (S2)."""
+    try:
+        with engine.begin() as conn:
+            run_id = conn.execute(
+                sa.insert(job_run)
+                .values(
+                    job=job,
+                    trigger=trigger,
+                    actor=actor,
+                    params=params or {},
+                    state="Running",
+                    forced=forced,
+                    started_at=sa.func.now(),
+                    heartbeat_at=sa.func.now(),
+                    worker=worker_name(),
+                )
+                .returning(job_run.c.id)
+            ).scalar_one()
+        return RunStart(run_id, "Running")
+    except sa.exc.IntegrityError as error:
+        if "uq_job_run_one_running" not in str(error):
+            raise
+        other = running_run(engine, job)
+        return reject(engine, job, trigger, actor, f"already running as run {other} (S2)", params)
+
+
+def finish_run(
+    engine: Engine,
+    run_id: int,
+    state: str,
+    counts: Counts,
+    error: str | None = None,
+    reason: str | None = None,
+    ended_by: str | None = None,
+) -> None:
+    assert state in FINAL_STATES
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(job_run)
+            .where(job_run.c.id == run_id, job_run.c.state == "Running")
+            .values(
+                state=state,
+                ended_at=sa.func.now(),
+                rows_read=counts.read,
+                rows_written=counts.written,
+                rows_discarded=counts.discarded,
+                warnings=counts.warnings,
+                summary=counts.summary,
+                error=error,
+                reason=reason,
+                ended_by=ended_by,
+            )
+        )
+
+
+def execute(body: Callable[[JobContext], None], ctx: JobContext) -> tuple[str, str | None]:
+    """Run a body; returns the final state and an error summary (R1)."""
+    try:
+        body(ctx)
+    except StopRequested as stop:
+        return "Stopped", str(stop)
+    except Exception as error:
+        log.error("run %s failed:\n%s", ctx.run_id, traceback.format_exc())
+        return (
+            "Failed",
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+        )
+    return ("Completed with warnings" if ctx.counts.warnings else "Completed"), None
+
+
+def sweep_lost_local_runs(engine: Engine) -> list[int]:
+    """R2 for runs started on this host by processes that no longer exist: Failed, worker lost."""
+    host = socket.gethostname() + ":"
+    lost = []
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(job_run.c.id, job_run.c.worker).where(
+                job_run.c.state == "Running", job_run.c.worker.like(host + "%")
+            )
+        ).all()
+        for run_id, worker in rows:
+            pid = int(worker.rsplit(":", 1)[1])
+            try:
+                os.kill(pid, 0)
+                continue
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            conn.execute(
+                sa.update(job_run)
+                .where(job_run.c.id == run_id)
+                .values(state="Failed", ended_at=sa.func.now(), error="worker lost (R2)")
+            )
+            lost.append(run_id)
+    return lost
