@@ -220,9 +220,9 @@ def run_command(
 def etl_status_data(engine: sa.Engine) -> dict[str, Any]:
     """Marks per IDB and table, pending rows, lag, last cycle durations, fact row counts."""
     with engine.connect() as conn:
-        names = dict(
-            conn.execute(sa.select(mart.idb_source.c.idb_id, mart.idb_source.c.name)).all()
-        )
+        names: dict[int, str] = {
+            row.idb_id: row.name for row in conn.execute(sa.select(mart.idb_source)).all()
+        }
         marks = conn.execute(sa.select(mart.extract_mark)).all()
         pending = {
             name: conn.execute(

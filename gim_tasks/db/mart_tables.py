@@ -8,6 +8,8 @@ partitions are created on demand by Transform and ahead of time by maintenance.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -77,7 +79,7 @@ def _staging(source: Table) -> Table:
 STAGING: dict[str, Table] = {table.name: _staging(table) for table in idb.TABLES}
 
 
-def _dimension(name: str, *columns: Column[object]) -> Table:
+def _dimension(name: str, *columns: Column[Any]) -> Table:
     return Table(
         name,
         metadata,
@@ -128,7 +130,7 @@ date_time = Table(
 )
 
 
-def _fact(name: str, id_column: str, *columns: Column[object]) -> Table:
+def _fact(name: str, id_column: str, *columns: Column[Any]) -> Table:
     return Table(
         name,
         metadata,

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 
@@ -81,53 +82,52 @@ def _copy(
     return count
 
 
+def _scalar(conn: psycopg.Connection, query: str, params: Sequence[object] = ()) -> Any:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def ensure_config(conn: psycopg.Connection, agents: int, queues: int, rng: random.Random) -> Config:
     """Create configuration rows if the IDB has none; return their ids."""
-    if conn.execute("SELECT count(*) FROM agent").fetchone()[0] == 0:  # type: ignore[index]
-        media = [
-            conn.execute(
-                "INSERT INTO media_type (name) VALUES (%s) RETURNING id", (name,)
-            ).fetchone()[0]
-            for name in MEDIA
-        ]  # type: ignore[index]
-        groups = [
-            conn.execute(
-                "INSERT INTO agent_group (name) VALUES (%s) RETURNING id", (f"Team {n + 1}",)
-            ).fetchone()[0]  # type: ignore[index]
-            for n in range(max(1, agents // 20))
-        ]
-        qgroups = [
-            conn.execute(
-                "INSERT INTO queue_group (name) VALUES (%s) RETURNING id", (name,)
-            ).fetchone()[0]  # type: ignore[index]
-            for name in SERVICE_TYPES
-        ]
+    if _scalar(conn, "SELECT count(*) FROM agent") == 0:
+
+        def add(table: str, columns: str, *values: object) -> int:
+            marks = ", ".join(["%s"] * len(values))
+            return int(
+                _scalar(
+                    conn, f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING id", values
+                )
+            )
+
+        media = [add("media_type", "name", name) for name in MEDIA]
+        groups = [add("agent_group", "name", f"Team {n + 1}") for n in range(max(1, agents // 20))]
+        qgroups = [add("queue_group", "name", name) for name in SERVICE_TYPES]
         for n in range(agents):
-            conn.execute(
-                "INSERT INTO agent (login, first_name, last_name, agent_group_id) "
-                "VALUES (%s, %s, %s, %s)",
-                (f"agent{n + 1:04d}", f"First{n + 1}", f"Last{n + 1}", groups[n % len(groups)]),
+            add(
+                "agent",
+                "login, first_name, last_name, agent_group_id",
+                f"agent{n + 1:04d}",
+                f"First{n + 1}",
+                f"Last{n + 1}",
+                groups[n % len(groups)],
             )
         for n in range(queues):
-            conn.execute(
-                "INSERT INTO queue (name, queue_group_id, media_type_id, "
-                "service_level_seconds) VALUES (%s, %s, %s, %s)",
-                (
-                    f"Q{n + 1:03d}",
-                    qgroups[n % len(qgroups)],
-                    media[0] if n % 5 < 3 else media[1 + n % 2],
-                    rng.choice((20, 30, 60)),
-                ),
+            add(
+                "queue",
+                "name, queue_group_id, media_type_id, service_level_seconds",
+                f"Q{n + 1:03d}",
+                qgroups[n % len(qgroups)],
+                media[0] if n % 5 < 3 else media[1 + n % 2],
+                rng.choice((20, 30, 60)),
             )
         for n in range(5):
-            conn.execute("INSERT INTO campaign (name) VALUES (%s)", (f"Campaign {n + 1}",))
+            add("campaign", "name", f"Campaign {n + 1}")
         for code, name in REASONS:
-            conn.execute("INSERT INTO state_reason (code, name) VALUES (%s, %s)", (code, name))
+            add("state_reason", "code, name", code, name)
         for kind, values in (("customer_segment", SEGMENTS), ("service_type", SERVICE_TYPES)):
             for value in values:
-                conn.execute(
-                    "INSERT INTO business_attribute (kind, value) VALUES (%s, %s)", (kind, value)
-                )
+                add("business_attribute", "kind, value", kind, value)
     config = Config()
     config.media = [r[0] for r in conn.execute("SELECT id FROM media_type ORDER BY id")]
     config.agents = [r[0] for r in conn.execute("SELECT id FROM agent ORDER BY id")]

@@ -9,6 +9,8 @@ with higher ids) is still found (SPEC D1); see ``gim_tasks.jobs.extract``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -34,7 +36,7 @@ class Xid8(UserDefinedType[int]):
         return "xid8"
 
 
-def _table(name: str, *columns: Column[object]) -> Table:
+def _table(name: str, *columns: Column[Any]) -> Table:
     return Table(
         name,
         metadata,
@@ -46,7 +48,7 @@ def _table(name: str, *columns: Column[object]) -> Table:
     )
 
 
-def _ts(name: str, nullable: bool = True) -> Column[object]:
+def _ts(name: str, nullable: bool = True) -> Column[Any]:
     return Column(name, DateTime(timezone=True), nullable=nullable)
 
 

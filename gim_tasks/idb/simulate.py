@@ -18,7 +18,7 @@ import psycopg
 
 from gim_tasks.idb.generator import Config, call_segments, ensure_config
 
-CALL_SECONDS = (20, 120)  # a simulated call lasts this long before the closer ends it
+CALL_SECONDS = 20  # a simulated call lasts at least this long before the closer ends it
 
 
 def _writer(
@@ -66,10 +66,12 @@ def _writer(
             stop.wait(rng.expovariate(rate_per_hour / 3600))
 
 
-def _closer(url: str, stop: threading.Event, counts: Counter[str], lock: threading.Lock) -> None:
+def _closer(
+    url: str, stop: threading.Event, counts: Counter[str], lock: threading.Lock, call_seconds: float
+) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        while not stop.wait(2):
-            cutoff = datetime.now(UTC) - timedelta(seconds=CALL_SECONDS[0])
+        while not stop.wait(min(2.0, call_seconds)):
+            cutoff = datetime.now(UTC) - timedelta(seconds=call_seconds)
             closed = conn.execute(
                 "WITH ended AS (UPDATE party_segment SET "
                 " wrap_start_at = greatest(queued_at, %(cutoff)s - interval '10 seconds'), "
@@ -93,6 +95,7 @@ def simulate(
     writers: int = 4,
     duration: float | None = None,
     seed: int = 1,
+    call_seconds: float = CALL_SECONDS,
     stop: threading.Event | None = None,
 ) -> dict[str, int]:
     """Trickle calls into the IDB at ``url`` until ``duration`` seconds pass or ``stop`` is
@@ -110,7 +113,9 @@ def simulate(
         )
         for n in range(writers)
     ]
-    threads.append(threading.Thread(target=_closer, args=(url, stop, counts, lock), daemon=True))
+    threads.append(
+        threading.Thread(target=_closer, args=(url, stop, counts, lock, call_seconds), daemon=True)
+    )
     for thread in threads:
         thread.start()
     deadline = None if duration is None else time.monotonic() + duration

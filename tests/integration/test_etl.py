@@ -1,0 +1,366 @@
+"""Extract and Transform against real PostgreSQL: D1 under concurrent out-of-order writers and
+crashes, Transform idempotence, discards (R3), late updates, D2 partitions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from gim_tasks.db import mart_tables as mart
+from gim_tasks.db.engine import make_engine
+from gim_tasks.idb.generator import generate
+from gim_tasks.idb.schema import init_idb
+from gim_tasks.idb.simulate import simulate
+from gim_tasks.jobs import extract, transform
+from gim_tasks.jobs.base import JobContext
+from gim_tasks.options.values import Options
+
+START = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
+GIM = str(Path(sys.executable).with_name("gim"))
+
+
+@pytest.fixture
+def idb_url(make_database: Callable[..., str]) -> str:
+    url = make_database(migrated=False)
+    init_idb(make_engine(url))
+    return url
+
+
+def options(batch: int = 50000) -> Options:
+    return Options.from_texts({("gim-etl", "extract-batch-size"): str(batch)})
+
+
+def cycle(mart_url: str, idb_urls: list[str], batch: int = 50000) -> JobContext:
+    """One ETL cycle in process: Extract then Transform."""
+    engine = make_engine(mart_url)
+    ctx = JobContext(mart=engine, idb_urls=idb_urls, options=options(batch))
+    extract.run(ctx)
+    transform.run(JobContext(mart=engine, idb_urls=idb_urls, options=options(batch)))
+    return ctx
+
+
+def facts(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every fact row (without the run id), sorted: comparable between two Info Marts."""
+    result = {}
+    with make_engine(url).connect() as conn:
+        for table in mart.FACTS:
+            columns = [c for c in table.columns if c.name != "run_id"]
+            rows = conn.execute(sa.select(*columns)).all()
+            result[table.name] = sorted(tuple(r) for r in rows)
+    return result
+
+
+def count(url: str, sql: str) -> int:
+    with make_engine(url).connect() as conn:
+        return int(conn.execute(sa.text(sql)).scalar_one())
+
+
+def test_d1_out_of_order_writers_during_repeated_extracts_lose_and_duplicate_nothing(
+    idb_url: str, database_url: str, make_database: Callable[..., str]
+) -> None:
+    stop = threading.Event()
+    writer = threading.Thread(
+        target=simulate,
+        kwargs={
+            "url": idb_url,
+            "rate_per_hour": 40000,
+            "writers": 6,
+            "stop": stop,
+            "call_seconds": 1,
+        },
+    )
+    writer.start()
+    cycles = 0
+    deadline = time.monotonic() + 8
+    try:
+        while time.monotonic() < deadline:
+            cycle(database_url, [idb_url], batch=100)
+            cycles += 1
+    finally:
+        stop.set()
+        writer.join()
+    assert cycles >= 3
+    cycle(database_url, [idb_url])  # the final cycle after writers stopped
+    reference = make_database()
+    cycle(reference, [idb_url])  # one clean pass over the same source
+    got, expected = facts(database_url), facts(reference)
+    assert got == expected
+    segments = count(idb_url, "SELECT count(*) FROM party_segment")
+    assert segments > 20
+    assert len(got["interaction_segment_fact"]) == segments
+    # Late updates arrived: every call the closer ended has its end in the fact.
+    ended = count(idb_url, "SELECT count(*) FROM party_segment WHERE ended_at IS NOT NULL")
+    assert ended > 0
+    assert (
+        count(
+            database_url, "SELECT count(*) FROM interaction_segment_fact WHERE end_ts IS NOT NULL"
+        )
+        == ended
+    )
+
+
+def test_d1_extract_sees_row_committed_late_with_lower_id(idb_url: str, database_url: str) -> None:
+    generate(psycopg.connect(idb_url, autocommit=True), START, 1, agents=5, queues=2, rate=5)
+    slow = psycopg.connect(idb_url)
+    slow.execute("INSERT INTO campaign (name) VALUES ('slow, lower id')")  # not committed yet
+    with psycopg.connect(idb_url, autocommit=True) as fast:
+        fast.execute("INSERT INTO campaign (name) VALUES ('fast, higher id')")
+    cycle(database_url, [idb_url])
+    assert count(database_url, "SELECT count(*) FROM stg_campaign WHERE name LIKE 'slow%'") == 0
+    slow.commit()
+    slow.close()
+    cycle(database_url, [idb_url])
+    names = count(
+        database_url,
+        "SELECT count(*) FROM stg_campaign WHERE name IN ('slow, lower id', 'fast, higher id')",
+    )
+    assert names == 2
+    assert count(database_url, "SELECT count(*) FROM dim_campaign") == count(
+        idb_url, "SELECT count(*) FROM campaign"
+    )
+
+
+def _kill_extract_midway(gim_env: dict[str, str], idb_url: str, after: float) -> int:
+    env = {**os.environ, **gim_env, "GIM_IDB_URLS": idb_url}
+    process = subprocess.Popen(
+        [GIM, "run", "Job_ExtractICON", "--local"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(after)
+    process.send_signal(signal.SIGKILL)
+    return process.wait()
+
+
+@pytest.mark.parametrize("after", [0.9, 1.4, 2.2])
+def test_d1_crash_during_extract_then_rerun_gives_one_pass_result(
+    gim_env: dict[str, str], idb_url: str, make_database: Callable[..., str], after: float
+) -> None:
+    with psycopg.connect(idb_url, autocommit=True) as conn:
+        generate(conn, START, 6, agents=50, queues=5, rate=3000, seed=7)
+    mart_url = gim_env["GIM_DATABASE_URL"]
+    with make_engine(mart_url).begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO option_value VALUES ('gim-etl', "
+                "'extract-batch-size', '500', 'test', now())"
+            )
+        )
+    _kill_extract_midway(gim_env, idb_url, after)
+    # The killed run is left Running; the next local run marks it Failed (R2) and continues.
+    env = {**os.environ, **gim_env, "GIM_IDB_URLS": idb_url}
+    for job in ("Job_ExtractICON", "Job_TransformGIM"):
+        result = subprocess.run(
+            [GIM, "run", job, "--local"], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    with make_engine(mart_url).connect() as conn:
+        states = [r[0] for r in conn.execute(sa.text("SELECT state FROM job_run ORDER BY id"))]
+    assert states[0] in ("Failed", "Completed")  # Completed if it finished before the kill
+    assert "Running" not in states
+    reference = make_database()
+    cycle(reference, [idb_url])
+    assert facts(mart_url) == facts(reference)
+
+
+def test_transform_is_idempotent_even_when_staging_is_replayed(
+    idb_url: str, database_url: str
+) -> None:
+    with psycopg.connect(idb_url, autocommit=True) as conn:
+        generate(conn, START, 3, agents=20, queues=4, rate=500)
+    cycle(database_url, [idb_url])
+    first = facts(database_url)
+    engine = make_engine(database_url)
+    ctx = JobContext(mart=engine, idb_urls=[idb_url], options=options())
+    transform.run(ctx)
+    assert ctx.counts.read == 0 and facts(database_url) == first
+    with engine.begin() as conn:
+        for name in ("interaction", "party_segment", "agent_state"):
+            conn.execute(sa.text(f"UPDATE stg_{name} SET processed = false"))
+    transform.run(JobContext(mart=engine, idb_urls=[idb_url], options=options()))
+    assert facts(database_url) == first
+
+
+def test_r3_malformed_rows_are_discarded_with_reason_and_run_has_warnings(
+    idb_url: str, database_url: str
+) -> None:
+    with psycopg.connect(idb_url, autocommit=True) as conn:
+        written = generate(conn, START, 4, agents=30, queues=5, rate=4000, seed=3)
+        conn.execute(
+            "UPDATE party_segment SET agent_id = NULL WHERE id = (SELECT min(id) "
+            "FROM party_segment WHERE agent_id IS NOT NULL)"
+        )
+    assert written["malformed"] > 0
+    engine = make_engine(database_url)
+    extract.run(JobContext(mart=engine, idb_urls=[idb_url], options=options()))
+    ctx = JobContext(mart=engine, idb_urls=[idb_url], options=options())
+    transform.run(ctx)
+    assert ctx.counts.warnings == 1 and ctx.counts.discarded >= written["malformed"]
+    with engine.connect() as conn:
+        reasons = {
+            r[0].split(" id ")[0].split(" (")[0]
+            for r in conn.execute(
+                sa.text(
+                    "SELECT reason FROM discard WHERE source_table = 'interaction_segment_fact'"
+                )
+            )
+        }
+        segment_discards = conn.execute(
+            sa.text("SELECT count(*) FROM discard WHERE source_table = 'interaction_segment_fact'")
+        ).scalar_one()
+    assert segment_discards == written["malformed"]
+    assert reasons <= {"ends before it starts", "unknown queue", "unknown agent"}
+    # Discarded plus loaded is every source row.
+    assert (
+        count(database_url, "SELECT count(*) FROM interaction_segment_fact") + segment_discards
+        == written["party_segments"]
+    )
+
+
+def test_late_update_rewrites_the_fact_and_a_corrected_row_leaves_discards(
+    idb_url: str, database_url: str
+) -> None:
+    with psycopg.connect(idb_url, autocommit=True) as conn:
+        generate(conn, START, 1, agents=5, queues=2, rate=10)
+        call = conn.execute(
+            "SELECT id, queued_at FROM party_segment ORDER BY id LIMIT 1"
+        ).fetchone()
+        assert call is not None
+        conn.execute(
+            "UPDATE party_segment SET ended_at = NULL, outcome = 'active' WHERE id = %s", (call[0],)
+        )
+    cycle(database_url, [idb_url])
+    query = f"SELECT count(*) FROM interaction_segment_fact WHERE segment_id = {call[0]}"
+    assert count(database_url, query + " AND end_ts IS NULL") == 1
+    with psycopg.connect(idb_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE party_segment SET ended_at = queued_at + interval '5 minutes', "
+            "outcome = 'answered' WHERE id = %s",
+            (call[0],),
+        )
+    cycle(database_url, [idb_url])
+    assert count(database_url, query) == 1
+    assert count(database_url, query + " AND end_ts IS NOT NULL AND outcome = 'answered'") == 1
+    # Break it, then correct it: the discard appears, then disappears.
+    with psycopg.connect(idb_url, autocommit=True) as conn:
+        conn.execute("UPDATE party_segment SET queue_id = 424242 WHERE id = %s", (call[0],))
+    cycle(database_url, [idb_url])
+    assert (
+        count(
+            database_url,
+            f"SELECT count(*) FROM discard WHERE source_id = {call[0]} "
+            "AND reason = 'unknown queue id 424242'",
+        )
+        == 1
+    )
+    with psycopg.connect(idb_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE party_segment SET queue_id = (SELECT min(id) FROM queue) WHERE id = %s",
+            (call[0],),
+        )
+    cycle(database_url, [idb_url])
+    assert count(database_url, f"SELECT count(*) FROM discard WHERE source_id = {call[0]}") == 0
+
+
+def test_d2_facts_land_in_day_partitions(idb_url: str, database_url: str) -> None:
+    with psycopg.connect(idb_url, autocommit=True) as conn:
+        generate(conn, START - timedelta(hours=2), 4, agents=10, queues=3, rate=300)
+    cycle(database_url, [idb_url])
+    with make_engine(database_url).connect() as conn:
+        partitions = {
+            r[0]
+            for r in conn.execute(
+                sa.text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'interaction_fact'"
+                )
+            )
+        }
+        per_partition = conn.execute(
+            sa.text(
+                "SELECT tableoid::regclass::text, min(start_ts), max(start_ts) "
+                "FROM interaction_fact GROUP BY 1"
+            )
+        ).all()
+    assert partitions == {"interaction_fact_p20261122", "interaction_fact_p20261123"}
+    for name, low, high in per_partition:
+        day = datetime.strptime(name[-8:], "%Y%m%d").replace(tzinfo=UTC)
+        assert day <= low and high < day + timedelta(days=1)
+
+
+def test_generate_is_deterministic(make_database: Callable[..., str]) -> None:
+    results = []
+    for _ in range(2):
+        url = make_database(migrated=False)
+        init_idb(make_engine(url))
+        with psycopg.connect(url, autocommit=True) as conn:
+            counts = generate(conn, START, 2, agents=10, queues=3, rate=200, seed=42)
+            digest = conn.execute(
+                "SELECT md5(string_agg(concat_ws('|', queued_at, queue_id, agent_id, outcome), "
+                "',' ORDER BY id)) FROM party_segment"
+            ).fetchone()
+        results.append((counts, digest))
+    assert results[0] == results[1]
+    assert results[0][0]["interactions"] > 0
+
+
+def test_cli_idb_generate_json_and_etl_status(
+    gim_env: dict[str, str],
+    idb_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gim_tasks.cli.main import main as gim
+    from gim_tasks.settings import get_settings
+
+    monkeypatch.setenv("GIM_IDB_URLS", idb_url)
+    get_settings.cache_clear()
+    assert (
+        gim(
+            [
+                "idb",
+                "generate",
+                "--start",
+                "2026-11-23T00:00+01:00",
+                "--hours",
+                "2",
+                "--rate",
+                "300",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    written = json.loads(capsys.readouterr().out)
+    assert set(written) >= {"interactions", "party_segments", "malformed"}
+    assert gim(["run", "Job_ExtractICON", "--local"]) == 0
+    capsys.readouterr()
+    assert gim(["etl", "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["pending_transform"] >= written["party_segments"]
+    assert status["facts"]["interaction_fact"] == 0
+    assert gim(["run", "Job_TransformGIM", "--local"]) == 0
+    capsys.readouterr()
+    assert gim(["etl", "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["pending_transform"] == 0
+    assert status["facts"]["interaction_segment_fact"] == written["party_segments"] - count(
+        gim_env["GIM_DATABASE_URL"],
+        "SELECT count(*) FROM discard WHERE source_table = 'interaction_segment_fact'",
+    )
+    assert status["lag_seconds"] is not None
+    assert gim(["run", "Job_MaintainGIM", "--local"]) == 1
+    assert "cannot run in this version yet" in capsys.readouterr().err
