@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.options.values import Options
@@ -53,6 +54,14 @@ class Counts:
     discarded: int = 0
     warnings: int = 0
     summary: dict[str, object] = field(default_factory=dict)
+
+
+def batch_transaction_settings(conn: Connection) -> None:
+    """Per-batch settings: asynchronous commit. Safe here because every batch commits its data
+    and its progress mark in one transaction: a server crash that loses the last commits loses
+    both together, and the next run redoes exactly that work. WAL is sequential, so the run's
+    final (synchronous) commit makes every earlier batch durable too."""
+    conn.execute(text("SET LOCAL synchronous_commit = off"))
 
 
 @dataclass

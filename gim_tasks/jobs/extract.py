@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection
 
 from gim_tasks.db.mart_tables import STAGING, extract_mark, idb_source
 from gim_tasks.idb import schema as idb
-from gim_tasks.jobs.base import JobContext
+from gim_tasks.jobs.base import JobContext, batch_transaction_settings
 from gim_tasks.settings import redact
 
 log = logging.getLogger("gim_tasks.jobs.extract")
@@ -151,6 +151,7 @@ def extract_table(
             "limit": batch_size,
         }
         with ctx.mart.begin() as conn:
+            batch_transaction_settings(conn)
             raw = conn.connection.dbapi_connection
             assert isinstance(raw, psycopg.Connection)
             conn.execute(

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from gim_tasks.db import mart_tables as mart
 from gim_tasks.db.partitions import ensure_partitions
-from gim_tasks.jobs.base import JobContext
+from gim_tasks.jobs.base import JobContext, batch_transaction_settings
 
 log = logging.getLogger("gim_tasks.jobs.transform")
 
@@ -264,7 +264,7 @@ def _batch_rows(spec: FactSpec) -> str:
     expressions = ", ".join(f"{expr} AS {name}" for name, expr in spec.columns.items())
     return (
         f"SELECT s.idb_id, s.id, {spec.start} AS start_ts, {_discard_reason(spec)} "
-        f"AS discard_reason, to_jsonb(s) AS payload, {expressions} "
+        f"AS discard_reason, {expressions} "
         f"FROM stg_{spec.source} s JOIN transform_batch b ON b.idb_id = s.idb_id "
         f"AND b.id = s.id {spec.joins} WHERE {spec.where}"
     )
@@ -305,8 +305,10 @@ def apply_fact(
         conn.execute(
             sa.text(
                 "INSERT INTO discard (run_id, idb_id, source_table, source_id, reason, payload) "
-                "SELECT :run, idb_id, :source, id, discard_reason, payload FROM fact_rows "
-                "WHERE discard_reason IS NOT NULL ON CONFLICT (idb_id, source_table, source_id) "
+                "SELECT :run, r.idb_id, :source, r.id, r.discard_reason, to_jsonb(s) "
+                f"FROM fact_rows r JOIN stg_{spec.source} s ON s.idb_id = r.idb_id "
+                "AND s.id = r.id WHERE r.discard_reason IS NOT NULL "
+                "ON CONFLICT (idb_id, source_table, source_id) "
                 "DO UPDATE SET reason = excluded.reason, payload = excluded.payload, "
                 "run_id = excluded.run_id, discarded_at = now()"
             ),
@@ -361,6 +363,7 @@ def transform_source(
     while True:
         ctx.stop.check()
         with ctx.mart.begin() as conn:
+            batch_transaction_settings(conn)
             conn.execute(
                 sa.text(
                     f"CREATE TEMP TABLE transform_batch ON COMMIT DROP AS SELECT idb_id, id "

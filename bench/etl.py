@@ -1,0 +1,201 @@
+"""Benchmark: ETL throughput, incremental cost against history, and memory (issue 5).
+
+1. Full load of N party segments (default 1,000,000, with the interactions, agent states and
+   campaign attempts the generator writes beside them): Extract + Transform, in this process.
+   Baseline, same run, same server: one ``INSERT … SELECT`` producing the same segment fact
+   rows from the same source rows (inside the IDB database, into an identically keyed and
+   partitioned table, dimensions already resolved) — the cost floor of producing the facts.
+2. Incremental cycle: one new hour of traffic on top of 1 day vs 30 days of history.
+3. Peak resident memory of this process (the job runs in it): streaming keeps it flat.
+
+Runs its own PostgreSQL on a free port in a temporary directory; stops it at the end.
+Run: ./dev bench etl [--segments N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from gim_tasks.db import migrate
+from gim_tasks.db.engine import make_engine
+from gim_tasks.idb.generator import arrival_weight, generate
+from gim_tasks.idb.schema import init_idb
+from gim_tasks.jobs import extract, transform
+from gim_tasks.jobs.base import JobContext
+from gim_tasks.localstack import PostgresServer, free_port
+from gim_tasks.options.values import Options
+
+START = datetime(2026, 10, 1, tzinfo=UTC)
+SEGMENTS_PER_CALL = 1.1
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_db(server: PostgresServer, name: str, mart: bool) -> str:
+    server.create_database(name)
+    url = server.url(name)
+    if mart:
+        migrate.upgrade(make_engine(url))
+    else:
+        init_idb(make_engine(url))
+    return url
+
+
+def cycle(mart_url: str, idb_url: str) -> float:
+    engine = make_engine(mart_url)
+    began = time.perf_counter()
+    for body in (extract.run, transform.run):
+        body(JobContext(mart=engine, idb_urls=[idb_url], options=Options.defaults()))
+    elapsed = time.perf_counter() - began
+    engine.dispose()
+    return elapsed
+
+
+def hours_for(segments: int, rate: int) -> int:
+    """Hours of traffic from START that hold about ``segments`` party segments."""
+    hours, expected = 0, 0.0
+    while expected < segments:
+        expected += arrival_weight((START.hour + hours) % 24 + 0.5) * rate * SEGMENTS_PER_CALL
+        hours += 1
+    return hours
+
+
+BASELINE_SQL = """
+CREATE TABLE base_queue AS SELECT id AS queue_key, id, service_level_seconds FROM queue;
+CREATE TABLE base_agent AS SELECT id AS agent_key, id FROM agent;
+CREATE UNIQUE INDEX ON base_queue (id);
+CREATE UNIQUE INDEX ON base_agent (id);
+CREATE TABLE base_segment_fact (
+  idb_id smallint, segment_id bigint, start_ts timestamptz, date_time_key bigint,
+  interaction_id bigint, seq smallint, end_ts timestamptz, queue_key int, agent_key int,
+  outcome text, wait_seconds int, ring_seconds int, talk_seconds int, hold_seconds int,
+  wrap_seconds int, answered_in_service_level boolean, run_id bigint,
+  PRIMARY KEY (idb_id, segment_id, start_ts)) PARTITION BY RANGE (start_ts);
+"""
+BASELINE_INSERT = """
+INSERT INTO base_segment_fact
+SELECT 1, s.id, s.queued_at, (floor(extract(epoch FROM s.queued_at) / 900) * 900)::bigint,
+  s.interaction_id, s.seq, s.ended_at, q.queue_key, a.agent_key, s.outcome,
+  round(extract(epoch FROM coalesce(s.routed_at, s.ended_at) - s.queued_at))::int,
+  round(extract(epoch FROM s.talk_start_at - s.ringing_at))::int,
+  round(extract(epoch FROM s.wrap_start_at - s.talk_start_at))::int - coalesce(s.hold_seconds, 0),
+  s.hold_seconds, round(extract(epoch FROM s.ended_at - s.wrap_start_at))::int,
+  s.routed_at IS NOT NULL AND s.routed_at - s.queued_at
+    <= make_interval(secs => coalesce(q.service_level_seconds, 20)), 1
+FROM party_segment s LEFT JOIN base_queue q ON q.id = s.queue_id
+LEFT JOIN base_agent a ON a.id = s.agent_id
+WHERE s.queued_at IS NOT NULL AND NOT (s.ended_at < s.queued_at)
+"""
+
+
+def baseline(idb_url: str) -> tuple[float, int]:
+    with psycopg.connect(idb_url, autocommit=True) as conn:
+        conn.execute(BASELINE_SQL)
+        days = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT (queued_at AT TIME ZONE 'UTC')::date FROM party_segment "
+                "WHERE queued_at IS NOT NULL"
+            )
+        ]
+        for day in days:
+            conn.execute(
+                f"CREATE TABLE base_p{day:%Y%m%d} PARTITION OF base_segment_fact "
+                f"FOR VALUES FROM ('{day} 00:00+00') TO ('{day + timedelta(days=1)} "
+                "00:00+00')"
+            )
+        conn.execute("CHECKPOINT")
+        began = time.perf_counter()
+        rows = conn.execute(BASELINE_INSERT).rowcount
+        return time.perf_counter() - began, rows
+
+
+def count(url: str, sql: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql).fetchone()
+        return int(row[0]) if row else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--segments", type=int, default=1_000_000)
+    parser.add_argument(
+        "--history-rate",
+        type=int,
+        default=600,
+        help="calls/h at peak for the history of the incremental test",
+    )
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="gim-bench-"))
+    base.chmod(0o755)
+    server = PostgresServer(base / "pg", free_port(), fast=True)
+    server.start()
+    try:
+        rss_start = rss_mb()
+        rate = 40_000
+        hours = hours_for(args.segments, rate)
+        idb = make_db(server, "bench_idb", mart=False)
+        mart = make_db(server, "bench_mart", mart=True)
+        with psycopg.connect(idb, autocommit=True) as conn:
+            written = generate(conn, START, hours, agents=500, queues=40, rate=rate, seed=5)
+        with psycopg.connect(idb, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+        ours = cycle(mart, idb)
+        facts = count(mart, "SELECT count(*) FROM interaction_segment_fact")
+        base_seconds, base_rows = baseline(idb)
+        print(
+            f"full load: {written['party_segments']:,} party segments "
+            f"({sum(v for k, v in written.items() if k != 'malformed'):,} source rows in all)"
+        )
+        print(
+            f"  gim-tasks extract+transform: {ours:8.2f} s  "
+            f"{written['party_segments'] / ours:10,.0f} segments/s  ({facts:,} segment facts)"
+        )
+        print(
+            f"  baseline INSERT ... SELECT:  {base_seconds:8.2f} s  "
+            f"{base_rows / base_seconds:10,.0f} segments/s  ({base_rows:,} rows)"
+        )
+        print(f"  ratio ours/baseline: {ours / base_seconds:.2f}  (target <= 1.5)")
+        print(f"  peak RSS of the job process: {rss_mb():.0f} MB (at start {rss_start:.0f} MB)")
+
+        results = {}
+        for days in (1, 30):
+            history_idb = make_db(server, f"hist_idb_{days}", mart=False)
+            history_mart = make_db(server, f"hist_mart_{days}", mart=True)
+            with psycopg.connect(history_idb, autocommit=True) as conn:
+                generate(
+                    conn, START, days * 24, agents=200, queues=20, rate=args.history_rate, seed=days
+                )
+            cycle(history_mart, history_idb)
+            with psycopg.connect(history_idb, autocommit=True) as conn:
+                generate(
+                    conn,
+                    START + timedelta(days=days, hours=10),
+                    1,
+                    agents=200,
+                    queues=20,
+                    rate=args.history_rate * 4,
+                    seed=99,
+                )
+            results[days] = cycle(history_mart, history_idb)
+        print("incremental cycle, one new hour of traffic:")
+        print(f"  on 1 day of history:   {results[1]:.3f} s")
+        print(f"  on 30 days of history: {results[30]:.3f} s")
+        print(f"  ratio 30d/1d: {results[30] / results[1]:.2f}  (target <= 1.2)")
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
