@@ -226,7 +226,10 @@ def etl_status_data(engine: sa.Engine) -> dict[str, Any]:
         marks = conn.execute(sa.select(mart.extract_mark)).all()
         pending = {
             name: conn.execute(
-                sa.text(f"SELECT count(*) FROM stg_{name} WHERE NOT processed")
+                sa.text(
+                    f"SELECT count(*) FROM stg_{name} WHERE load_seq > coalesce((SELECT "
+                    f"last_load_seq FROM transform_mark WHERE source = 'stg_{name}'), 0)"
+                )
             ).scalar_one()
             for name in (
                 "interaction",

@@ -1,9 +1,11 @@
 """Info Mart tables: IDB sources and extraction marks, staging, dimensions, DATE_TIME, facts,
 discards (SPEC §1, D1, D2, R3).
 
-Staging tables are generated from the IDB schema (one per IDB table, plus the source IDB and a
-``processed`` flag). Facts are partitioned by UTC day on their start timestamp (D2); day
-partitions are created on demand by Transform and ahead of time by maintenance.
+Staging tables are generated from the IDB schema (one per IDB table, plus the source IDB and
+``load_seq``, the position of the row version in the order staging was written; Transform
+keeps a mark per source in ``transform_mark``). Facts are partitioned by UTC day on their
+start timestamp (D2); day partitions are created on demand by Transform and ahead of time by
+maintenance.
 """
 
 from __future__ import annotations
@@ -68,15 +70,32 @@ def _staging(source: Table) -> Table:
         name,
         metadata,
         *columns,
-        Column("processed", Boolean, nullable=False, server_default=text("false")),
+        # Staging writers are serialised (an advisory xact lock in Extract), so load_seq order
+        # is commit order and Transform's mark never skips a row that commits late.
+        Column(
+            "load_seq",
+            BigInteger,
+            nullable=False,
+            server_default=text("nextval('staging_load_seq')"),
+        ),
         Column(
             "extracted_at", DateTime(timezone=True), nullable=False, server_default=text("now()")
         ),
-        Index(f"ix_{name}_pending", "idb_id", "id", postgresql_where=text("NOT processed")),
+        Index(f"ix_{name}_load_seq", "load_seq"),
     )
 
 
 STAGING: dict[str, Table] = {table.name: _staging(table) for table in idb.TABLES}
+
+
+#: Transform's progress per staging source: every row with load_seq <= last_load_seq is loaded.
+transform_mark = Table(
+    "transform_mark",
+    metadata,
+    Column("source", Text, primary_key=True),
+    Column("last_load_seq", BigInteger, nullable=False, server_default=text("0")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+)
 
 
 def _dimension(name: str, *columns: Column[Any]) -> Table:

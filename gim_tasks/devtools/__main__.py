@@ -16,6 +16,7 @@ from gim_tasks.devtools.demo import demo_options
 from gim_tasks.devtools.stack import DevStack
 from gim_tasks.devtools.supervisor import Supervisor
 from gim_tasks.errors import GimError
+from gim_tasks.idb.schema import init_idb
 from gim_tasks.localstack import port_open
 from gim_tasks.options.store import import_options
 from gim_tasks.runtime.queues import QUEUES
@@ -101,6 +102,9 @@ def up() -> None:
                 "GIM_DEV_KEEP_OPTIONS=1 keeps yours)",
             )
         (stack.local_dir / "output").mkdir(parents=True, exist_ok=True)
+        for url in stack.environment()["GIM_IDB_URLS"].split(","):
+            init_idb(make_engine(url))
+        supervisor.say("dev", "IDB schemas ready; live traffic from `gim idb simulate`")
         celery = str(Path(sys.executable).with_name("celery"))
         supervisor.start(
             "beat",
@@ -134,6 +138,8 @@ def up() -> None:
                 "worker1@%h",
             ],
         )
+        gim = str(Path(sys.executable).with_name("gim"))
+        supervisor.start("traffic", [gim, "idb", "simulate", "--rate", "1800", "--writers", "3"])
         supervisor.start(
             "flower",
             [celery, "-A", CELERY_APP, "flower", "--address=127.0.0.1", f"--port={flower_port}"],

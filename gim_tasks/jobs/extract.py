@@ -36,6 +36,7 @@ from gim_tasks.jobs.base import JobContext, batch_transaction_settings
 from gim_tasks.settings import redact
 
 log = logging.getLogger("gim_tasks.jobs.extract")
+STAGING_WRITE_LOCK_KEY = 0x67696D5F737467  # "gim_stg"
 
 
 def idb_name(url: str) -> str:
@@ -114,7 +115,7 @@ def _save_mark(conn: Connection, idb_id: int, table: str, rows: int, **values: o
 
 def _merge_batch(conn: Connection, staging: sa.Table) -> int:
     """Merge the temporary batch into staging; only new or changed row versions are written."""
-    columns = [c.name for c in staging.columns if c.name not in ("processed", "extracted_at")]
+    columns = [c.name for c in staging.columns if c.name not in ("load_seq", "extracted_at")]
     names = ", ".join(f'"{name}"' for name in columns)
     updates = ", ".join(
         f'"{name}" = excluded."{name}"' for name in columns if name not in ("idb_id", "id")
@@ -122,7 +123,8 @@ def _merge_batch(conn: Connection, staging: sa.Table) -> int:
     result = conn.execute(
         sa.text(
             f"INSERT INTO {staging.name} ({names}) SELECT {names} FROM extract_batch "
-            f"ON CONFLICT (idb_id, id) DO UPDATE SET {updates}, processed = false, "
+            f"ON CONFLICT (idb_id, id) DO UPDATE SET {updates}, "
+            "load_seq = nextval('staging_load_seq'), "
             f"extracted_at = now() WHERE {staging.name}.change_xid <> excluded.change_xid"
         )
     )
@@ -152,6 +154,8 @@ def extract_table(
         }
         with ctx.mart.begin() as conn:
             batch_transaction_settings(conn)
+            # Serialise staging writers: load_seq order is then commit order (transform.py).
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(STAGING_WRITE_LOCK_KEY)))
             raw = conn.connection.dbapi_connection
             assert isinstance(raw, psycopg.Connection)
             conn.execute(

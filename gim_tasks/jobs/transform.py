@@ -2,11 +2,13 @@
 
 Each fact is declared once (:data:`FACTS`): its staging source, start timestamp, dimension
 joins, column expressions and the checks that send a row to ``discard`` with a reason. A batch
-is a set of unprocessed staging rows of one source; in one transaction it: creates the day
-partitions and DATE_TIME rows it needs, writes discards, upserts facts (ON CONFLICT on the
-fact's key: a late update of a call rewrites its fact), removes discards of rows that became
-valid, and marks the batch processed. Running it again changes nothing (idempotent): the
-upsert key is the source row, and processed rows are not read again.
+is the next set of staging rows of one source past Transform's mark (``load_seq`` order); in
+one transaction it: creates the day partitions and DATE_TIME rows it needs, writes discards,
+upserts facts (ON CONFLICT on the fact's key: a late update of a call rewrites its fact),
+removes discards of rows that became valid, and moves the mark. Running it again changes
+nothing (idempotent): the upsert key is the source row, and rows behind the mark are not read
+again. Extract serialises staging writes, so ``load_seq`` order is commit order and the mark
+never passes a row that is not yet committed.
 
 Assumption, documented: the start timestamp of a source row (the fact's partition key) never
 changes after it is written; later updates change end times and measures.
@@ -212,21 +214,11 @@ DIMENSIONS: tuple[tuple[sa.Table, str, dict[str, str]], ...] = (
         {"kind": "s.kind", "value": "s.value"},
     ),
 )
-CONFIG_SOURCES = (
-    "media_type",
-    "agent_group",
-    "agent",
-    "queue_group",
-    "queue",
-    "campaign",
-    "state_reason",
-    "business_attribute",
-)
 TRAFFIC_SOURCES = tuple(dict.fromkeys(spec.source for spec in FACTS))
 
 
 def load_dimensions(conn: Connection) -> int:
-    """Upsert every dimension from configuration staging; mark configuration processed."""
+    """Upsert every dimension from configuration staging (small tables: all rows, every run)."""
     changed = 0
     for table, source, columns in DIMENSIONS:
         names = ", ".join(columns)
@@ -243,8 +235,7 @@ def load_dimensions(conn: Connection) -> int:
             )
         )
         changed += int(result.rowcount or 0)
-    for name in CONFIG_SOURCES:
-        conn.execute(sa.text(f"UPDATE stg_{name} SET processed = true WHERE NOT processed"))
+
     return changed
 
 
@@ -351,6 +342,20 @@ class SourceProgress:
     per_fact: dict[str, int] = field(default_factory=dict)
 
 
+def _mark(conn: Connection, source: str) -> int:
+    """Transform's mark of a source (0 when it never ran), locked for this transaction."""
+    conn.execute(
+        sa.text("INSERT INTO transform_mark (source) VALUES (:s) ON CONFLICT DO NOTHING"),
+        {"s": source},
+    )
+    return int(
+        conn.execute(
+            sa.text("SELECT last_load_seq FROM transform_mark WHERE source = :s FOR UPDATE"),
+            {"s": source},
+        ).scalar_one()
+    )
+
+
 def transform_source(
     ctx: JobContext,
     source: str,
@@ -358,20 +363,25 @@ def transform_source(
     time_zone: str,
     batch_rows: int = BATCH_ROWS,
 ) -> SourceProgress:
-    """All unprocessed staging rows of one source, batch by batch (one transaction each)."""
+    """Every staging row of one source past Transform's mark, batch by batch (one transaction
+    each, mark included). Staging rows are never rewritten by Transform: the mark moves."""
     progress = SourceProgress()
     while True:
         ctx.stop.check()
         with ctx.mart.begin() as conn:
             batch_transaction_settings(conn)
+            mark = _mark(conn, f"stg_{source}")
             conn.execute(
                 sa.text(
-                    f"CREATE TEMP TABLE transform_batch ON COMMIT DROP AS SELECT idb_id, id "
-                    f"FROM stg_{source} WHERE NOT processed ORDER BY idb_id, id LIMIT :n"
+                    f"CREATE TEMP TABLE transform_batch ON COMMIT DROP AS SELECT idb_id, id, "
+                    f"load_seq FROM stg_{source} WHERE load_seq > :mark ORDER BY load_seq "
+                    "LIMIT :n"
                 ),
-                {"n": batch_rows},
+                {"n": batch_rows, "mark": mark},
             )
-            rows = conn.execute(sa.text("SELECT count(*) FROM transform_batch")).scalar_one()
+            rows, last = conn.execute(
+                sa.text("SELECT count(*), coalesce(max(load_seq), 0) FROM transform_batch")
+            ).one()
             if rows == 0:
                 break
             for spec in specs:
@@ -383,9 +393,10 @@ def transform_source(
                 )
             conn.execute(
                 sa.text(
-                    f"UPDATE stg_{source} s SET processed = true FROM transform_batch b "
-                    "WHERE s.idb_id = b.idb_id AND s.id = b.id"
-                )
+                    "UPDATE transform_mark SET last_load_seq = :last, updated_at = now() "
+                    "WHERE source = :s"
+                ),
+                {"last": last, "s": f"stg_{source}"},
             )
             ctx.fence(conn)  # a run that lost its lease must not commit (issue 9)
         progress.read += rows

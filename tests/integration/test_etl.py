@@ -188,8 +188,7 @@ def test_transform_is_idempotent_even_when_staging_is_replayed(
     transform.run(ctx)
     assert ctx.counts.read == 0 and facts(database_url) == first
     with engine.begin() as conn:
-        for name in ("interaction", "party_segment", "agent_state"):
-            conn.execute(sa.text(f"UPDATE stg_{name} SET processed = false"))
+        conn.execute(sa.text("UPDATE transform_mark SET last_load_seq = 0"))  # replay all
     transform.run(JobContext(mart=engine, idb_urls=[idb_url], options=options()))
     assert facts(database_url) == first
 

@@ -1,9 +1,9 @@
-"""Info Mart tables: IDB sources, extraction marks, staging, dimensions, DATE_TIME, facts
-(partitioned by day), discards (SPEC D1, D2, R3).
+"""Info Mart tables: IDB sources, extraction and transform marks, staging, dimensions,
+DATE_TIME, facts (partitioned by day), discards (SPEC D1, D2, R3).
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 21:55:07.119609
+Create Date: 2026-11-22 22:06:05.513236
 """
 
 import sqlalchemy as sa
@@ -17,6 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Shared by every staging table: the order in which staging row versions were written.
+    op.execute("CREATE SEQUENCE staging_load_seq")
     op.create_table(
         "agent_session_fact",
         sa.Column("idb_id", sa.SmallInteger(), nullable=False),
@@ -250,7 +252,12 @@ def upgrade() -> None:
         sa.Column("last_name", sa.Text(), nullable=True),
         sa.Column("agent_group_id", sa.BigInteger(), nullable=True),
         sa.Column("change_xid", sa.BigInteger(), nullable=False),
-        sa.Column("processed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "load_seq",
+            sa.BigInteger(),
+            server_default=sa.text("nextval('staging_load_seq')"),
+            nullable=False,
+        ),
         sa.Column(
             "extracted_at",
             sa.DateTime(timezone=True),
@@ -259,20 +266,19 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("idb_id", "id", name=op.f("pk_stg_agent")),
     )
-    op.create_index(
-        "ix_stg_agent_pending",
-        "stg_agent",
-        ["idb_id", "id"],
-        unique=False,
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.create_index("ix_stg_agent_load_seq", "stg_agent", ["load_seq"], unique=False)
     op.create_table(
         "stg_agent_group",
         sa.Column("idb_id", sa.SmallInteger(), nullable=False),
         sa.Column("id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("name", sa.Text(), nullable=True),
         sa.Column("change_xid", sa.BigInteger(), nullable=False),
-        sa.Column("processed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "load_seq",
+            sa.BigInteger(),
+            server_default=sa.text("nextval('staging_load_seq')"),
+            nullable=False,
+        ),
         sa.Column(
             "extracted_at",
             sa.DateTime(timezone=True),
@@ -281,13 +287,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("idb_id", "id", name=op.f("pk_stg_agent_group")),
     )
-    op.create_index(
-        "ix_stg_agent_group_pending",
-        "stg_agent_group",
-        ["idb_id", "id"],
-        unique=False,
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.create_index("ix_stg_agent_group_load_seq", "stg_agent_group", ["load_seq"], unique=False)
     op.create_table(
         "stg_agent_session",
         sa.Column("idb_id", sa.SmallInteger(), nullable=False),
@@ -296,7 +296,12 @@ def upgrade() -> None:
         sa.Column("login_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("logout_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("change_xid", sa.BigInteger(), nullable=False),
-        sa.Column("processed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "load_seq",
+            sa.BigInteger(),
+            server_default=sa.text("nextval('staging_load_seq')"),
+            nullable=False,
+        ),
         sa.Column(
             "extracted_at",
             sa.DateTime(timezone=True),
@@ -306,11 +311,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("idb_id", "id", name=op.f("pk_stg_agent_session")),
     )
     op.create_index(
-        "ix_stg_agent_session_pending",
-        "stg_agent_session",
-        ["idb_id", "id"],
-        unique=False,
-        postgresql_where=sa.text("NOT processed"),
+        "ix_stg_agent_session_load_seq", "stg_agent_session", ["load_seq"], unique=False
     )
     op.create_table(
         "stg_agent_state",
@@ -323,7 +324,12 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("change_xid", sa.BigInteger(), nullable=False),
-        sa.Column("processed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "load_seq",
+            sa.BigInteger(),
+            server_default=sa.text("nextval('staging_load_seq')"),
+            nullable=False,
+        ),
         sa.Column(
             "extracted_at",
             sa.DateTime(timezone=True),
@@ -332,13 +338,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("idb_id", "id", name=op.f("pk_stg_agent_state")),
     )
-    op.create_index(
-        "ix_stg_agent_state_pending",
-        "stg_agent_state",
-        ["idb_id", "id"],
-        unique=False,
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.create_index("ix_stg_agent_state_load_seq", "stg_agent_state", ["load_seq"], unique=False)
     op.create_table(
         "stg_business_attribute",
         sa.Column("idb_id", sa.SmallInteger(), nullable=False),
@@ -346,7 +346,12 @@ def upgrade() -> None:
         sa.Column("kind", sa.Text(), nullable=True),
         sa.Column("value", sa.Text(), nullable=True),
         sa.Column("change_xid", sa.BigInteger(), nullable=False),
-        sa.Column("processed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "load_seq",
+            sa.BigInteger(),
+            server_default=sa.text("nextval('staging_load_seq')"),
+            nullable=False,
+        ),
         sa.Column(
             "extracted_at",
             sa.DateTime(timezone=True),
@@ -356,11 +361,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("idb_id", "id", name=op.f("pk_stg_business_attribute")),
     )
     op.create_index(
-        "ix_stg_business_attribute_pending",
-        "stg_business_attribute",
-        ["idb_id", "id"],
-        unique=False,
-        postgresql_where=sa.text("NOT processed"),
+        "ix_stg_business_attribute_load_seq", "stg_business_attribute", ["load_seq"], unique=False
     )
     op.create_table(
         "stg_campaign",
@@ -368,7 +369,12 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("name", sa.Text(), nullable=True),
         sa.Column("change_xid", sa.BigInteger(), nullable=False),
-        sa.Column("processed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "load_seq",
+            sa.BigInteger(),
+            server_default=sa.text("nextval('staging_load_seq')"),
+            nullable=False,
+        ),
         sa.Column(
             "extracted_at",
             sa.DateTime(timezone=True),
@@ -377,13 +383,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("idb_id", "id", name=op.f("pk_stg_campaign")),
     )
-    op.create_index(
-        "ix_stg_campaign_pending",
-        "stg_campaign",
-        ["idb_id", "id"],
-        unique=False,
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.create_index("ix_stg_campaign_load_seq", "stg_campaign", ["load_seq"], unique=False)
     op.create_table(
         "stg_campaign_attempt",
         sa.Column("idb_id", sa.SmallInteger(), nullable=False),
@@ -394,7 +394,12 @@ def upgrade() -> None:
         sa.Column("result", sa.Text(), nullable=True),
         sa.Column("talk_seconds", sa.Integer(), nullable=True),
         sa.Column("change_xid", sa.BigInteger(), nullable=False),
-        sa.Column("processed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "load_seq",
+            sa.BigInteger(),
+            server_default=sa.text("nextval('staging_load_seq')"),
+            nullable=False,
+        ),
         sa.Column(
             "extracted_at",
             sa.DateTime(timezone=True),
@@ -404,11 +409,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("idb_id", "id", name=op.f("pk_stg_campaign_attempt")),
     )
     op.create_index(
-        "ix_stg_campaign_attempt_pending",
-        "stg_campaign_attempt",
-        ["idb_id", "id"],
-        unique=False,
-        postgresql_where=sa.text("NOT processed"),
+        "ix_stg_campaign_attempt_load_seq", "stg_campaign_attempt", ["load_seq"], unique=False
     )
     op.create_table(
         "stg_interaction",
@@ -422,7 +423,12 @@ def upgrade() -> None:
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("status", sa.Text(), nullable=True),
         sa.Column("change_xid", sa.BigInteger(), nullable=False),
-        sa.Column("processed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "load_seq",
+            sa.BigInteger(),
+            server_default=sa.text("nextval('staging_load_seq')"),
+            nullable=False,
+        ),
         sa.Column(
             "extracted_at",
             sa.DateTime(timezone=True),
@@ -431,20 +437,19 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("idb_id", "id", name=op.f("pk_stg_interaction")),
     )
-    op.create_index(
-        "ix_stg_interaction_pending",
-        "stg_interaction",
-        ["idb_id", "id"],
-        unique=False,
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.create_index("ix_stg_interaction_load_seq", "stg_interaction", ["load_seq"], unique=False)
     op.create_table(
         "stg_media_type",
         sa.Column("idb_id", sa.SmallInteger(), nullable=False),
         sa.Column("id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("name", sa.Text(), nullable=True),
         sa.Column("change_xid", sa.BigInteger(), nullable=False),
-        sa.Column("processed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "load_seq",
+            sa.BigInteger(),
+            server_default=sa.text("nextval('staging_load_seq')"),
+            nullable=False,
+        ),
         sa.Column(
             "extracted_at",
             sa.DateTime(timezone=True),
@@ -453,13 +458,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("idb_id", "id", name=op.f("pk_stg_media_type")),
     )
-    op.create_index(
-        "ix_stg_media_type_pending",
-        "stg_media_type",
-        ["idb_id", "id"],
-        unique=False,
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.create_index("ix_stg_media_type_load_seq", "stg_media_type", ["load_seq"], unique=False)
     op.create_table(
         "stg_party_segment",
         sa.Column("idb_id", sa.SmallInteger(), nullable=False),
@@ -477,7 +476,12 @@ def upgrade() -> None:
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("outcome", sa.Text(), nullable=True),
         sa.Column("change_xid", sa.BigInteger(), nullable=False),
-        sa.Column("processed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "load_seq",
+            sa.BigInteger(),
+            server_default=sa.text("nextval('staging_load_seq')"),
+            nullable=False,
+        ),
         sa.Column(
             "extracted_at",
             sa.DateTime(timezone=True),
@@ -487,11 +491,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("idb_id", "id", name=op.f("pk_stg_party_segment")),
     )
     op.create_index(
-        "ix_stg_party_segment_pending",
-        "stg_party_segment",
-        ["idb_id", "id"],
-        unique=False,
-        postgresql_where=sa.text("NOT processed"),
+        "ix_stg_party_segment_load_seq", "stg_party_segment", ["load_seq"], unique=False
     )
     op.create_table(
         "stg_queue",
@@ -502,7 +502,12 @@ def upgrade() -> None:
         sa.Column("media_type_id", sa.BigInteger(), nullable=True),
         sa.Column("service_level_seconds", sa.Integer(), nullable=True),
         sa.Column("change_xid", sa.BigInteger(), nullable=False),
-        sa.Column("processed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "load_seq",
+            sa.BigInteger(),
+            server_default=sa.text("nextval('staging_load_seq')"),
+            nullable=False,
+        ),
         sa.Column(
             "extracted_at",
             sa.DateTime(timezone=True),
@@ -511,20 +516,19 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("idb_id", "id", name=op.f("pk_stg_queue")),
     )
-    op.create_index(
-        "ix_stg_queue_pending",
-        "stg_queue",
-        ["idb_id", "id"],
-        unique=False,
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.create_index("ix_stg_queue_load_seq", "stg_queue", ["load_seq"], unique=False)
     op.create_table(
         "stg_queue_group",
         sa.Column("idb_id", sa.SmallInteger(), nullable=False),
         sa.Column("id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("name", sa.Text(), nullable=True),
         sa.Column("change_xid", sa.BigInteger(), nullable=False),
-        sa.Column("processed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "load_seq",
+            sa.BigInteger(),
+            server_default=sa.text("nextval('staging_load_seq')"),
+            nullable=False,
+        ),
         sa.Column(
             "extracted_at",
             sa.DateTime(timezone=True),
@@ -533,13 +537,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("idb_id", "id", name=op.f("pk_stg_queue_group")),
     )
-    op.create_index(
-        "ix_stg_queue_group_pending",
-        "stg_queue_group",
-        ["idb_id", "id"],
-        unique=False,
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.create_index("ix_stg_queue_group_load_seq", "stg_queue_group", ["load_seq"], unique=False)
     op.create_table(
         "stg_state_reason",
         sa.Column("idb_id", sa.SmallInteger(), nullable=False),
@@ -547,7 +545,12 @@ def upgrade() -> None:
         sa.Column("code", sa.Text(), nullable=True),
         sa.Column("name", sa.Text(), nullable=True),
         sa.Column("change_xid", sa.BigInteger(), nullable=False),
-        sa.Column("processed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "load_seq",
+            sa.BigInteger(),
+            server_default=sa.text("nextval('staging_load_seq')"),
+            nullable=False,
+        ),
         sa.Column(
             "extracted_at",
             sa.DateTime(timezone=True),
@@ -556,89 +559,48 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("idb_id", "id", name=op.f("pk_stg_state_reason")),
     )
-    op.create_index(
-        "ix_stg_state_reason_pending",
-        "stg_state_reason",
-        ["idb_id", "id"],
-        unique=False,
-        postgresql_where=sa.text("NOT processed"),
+    op.create_index("ix_stg_state_reason_load_seq", "stg_state_reason", ["load_seq"], unique=False)
+    op.create_table(
+        "transform_mark",
+        sa.Column("source", sa.Text(), nullable=False),
+        sa.Column("last_load_seq", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("source", name=op.f("pk_transform_mark")),
     )
 
 
 def downgrade() -> None:
-    op.drop_index(
-        "ix_stg_state_reason_pending",
-        table_name="stg_state_reason",
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.drop_table("transform_mark")
+    op.drop_index("ix_stg_state_reason_load_seq", table_name="stg_state_reason")
     op.drop_table("stg_state_reason")
-    op.drop_index(
-        "ix_stg_queue_group_pending",
-        table_name="stg_queue_group",
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.drop_index("ix_stg_queue_group_load_seq", table_name="stg_queue_group")
     op.drop_table("stg_queue_group")
-    op.drop_index(
-        "ix_stg_queue_pending", table_name="stg_queue", postgresql_where=sa.text("NOT processed")
-    )
+    op.drop_index("ix_stg_queue_load_seq", table_name="stg_queue")
     op.drop_table("stg_queue")
-    op.drop_index(
-        "ix_stg_party_segment_pending",
-        table_name="stg_party_segment",
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.drop_index("ix_stg_party_segment_load_seq", table_name="stg_party_segment")
     op.drop_table("stg_party_segment")
-    op.drop_index(
-        "ix_stg_media_type_pending",
-        table_name="stg_media_type",
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.drop_index("ix_stg_media_type_load_seq", table_name="stg_media_type")
     op.drop_table("stg_media_type")
-    op.drop_index(
-        "ix_stg_interaction_pending",
-        table_name="stg_interaction",
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.drop_index("ix_stg_interaction_load_seq", table_name="stg_interaction")
     op.drop_table("stg_interaction")
-    op.drop_index(
-        "ix_stg_campaign_attempt_pending",
-        table_name="stg_campaign_attempt",
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.drop_index("ix_stg_campaign_attempt_load_seq", table_name="stg_campaign_attempt")
     op.drop_table("stg_campaign_attempt")
-    op.drop_index(
-        "ix_stg_campaign_pending",
-        table_name="stg_campaign",
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.drop_index("ix_stg_campaign_load_seq", table_name="stg_campaign")
     op.drop_table("stg_campaign")
-    op.drop_index(
-        "ix_stg_business_attribute_pending",
-        table_name="stg_business_attribute",
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.drop_index("ix_stg_business_attribute_load_seq", table_name="stg_business_attribute")
     op.drop_table("stg_business_attribute")
-    op.drop_index(
-        "ix_stg_agent_state_pending",
-        table_name="stg_agent_state",
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.drop_index("ix_stg_agent_state_load_seq", table_name="stg_agent_state")
     op.drop_table("stg_agent_state")
-    op.drop_index(
-        "ix_stg_agent_session_pending",
-        table_name="stg_agent_session",
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.drop_index("ix_stg_agent_session_load_seq", table_name="stg_agent_session")
     op.drop_table("stg_agent_session")
-    op.drop_index(
-        "ix_stg_agent_group_pending",
-        table_name="stg_agent_group",
-        postgresql_where=sa.text("NOT processed"),
-    )
+    op.drop_index("ix_stg_agent_group_load_seq", table_name="stg_agent_group")
     op.drop_table("stg_agent_group")
-    op.drop_index(
-        "ix_stg_agent_pending", table_name="stg_agent", postgresql_where=sa.text("NOT processed")
-    )
+    op.drop_index("ix_stg_agent_load_seq", table_name="stg_agent")
     op.drop_table("stg_agent")
     op.drop_table("interaction_segment_fact")
     op.drop_table("interaction_fact")
@@ -656,3 +618,4 @@ def downgrade() -> None:
     op.drop_table("agent_state_reason_fact")
     op.drop_table("agent_state_fact")
     op.drop_table("agent_session_fact")
+    op.execute("DROP SEQUENCE staging_load_seq")
