@@ -363,3 +363,32 @@ def test_cli_idb_generate_json_and_etl_status(
     assert status["lag_seconds"] is not None
     assert gim(["run", "Job_MaintainGIM", "--local"]) == 1
     assert "cannot run in this version yet" in capsys.readouterr().err
+
+
+def test_m6_cooperative_stop_between_batches_keeps_committed_work(
+    idb_url: str, database_url: str, make_database: Callable[..., str]
+) -> None:
+    from gim_tasks.jobs.base import StopRequested
+
+    with psycopg.connect(idb_url, autocommit=True) as conn:
+        generate(conn, START, 3, agents=20, queues=4, rate=2000, seed=11)
+    engine = make_engine(database_url)
+    ctx = JobContext(mart=engine, idb_urls=[idb_url], options=options(batch=200))
+    batches: list[int] = []
+
+    def stop_after_three(what: str, done: int, total: int | None) -> None:
+        batches.append(done)
+        if len(batches) == 3:
+            ctx.stop.request("stopped by test")
+
+    ctx.progress = stop_after_three
+    with pytest.raises(StopRequested, match="stopped by test"):
+        extract.run(ctx)
+    staged = count(database_url, "SELECT count(*) FROM stg_party_segment") + count(
+        database_url, "SELECT count(*) FROM stg_interaction"
+    )
+    assert 0 < ctx.counts.read <= 3 * 200 and staged <= ctx.counts.read  # committed batches stay
+    cycle(database_url, [idb_url])  # the next run continues
+    reference = make_database()
+    cycle(reference, [idb_url])
+    assert facts(database_url) == facts(reference)

@@ -19,6 +19,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
+
 from gim_tasks.localstack import free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +71,7 @@ def _wait_for(
         try:
             if predicate():
                 return
-        except (OSError, ValueError):
+        except (OSError, ValueError, psycopg.Error):
             pass
         time.sleep(0.5)
     raise AssertionError(f"not up within {limit} s:\n{log.read_text()[-3000:]}")
@@ -130,6 +132,15 @@ def test_dev_up_runs_everything_and_ctrl_c_leaves_nothing_running() -> None:
         options = {row["option"]: row for row in json.loads(shown.stdout)}
         assert options["etl-frequency"]["value"] == "1"  # demo options were loaded
         assert options["etl-frequency"]["changed_by"] == "dev-demo"
+
+        idb = f"postgresql://gim@127.0.0.1:{ports['GIM_DEV_PG_PORT']}/idb_voice"
+
+        def traffic_flows() -> bool:
+            with psycopg.connect(idb, connect_timeout=5) as conn:
+                row = conn.execute("SELECT count(*) FROM interaction").fetchone()
+                return bool(row and row[0] > 0)
+
+        _wait_for(traffic_flows, 60, up, log)  # the simulator writes live calls
 
         processes = _descendants(up.pid)
         pg_pid = int((local / "postgres/data/postmaster.pid").read_text().split()[0])
