@@ -287,4 +287,19 @@ class RedisServer:
         if pid is None:
             return
         os.kill(pid, signal.SIGTERM)
-        _wait_until(lambda: not self.running(), 30, "Redis shutdown")
+        # Redis removes its pid file before it exits: wait for the process and the port.
+        _wait_until(
+            lambda: not _process_alive(pid) and not port_open(self.port), 30, "Redis shutdown"
+        )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child of ours has exited already
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -28,6 +28,7 @@ from gim_tasks.jobs.registry import body_of
 from gim_tasks.options import store
 from gim_tasks.options.check import check_options
 from gim_tasks.runtime import runs
+from gim_tasks.schedule.jobs import BY_NAME
 from gim_tasks.settings import get_settings, redact
 
 idb_app = typer.Typer(help="Source IDB databases: schema and traffic.", no_args_is_help=True)
@@ -143,8 +144,20 @@ def _progress() -> Progress:
     )
 
 
+def manual_refusal(job: str, force: bool) -> str | None:
+    """M7: jobs that are not run by hand say which option schedules them."""
+    info = BY_NAME.get(job)
+    if info is None or info.manual or force:
+        return None
+    schedule = {"Job_UpdateStats": "update-stats-schedule", "Job_ExportGIM": "export-schedule"}
+    return (
+        f"{job} is not run manually: it runs on [schedule] {schedule[job]} when "
+        f"{info.enabled_by}=true; an admin may force a run with --force (M7)"
+    )
+
+
 def run_local(
-    job: str, actor: str, show_progress: bool = True
+    job: str, actor: str, show_progress: bool = True, force: bool = False
 ) -> tuple[runs.RunStart, str, Any, str | None]:
     """Run ``job`` in this process under the same rules as the runtime: configuration check
     (C2), one Running run per job (S2), a run record (R1, M8)."""
@@ -157,10 +170,11 @@ def run_local(
     runs.sweep_lost_local_runs(engine)
     with engine.connect() as conn:
         options = store.load_options(conn)
-    refusal = check_options(options).refusal()
+    trigger = "forced" if force else "manual"
+    refusal = check_options(options).refusal() or manual_refusal(job, force)
     if refusal is not None:
-        return runs.reject(engine, job, "manual", actor, refusal), "Rejected", None, refusal
-    started = runs.start_run(engine, job, "manual", actor)
+        return runs.reject(engine, job, trigger, actor, refusal), "Rejected", None, refusal
+    started = runs.start_run(engine, job, trigger, actor, forced=force)
     if started.state != "Running":
         return started, started.state, None, started.reason
     ctx = JobContext(
@@ -195,6 +209,15 @@ def run_local(
 def run_command(
     job: Annotated[str, typer.Argument(help="Job name, e.g. Job_ExtractICON.")],
     local: Annotated[bool, typer.Option("--local", help="Run in this process.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Admin: run a job that is not run "
+            "manually (Job_UpdateStats, Job_ExportGIM), recorded "
+            "as forced (M7).",
+        ),
+    ] = False,
     actor: ActorOption = "",
 ) -> None:
     """Run a job now. Prints the run id and its end state; exit code 0 when it completed."""
@@ -203,7 +226,7 @@ def run_command(
             "only `gim run JOB --local` is available until the distributed "
             "runtime lands; add --local"
         )
-    started, final, counts, error = run_local(job, actor or current_actor())
+    started, final, counts, error = run_local(job, actor or current_actor(), force=force)
     if final == "Rejected":
         out.print(f"run {started.run_id}: Rejected: {started.reason}", markup=False)
         raise typer.Exit(1)

@@ -149,6 +149,22 @@ date_time = Table(
 )
 
 
+#: Custom calendars (SPEC §2 [gim-etl], GIM "custom calendars"): one per extra time zone.
+date_time_extra = Table(
+    "date_time_extra",
+    metadata,
+    Column("calendar", Text, primary_key=True),  # the IANA zone name
+    Column("date_time_key", BigInteger, primary_key=True, autoincrement=False),
+    Column("local_date", Date, nullable=False),
+    Column("local_time", Time, nullable=False),
+    Column("local_hour", SmallInteger, nullable=False),
+    Column("day_of_week", SmallInteger, nullable=False),
+    Column("month", SmallInteger, nullable=False),
+    Column("quarter", SmallInteger, nullable=False),
+    Column("year", SmallInteger, nullable=False),
+)
+
+
 def _fact(name: str, id_column: str, *columns: Column[Any]) -> Table:
     return Table(
         name,

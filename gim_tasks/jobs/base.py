@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
@@ -77,6 +78,8 @@ class JobContext:
     #: fencing token there so that a run that lost its lease cannot commit (issue 9).
     fence: Callable[[Connection], None] = lambda conn: None
     started: float = field(default_factory=time.monotonic)
+    #: The clock, injected so that jobs are testable at any instant.
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def rate(self, rows: int) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-6)

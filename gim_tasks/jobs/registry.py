@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gim_tasks.jobs import extract, transform
+from gim_tasks.jobs import extract, maintain, transform, update_stats
 from gim_tasks.jobs.base import JobContext
-from gim_tasks.schedule.jobs import EXTRACT, JOB_NAMES, TRANSFORM
+from gim_tasks.schedule.jobs import (
+    EXTRACT,
+    JOB_NAMES,
+    MAINTAIN,
+    TRANSFORM,
+    UPDATE_STATS,
+)
 
 BODIES: dict[str, Callable[[JobContext], None]] = {
     EXTRACT: extract.run,
     TRANSFORM: transform.run,
+    MAINTAIN: maintain.run,
+    UPDATE_STATS: update_stats.run,
 }
 
 

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gim_tasks.db import mart_tables as mart
+from gim_tasks.db.calendar import insert_keys_sql
 from gim_tasks.db.partitions import ensure_partitions
 from gim_tasks.jobs.base import JobContext, batch_transaction_settings
 
@@ -279,16 +280,10 @@ def apply_fact(
     ensure_partitions(conn, spec.fact.name, days)
     conn.execute(
         sa.text(
-            "INSERT INTO date_time SELECT k, to_timestamp(k), :tz, "
-            "(to_timestamp(k) AT TIME ZONE :tz)::date, (to_timestamp(k) AT TIME ZONE :tz)::time, "
-            "extract(hour FROM to_timestamp(k) AT TIME ZONE :tz), "
-            "extract(isodow FROM to_timestamp(k) AT TIME ZONE :tz), "
-            "extract(month FROM to_timestamp(k) AT TIME ZONE :tz), "
-            "extract(quarter FROM to_timestamp(k) AT TIME ZONE :tz), "
-            "extract(year FROM to_timestamp(k) AT TIME ZONE :tz) "
-            "FROM (SELECT DISTINCT (floor(extract(epoch FROM start_ts) / 900) * 900)::bigint AS k "
-            "      FROM fact_rows WHERE discard_reason IS NULL) keys "
-            "ON CONFLICT (date_time_key) DO NOTHING"
+            insert_keys_sql(
+                "SELECT DISTINCT (floor(extract(epoch FROM start_ts) / 900) * 900)::bigint "
+                "AS k FROM fact_rows WHERE discard_reason IS NULL"
+            )
         ),
         {"tz": time_zone},
     )

@@ -23,6 +23,7 @@ from gim_tasks.options.types import (
     OptionalDate,
     OptionType,
     TimeZone,
+    TimeZoneList,
 )
 
 
@@ -203,6 +204,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
         _days(1, 3660),
         "183",
         "Config check errors when the calendar reaches less far ahead than this.",
+    ),
+    OptionSpec(
+        "gim-etl",
+        "date-time-extra-time-zones",
+        TimeZoneList(),
+        "",
+        "Custom calendars: DATE_TIME attributes in these extra zones (table date_time_extra).",
     ),
     OptionSpec(
         "gim-etl",

@@ -134,6 +134,22 @@ class TimeZone(OptionType):
 
 
 @dataclass(frozen=True)
+class TimeZoneList(OptionType):
+    allowed: str = "comma-separated IANA time zone names, or empty for none"
+
+    def parse(self, raw: str) -> tuple[str, ...]:
+        names = [part.strip() for part in raw.split(",") if part.strip()]
+        for name in names:
+            TimeZone().parse(name)
+        if len(set(names)) != len(names):
+            raise ValueError("a time zone is listed twice")
+        return tuple(names)
+
+    def format(self, value: Any) -> str:
+        return ",".join(value)
+
+
+@dataclass(frozen=True)
 class OptionalDate(OptionType):
     allowed: str = "a date YYYY-MM-DD, or empty for none"
 

@@ -361,7 +361,7 @@ def test_cli_idb_generate_json_and_etl_status(
         "SELECT count(*) FROM discard WHERE source_table = 'interaction_segment_fact'",
     )
     assert status["lag_seconds"] is not None
-    assert gim(["run", "Job_MaintainGIM", "--local"]) == 1
+    assert gim(["run", "Job_AggregateGIM", "--local"]) == 1
     assert "cannot run in this version yet" in capsys.readouterr().err
 
 
