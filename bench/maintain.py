@@ -11,8 +11,8 @@ Run: ./dev bench maintain [--rows N]
 from __future__ import annotations
 
 import argparse
-import statistics
 import shutil
+import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
