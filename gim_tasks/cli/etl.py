@@ -13,7 +13,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out
+from gim_tasks.cli.common import JsonFlag, mart_engine, out
 from gim_tasks.db import mart_tables as mart
 from gim_tasks.db.engine import connect, make_engine
 from gim_tasks.db.migrate import schema_state
@@ -206,40 +206,6 @@ def run_local(
     return started, final, ctx.counts, error
 
 
-def run_command(
-    job: Annotated[str, typer.Argument(help="Job name, e.g. Job_ExtractICON.")],
-    local: Annotated[bool, typer.Option("--local", help="Run in this process.")] = False,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Admin: run a job that is not run "
-            "manually (Job_UpdateStats, Job_ExportGIM), recorded "
-            "as forced (M7).",
-        ),
-    ] = False,
-    actor: ActorOption = "",
-) -> None:
-    """Run a job now. Prints the run id and its end state; exit code 0 when it completed."""
-    if not local:
-        raise GimError(
-            "only `gim run JOB --local` is available until the distributed "
-            "runtime lands; add --local"
-        )
-    started, final, counts, error = run_local(job, actor or current_actor(), force=force)
-    if final == "Rejected":
-        out.print(f"run {started.run_id}: Rejected: {started.reason}", markup=False)
-        raise typer.Exit(1)
-    out.print(
-        f"run {started.run_id}: {final} (read {counts.read:,}, written {counts.written:,}, "
-        f"discarded {counts.discarded:,}, warnings {counts.warnings})"
-        + (f": {error}" if error else ""),
-        markup=False,
-    )
-    if final not in ("Completed", "Completed with warnings"):
-        raise typer.Exit(130 if final == "Stopped" else 1)
-
-
 def etl_status_data(engine: sa.Engine) -> dict[str, Any]:
     """Marks per IDB and table, pending rows, lag, last cycle durations, fact row counts."""
     with engine.connect() as conn:
@@ -340,4 +306,4 @@ def etl_status(as_json: JsonFlag = False) -> None:
         out.print(f"{run['job']}: {run['state']} in {run['seconds']} s")
 
 
-__all__ = ["etl_app", "idb_app", "idb_name", "run_command", "run_local"]
+__all__ = ["etl_app", "idb_app", "idb_name", "run_local"]

@@ -20,6 +20,7 @@ from rich.table import Table
 from gim_tasks import __version__
 from gim_tasks.cli import config as config_cli
 from gim_tasks.cli import etl as etl_cli
+from gim_tasks.cli import runs as runs_cli
 from gim_tasks.cli import schedule as schedule_cli
 from gim_tasks.cli.common import JsonFlag, out
 from gim_tasks.db import migrate
@@ -37,7 +38,13 @@ app.add_typer(config_cli.app, name="config")
 app.add_typer(schedule_cli.app, name="schedule")
 app.add_typer(etl_cli.idb_app, name="idb")
 app.add_typer(etl_cli.etl_app, name="etl")
-app.command("run")(etl_cli.run_command)
+app.command("run")(runs_cli.run_command)
+app.command("stop")(runs_cli.stop_command)
+app.command("cancel")(runs_cli.cancel_command)
+app.command("jobs")(runs_cli.jobs_command)
+_passthrough = {"allow_extra_args": True, "ignore_unknown_options": True}
+app.command("worker", context_settings=_passthrough)(runs_cli.worker_command)
+app.command("beat", context_settings=_passthrough)(runs_cli.beat_command)
 
 
 @app.command()

@@ -99,6 +99,10 @@ job_run = Table(
     Column("task_id", Text),
     Column("worker", Text),
     Column("heartbeat_at", DateTime(timezone=True)),
+    # Sent to a worker (a Scheduled run with dispatched_at set is about to start; without it,
+    # it waits for a rule). A stop request is recorded here and polled by the worker (M6).
+    Column("dispatched_at", DateTime(timezone=True)),
+    Column("stop_requested_at", DateTime(timezone=True)),
     CheckConstraint(
         "state IN (" + ", ".join(f"'{state}'" for state in RUN_STATES) + ")", name="state"
     ),

@@ -19,7 +19,6 @@ from gim_tasks.errors import GimError
 from gim_tasks.idb.schema import init_idb
 from gim_tasks.localstack import port_open
 from gim_tasks.options.store import import_options
-from gim_tasks.runtime.queues import QUEUES
 
 CELERY_APP = "gim_tasks.runtime.celery_app"
 
@@ -106,39 +105,11 @@ def up() -> None:
             init_idb(make_engine(url))
         supervisor.say("dev", "IDB schemas ready; live traffic from `gim idb simulate`")
         celery = str(Path(sys.executable).with_name("celery"))
-        supervisor.start(
-            "beat",
-            [
-                celery,
-                "-A",
-                CELERY_APP,
-                "beat",
-                "-S",
-                "redbeat.RedBeatScheduler",
-                "--loglevel",
-                "INFO",
-                "--max-interval",
-                "5",
-            ],
-        )
-        supervisor.start(
-            "worker",
-            [
-                celery,
-                "-A",
-                CELERY_APP,
-                "worker",
-                "--loglevel",
-                "INFO",
-                "-Q",
-                ",".join(QUEUES),
-                "--concurrency",
-                "2",
-                "--hostname",
-                "worker1@%h",
-            ],
-        )
         gim = str(Path(sys.executable).with_name("gim"))
+        supervisor.start("beat", [gim, "beat"])
+        supervisor.start(
+            "worker", [gim, "worker", "--concurrency", "3", "--hostname", "worker1@%h"]
+        )
         supervisor.start("traffic", [gim, "idb", "simulate", "--rate", "1800", "--writers", "3"])
         supervisor.start(
             "flower",

@@ -1,7 +1,8 @@
 """Demo options for ``./dev up``: a schedule that shows every job soon after start.
 
 ETL every minute round the clock except a maintenance gap that opens a few minutes after start,
-an aggregation window open now, UpdateStats every 5 minutes, export every 15 minutes.
+UpdateStats every 5 minutes. Aggregation (a window open now) and export (every 15 minutes) are
+configured but switched off until their jobs exist.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ etl-end-time = {etl_end:%H:%M}
 etl-frequency = 1
 run-update-stats = true
 update-stats-schedule = 0/5 *
-run-aggregates = true
+run-aggregates = false
 aggregate-schedule = {opened.minute} {opened.hour}
 aggregate-duration = 23:50
 run-maintain = true
 maintain-start-time = {maintain:%H:%M}
-run-export = true
+run-export = false
 export-schedule = 0/15 *
 """

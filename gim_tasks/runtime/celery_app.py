@@ -13,6 +13,7 @@ from kombu import Exchange, Queue
 
 from gim_tasks.errors import SettingsError
 from gim_tasks.runtime.queues import QUEUES
+from gim_tasks.schedule.jobs import JOBS
 from gim_tasks.settings import Settings, get_settings
 
 
@@ -32,7 +33,15 @@ def create_app(settings: Settings) -> Celery:
         enable_utc=True,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        # Long runs must not be redelivered while they run; a redelivery after a worker died
+        # is harmless anyway: the run is claimed once (S11, runtime/execution.py).
+        broker_transport_options={"visibility_timeout": 12 * 3600},
+        task_routes={info.name: {"queue": info.queue} for info in JOBS},
+        task_ignore_result=True,
     )
+    from gim_tasks.runtime import tasks
+
+    tasks.register(app)
     return app
 
 

@@ -119,12 +119,18 @@ def finish_run(
     error: str | None = None,
     reason: str | None = None,
     ended_by: str | None = None,
-) -> None:
+    token: int | None = None,
+) -> bool:
+    """Record a run's end; only while it is still Running (with ``token``, when given).
+    Returns False when the run had already been ended elsewhere (e.g. declared lost)."""
     assert state in FINAL_STATES
+    condition = [job_run.c.id == run_id, job_run.c.state == "Running"]
+    if token is not None:
+        condition.append(job_run.c.fencing_token == token)
     with engine.begin() as conn:
-        conn.execute(
+        result = conn.execute(
             sa.update(job_run)
-            .where(job_run.c.id == run_id, job_run.c.state == "Running")
+            .where(*condition)
             .values(
                 state=state,
                 ended_at=sa.func.now(),
@@ -138,6 +144,7 @@ def finish_run(
                 ended_by=ended_by,
             )
         )
+    return bool(result.rowcount)
 
 
 def execute(body: Callable[[JobContext], None], ctx: JobContext) -> tuple[str, str | None]:

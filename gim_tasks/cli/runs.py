@@ -1,0 +1,221 @@
+"""``gim run``, ``gim stop``, ``gim cancel``, ``gim jobs``, ``gim worker``, ``gim beat``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out
+from gim_tasks.cli.etl import run_local
+from gim_tasks.errors import GimError
+from gim_tasks.runtime import manager
+from gim_tasks.runtime.queues import QUEUES
+
+CELERY_APP = "gim_tasks.runtime.celery_app"
+SCHEDULER = "gim_tasks.runtime.beat:GimScheduler"
+FINAL = ("Completed", "Completed with warnings", "Failed", "Stopped", "Cancelled", "Rejected")
+
+
+def _describe(run: dict[str, Any]) -> str:
+    text = f"run {run['id']} ({run['job']}): {run['state']}"
+    if run["state"] in ("Completed", "Completed with warnings", "Failed", "Stopped"):
+        text += (
+            f" (read {run['rows_read']:,}, written {run['rows_written']:,}, discarded "
+            f"{run['rows_discarded']:,}, warnings {run['warnings']})"
+        )
+    if run.get("error"):
+        text += f": {run['error']}"
+    elif run.get("reason") and run["state"] != "Completed":
+        text += f": {run['reason']}"
+    return text
+
+
+def _get(run_id: int) -> dict[str, Any]:
+    for run in manager.list_runs(mart_engine(), "all", limit=1, run_id=run_id):
+        return run
+    raise GimError(f"run {run_id} does not exist")
+
+
+def wait_for(run_id: int, timeout: float | None = None) -> dict[str, Any]:
+    """Follow a run to its end with a progress line."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    shown = ""
+    with out.status("") as status:
+        while True:
+            run = _get(run_id)
+            line = f"run {run_id} {run['job']}: {run['state']}, {run['rows_read']:,} rows read"
+            if line != shown:
+                status.update(escape(line))
+                shown = line
+            if run["state"] in FINAL:
+                return run
+            if deadline is not None and time.monotonic() > deadline:
+                raise GimError(f"run {run_id} still {run['state']} after {timeout:.0f} s")
+            time.sleep(0.5)
+
+
+def run_command(
+    job: Annotated[str, typer.Argument(help="Job name, e.g. Job_ExtractICON.")],
+    params: Annotated[
+        str,
+        typer.Option(
+            "--params",
+            help="Job parameters (Job_AggregateGIM only, e.g. '-insertPendingAgg ALLSETS:…').",
+        ),
+    ] = "",
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the run to its end.")] = False,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run in this process, not on a worker (same rules).")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Admin: run a job that is not run "
+            "manually (Job_UpdateStats, Job_ExportGIM), recorded "
+            "as forced (M7).",
+        ),
+    ] = False,
+    actor: ActorOption = "",
+) -> None:
+    """Run a job now (M1). Prints the run id and its state: Running (sent to a worker),
+    Scheduled (waiting for an exclusivity rule, with the reason) or Rejected (with the reason).
+    Exit code: 0 admitted (with --wait: completed), 1 rejected or failed, 130 stopped."""
+    who = actor or current_actor()
+    if params and job != "Job_AggregateGIM":
+        raise GimError(f"only Job_AggregateGIM takes parameters; {job} takes none (M4)")
+    if local:
+        started, final, counts, error = run_local(job, who, force=force)
+        if final == "Rejected":
+            out.print(f"run {started.run_id}: Rejected: {started.reason}", markup=False)
+            raise typer.Exit(1)
+        out.print(
+            f"run {started.run_id}: {final} (read {counts.read:,}, written "
+            f"{counts.written:,}, discarded {counts.discarded:,}, warnings "
+            f"{counts.warnings})" + (f": {error}" if error else ""),
+            markup=False,
+        )
+        if final not in ("Completed", "Completed with warnings"):
+            raise typer.Exit(130 if final == "Stopped" else 1)
+        return
+    from gim_tasks.runtime.beat import send
+    from gim_tasks.runtime.celery_app import app as celery_app
+
+    engine = mart_engine()
+    admission = manager.request_run(
+        engine, job, who, {"params": params} if params else None, force=force
+    )
+    if admission.state == "Running":
+        send(celery_app, job, admission.run_id)
+    line = f"run {admission.run_id} ({job}): {admission.state}"
+    out.print(line + (f": {admission.reason}" if admission.reason else ""), markup=False)
+    if admission.state == "Rejected":
+        raise typer.Exit(1)
+    if wait:
+        run = wait_for(admission.run_id)
+        out.print(_describe(run), markup=False)
+        if run["state"] not in ("Completed", "Completed with warnings"):
+            raise typer.Exit(130 if run["state"] == "Stopped" else 1)
+
+
+def stop_command(
+    run_id: Annotated[int, typer.Argument(help="Run id.")], actor: ActorOption = ""
+) -> None:
+    """Stop a Running run (M6): it stops at its next safe point, keeping committed work; after
+    a grace period the beat revokes it with terminate. A Scheduled run is cancelled."""
+    out.print(manager.stop_run(mart_engine(), run_id, actor or current_actor()), markup=False)
+
+
+def cancel_command(
+    run_id: Annotated[int, typer.Argument(help="Run id.")], actor: ActorOption = ""
+) -> None:
+    """Cancel a Scheduled run (M6): it leaves the scheduled list and is recorded Cancelled."""
+    out.print(manager.cancel_run(mart_engine(), run_id, actor or current_actor()), markup=False)
+
+
+def jobs_command(
+    running: Annotated[bool, typer.Option("--running", help="Only Running runs.")] = False,
+    scheduled: Annotated[bool, typer.Option("--scheduled", help="Only Scheduled runs.")] = False,
+    history: Annotated[bool, typer.Option("--history", help="Only ended runs.")] = False,
+    category: Annotated[
+        str | None, typer.Option(help="ETL, Aggregation, Maintenance, Statistics or Export.")
+    ] = None,
+    job: Annotated[str | None, typer.Option(help="Only this job.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List runs, newest first (A2): id, job, state, trigger, actor, start, end, counts."""
+    if sum((running, scheduled, history)) > 1:
+        raise GimError("choose at most one of --running, --scheduled, --history")
+    which = "running" if running else "scheduled" if scheduled else "history" if history else "all"
+    runs = manager.list_runs(mart_engine(), which, category, job, limit)
+    if as_json:
+        print(json.dumps(runs, indent=2))
+        return
+    table = Table(box=None)
+    for column in (
+        "id",
+        "job",
+        "state",
+        "trigger",
+        "actor",
+        "started",
+        "ended",
+        "read",
+        "written",
+        "reason / error",
+    ):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(
+            str(run["id"]),
+            run["job"],
+            run["state"],
+            run["trigger"],
+            run["actor"],
+            (run["started_at"] or "")[:19],
+            (run["ended_at"] or "")[:19],
+            f"{run['rows_read']:,}",
+            f"{run['rows_written']:,}",
+            escape(run["error"] or run["reason"] or ""),
+        )
+    out.print(table)
+
+
+def _exec_celery(args: list[str]) -> None:
+    celery = str(Path(sys.executable).with_name("celery"))
+    os.execv(celery, [celery, "-A", CELERY_APP, *args])
+
+
+def worker_command(ctx: typer.Context) -> None:
+    """Start a worker (celery worker; extra options are passed on, e.g. -Q etl -c 4). Default
+    queues: all."""
+    args = list(ctx.args)
+    if not any(a in ("-Q", "--queues") or a.startswith("--queues=") for a in args):
+        args = ["-Q", ",".join(QUEUES), *args]
+    _exec_celery(["worker", "--loglevel", os.environ.get("GIM_LOG_LEVEL", "INFO"), *args])
+
+
+def beat_command(ctx: typer.Context) -> None:
+    """Start the beat (celery beat with the gim-tasks RedBeat scheduler); extra options are
+    passed on. Run two for high availability: one is active, the other waits."""
+    _exec_celery(
+        [
+            "beat",
+            "-S",
+            SCHEDULER,
+            "--loglevel",
+            os.environ.get("GIM_LOG_LEVEL", "INFO"),
+            "--max-interval",
+            "1",
+            *ctx.args,
+        ]
+    )

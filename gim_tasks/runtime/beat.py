@@ -1,0 +1,202 @@
+"""The beat: a RedBeat scheduler that asks the firing engine what to do on every tick.
+
+``celery -A gim_tasks.runtime.celery_app beat -S gim_tasks.runtime.beat:GimScheduler`` (or
+``gim beat``). RedBeat's lock (``redbeat::lock``, taken in ``beat_init``) keeps one beat active
+when several run for high availability; a standby blocks until the active one is gone.
+
+Each tick (at most one second apart): read the options (a change applies at the next tick),
+sweep lost runs (R2), force overdue stops (M6), read the run state, ``decide``, carry the
+decisions out, and store the stream cursors in Redis. Exactly-once firing does not depend on
+the lock: a Launch is an INSERT with its firing id, unique in ``job_run`` (S11), and only the
+beat whose INSERT succeeded sends the task; a redelivered task finds its run already claimed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from redbeat import RedBeatScheduler
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Engine
+
+from gim_tasks.db.engine import make_engine
+from gim_tasks.db.tables import job_run
+from gim_tasks.jobs.registry import BODIES
+from gim_tasks.options import store
+from gim_tasks.options.check import check_options
+from gim_tasks.runtime.execution import LEASE_SECONDS
+from gim_tasks.runtime.state import load_state
+from gim_tasks.schedule.engine import Hold, Launch, Release, Skip, Stop, Tick, decide
+from gim_tasks.schedule.jobs import BY_NAME
+from gim_tasks.settings import get_settings
+
+log = logging.getLogger("gim_tasks.runtime.beat")
+
+CURSORS_KEY = "gim:cursors"
+#: Serialises admission decisions of the beat and of manual starts (manager.py).
+ADMISSION_LOCK_KEY = 0x67696D5F61646D  # "gim_adm"
+STOP_GRACE_SECONDS = 60.0  # M6: cooperative stop first, revoke(terminate) after this
+
+
+def sweep_lost(engine: Engine) -> list[int]:
+    """R2: Running runs without a heartbeat for LEASE_SECONDS end Failed ("worker lost"), or
+    Stopped when a stop had been requested. Their fencing token stops any late write."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.text(
+                "UPDATE job_run SET state = CASE WHEN stop_requested_at IS NULL THEN 'Failed' "
+                "ELSE 'Stopped' END, ended_at = now(), error = coalesce(error, "
+                "'worker lost: no heartbeat for ' || :lease || ' s (R2)') "
+                "WHERE state = 'Running' AND heartbeat_at < now() - make_interval(secs => :lease) "
+                "RETURNING id"
+            ),
+            {"lease": LEASE_SECONDS},
+        ).all()
+    return [row[0] for row in rows]
+
+
+def overdue_stops(engine: Engine) -> list[tuple[int, str | None]]:
+    """Runs asked to stop more than STOP_GRACE_SECONDS ago and still Running."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT id, task_id FROM job_run WHERE state = 'Running' AND stop_requested_at < "
+                "now() - make_interval(secs => :grace)"
+            ),
+            {"grace": STOP_GRACE_SECONDS},
+        ).all()
+    return [(row[0], row[1]) for row in rows]
+
+
+def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
+    """Record and send each decision. Runs under the admission lock, so a manual start cannot
+    interleave with the beat's view of the state."""
+    to_send: list[tuple[str, int]] = []
+    actions = [a for a in tick.actions if not (isinstance(a, Launch) and a.job not in BODIES)]
+    for missing in {a.job for a in tick.actions if isinstance(a, Launch)} - set(BODIES):
+        log.warning("%s is due but cannot run in this version yet: not launched", missing)
+    with engine.begin() as conn:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADMISSION_LOCK_KEY)))
+        for action in actions:
+            if isinstance(action, Launch | Hold | Skip):
+                state = {Launch: "Scheduled", Hold: "Scheduled", Skip: "Rejected"}[type(action)]
+                values: dict[str, Any] = {
+                    "job": action.job,
+                    "trigger": getattr(action, "trigger", "scheduled"),
+                    "actor": "scheduler",
+                    "state": state,
+                    "reason": action.reason,
+                    "firing_id": action.firing_id,
+                    "planned_at": action.planned_at,
+                }
+                if isinstance(action, Launch):
+                    values["dispatched_at"] = sa.func.now()
+                if isinstance(action, Skip):
+                    values["ended_at"] = sa.func.now()
+                # S11: unique firing id; a second beat's (or a repeated tick's) insert is a no-op.
+                run_id = conn.execute(
+                    insert(job_run)
+                    .values(**values)
+                    .on_conflict_do_nothing(
+                        index_elements=["firing_id"], index_where=sa.text("firing_id IS NOT NULL")
+                    )
+                    .returning(job_run.c.id)
+                ).scalar_one_or_none()
+                if run_id is not None and isinstance(action, Launch):
+                    to_send.append((action.job, run_id))
+                log.info("%s %s: %s", type(action).__name__.lower(), action.job, action.reason)
+            elif isinstance(action, Release):
+                released = conn.execute(
+                    sa.update(job_run)
+                    .where(
+                        job_run.c.id == action.run_id,
+                        job_run.c.state == "Scheduled",
+                        job_run.c.dispatched_at.is_(None),
+                    )
+                    .values(dispatched_at=sa.func.now())
+                )
+                if released.rowcount:
+                    to_send.append((action.job, action.run_id))
+                    log.info("release run %s (%s): %s", action.run_id, action.job, action.reason)
+            elif isinstance(action, Stop):
+                conn.execute(
+                    sa.update(job_run)
+                    .where(
+                        job_run.c.id == action.run_id,
+                        job_run.c.state == "Running",
+                        job_run.c.stop_requested_at.is_(None),
+                    )
+                    .values(
+                        stop_requested_at=sa.func.now(), reason=action.reason, ended_by="scheduler"
+                    )
+                )
+                log.info("stop run %s (%s): %s", action.run_id, action.job, action.reason)
+    for job, run_id in to_send:  # after commit: the worker must find the row
+        send(app, job, run_id)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def send(app: Any, job: str, run_id: int) -> None:
+    app.send_task(job, kwargs={"run_id": run_id}, queue=BY_NAME[job].queue)
+
+
+class GimScheduler(RedBeatScheduler):
+    """RedBeat plus the firing engine."""
+
+    def setup_schedule(self) -> None:
+        super().setup_schedule()
+        settings = get_settings()
+        self._engine = make_engine(settings.database_url)
+        self._redis = redis.Redis.from_url(settings.redis_url)
+        self._last_error = ""
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        interval = float(super().tick(*args, **kwargs))
+        started = time.perf_counter()
+        try:
+            self.gim_tick(datetime.now(UTC))
+            self._last_error = ""
+        except Exception as error:
+            message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            if message != self._last_error:
+                log.exception("scheduler tick failed")
+            self._last_error = message
+        elapsed = time.perf_counter() - started
+        return max(0.05, min(interval, 1.0 - elapsed))
+
+    def load_cursors(self) -> dict[str, datetime]:
+        raw: dict[Any, Any] = self._redis.hgetall(CURSORS_KEY)
+        return {_text(key): datetime.fromisoformat(_text(value)) for key, value in raw.items()}
+
+    def gim_tick(self, now: datetime) -> Tick:
+        engine = self._engine
+        for run_id in sweep_lost(engine):
+            log.warning("run %s: worker lost (R2)", run_id)
+        for run_id, task_id in overdue_stops(engine):
+            if task_id:
+                log.warning(
+                    "run %s did not stop in %s s: revoking with terminate",
+                    run_id,
+                    STOP_GRACE_SECONDS,
+                )
+                self.app.control.revoke(task_id, terminate=True)
+        with engine.connect() as conn:
+            options = store.load_options(conn)
+            state = load_state(conn, self.load_cursors())
+        refusal = check_options(options).refusal()
+        tick = decide(options.schedule(), now, state, refusal)
+        carry_out(engine, self.app, tick)
+        changed: dict[Any, Any] = {
+            k: v.isoformat() for k, v in tick.cursors.items() if state.cursors.get(k) != v
+        }
+        if changed:
+            self._redis.hset(CURSORS_KEY, mapping=changed)
+        return tick

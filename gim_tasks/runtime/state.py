@@ -1,0 +1,67 @@
+"""The scheduler's view of run state, read from ``job_run`` (for the pure engine)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from gim_tasks.db.tables import job_run
+from gim_tasks.schedule.engine import (
+    ActiveRun,
+    CycleView,
+    SchedulerState,
+    WaitingRun,
+    firing_id,
+)
+from gim_tasks.schedule.jobs import EXTRACT, TRANSFORM
+
+
+def load_state(conn: Connection, cursors: Mapping[str, datetime]) -> SchedulerState:
+    """Running runs (and Scheduled ones already sent to a worker, about to run), waiting runs
+    oldest first, and the newest scheduled ETL cycle."""
+    rows = conn.execute(
+        sa.select(
+            job_run.c.id,
+            job_run.c.job,
+            job_run.c.trigger,
+            job_run.c.state,
+            job_run.c.planned_at,
+            job_run.c.dispatched_at,
+            job_run.c.stop_requested_at,
+        )
+        .where(job_run.c.state.in_(("Running", "Scheduled")))
+        .order_by(job_run.c.id)
+    ).all()
+    running, waiting = [], []
+    for row in rows:
+        if row.state == "Running" or row.dispatched_at is not None:
+            running.append(
+                ActiveRun(row.id, row.job, row.trigger, stopping=row.stop_requested_at is not None)
+            )
+        else:
+            waiting.append(WaitingRun(row.id, row.job, row.trigger, row.planned_at))
+    cycle = None
+    extract = conn.execute(
+        sa.select(job_run.c.planned_at, job_run.c.state)
+        .where(
+            job_run.c.job == EXTRACT,
+            job_run.c.trigger == "scheduled",
+            job_run.c.state.not_in(("Rejected", "Scheduled")),
+            job_run.c.planned_at.is_not(None),
+        )
+        .order_by(job_run.c.planned_at.desc())
+        .limit(1)
+    ).one_or_none()
+    if extract is not None:
+        transform = conn.execute(
+            sa.select(job_run.c.state).where(
+                job_run.c.firing_id == firing_id(TRANSFORM, extract.planned_at)
+            )
+        ).scalar_one_or_none()
+        cycle = CycleView(extract.planned_at, extract.state, transform)
+    return SchedulerState(
+        running=tuple(running), waiting=tuple(waiting), cursors=dict(cursors), last_cycle=cycle
+    )

@@ -1,0 +1,87 @@
+"""The six Celery tasks, named exactly as the jobs (SPEC §1).
+
+A task carries a ``run_id`` when the beat or the manager sent it: it claims that run and
+executes it. Without one (``celery -A gim_tasks.runtime.celery_app call Job_ExtractICON``) it is
+a manual start: it goes through the same admission as ``gim run`` (M1-M7) with the actor
+``celery call``, and runs only if admitted as Running.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+
+from gim_tasks.db.engine import make_engine
+from gim_tasks.jobs.registry import BODIES
+from gim_tasks.runtime.execution import claim, run_claimed
+from gim_tasks.schedule.jobs import JOBS
+from gim_tasks.settings import get_settings
+
+log = logging.getLogger("gim_tasks.runtime.tasks")
+
+_engines: dict[str, Any] = {}
+
+
+def _engine() -> Any:
+    url = get_settings().database_url
+    if url not in _engines:
+        _engines[url] = make_engine(url)
+    return _engines[url]
+
+
+def run_job(
+    job: str,
+    task_id: str | None,
+    run_id: int | None = None,
+    params: dict[str, Any] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    from gim_tasks.runtime.manager import request_run
+
+    engine = _engine()
+    if run_id is None:
+        admission = request_run(engine, job, "celery call", params=params, force=force)
+        log.info(
+            "celery call %s: run %s %s %s",
+            job,
+            admission.run_id,
+            admission.state,
+            admission.reason or "",
+        )
+        if admission.state != "Running":
+            return {
+                "run_id": admission.run_id,
+                "state": admission.state,
+                "reason": admission.reason,
+            }
+        run_id = admission.run_id
+    token = claim(engine, run_id, task_id)
+    if token is None:
+        log.info(
+            "run %s of %s is not claimable (already started, cancelled or rejected): "
+            "nothing to do (S11)",
+            run_id,
+            job,
+        )
+        return {"run_id": run_id, "state": "not claimable"}
+    state = run_claimed(engine, run_id, token, BODIES[job], get_settings().idb_urls)
+    return {"run_id": run_id, "state": state}
+
+
+def register(app: Celery) -> None:
+    for info in JOBS:
+        if info.name not in BODIES:
+            continue
+
+        def task(
+            self: Any,
+            run_id: int | None = None,
+            params: dict[str, Any] | None = None,
+            force: bool = False,
+            _job: str = info.name,
+        ) -> dict[str, Any]:
+            return run_job(_job, self.request.id, run_id, params, force)
+
+        app.task(name=info.name, bind=True, queue=info.queue, acks_late=True)(task)

@@ -1,0 +1,260 @@
+"""The distributed runtime with real processes: Celery workers, RedBeat beats, PostgreSQL and
+Redis (SPEC S1-S3, S11, R2, M1, M5-M7)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from gim_tasks.db.engine import make_engine
+from gim_tasks.idb.generator import generate
+from gim_tasks.idb.schema import init_idb
+
+BIN = Path(sys.executable).parent
+GIM, CELERY = str(BIN / "gim"), str(BIN / "celery")
+
+
+class Stack:
+    def __init__(self, env: dict[str, str], tmp: Path) -> None:
+        self.env, self.tmp = env, tmp
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.engine = make_engine(env["GIM_DATABASE_URL"])
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.tmp / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            [GIM, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.processes.append(process)
+        return process
+
+    def worker(self, name: str = "w1", concurrency: int = 2) -> subprocess.Popen[bytes]:
+        return self.start(
+            name,
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--hostname",
+            f"{name}-{os.getpid()}@%h",
+            "--without-mingle",
+            "--without-gossip",
+        )
+
+    def gim(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [GIM, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def runs(self, where: str = "true") -> list[sa.Row]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.text(f"SELECT * FROM job_run WHERE {where} ORDER BY id")))
+
+    def wait(self, predicate: Callable[[], bool], limit: float, what: str) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.3)
+        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in self.tmp.glob("*.log"))
+        raise AssertionError(f"{what}: not within {limit} s\n{logs}")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def stack(
+    gim_env: dict[str, str], make_database: Callable[..., str], tmp_path: Path
+) -> Iterator[Stack]:
+    idb = make_database(migrated=False)
+    init_idb(make_engine(idb))
+    with psycopg.connect(idb, autocommit=True) as conn:
+        generate(conn, datetime(2026, 11, 23, tzinfo=UTC), 6, agents=30, queues=5, rate=3000)
+    env = {**os.environ, **gim_env, "GIM_IDB_URLS": idb, "GIM_LOG_LEVEL": "INFO"}
+    running = Stack(env, tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_m1_manual_run_on_a_worker_and_s2_and_m7(stack: Stack) -> None:
+    stack.worker()
+    result = stack.gim("run", "Job_ExtractICON", "--wait", "--actor", "alice")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Completed" in result.stdout
+    run = stack.runs("job = 'Job_ExtractICON'")[-1]
+    assert (run.state, run.trigger, run.actor) == ("Completed", "manual", "alice")
+    assert run.rows_read > 1000 and run.fencing_token is not None
+    # S2: while a run of the job is Running, another start is Rejected with the reason.
+    with stack.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO job_run (job, trigger, actor, state, started_at, "
+                "heartbeat_at) VALUES ('Job_TransformGIM', 'manual', 'bob', "
+                "'Running', now(), now())"
+            )
+        )
+    rejected = stack.gim("run", "Job_TransformGIM")
+    assert rejected.returncode == 1 and "Rejected: already running as run" in rejected.stdout
+    # M7: not run by hand unless forced by an admin.
+    refused = stack.gim("run", "Job_UpdateStats")
+    assert refused.returncode == 1 and "update-stats-schedule" in refused.stdout
+    forced = stack.gim("run", "Job_UpdateStats", "--force", "--wait")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert stack.runs("job = 'Job_UpdateStats' AND state = 'Completed'")[0].forced is True
+
+
+def test_celery_call_obeys_the_same_rules(stack: Stack) -> None:
+    stack.worker()
+    subprocess.run(
+        [CELERY, "-A", "gim_tasks.runtime.celery_app", "call", "Job_ExtractICON"],
+        env=stack.env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    stack.wait(
+        lambda: any(r.state == "Completed" for r in stack.runs("actor = 'celery call'")),
+        60,
+        "celery call run completed",
+    )
+    subprocess.run(
+        [CELERY, "-A", "gim_tasks.runtime.celery_app", "call", "Job_UpdateStats"],
+        env=stack.env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    stack.wait(
+        lambda: any(
+            r.state == "Rejected" and "(M7)" in r.reason
+            for r in stack.runs("job = 'Job_UpdateStats'")
+        ),
+        60,
+        "celery call of UpdateStats rejected",
+    )
+
+
+def test_m5_manual_maintenance_waits_then_cancel(stack: Stack) -> None:
+    with stack.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO job_run (job, trigger, actor, state, started_at, "
+                "heartbeat_at) VALUES ('Job_ExtractICON', 'scheduled', "
+                "'scheduler', 'Running', now(), now())"
+            )
+        )
+    result = stack.gim("run", "Job_MaintainGIM", "--actor", "carol")
+    assert result.returncode == 0
+    assert "Scheduled: waiting for Job_ExtractICON run" in result.stdout
+    run_id = stack.runs("job = 'Job_MaintainGIM'")[0].id
+    listed = stack.gim("jobs", "--scheduled", "--json")
+    assert f'"id": {run_id}' in listed.stdout
+    cancelled = stack.gim("cancel", str(run_id), "--actor", "carol")
+    assert cancelled.returncode == 0 and "Cancelled" in cancelled.stdout
+    run = stack.runs(f"id = {run_id}")[0]
+    assert (run.state, run.ended_by) == ("Cancelled", "carol")
+
+
+def test_m6_stop_a_running_run(stack: Stack) -> None:
+    with psycopg.connect(stack.env["GIM_IDB_URLS"], autocommit=True) as conn:
+        generate(
+            conn, datetime(2026, 11, 24, tzinfo=UTC), 24, agents=30, queues=5, rate=8000, seed=2
+        )
+    with stack.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO option_value VALUES ('gim-etl', 'extract-batch-size',"
+                " '100', 'test', now())"
+            )
+        )
+    stack.worker()
+    started = stack.gim("run", "Job_ExtractICON")
+    assert started.returncode == 0
+    run_id = stack.runs("job = 'Job_ExtractICON'")[0].id
+    stack.wait(lambda: stack.runs(f"id = {run_id}")[0].state == "Running", 60, "running")
+    stopped = stack.gim("stop", str(run_id), "--actor", "dave")
+    assert "stop requested" in stopped.stdout
+    stack.wait(lambda: stack.runs(f"id = {run_id}")[0].state == "Stopped", 60, "stopped")
+    run = stack.runs(f"id = {run_id}")[0]
+    assert run.ended_by == "dave" and run.reason == "stopped by dave"
+    assert 0 < run.rows_read
+
+
+def test_s1_s3_s11_two_beats_run_cycles_once_each_and_r2_worker_lost(stack: Stack) -> None:
+    with stack.engine.begin() as conn:
+        for option, value in (
+            ("etl-start-time", "00:00"),
+            ("etl-end-time", "00:00"),
+            ("etl-frequency", "1"),
+            ("run-update-stats", "false"),
+            ("run-maintain", "false"),
+        ):
+            conn.execute(
+                sa.text("INSERT INTO option_value VALUES ('schedule', :o, :v, 'test', now())"),
+                {"o": option, "v": value},
+            )
+    stack.worker()
+    stack.start("beat1", "beat")
+    stack.start("beat2", "beat")
+
+    def cycles_done() -> int:
+        return len(
+            stack.runs(
+                "job = 'Job_TransformGIM' AND trigger = 'scheduled' AND state LIKE 'Completed%'"
+            )
+        )
+
+    # A fresh scheduler starts one cycle at once (S12), then one per minute (S1).
+    stack.wait(lambda: cycles_done() >= 2, 150, "two scheduled cycles")
+    extracts = stack.runs("job = 'Job_ExtractICON' AND trigger = 'scheduled'")
+    planned = [r.planned_at for r in extracts if r.state != "Rejected"]
+    assert len(planned) == len(set(planned))  # S11: every firing started once
+    for run in stack.runs("job = 'Job_TransformGIM' AND trigger = 'scheduled'"):
+        extract = [r for r in extracts if r.planned_at == run.planned_at][0]
+        assert extract.ended_at <= run.started_at  # S3: Transform after Extract
+    assert planned[1] - planned[0] == timedelta(minutes=1) or planned[1] > planned[0]
+
+    # R2: a worker killed mid-run leaves no run Running: it ends Failed (worker lost).
+    with stack.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE option_value SET value = 'false' WHERE name = 'run-scheduler'")
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO option_value VALUES ('schedule', 'run-scheduler', "
+                "'false', 'test', now()) ON CONFLICT DO NOTHING"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO job_run (job, trigger, actor, state, started_at, "
+                "heartbeat_at, fencing_token) VALUES ('Job_MaintainGIM', "
+                "'manual', 'ghost', 'Running', now(), now() - interval '1 hour', "
+                "nextval('fencing_seq'))"
+            )
+        )
+    stack.wait(
+        lambda: stack.runs("actor = 'ghost'")[0].state == "Failed", 30, "lost run marked Failed"
+    )
+    assert "worker lost" in stack.runs("actor = 'ghost'")[0].error
