@@ -178,7 +178,11 @@ def run_local(
     if started.state != "Running":
         return started, started.state, None, started.reason
     ctx = JobContext(
-        mart=engine, idb_urls=settings.idb_urls, options=options, run_id=started.run_id
+        mart=engine,
+        idb_urls=settings.idb_urls,
+        options=options,
+        run_id=started.run_id,
+        output_base=settings.output_directory,
     )
     previous = signal.signal(signal.SIGINT, lambda *_: ctx.stop.request(f"stopped by {actor}"))
     try:
@@ -307,3 +311,43 @@ def etl_status(as_json: JsonFlag = False) -> None:
 
 
 __all__ = ["etl_app", "idb_app", "idb_name", "run_local"]
+
+
+export_app = typer.Typer(help="CSV export: progress and files.", no_args_is_help=True)
+
+
+def export_status_data() -> dict[str, Any]:
+    from gim_tasks.jobs.export import output_directory
+
+    settings = get_settings()
+    engine = mart_engine()
+    with engine.connect() as conn:
+        options = store.load_options(conn)
+        mark = conn.execute(
+            sa.text("SELECT exported_through, last_chunk FROM export_mark WHERE id = 1")
+        ).one_or_none()
+    ctx = JobContext(
+        mart=engine, idb_urls=[], options=options, output_base=settings.output_directory
+    )
+    base = output_directory(ctx)
+    chunks = sorted(base.glob("chunk-*")) if base.exists() else []
+    files = [f for chunk in chunks for f in chunk.iterdir() if f.is_file()]
+    return {
+        "directory": str(base.resolve()),
+        "exported_through": mark.exported_through.isoformat() if mark else None,
+        "last_chunk": mark.last_chunk if mark else None,
+        "chunks_on_disk": len(chunks),
+        "files_on_disk": len(files),
+        "bytes_on_disk": sum(f.stat().st_size for f in files),
+    }
+
+
+@export_app.command("status")
+def export_status(as_json: JsonFlag = False) -> None:
+    """Exported-through point, last chunk, chunks and files on disk, disk used."""
+    data = export_status_data()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        out.print(f"{key.replace('_', ' ')}: {value if value is not None else '-'}", markup=False)

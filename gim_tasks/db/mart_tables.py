@@ -248,6 +248,16 @@ FACTS: tuple[Table, ...] = (
     campaign_attempt_fact,
 )
 
+#: Job_ExportGIM's progress (D4): everything before exported_through is in a chunk on disk.
+export_mark = Table(
+    "export_mark",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("exported_through", DateTime(timezone=True), nullable=False),
+    Column("last_chunk", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+)
+
 #: Source rows Transform could not load, with the reason (R3).
 discard = Table(
     "discard",

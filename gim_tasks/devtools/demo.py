@@ -1,8 +1,8 @@
 """Demo options for ``./dev up``: a schedule that shows every job soon after start.
 
 ETL every minute round the clock except a maintenance gap that opens a few minutes after start,
-UpdateStats every 5 minutes. Aggregation (a window open now) and export (every 15 minutes) are
-configured but switched off until their jobs exist.
+UpdateStats every 5 minutes, export every 15 minutes. Aggregation (a window open now) is
+configured but switched off until its job exists.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ aggregate-schedule = {opened.minute} {opened.hour}
 aggregate-duration = 23:50
 run-maintain = true
 maintain-start-time = {maintain:%H:%M}
-run-export = false
+run-export = true
 export-schedule = 0/15 *
+
+[gim-export]
+chunk-size-seconds = 900
 """

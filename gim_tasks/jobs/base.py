@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
@@ -78,6 +79,8 @@ class JobContext:
     #: fencing token there so that a run that lost its lease cannot commit (issue 9).
     fence: Callable[[Connection], None] = lambda conn: None
     started: float = field(default_factory=time.monotonic)
+    #: GIM_OUTPUT_DIRECTORY: a relative [gim-export] output-directory is resolved under it.
+    output_base: Path = Path(".")
     #: The clock, injected so that jobs are testable at any instant.
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
 

@@ -161,16 +161,22 @@ class GimScheduler(RedBeatScheduler):
     def tick(self, *args: Any, **kwargs: Any) -> float:
         interval = float(super().tick(*args, **kwargs))
         started = time.perf_counter()
+        wait = 1.0
         try:
-            self.gim_tick(datetime.now(UTC))
+            now = datetime.now(UTC)
+            tick = self.gim_tick(now)
             self._last_error = ""
+            upcoming = [at for at in tick.next_runs.values() if at is not None and at > now]
+            if upcoming:
+                # Wake up right at the next firing rather than up to a tick late.
+                wait = min(wait, (min(upcoming) - now).total_seconds() + 0.005)
         except Exception as error:
             message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             if message != self._last_error:
                 log.exception("scheduler tick failed")
             self._last_error = message
         elapsed = time.perf_counter() - started
-        return max(0.05, min(interval, 1.0 - elapsed))
+        return max(0.005, min(interval, wait - elapsed))
 
     def load_cursors(self) -> dict[str, datetime]:
         raw: dict[Any, Any] = self._redis.hgetall(CURSORS_KEY)

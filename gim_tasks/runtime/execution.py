@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -27,11 +28,14 @@ from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.base import JobContext
 from gim_tasks.options import store
 from gim_tasks.runtime.runs import execute, finish_run, running_run, worker_name
+from gim_tasks.settings import get_settings
 
 log = logging.getLogger("gim_tasks.runtime.execution")
 
-HEARTBEAT_SECONDS = 5.0
-LEASE_SECONDS = 30.0  # R2 bound: a run without heartbeat for this long is lost
+#: R2 bound: a run without a heartbeat for LEASE_SECONDS is lost. Environment overrides exist
+#: for tests and for operators who need a faster (or more tolerant) failover.
+HEARTBEAT_SECONDS = float(os.environ.get("GIM_HEARTBEAT_SECONDS", "5"))
+LEASE_SECONDS = float(os.environ.get("GIM_LEASE_SECONDS", "30"))
 
 
 class LeaseLost(Exception):
@@ -138,6 +142,7 @@ def run_claimed(
         options=options,
         run_id=run_id,
         fence=fence_for(run_id, token),
+        output_base=get_settings().output_directory,
     )
     heartbeat = Heartbeat(engine, run_id, token, ctx)
     heartbeat.start()

@@ -81,3 +81,40 @@ def test_scripts_are_executable_and_parse(script: str) -> None:
     assert os.access(path, os.X_OK)
     shell = "bash" if path.read_text().startswith("#!/usr/bin/env bash") else "sh"
     assert subprocess.run([shell, "-n", str(path)], capture_output=True).returncode == 0
+
+
+def test_kubernetes_manifests_beat_ha_workers_scalable_flower_protected() -> None:
+    import yaml
+
+    docs = []
+    for path in ("beat/kubernetes.yaml", "workers/kubernetes.yaml", "deploy/kubernetes.yaml"):
+        docs += [d for d in yaml.safe_load_all((ROOT / path).read_text()) if d]
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    beat = by_name[("Deployment", "gim-tasks-beat")]
+    assert beat["spec"]["replicas"] == 2
+    assert beat["spec"]["template"]["spec"]["containers"][0]["command"] == ["gim-beat"]
+    workers = [
+        d
+        for (kind, _), d in by_name.items()
+        if kind == "Deployment"
+        and d["spec"]["template"]["metadata"]["labels"].get("app") == "gim-tasks-worker"
+    ]
+    queues = ",".join(
+        e["value"]
+        for w in workers
+        for e in w["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "GIM_WORKER_QUEUES"
+    ).split(",")
+    assert sorted(queues) == sorted(
+        ["etl", "stats", "aggregate", "maintenance", "export", "notify"]
+    )
+    assert ("HorizontalPodAutoscaler", "gim-tasks-worker-etl") in by_name
+    secret = by_name[("Secret", "gim-tasks-settings")]["stringData"]
+    assert "FLOWER_BASIC_AUTH" in secret and "CHANGE-ME" in secret["FLOWER_BASIC_AUTH"]
+    images = {
+        c["image"]
+        for d in docs
+        if d["kind"] in ("Deployment", "Job")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {"gim-tasks:latest"}  # one image for every role

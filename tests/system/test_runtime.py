@@ -258,3 +258,60 @@ def test_s1_s3_s11_two_beats_run_cycles_once_each_and_r2_worker_lost(stack: Stac
         lambda: stack.runs("actor = 'ghost'")[0].state == "Failed", 30, "lost run marked Failed"
     )
     assert "worker lost" in stack.runs("actor = 'ghost'")[0].error
+
+
+def test_r2_worker_killed_mid_run_ends_failed_and_next_run_completes_exactly(
+    stack: Stack, make_database: Callable[..., str]
+) -> None:
+    from gim_tasks.jobs import extract, transform
+    from gim_tasks.jobs.base import JobContext
+    from gim_tasks.options.values import Options
+
+    stack.env.update({"GIM_HEARTBEAT_SECONDS": "1", "GIM_LEASE_SECONDS": "4"})
+    with psycopg.connect(stack.env["GIM_IDB_URLS"], autocommit=True) as conn:
+        generate(
+            conn, datetime(2026, 11, 24, tzinfo=UTC), 24, agents=30, queues=5, rate=8000, seed=4
+        )
+    with stack.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO option_value VALUES ('gim-etl', 'extract-batch-size',"
+                " '100', 'test', now())"
+            )
+        )
+    stack.start("beat", "beat")  # sweeps lost runs (R2); run-scheduler off: launches nothing
+    with stack.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO option_value VALUES ('schedule', 'run-scheduler', "
+                "'false', 'test', now())"
+            )
+        )
+    worker = stack.worker("doomed")
+    assert stack.gim("run", "Job_ExtractICON").returncode == 0
+    run_id = stack.runs("job = 'Job_ExtractICON'")[0].id
+    stack.wait(lambda: stack.runs(f"id = {run_id}")[0].rows_read > 0, 60, "run progressing")
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker and its pool, mid-run
+    killed_at = time.monotonic()
+    stack.wait(lambda: stack.runs(f"id = {run_id}")[0].state == "Failed", 30, "run Failed")
+    assert time.monotonic() - killed_at < 4 + 10  # lease + a few beat ticks
+    assert "worker lost" in stack.runs(f"id = {run_id}")[0].error
+    stack.worker("w2")
+    for job in ("Job_ExtractICON", "Job_TransformGIM"):
+        result = stack.gim("run", job, "--wait", timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+    reference = make_database()
+    engine = make_engine(reference)
+    for body in (extract.run, transform.run):
+        body(
+            JobContext(
+                mart=engine, idb_urls=[stack.env["GIM_IDB_URLS"]], options=Options.defaults()
+            )
+        )
+    query = (
+        "SELECT count(*), md5(string_agg(segment_id::text || end_ts::text, ',' ORDER BY "
+        "segment_id)) FROM interaction_segment_fact"
+    )
+    with stack.engine.connect() as a, engine.connect() as b:
+        assert a.execute(sa.text(query)).one() == b.execute(sa.text(query)).one()  # D1
+    engine.dispose()

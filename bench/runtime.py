@@ -1,0 +1,209 @@
+"""Benchmark: scheduling latency and beat cost (issue 9).
+
+1. Latency from a firing's planned instant to the task body starting (``started_at -
+   planned_at``), with one beat and 4 worker processes, over ``--minutes`` of ETL and
+   UpdateStats firings every minute. Target: p99 < 1 s.
+2. Manual path: ``gim run`` admission to body start, 20 runs.
+3. Beat tick cost, in this process against the same servers: wall and CPU time of one tick with
+   nothing due (sweep, stops, options, state, decide, carry out), and Redis round trips per tick.
+   Baseline, same run: one ``SELECT 1`` round trip to PostgreSQL (the floor of any tick that
+   reads the database).
+
+Runs its own PostgreSQL and Redis on free ports; stops them at the end.
+Run: ./dev bench runtime [--minutes N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+import sqlalchemy as sa
+
+from gim_tasks.db import migrate
+from gim_tasks.db.engine import make_engine
+from gim_tasks.localstack import PostgresServer, RedisServer, free_port
+from gim_tasks.options import store
+from gim_tasks.options.check import check_options
+from gim_tasks.runtime.beat import carry_out, overdue_stops, sweep_lost
+from gim_tasks.runtime.state import load_state
+from gim_tasks.schedule.engine import decide
+
+BIN = Path(sys.executable).parent
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+class CountingRedis(redis.Redis):
+    calls = 0
+
+    def execute_command(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        CountingRedis.calls += 1
+        return super().execute_command(*args, **kwargs)
+
+
+def tick_cost(url: str, redis_url: str, ticks: int = 300) -> tuple[float, float, float, float]:
+    engine = make_engine(url)
+    client = CountingRedis.from_url(redis_url)
+    walls, cpus = [], []
+    CountingRedis.calls = 0
+    for _ in range(ticks):
+        wall, cpu = time.perf_counter(), time.process_time()
+        sweep_lost(engine)
+        overdue_stops(engine)
+        with engine.connect() as conn:
+            options = store.load_options(conn)
+            raw = client.hgetall("gim:cursors")
+            cursors = {k.decode(): datetime.fromisoformat(v.decode()) for k, v in raw.items()}
+            state = load_state(conn, cursors)
+        refusal = check_options(options).refusal()
+        tick = decide(options.schedule(), datetime.now(UTC), state, refusal)
+        carry_out(engine, None, tick.__class__((), tick.cursors, tick.next_runs))
+        client.pexpire("redbeat::lock", 5000)  # what RedBeat's own tick does: extend its lock
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    round_trips = CountingRedis.calls / ticks
+    base = []
+    with engine.connect() as conn:
+        for _ in range(ticks):
+            began = time.perf_counter()
+            conn.execute(sa.text("SELECT 1"))
+            base.append(time.perf_counter() - began)
+    engine.dispose()
+    return statistics.median(walls), statistics.median(cpus), round_trips, statistics.median(base)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=3)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="gim-bench-"))
+    base.chmod(0o755)
+    pg = PostgresServer(base / "pg", free_port(), fast=True)
+    rd = RedisServer(base / "redis", free_port(), persistent=False)
+    pg.start()
+    rd.start()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        url = pg.url("gim")
+        migrate.upgrade(make_engine(url))
+        for name in ("idb",):
+            pg.create_database(name)
+        env = {
+            **os.environ,
+            "GIM_DATABASE_URL": url,
+            "GIM_REDIS_URL": rd.url(0),
+            "GIM_IDB_URLS": pg.url("idb"),
+            "GIM_LOG_LEVEL": "WARNING",
+        }
+        subprocess.run([str(BIN / "gim"), "idb", "init"], env=env, check=True, capture_output=True)
+        engine = make_engine(url)
+        for option, value in (
+            ("etl-start-time", "00:00"),
+            ("etl-end-time", "00:00"),
+            ("etl-frequency", "1"),
+            ("update-stats-schedule", "* *"),
+            ("run-maintain", "false"),
+        ):
+            store.set_option(engine, "schedule", option, value, "bench")
+        logs = (base / "processes.log").open("wb")
+        processes.append(
+            subprocess.Popen(
+                [str(BIN / "gim"), "worker", "--concurrency", "4"],
+                env=env,
+                stdout=logs,
+                stderr=logs,
+                start_new_session=True,
+            )
+        )
+        processes.append(
+            subprocess.Popen(
+                [str(BIN / "gim"), "beat"],
+                env=env,
+                stdout=logs,
+                stderr=logs,
+                start_new_session=True,
+            )
+        )
+        time.sleep(args.minutes * 60)
+        with engine.connect() as conn:
+            scheduled = [
+                row[0]
+                for row in conn.execute(
+                    sa.text(
+                        "SELECT extract(epoch FROM started_at - planned_at) FROM job_run "
+                        "WHERE trigger = 'scheduled' AND started_at IS NOT NULL "
+                        "AND planned_at IS NOT NULL "
+                        "AND job IN ('Job_ExtractICON', 'Job_UpdateStats') AND planned_at > "
+                        "(SELECT min(created_at) FROM job_run) + interval '5 seconds'"
+                    )
+                )
+            ]
+        store.set_option(engine, "schedule", "run-scheduler", "false", "bench")
+        manual = []
+        for _ in range(20):
+            done = subprocess.run(
+                [str(BIN / "gim"), "run", "Job_UpdateStats", "--force", "--wait"],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+        with engine.connect() as conn:
+            manual = [
+                row[0]
+                for row in conn.execute(
+                    sa.text(
+                        "SELECT extract(epoch FROM started_at - created_at) FROM job_run "
+                        "WHERE forced"
+                    )
+                )
+            ]
+        print(
+            f"scheduled firings: {len(scheduled)} (ETL and UpdateStats every minute, "
+            "1 beat, 4 worker processes)"
+        )
+        if scheduled:
+            print(
+                f"  planned instant -> body start: p50 {percentile(scheduled, 0.5):.3f} s, "
+                f"p99 {percentile(scheduled, 0.99):.3f} s, max {max(scheduled):.3f} s "
+                "(target p99 < 1 s)"
+            )
+        print(
+            f"manual runs: {len(manual)}: admission -> body start p50 "
+            f"{percentile(manual, 0.5):.3f} s, p99 {percentile(manual, 0.99):.3f} s"
+        )
+        for process in processes:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            process.wait(timeout=30)
+        processes.clear()
+        wall, cpu, trips, floor = tick_cost(url, rd.url(0))
+        print(
+            f"beat tick, nothing due: wall {wall * 1000:.2f} ms, CPU {cpu * 1000:.2f} ms, "
+            f"Redis round trips {trips:.1f}; baseline SELECT 1: {floor * 1000:.3f} ms "
+            f"(ratio {wall / floor:.1f})"
+        )
+    finally:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGKILL)
+        rd.stop()
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""Job_ExportGIM: incremental, atomic, resumable CSV export (SPEC §2 [gim-export], S8, D4).
+
+The data time from the exported-through point (or ``start-date``, or the oldest fact) up to
+the newest complete chunk is cut into chunks of ``chunk-size-seconds``. A chunk is a folder
+``chunk-<start>-<end>`` with one CSV per table and ``manifest.json`` (tables, row counts,
+SHA-256, interval, encoding). It is written under a hidden temporary name, every file and the
+folder fsynced, then renamed into place (atomic), and only then is the exported-through point
+committed. A crash before the rename leaves only a hidden partial folder, removed by the next
+run, which redoes exactly that chunk; a crash after the rename but before the commit leaves a
+complete chunk whose manifest the next run verifies and accepts instead of writing it again.
+So every data interval is exported exactly once (D4).
+
+Rows stream from PostgreSQL with ``COPY (SELECT …) TO STDOUT`` into the file: memory stays flat.
+A chunk is "complete" when its end is at least ``COMPLETE_AFTER`` in the past (late call
+endings have arrived by then) [decision].
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+
+from gim_tasks.db import mart_tables as mart
+from gim_tasks.jobs.base import JobContext
+
+log = logging.getLogger("gim_tasks.jobs.export")
+
+COMPLETE_AFTER = timedelta(minutes=15)
+PARTIAL_PREFIX = ".partial-"
+
+
+@dataclass(frozen=True)
+class ExportTable:
+    name: str  # file name without .csv
+    query: str  # SELECT with :start/:end placeholders as %(start)s / %(end)s
+
+
+def _fact_query(table: sa.Table) -> str:
+    columns = ", ".join(c.name for c in table.columns if c.name != "run_id")
+    return (
+        f"SELECT {columns} FROM {table.name} WHERE start_ts >= %(start)s AND start_ts < "
+        f"%(end)s ORDER BY start_ts, idb_id"
+    )
+
+
+#: Raw fact tables.
+FACT_EXPORTS = tuple(ExportTable(t.name, _fact_query(t)) for t in mart.FACTS)
+
+#: Export views (``use-export-views``): stable column names, readable values instead of keys.
+VIEW_EXPORTS = (
+    ExportTable(
+        "interaction_segments",
+        """
+        SELECT f.idb_id, f.segment_id, f.interaction_id, f.seq, f.start_ts AS queued_at,
+               f.end_ts AS ended_at, q.name AS queue, q.queue_group, q.media_type,
+               a.login AS agent_login, a.agent_group, f.outcome, f.wait_seconds,
+               f.ring_seconds, f.talk_seconds, f.hold_seconds, f.wrap_seconds,
+               f.answered_in_service_level, d.local_date, d.local_time
+        FROM interaction_segment_fact f
+        LEFT JOIN dim_queue q ON q.queue_key = f.queue_key
+        LEFT JOIN dim_agent a ON a.agent_key = f.agent_key
+        LEFT JOIN date_time d ON d.date_time_key = f.date_time_key
+        WHERE f.start_ts >= %(start)s AND f.start_ts < %(end)s ORDER BY f.start_ts, f.idb_id""",
+    ),
+    ExportTable(
+        "interactions",
+        """
+        SELECT f.idb_id, f.interaction_id, f.start_ts AS started_at, f.end_ts AS ended_at,
+               m.name AS media_type, f.direction, cs.value AS customer_segment,
+               st.value AS service_type, f.status, f.duration_seconds
+        FROM interaction_fact f
+        LEFT JOIN dim_media_type m ON m.media_type_key = f.media_type_key
+        LEFT JOIN dim_business_attribute cs ON cs.business_attribute_key = f.customer_segment_key
+        LEFT JOIN dim_business_attribute st ON st.business_attribute_key = f.service_type_key
+        WHERE f.start_ts >= %(start)s AND f.start_ts < %(end)s ORDER BY f.start_ts, f.idb_id""",
+    ),
+    ExportTable(
+        "agent_states",
+        """
+        SELECT f.idb_id, f.state_id, a.login AS agent_login, f.state, r.name AS reason,
+               f.start_ts AS started_at, f.end_ts AS ended_at, f.duration_seconds
+        FROM agent_state_fact f
+        LEFT JOIN dim_agent a ON a.agent_key = f.agent_key
+        LEFT JOIN agent_state_reason_fact rf ON rf.idb_id = f.idb_id AND rf.state_id = f.state_id
+             AND rf.start_ts = f.start_ts
+        LEFT JOIN dim_state_reason r ON r.state_reason_key = rf.state_reason_key
+        WHERE f.start_ts >= %(start)s AND f.start_ts < %(end)s ORDER BY f.start_ts, f.idb_id""",
+    ),
+)
+
+
+def chunk_name(start: datetime, end: datetime) -> str:
+    """A file-system-safe name made of the interval only (never of data values)."""
+    return f"chunk-{start:%Y%m%dT%H%M%SZ}-{end:%Y%m%dT%H%M%SZ}"
+
+
+def output_directory(ctx: JobContext) -> Path:
+    configured = Path(str(ctx.options.get("gim-export", "output-directory")))
+    return configured if configured.is_absolute() else ctx.output_base / configured
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _url(ctx: JobContext) -> str:
+    return ctx.mart.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def write_table(
+    url: str, table: ExportTable, start: datetime, end: datetime, folder: Path, encoding: str
+) -> dict[str, Any]:
+    """Stream one table's rows of the interval into ``folder/<name>.csv``."""
+    path = folder / f"{table.name}.csv"
+    digest = hashlib.sha256()
+    encoder = codecs.getincrementalencoder(encoding)()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with (
+        psycopg.connect(url, application_name="gim-export") as conn,
+        conn.cursor() as cursor,
+        path.open("wb") as sink,
+    ):
+        statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(
+            sql.SQL(table.query)
+        )
+        with cursor.copy(statement, {"start": start, "end": end}) as copy:
+            for block in copy:
+                data = encoder.encode(decoder.decode(bytes(block)))
+                digest.update(data)
+                sink.write(data)
+        tail = encoder.encode(decoder.decode(b"", final=True), final=True)
+        digest.update(tail)
+        sink.write(tail)
+        sink.flush()
+        os.fsync(sink.fileno())
+        rows = cursor.rowcount
+    return {
+        "file": path.name,
+        "rows": rows,
+        "sha256": digest.hexdigest(),
+        "bytes": path.stat().st_size,
+    }
+
+
+def manifest_ok(folder: Path, start: datetime, end: datetime) -> bool:
+    """Is ``folder`` a complete chunk of exactly this interval whose files match?"""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if manifest.get("start") != start.isoformat() or manifest.get("end") != end.isoformat():
+        return False
+    for entry in manifest.get("tables", {}).values():
+        path = folder / entry["file"]
+        if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+            return False
+    return True
+
+
+def export_chunk(
+    ctx: JobContext, base: Path, start: datetime, end: datetime, tables: tuple[ExportTable, ...]
+) -> dict[str, Any]:
+    final = base / chunk_name(start, end)
+    if final.exists():
+        if manifest_ok(final, start, end):  # renamed before a crash; the mark was not moved
+            return {"chunk": final.name, "reused": True}
+        shutil.rmtree(final)  # not ours or damaged: redo it
+    encoding = str(ctx.options.get("gim-export", "output-files-encoding"))
+    partial = base / f"{PARTIAL_PREFIX}{final.name}-{os.getpid()}"
+    partial.mkdir(parents=True)
+    workers = int(ctx.options.get("gim-export", "thread-pool-size"))
+    url = _url(ctx)
+    with ThreadPoolExecutor(max_workers=min(workers, len(tables))) as pool:
+        results = list(
+            pool.map(lambda t: write_table(url, t, start, end, partial, encoding), tables)
+        )
+    manifest = {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "encoding": encoding,
+        "run_id": ctx.run_id,
+        "created_at": ctx.now().isoformat(),
+        "tables": {t.name: r for t, r in zip(tables, results, strict=True)},
+    }
+    (partial / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    _fsync(partial / "manifest.json")
+    _fsync(partial)
+    os.rename(partial, final)  # atomic: the chunk appears whole or not at all
+    _fsync(base)
+    return {"chunk": final.name, "rows": sum(r["rows"] for r in results)}
+
+
+def _mark(conn: sa.Connection) -> datetime | None:
+    return conn.execute(
+        sa.text("SELECT exported_through FROM export_mark WHERE id = 1")
+    ).scalar_one_or_none()
+
+
+def _start_point(ctx: JobContext, chunk: timedelta) -> datetime | None:
+    with ctx.mart.connect() as conn:
+        through = _mark(conn)
+        if through is not None:
+            return through
+        start_date = ctx.options.get("gim-export", "start-date")
+        if start_date is not None:
+            return datetime.combine(start_date, datetime.min.time(), tzinfo=UTC)
+        oldest = conn.execute(
+            sa.text("SELECT min(start_ts) FROM interaction_segment_fact")
+        ).scalar_one_or_none()
+    if oldest is None:
+        return None
+    epoch = int(oldest.timestamp())
+    step = int(chunk.total_seconds())
+    return datetime.fromtimestamp(epoch - epoch % step, tz=UTC)
+
+
+def purge_old_files(ctx: JobContext, base: Path) -> int:
+    keep = timedelta(days=int(ctx.options.get("gim-export", "days-to-keep-output-files")))
+    removed = 0
+    for folder in base.glob("chunk-*"):
+        try:
+            end = datetime.strptime(folder.name.rsplit("-", 1)[1], "%Y%m%dT%H%M%SZ").replace(
+                tzinfo=UTC
+            )
+        except ValueError:
+            continue  # not ours
+        if end < ctx.now() - keep:
+            shutil.rmtree(folder)
+            removed += 1
+    return removed
+
+
+def run(ctx: JobContext) -> None:
+    base = output_directory(ctx)
+    base.mkdir(parents=True, exist_ok=True)
+    for leftover in base.glob(f"{PARTIAL_PREFIX}*"):  # a crashed run's unfinished chunk
+        shutil.rmtree(leftover, ignore_errors=True)
+    chunk = timedelta(seconds=int(ctx.options.get("gim-export", "chunk-size-seconds")))
+    tables = VIEW_EXPORTS if ctx.options.get("gim-export", "use-export-views") else FACT_EXPORTS
+    retries = int(ctx.options.get("gim-export", "max-retries"))
+    delay = float(ctx.options.get("gim-export", "retry-delay-seconds"))
+    start = _start_point(ctx, chunk)
+    limit = ctx.now() - COMPLETE_AFTER
+    chunks: list[str] = []
+    while start is not None and start + chunk <= limit:
+        ctx.stop.check()
+        end = start + chunk
+        for attempt in range(retries + 1):
+            try:
+                result = export_chunk(ctx, base, start, end, tables)
+                break
+            except psycopg.OperationalError as error:  # transient: lost connection, shutdown
+                if attempt == retries:
+                    raise
+                ctx.counts.warnings += 1
+                log.warning(
+                    "chunk %s failed (%s); retry %d of %d in %s s",
+                    chunk_name(start, end),
+                    error,
+                    attempt + 1,
+                    retries,
+                    delay,
+                )
+                for leftover in base.glob(f"{PARTIAL_PREFIX}*"):
+                    shutil.rmtree(leftover, ignore_errors=True)
+                time.sleep(delay)
+        with ctx.mart.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO export_mark (id, exported_through, last_chunk) VALUES (1, :t, :c) "
+                    "ON CONFLICT (id) DO UPDATE SET exported_through = :t, last_chunk = :c, "
+                    "updated_at = now()"
+                ),
+                {"t": end, "c": result["chunk"]},
+            )
+            ctx.fence(conn)
+        ctx.counts.written += int(result.get("rows", 0))
+        chunks.append(result["chunk"])
+        ctx.progress("export", len(chunks), None)
+        start = end
+    removed = purge_old_files(ctx, base)
+    ctx.counts.summary = {"chunks": chunks, "files_removed": removed, "directory": str(base)}
