@@ -1,0 +1,124 @@
+"""Benchmark: export throughput and memory (issue 8).
+
+N fact rows (default 5,000,000) in ``interaction_segment_fact``, exported by Job_ExportGIM in
+daily chunks, against a baseline measured in the same run: one
+``COPY (SELECT … same rows …) TO STDOUT`` written to a file by the same client library.
+Prints rows per second of both, the ratio (target >= 0.8) and the peak RSS of this process.
+
+Run: ./dev bench export [--rows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import sqlalchemy as sa
+
+from gim_tasks.db import migrate
+from gim_tasks.db.engine import make_engine
+from gim_tasks.db.partitions import ensure_partitions
+from gim_tasks.jobs import export
+from gim_tasks.jobs.base import JobContext
+from gim_tasks.localstack import PostgresServer, free_port
+from gim_tasks.options.values import Options
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+DAYS = 4
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="gim-bench-"))
+    base.chmod(0o755)
+    server = PostgresServer(base / "pg", free_port(), fast=True)
+    server.start()
+    try:
+        url = server.url("gim")
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        with engine.begin() as conn:
+            ensure_partitions(
+                conn,
+                "interaction_segment_fact",
+                [(START + timedelta(days=n)).date() for n in range(DAYS)],
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO interaction_segment_fact (idb_id, segment_id, start_ts, "
+                    "date_time_key, interaction_id, seq, end_ts, queue_key, agent_key, outcome, "
+                    "wait_seconds, ring_seconds, talk_seconds, hold_seconds, wrap_seconds, "
+                    "answered_in_service_level) SELECT 1, g, :start + (g % (86400 * :days)) * "
+                    "interval '1 second', 0, g, 1, :start + (g % (86400 * :days) + 300) * "
+                    "interval '1 second', g % 40, g % 500, 'answered', g % 60, 5, g % 600, 0, "
+                    "30, g % 3 = 0 FROM generate_series(1, :rows) g"
+                ),
+                {"start": START, "days": DAYS, "rows": args.rows},
+            )
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE interaction_segment_fact")
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        baseline_file = base / "baseline.csv"
+        query = export.FACT_EXPORTS[1].query
+        began = time.perf_counter()
+        with (
+            psycopg.connect(url) as conn,
+            conn.cursor() as cursor,
+            baseline_file.open("wb") as sink,
+        ):
+            with cursor.copy(
+                f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)",
+                {"start": START, "end": START + timedelta(days=DAYS)},
+            ) as copy:
+                for block in copy:
+                    sink.write(block)
+        baseline = time.perf_counter() - began
+        out = base / "out"
+        options = Options.from_texts(
+            {
+                ("gim-export", "output-directory"): str(out),
+                ("gim-export", "chunk-size-seconds"): "86400",
+                ("gim-export", "start-date"): START.date().isoformat(),
+            }
+        )
+        ctx = JobContext(
+            mart=engine,
+            idb_urls=[],
+            options=options,
+            now=lambda: START + timedelta(days=DAYS, hours=1),
+        )
+        began = time.perf_counter()
+        export.run(ctx)
+        ours = time.perf_counter() - began
+        exported = sum(
+            json.loads((folder / "manifest.json").read_text())["tables"][
+                "interaction_segment_fact"
+            ]["rows"]
+            for folder in out.glob("chunk-*")
+        )
+        assert exported == args.rows, (exported, args.rows)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"rows: {args.rows:,} in {DAYS} daily chunks (all six fact tables exported; "
+            "five are empty here)"
+        )
+        print(f"  Job_ExportGIM:           {ours:7.2f} s  {args.rows / ours:12,.0f} rows/s")
+        print(f"  baseline COPY to a file: {baseline:7.2f} s  {args.rows / baseline:12,.0f} rows/s")
+        print(f"  ratio (ours rows/s / baseline rows/s): {baseline / ours:.2f}  (target >= 0.8)")
+        print(f"  peak RSS: {peak:.0f} MB (before export {rss_before:.0f} MB)")
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
