@@ -131,6 +131,8 @@ def write_table(
     """Stream one table's rows of the interval into ``folder/<name>.csv``."""
     path = folder / f"{table.name}.csv"
     digest = hashlib.sha256()
+    # COPY sends UTF-8 (the connection's encoding); re-encode only when another is asked for.
+    same = codecs.lookup(encoding).name == "utf-8"
     encoder = codecs.getincrementalencoder(encoding)()
     decoder = codecs.getincrementaldecoder("utf-8")()
     with (
@@ -143,10 +145,10 @@ def write_table(
         )
         with cursor.copy(statement, {"start": start, "end": end}) as copy:
             for block in copy:
-                data = encoder.encode(decoder.decode(bytes(block)))
+                data = block if same else encoder.encode(decoder.decode(bytes(block)))
                 digest.update(data)
                 sink.write(data)
-        tail = encoder.encode(decoder.decode(b"", final=True), final=True)
+        tail = b"" if same else encoder.encode(decoder.decode(b"", final=True), final=True)
         digest.update(tail)
         sink.write(tail)
         sink.flush()
