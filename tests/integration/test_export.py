@@ -213,3 +213,68 @@ def test_retention_removes_old_chunks_and_partial_leftovers(loaded: str, tmp_pat
     export.run(ctx)
     assert not old.exists() and young.exists() and not leftover.exists()
     assert ctx.counts.summary["files_removed"] == 1
+
+
+def test_d4_sigkill_during_export_then_rerun_exports_every_interval_once(
+    gim_env: dict[str, str], tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from gim_tasks.db.partitions import ensure_partitions
+
+    url, out = gim_env["GIM_DATABASE_URL"], tmp_path / "out"
+    engine = make_engine(url)
+    day = datetime(2026, 11, 20, tzinfo=UTC)
+    with engine.begin() as conn:
+        ensure_partitions(conn, "interaction_segment_fact", [day.date()])
+        conn.execute(
+            sa.text(
+                "INSERT INTO interaction_segment_fact (idb_id, segment_id, start_ts, "
+                "date_time_key, outcome) SELECT 1, g, :day + (g % 86400) * interval '1 second', "
+                "0, 'answered' "
+                "FROM generate_series(1, 1500000) g"
+            ),
+            {"day": day},
+        )
+        for name, value in (
+            ("output-directory", str(out)),
+            ("chunk-size-seconds", "3600"),
+            ("start-date", "2026-11-20"),
+        ):
+            conn.execute(
+                sa.text("INSERT INTO option_value VALUES ('gim-export', :n, :v, 't', now())"),
+                {"n": name, "v": value},
+            )
+        conn.execute(
+            sa.text(
+                "INSERT INTO option_value VALUES ('schedule', 'run-export', 'true', 't', now())"
+            )
+        )
+    gim = str(Path(sys.executable).with_name("gim"))
+    env = {**os.environ, **gim_env}
+    process = subprocess.Popen(
+        [gim, "run", "Job_ExportGIM", "--local", "--force"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while len(list(out.glob("chunk-*"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)  # mid-export, between or inside chunks
+    process.wait()
+    interrupted = len(list(out.glob("chunk-*")))
+    assert 3 <= interrupted < 24
+    result = subprocess.run(
+        [gim, "run", "Job_ExportGIM", "--local", "--force"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_exactly_once(url, out)
+    assert len(manifests(out)) >= 24
+    engine.dispose()
