@@ -164,3 +164,29 @@ def test_cli_schedule_next_uses_stored_options(
     extract = json.loads(capsys.readouterr().out)[0]
     assert extract["next_run"] == "2026-11-23T07:30:00-05:00"
     assert extract["schedule"].endswith(", America/New_York")
+
+
+def test_c1_retention_that_would_purge_unexported_facts_warns(gim_env: dict[str, str]) -> None:
+    from datetime import UTC, datetime
+
+    from gim_tasks.runtime.health import check_retention
+    from gim_tasks.settings import get_settings
+
+    engine = make_engine(gim_env["GIM_DATABASE_URL"])
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO export_mark VALUES (1, '2026-10-01 00:00+00', 'c', now())")
+        )
+        options = store.load_options(conn)
+    assert check_retention(options, get_settings(), now) == []  # export is off
+    store.set_option(engine, "schedule", "run-export", "true", "t")
+    store.set_option(engine, "gim-etl", "days-to-keep-facts", "30", "t")
+    with engine.connect() as conn:
+        options = store.load_options(conn)
+    findings = check_retention(options, get_settings(), now)
+    assert [(f.level, f.item) for f in findings] == [("warning", "[gim-etl] days-to-keep-facts")]
+    assert "2026-10-01" in findings[0].message
+    store.set_option(engine, "gim-etl", "days-to-keep-facts", "90", "t")
+    with engine.connect() as conn:
+        assert check_retention(store.load_options(conn), get_settings(), now) == []
