@@ -1,0 +1,153 @@
+"""The beat's tick through real PostgreSQL and a real Redis broker, at chosen instants:
+S4, S5, S6, S11, S12, S13 as carried out (rows in job_run, messages on the queues)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from gim_tasks.db.engine import make_engine
+from gim_tasks.options import store
+from gim_tasks.runtime.beat import CURSORS_KEY, GimScheduler
+from gim_tasks.schedule.localtime import resolve, zone
+from gim_tasks.settings import get_settings
+
+TZ = zone("Europe/Berlin")
+
+
+def at(text: str) -> datetime:
+    return resolve(datetime.strptime(text, "%Y-%m-%d %H:%M:%S"), TZ)
+
+
+class Beat:
+    """The scheduler's tick logic on the test's servers, with an injected clock."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        from gim_tasks.runtime.celery_app import create_app  # reads the settings on import
+
+        settings = get_settings()
+        self.engine = make_engine(env["GIM_DATABASE_URL"])
+        self.redis = redis.Redis.from_url(env["GIM_REDIS_URL"])
+        self.scheduler = GimScheduler.__new__(GimScheduler)
+        self.scheduler._engine = self.engine
+        self.scheduler._redis = self.redis
+        self.scheduler.app = create_app(settings)
+        for option, value in (("timezone", "Europe/Berlin"), ("run-update-stats", "true")):
+            store.set_option(self.engine, "schedule", option, value, "test")
+
+    def tick(self, when: str) -> None:
+        self.scheduler.gim_tick(at(when))
+
+    def cursors(self, when: str, *jobs: str) -> None:
+        names = jobs or ("Job_ExtractICON", "Job_MaintainGIM", "Job_UpdateStats")
+        self.redis.hset(CURSORS_KEY, mapping={job: at(when).isoformat() for job in names})
+
+    def run(self, job: str, trigger: str, state: str = "Running") -> int:
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO job_run (job, trigger, actor, state, started_at, "
+                        "heartbeat_at, fencing_token) VALUES (:j, :t, 'x', :s, now(), "
+                        "now() + interval '1 day', 1) "
+                        "RETURNING id"
+                    ),
+                    {"j": job, "t": trigger, "s": state},
+                ).scalar_one()
+            )
+
+    def end(self, run_id: int, state: str = "Completed") -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE job_run SET state = :s, ended_at = now() WHERE id = :i"),
+                {"s": state, "i": run_id},
+            )
+
+    def rows(self, job: str) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.text("SELECT * FROM job_run WHERE job = :j ORDER BY id"), {"j": job}
+                )
+            )
+
+    def queued(self, queue: str) -> int:
+        return int(self.redis.llen(queue))
+
+
+@pytest.fixture
+def beat(gim_env: dict[str, str]) -> Beat:
+    return Beat(gim_env)
+
+
+def test_s5_due_cycle_stops_scheduled_maintenance_then_starts(beat: Beat) -> None:
+    maintenance = beat.run("Job_MaintainGIM", "scheduled")
+    beat.cursors("2026-11-23 06:29:00")
+    beat.tick("2026-11-23 06:30:01")
+    stopped = [r for r in beat.rows("Job_MaintainGIM") if r.id == maintenance][0]
+    assert stopped.stop_requested_at is not None and "(S5)" in stopped.reason
+    held = beat.rows("Job_ExtractICON")
+    assert [(r.state, r.dispatched_at) for r in held] == [("Scheduled", None)]
+    assert beat.queued("etl") == 0
+    beat.end(maintenance, "Stopped")
+    beat.tick("2026-11-23 06:30:04")
+    released = beat.rows("Job_ExtractICON")[0]
+    assert released.dispatched_at is not None and beat.queued("etl") == 1
+
+
+def test_s6_update_stats_skipped_while_scheduled_maintenance_runs(beat: Beat) -> None:
+    beat.run("Job_MaintainGIM", "scheduled")
+    beat.cursors("2026-11-23 03:05:00")
+    beat.tick("2026-11-23 03:10:00")
+    stats = beat.rows("Job_UpdateStats")
+    assert [(r.state, "(S6)" in r.reason) for r in stats] == [("Rejected", True)]
+    assert stats[0].firing_id == "Job_UpdateStats:2026-11-23T02:10:00+00:00"
+    assert beat.queued("stats") == 0
+
+
+def test_s4_maintenance_waits_for_transform_then_is_released(beat: Beat) -> None:
+    transform = beat.run("Job_TransformGIM", "manual")
+    beat.cursors("2026-11-23 02:59:00")
+    beat.tick("2026-11-23 03:00:00")
+    assert [r.state for r in beat.rows("Job_MaintainGIM")] == ["Scheduled"]
+    assert beat.queued("maintenance") == 0
+    beat.end(transform)
+    beat.tick("2026-11-23 03:00:20")
+    assert beat.rows("Job_MaintainGIM")[0].dispatched_at is not None
+    assert beat.queued("maintenance") == 1
+
+
+def test_s13_manual_maintenance_is_not_preempted_and_etl_waits(beat: Beat) -> None:
+    maintenance = beat.run("Job_MaintainGIM", "manual")
+    beat.cursors("2026-11-23 06:29:00")
+    beat.tick("2026-11-23 06:30:01")
+    assert [r for r in beat.rows("Job_MaintainGIM")][0].stop_requested_at is None
+    held = beat.rows("Job_ExtractICON")
+    assert [r.state for r in held] == ["Scheduled"] and "(S13)" in held[0].reason
+    beat.end(maintenance)
+    beat.tick("2026-11-23 06:30:09")
+    assert beat.queued("etl") == 1
+
+
+def test_s12_fresh_scheduler_runs_one_cycle_for_missed_slots(beat: Beat) -> None:
+    beat.tick("2026-11-23 11:07:00")
+    extracts = beat.rows("Job_ExtractICON")
+    assert [(r.state, r.planned_at) for r in extracts] == [("Scheduled", at("2026-11-23 11:00:00"))]
+    assert beat.queued("etl") == 1
+
+
+def test_s11_two_beats_ticking_the_same_firing_send_it_once(
+    beat: Beat, gim_env: dict[str, str]
+) -> None:
+    other = Beat(gim_env)
+    beat.cursors("2026-11-23 09:59:00")
+    beat.tick("2026-11-23 10:00:00")
+    beat.redis.delete(CURSORS_KEY)  # the second beat has not seen the first one's cursors
+    other.cursors("2026-11-23 09:59:00")
+    other.tick("2026-11-23 10:00:00")
+    assert len(beat.rows("Job_ExtractICON")) == 1
+    assert beat.queued("etl") == 1
