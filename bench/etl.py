@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import resource
-import shutil
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 
@@ -30,7 +27,7 @@ from gim_tasks.idb.generator import arrival_weight, generate
 from gim_tasks.idb.schema import init_idb
 from gim_tasks.jobs import extract, transform
 from gim_tasks.jobs.base import JobContext
-from gim_tasks.localstack import PostgresServer, free_port
+from gim_tasks.localstack import PostgresServer, scratch_postgres
 from gim_tasks.options.values import Options
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -136,11 +133,7 @@ def main() -> None:
         help="calls/h at peak for the history of the incremental test",
     )
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="gim-bench-"))
-    base.chmod(0o755)
-    server = PostgresServer(base / "pg", free_port(), fast=True)
-    server.start()
-    try:
+    with scratch_postgres("gim-bench-") as server:
         rss_start = rss_mb()
         rate = 40_000
         hours = hours_for(args.segments, rate)
@@ -192,9 +185,6 @@ def main() -> None:
         print(f"  on 1 day of history:   {results[1]:.3f} s")
         print(f"  on 30 days of history: {results[30]:.3f} s")
         print(f"  ratio 30d/1d: {results[30] / results[1]:.2f}  (target <= 1.2)")
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

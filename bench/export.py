@@ -13,11 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import shutil
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
@@ -27,7 +24,7 @@ from gim_tasks.db.engine import make_engine
 from gim_tasks.db.partitions import ensure_partitions
 from gim_tasks.jobs import export
 from gim_tasks.jobs.base import JobContext
-from gim_tasks.localstack import PostgresServer, free_port
+from gim_tasks.localstack import scratch_postgres
 from gim_tasks.options.values import Options
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -38,11 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=5_000_000)
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="gim-bench-"))
-    base.chmod(0o755)
-    server = PostgresServer(base / "pg", free_port(), fast=True)
-    server.start()
-    try:
+    with scratch_postgres("gim-bench-") as server:
+        base = server.base.parent
         url = server.url("gim")
         engine = make_engine(url)
         migrate.upgrade(engine)
@@ -115,9 +109,6 @@ def main() -> None:
         print(f"  baseline COPY to a file: {baseline:7.2f} s  {args.rows / baseline:12,.0f} rows/s")
         print(f"  ratio (ours rows/s / baseline rows/s): {baseline / ours:.2f}  (target >= 0.8)")
         print(f"  peak RSS: {peak:.0f} MB (before export {rss_before:.0f} MB)")
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

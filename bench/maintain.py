@@ -11,12 +11,9 @@ Run: ./dev bench maintain [--rows N]
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -25,7 +22,7 @@ from gim_tasks.db.engine import make_engine
 from gim_tasks.db.partitions import ensure_partitions
 from gim_tasks.jobs.base import JobContext
 from gim_tasks.jobs.maintain import step_expired_partitions
-from gim_tasks.localstack import PostgresServer, free_port
+from gim_tasks.localstack import scratch_postgres
 from gim_tasks.options.values import Options
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -79,11 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="gim-bench-"))
-    base.chmod(0o755)
-    server = PostgresServer(base / "pg", free_port(), fast=True)
-    server.start()
-    try:
+    with scratch_postgres("gim-bench-") as server:
         urls = []
         for name in ("small", "large"):
             server.create_database(name)
@@ -99,9 +92,6 @@ def main() -> None:
             f"baseline DELETE of {args.rows * 10:,} rows:         {baseline * 1000:8.1f} ms "
             f"(ratio drop/DELETE {large / baseline:.3f})"
         )
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

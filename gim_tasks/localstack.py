@@ -13,7 +13,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,6 +207,21 @@ class PostgresServer:
             if template:
                 statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
             conn.execute(statement)
+
+
+@contextmanager
+def scratch_postgres(prefix: str = "gim-scratch-") -> Iterator[PostgresServer]:
+    """A throw-away PostgreSQL (durability off) in a temporary directory, for benchmarks;
+    stopped and deleted on exit. ``server.base.parent`` is free scratch space."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)  # the server may run as another user
+    server = PostgresServer(base / "pg", free_port(), fast=True)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _has_c_utf8() -> bool:
