@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import psycopg
@@ -13,7 +14,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gim_tasks.cli.common import JsonFlag, mart_engine, out
+from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out
 from gim_tasks.db import mart_tables as mart
 from gim_tasks.db.engine import connect, make_engine
 from gim_tasks.db.migrate import schema_state
@@ -157,12 +158,16 @@ def manual_refusal(job: str, force: bool) -> str | None:
 
 
 def run_local(
-    job: str, actor: str, show_progress: bool = True, force: bool = False
+    job: str,
+    actor: str,
+    show_progress: bool = True,
+    force: bool = False,
+    body: Callable[[JobContext], None] | None = None,
 ) -> tuple[runs.RunStart, str, Any, str | None]:
     """Run ``job`` in this process under the same rules as the runtime: configuration check
     (C2), one Running run per job (S2), a run record (R1, M8)."""
     settings = get_settings()
-    body = body_of(job)
+    body = body or body_of(job)
     engine = mart_engine()
     state = schema_state(engine)
     if not state.at_head:
@@ -351,3 +356,108 @@ def export_status(as_json: JsonFlag = False) -> None:
         return
     for key, value in data.items():
         out.print(f"{key.replace('_', ' ')}: {value if value is not None else '-'}", markup=False)
+
+
+aggregate_app = typer.Typer(
+    help="Aggregation: status, one pass, verification.", no_args_is_help=True
+)
+
+
+@aggregate_app.command("status")
+def aggregate_status(as_json: JsonFlag = False) -> None:
+    """Pending intervals, oldest pending, queued re-aggregation requests, last pass, and per
+    hierarchy the newest aggregated interval (freshness)."""
+    from gim_tasks.aggregate.compute import ensure_tables
+    from gim_tasks.aggregate.registry import HIERARCHIES
+
+    engine = mart_engine()
+    with engine.begin() as conn:
+        ensure_tables(conn)
+        pending, oldest = conn.execute(
+            sa.text("SELECT count(*), min(date_time_key) FROM agg_pending")
+        ).one()
+        requests = conn.execute(
+            sa.text("SELECT count(*) FROM agg_request WHERE done_at IS NULL")
+        ).scalar_one()
+        last = conn.execute(
+            sa.text(
+                "SELECT summary FROM job_run WHERE job = 'Job_AggregateGIM' AND summary ? "
+                "'last_batch_seconds' ORDER BY id DESC LIMIT 1"
+            )
+        ).scalar_one_or_none()
+        fresh = {
+            h.name: conn.execute(
+                sa.text(f"SELECT to_timestamp(max(date_time_key)) FROM {h.table('SUBHOUR')}")
+            ).scalar_one()
+            for h in HIERARCHIES
+        }
+    data = {
+        "pending_intervals": pending,
+        "oldest_pending": datetime.fromtimestamp(oldest, UTC).isoformat() if oldest else None,
+        "queued_requests": requests,
+        "last_pass_seconds": (last or {}).get("last_batch_seconds"),
+        "freshness": {k: v.isoformat() if v else None for k, v in fresh.items()},
+    }
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        if key != "freshness":
+            out.print(f"{key.replace('_', ' ')}: {value if value is not None else '-'}")
+    for name, at in data["freshness"].items():
+        out.print(f"  {name}: newest interval {at or '-'}")
+
+
+@aggregate_app.command("once")
+def aggregate_once(actor: ActorOption = "") -> None:
+    """One pass until the queue is empty, then exit; same rules and run record as the job."""
+    from gim_tasks.jobs.aggregate import run_once
+
+    started, final, counts, error = run_local(
+        "Job_AggregateGIM", actor or current_actor(), body=run_once
+    )
+    out.print(
+        f"run {started.run_id}: {final} ({counts.read if counts else 0:,} intervals, "
+        f"{counts.written if counts else 0:,} rows written)" + (f": {error}" if error else ""),
+        markup=False,
+    )
+    if final not in ("Completed", "Completed with warnings"):
+        raise typer.Exit(1)
+
+
+@aggregate_app.command("verify")
+def aggregate_verify(
+    from_: Annotated[
+        str | None,
+        typer.Option("--from", help="First local day YYYY-MM-DD (default: the oldest fact day)."),
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last local day (default: today).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Recompute every aggregate level directly from the facts for the range and compare with
+    the tables (D3). Exit code 1 on any mismatch."""
+    from gim_tasks.aggregate.compute import ensure_tables, verify
+    from gim_tasks.aggregate.registry import HIERARCHIES, LEVELS
+
+    engine = mart_engine()
+    try:
+        start = date.fromisoformat(from_) if from_ else date(1970, 1, 1)
+        end = date.fromisoformat(to) if to else date(9999, 12, 31)
+    except ValueError as error:
+        raise GimError(f"--from/--to must be YYYY-MM-DD: {error}") from None
+    with engine.begin() as conn:
+        ensure_tables(conn)
+        details = [d for h in HIERARCHIES for d in verify(conn, h, start, end)]
+    report = {
+        "tables_checked": len(HIERARCHIES) * len(LEVELS),
+        "mismatches": len(details),
+        "details": details,
+    }
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        out.print(f"{report['tables_checked']} tables checked, {len(details)} with mismatches")
+        for detail in details:
+            out.print(f"  {detail}", markup=False)
+    if details:
+        raise typer.Exit(1)

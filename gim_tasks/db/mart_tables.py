@@ -175,6 +175,8 @@ def _fact(name: str, id_column: str, *columns: Column[Any]) -> Table:
         Column("date_time_key", BigInteger, nullable=False),
         *columns,
         Column("run_id", BigInteger),
+        # Aggregation reads the facts of changed 15-minute intervals.
+        Index(f"ix_{name}_date_time_key", "date_time_key"),
         postgresql_partition_by="RANGE (start_ts)",
     )
 
@@ -256,6 +258,27 @@ export_mark = Table(
     Column("exported_through", DateTime(timezone=True), nullable=False),
     Column("last_chunk", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+)
+
+#: Intervals whose facts changed since aggregation last saw them (Transform adds, the
+#: aggregation job consumes in the transaction that rewrites their aggregates).
+agg_pending = Table(
+    "agg_pending",
+    metadata,
+    Column("fact", Text, primary_key=True),
+    Column("date_time_key", BigInteger, primary_key=True, autoincrement=False),
+)
+
+#: Re-aggregation requests (M4), processed in order by the running aggregation.
+agg_request = Table(
+    "agg_request",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("params", JSONB, nullable=False),
+    Column("requested_by", Text, nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("done_at", DateTime(timezone=True)),
+    Column("run_id", BigInteger),
 )
 
 #: Source rows Transform could not load, with the reason (R3).

@@ -108,7 +108,7 @@ def up() -> None:
         gim = str(Path(sys.executable).with_name("gim"))
         supervisor.start("beat", [gim, "beat"])
         supervisor.start(
-            "worker", [gim, "worker", "--concurrency", "3", "--hostname", "worker1@%h"]
+            "worker", [gim, "worker", "--concurrency", "4", "--hostname", "worker1@%h"]
         )
         supervisor.start("traffic", [gim, "idb", "simulate", "--rate", "1800", "--writers", "3"])
         supervisor.start(

@@ -1,8 +1,7 @@
 """Demo options for ``./dev up``: a schedule that shows every job soon after start.
 
 ETL every minute round the clock except a maintenance gap that opens a few minutes after start,
-UpdateStats every 5 minutes, export every 15 minutes. Aggregation (a window open now) is
-configured but switched off until its job exists.
+an aggregation window open now, UpdateStats every 5 minutes, export every 15 minutes.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ etl-end-time = {etl_end:%H:%M}
 etl-frequency = 1
 run-update-stats = true
 update-stats-schedule = 0/5 *
-run-aggregates = false
+run-aggregates = true
 aggregate-schedule = {opened.minute} {opened.hour}
 aggregate-duration = 23:50
 run-maintain = true

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gim_tasks.jobs import export, extract, maintain, transform, update_stats
+from gim_tasks.jobs import aggregate, export, extract, maintain, transform, update_stats
 from gim_tasks.jobs.base import JobContext
 from gim_tasks.schedule.jobs import (
+    AGGREGATE,
     EXPORT,
     EXTRACT,
     JOB_NAMES,
@@ -21,6 +22,7 @@ BODIES: dict[str, Callable[[JobContext], None]] = {
     MAINTAIN: maintain.run,
     UPDATE_STATS: update_stats.run,
     EXPORT: export.run,
+    AGGREGATE: aggregate.run,
 }
 
 

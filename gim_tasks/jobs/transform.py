@@ -325,6 +325,15 @@ def apply_fact(
         ).rowcount
         or 0
     )
+    # Tell aggregation which intervals changed (consumed by jobs/aggregate.py).
+    conn.execute(
+        sa.text(
+            "INSERT INTO agg_pending (fact, date_time_key) SELECT DISTINCT :fact, "
+            "(floor(extract(epoch FROM start_ts) / 900) * 900)::bigint FROM fact_rows "
+            "WHERE discard_reason IS NULL ON CONFLICT DO NOTHING"
+        ),
+        {"fact": spec.fact.name},
+    )
     conn.execute(sa.text("DROP TABLE fact_rows"))
     return int(written), int(discarded)
 

@@ -9,18 +9,24 @@ database's unique index on Running runs).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from gim_tasks.aggregate.params import ParamError
+from gim_tasks.aggregate.params import parse as parse_params
+from gim_tasks.db.mart_tables import agg_request
 from gim_tasks.db.tables import job_run
 from gim_tasks.errors import GimError
 from gim_tasks.jobs.registry import BODIES
 from gim_tasks.options import store
 from gim_tasks.options.check import check_options
 from gim_tasks.runtime.beat import ADMISSION_LOCK_KEY
-from gim_tasks.schedule.jobs import BY_NAME, JOB_NAMES, MAINTAIN
+from gim_tasks.schedule.engine import open_window
+from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOB_NAMES, MAINTAIN
+from gim_tasks.schedule.localtime import zone
 
 OPTION_OF = {"Job_UpdateStats": "update-stats-schedule", "Job_ExportGIM": "export-schedule"}
 
@@ -71,6 +77,10 @@ def request_run(
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADMISSION_LOCK_KEY)))
         active = _active(conn)
         reason = refusal_for(conn, job, force)
+        if reason is None and job == AGGREGATE:
+            reply = _aggregation_rules(conn, active, actor, params)
+            if reply is not None:
+                return reply
         same = [row for row in active if row.job == job]
         if reason is None and same:
             reason = f"already running as run {same[0].id} (S2)"
@@ -95,6 +105,14 @@ def request_run(
             ).scalar_one()
             return Admission(run_id, "Rejected", reason)
         wait = _wait_reason(active, job)
+        if job == AGGREGATE and (params or {}).get("params") and not wait:
+            wait_note = "aggregation was not running: started, and the request is queued (M4)"
+            run_id = conn.execute(
+                sa.insert(job_run)
+                .values(**values, state="Scheduled", reason=wait_note, dispatched_at=sa.func.now())
+                .returning(job_run.c.id)
+            ).scalar_one()
+            return Admission(run_id, "Running", wait_note)
         run_id = conn.execute(
             sa.insert(job_run)
             .values(
@@ -106,6 +124,59 @@ def request_run(
             .returning(job_run.c.id)
         ).scalar_one()
         return Admission(run_id, "Scheduled" if wait else "Running", wait)
+
+
+def _aggregation_rules(
+    conn: Connection, active: list[sa.Row[Any]], actor: str, params: dict[str, Any] | None
+) -> Admission | None:
+    """M3 and M4 for Job_AggregateGIM. A re-aggregation request is validated (errors name the
+    bad token) and queued; if aggregation runs, that run processes it; if not, aggregation is
+    started when allowed, and the reply says what happens to the request."""
+    text = (params or {}).get("params", "")
+    request = None
+    values = {"job": AGGREGATE, "trigger": "manual", "actor": actor, "params": params or {}}
+    if text:
+        try:
+            parsed = parse_params(text)
+        except ParamError as error:
+            run_id = conn.execute(
+                sa.insert(job_run)
+                .values(**values, state="Rejected", reason=str(error), ended_at=sa.func.now())
+                .returning(job_run.c.id)
+            ).scalar_one()
+            return Admission(run_id, "Rejected", str(error))
+        request = conn.execute(
+            sa.insert(agg_request)
+            .values(params=parsed.as_dict(), requested_by=actor)
+            .returning(agg_request.c.id)
+        ).scalar_one()
+    running = [row for row in active if row.job == AGGREGATE]
+    if running and request is not None:
+        return Admission(
+            running[0].id,
+            "Running",
+            f"re-aggregation queued as request "
+            f"{request}; the running aggregation (run {running[0].id}) processes it",
+        )
+    options = store.load_options(conn).schedule()
+    now = datetime.now(UTC)
+    if options.run_aggregates and open_window(options, now, zone(options.timezone)) is None:
+        queued = (
+            f"; re-aggregation request {request} stays queued for the next window"
+            if request is not None
+            else ""
+        )
+        reason = (
+            "run-aggregates=true and no aggregation window is open: aggregation runs "
+            f"only inside its windows (M3){queued}"
+        )
+        run_id = conn.execute(
+            sa.insert(job_run)
+            .values(**values, state="Rejected", reason=reason, ended_at=sa.func.now())
+            .returning(job_run.c.id)
+        ).scalar_one()
+        return Admission(run_id, "Rejected", reason)
+    return None
 
 
 def _wait_reason(active: list[sa.Row[Any]], job: str) -> str | None:

@@ -148,4 +148,4 @@ def test_demo_options_are_valid_and_pass_the_check_at_any_hour(hour: int) -> Non
     report = check_options(options)
     assert report.ok, report.findings
     schedule = options.schedule()
-    assert schedule.etl.frequency == 1 and schedule.run_maintain and schedule.run_update_stats
+    assert schedule.etl.frequency == 1 and schedule.run_aggregates and schedule.run_export

@@ -1,0 +1,107 @@
+"""Benchmark: aggregation cost against history, and re-aggregation vs transform (issue 6).
+
+1. One incremental pass (all 13 hierarchies x 6 levels) for one new hour of facts, on top of
+   1 day vs 30 days of aggregated history. Target: ratio <= 1.2.
+2. A full re-aggregation of one day (ALLSETS) relative to the Transform of that day, same run.
+
+Run: ./dev bench aggregate
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import sqlalchemy as sa
+
+from gim_tasks.aggregate.params import parse
+from gim_tasks.db import migrate
+from gim_tasks.db.engine import make_engine
+from gim_tasks.idb.generator import generate
+from gim_tasks.idb.schema import init_idb
+from gim_tasks.jobs import aggregate, extract, transform
+from gim_tasks.jobs.base import JobContext
+from gim_tasks.localstack import PostgresServer, scratch_postgres
+from gim_tasks.options.values import Options
+
+START = datetime(2026, 10, 1, tzinfo=UTC)
+OPTIONS = Options.from_texts({("schedule", "timezone"): "Europe/Berlin"})
+
+
+def timed(body, url: str, idb: str | None = None) -> float:  # type: ignore[no-untyped-def]
+    engine = make_engine(url)
+    began = time.perf_counter()
+    body(JobContext(mart=engine, idb_urls=[idb] if idb else [], options=OPTIONS))
+    elapsed = time.perf_counter() - began
+    engine.dispose()
+    return elapsed
+
+
+def once(ctx: JobContext) -> None:
+    aggregate.run(ctx, once=True)
+
+
+def setup(server: PostgresServer, days: int, rate: int) -> tuple[str, str]:
+    server.create_database(f"idb{days}")
+    server.create_database(f"mart{days}")
+    idb, mart = server.url(f"idb{days}"), server.url(f"mart{days}")
+    init_idb(make_engine(idb))
+    migrate.upgrade(make_engine(mart))
+    with psycopg.connect(idb, autocommit=True) as conn:
+        generate(conn, START, days * 24, agents=100, queues=10, rate=rate, seed=days)
+    timed(extract.run, mart, idb)
+    timed(transform.run, mart, idb)
+    timed(once, mart)
+    return idb, mart
+
+
+def main() -> None:
+    with scratch_postgres("gim-bench-") as server:
+        results = {}
+        for days in (1, 30):
+            idb, mart = setup(server, days, rate=500)
+            with psycopg.connect(idb, autocommit=True) as conn:
+                generate(
+                    conn,
+                    START + timedelta(days=days, hours=10),
+                    1,
+                    agents=100,
+                    queues=10,
+                    rate=2000,
+                    seed=99,
+                )
+            timed(extract.run, mart, idb)
+            timed(transform.run, mart, idb)
+            results[days] = timed(once, mart)
+        print("incremental aggregation pass, one new hour, 13 hierarchies x 6 levels:")
+        print(f"  on 1 day of history:   {results[1]:.3f} s")
+        print(f"  on 30 days of history: {results[30]:.3f} s")
+        print(f"  ratio 30d/1d: {results[30] / results[1]:.2f}  (target <= 1.2)")
+        # Re-aggregation of one day vs the Transform of that day.
+        server.create_database("idb_day")
+        server.create_database("mart_day")
+        idb, mart = server.url("idb_day"), server.url("mart_day")
+        init_idb(make_engine(idb))
+        migrate.upgrade(make_engine(mart))
+        with psycopg.connect(idb, autocommit=True) as conn:
+            generate(conn, START, 24, agents=200, queues=20, rate=2000, seed=7)
+        timed(extract.run, mart, idb)
+        transform_seconds = timed(transform.run, mart, idb)
+        timed(once, mart)
+        with make_engine(mart).begin() as conn:
+            request = parse("-insertPendingAgg ALLSETS:2026-10-01:2026-10-01").as_dict()
+            conn.execute(
+                sa.text("INSERT INTO agg_request (params, requested_by) VALUES (:p, 'bench')"),
+                {"p": json.dumps(request)},
+            )
+        reagg = timed(once, mart)
+        print(
+            f"one day (24 h at 2000 calls/h peak): transform {transform_seconds:.2f} s, "
+            f"full re-aggregation (ALLSETS) {reagg:.2f} s, ratio {reagg / transform_seconds:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Job_AggregateGIM against real PostgreSQL (SPEC D3, M3, M4, S10 local days)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from gim_tasks.aggregate.compute import ensure_tables, verify
+from gim_tasks.aggregate.params import parse
+from gim_tasks.aggregate.registry import HIERARCHIES
+from gim_tasks.db.engine import make_engine
+from gim_tasks.idb.generator import generate
+from gim_tasks.idb.schema import init_idb
+from gim_tasks.jobs import aggregate, extract, transform
+from gim_tasks.jobs.base import JobContext
+from gim_tasks.options.values import Options
+from gim_tasks.runtime import manager
+
+OPTIONS = Options.from_texts({("schedule", "timezone"): "Europe/Berlin"})
+
+
+def etl(mart: str, idb: str) -> None:
+    for body in (extract.run, transform.run):
+        body(JobContext(mart=make_engine(mart), idb_urls=[idb], options=OPTIONS))
+
+
+def once(mart: str) -> JobContext:
+    ctx = JobContext(
+        mart=make_engine(mart),
+        idb_urls=[],
+        options=OPTIONS,
+        now=lambda: datetime(2026, 11, 30, tzinfo=UTC),
+    )
+    aggregate.run(ctx, once=True)
+    return ctx
+
+
+def mismatches(mart: str) -> list[dict]:
+    with make_engine(mart).begin() as conn:
+        ensure_tables(conn)
+        return [d for h in HIERARCHIES for d in verify(conn, h, date(2000, 1, 1), date(2100, 1, 1))]
+
+
+@pytest.fixture
+def idb(make_database: Callable[..., str]) -> str:
+    url = make_database(migrated=False)
+    init_idb(make_engine(url))
+    return url
+
+
+def test_d3_aggregates_equal_recomputation_incrementally_and_after_reaggregation(
+    idb: str, database_url: str
+) -> None:
+    rng = random.Random(3)
+    with psycopg.connect(idb, autocommit=True) as conn:
+        generate(
+            conn,
+            datetime(2026, 3, 28, 20, tzinfo=UTC),
+            8,
+            agents=25,
+            queues=5,
+            rate=400,
+            seed=rng.randrange(1000),
+        )  # across Berlin's spring-forward night
+    etl(database_url, idb)
+    ctx = once(database_url)
+    assert ctx.counts.read > 0 and ctx.counts.written > 0
+    assert mismatches(database_url) == []
+    # More traffic, some of it late updates of earlier calls: only changed intervals are redone.
+    with psycopg.connect(idb, autocommit=True) as conn:
+        generate(
+            conn,
+            datetime(2026, 3, 29, 4, tzinfo=UTC),
+            3,
+            agents=25,
+            queues=5,
+            rate=400,
+            seed=rng.randrange(1000),
+        )
+        conn.execute(
+            "UPDATE party_segment SET outcome = 'abandoned', agent_id = NULL "
+            "WHERE id IN (SELECT id FROM party_segment ORDER BY id LIMIT 40)"
+        )
+    etl(database_url, idb)
+    with make_engine(database_url).connect() as conn:
+        pending = conn.execute(sa.text("SELECT count(*) FROM agg_pending")).scalar_one()
+        intervals = conn.execute(
+            sa.text("SELECT count(DISTINCT date_time_key) FROM interaction_segment_fact")
+        ).scalar_one()
+    assert 0 < pending
+    assert mismatches(database_url) != []  # stale until aggregation runs
+    once(database_url)
+    assert mismatches(database_url) == []
+    assert intervals > 0
+    # Re-aggregation of a range after the aggregates were damaged (M4): rebuilt exactly.
+    with make_engine(database_url).begin() as conn:
+        conn.execute(sa.text("DELETE FROM agg_h_queue_subhour"))
+        conn.execute(sa.text("UPDATE agg_h_agent_day SET offered = offered + 1"))
+        conn.execute(
+            sa.text("INSERT INTO agg_request (params, requested_by) VALUES (:p, 'test')"),
+            {
+                "p": __import__("json").dumps(
+                    parse("-insertPendingAgg ALLSETS:2026-03-28:2026-03-29").as_dict()
+                )
+            },
+        )
+    once(database_url)
+    assert mismatches(database_url) == []
+
+
+def test_s10_day_level_uses_local_days_on_dst_day(idb: str, database_url: str) -> None:
+    with psycopg.connect(idb, autocommit=True) as conn:
+        generate(
+            conn, datetime(2026, 3, 28, 22, tzinfo=UTC), 26, agents=10, queues=2, rate=200, seed=5
+        )
+    etl(database_url, idb)
+    once(database_url)
+    with make_engine(database_url).connect() as conn:
+        day = conn.execute(
+            sa.text("SELECT sum(offered) FROM agg_h_queue_day WHERE bucket = '2026-03-29'")
+        ).scalar_one()
+        local = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM interaction_segment_fact f JOIN date_time d USING "
+                "(date_time_key) WHERE d.local_date = '2026-03-29'"
+            )
+        ).scalar_one()
+        utc_day = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM interaction_segment_fact WHERE start_ts >= "
+                "'2026-03-29 00:00+00' AND start_ts < '2026-03-30 00:00+00'"
+            )
+        ).scalar_one()
+        hours = conn.execute(
+            sa.text(
+                "SELECT count(DISTINCT bucket) FROM agg_h_queue_hour WHERE bucket >= '2026-03-29' "
+                "AND bucket < '2026-03-30'"
+            )
+        ).scalar_one()
+    assert day == local != utc_day  # the reporting day is the local day (S10)
+    assert hours == 23  # the spring-forward day has 23 local hours
+
+
+def test_m3_m4_manual_rules(idb: str, gim_env: dict[str, str]) -> None:
+    engine = make_engine(gim_env["GIM_DATABASE_URL"])
+    bad = manager.request_run(
+        engine,
+        "Job_AggregateGIM",
+        "alice",
+        {"params": "-insertPendingAgg H_QUEUEZ-HOUR:2026-01-01:2026-01-02"},
+    )
+    assert bad.state == "Rejected" and "unknown hierarchy 'H_QUEUEZ'" in bad.reason
+    started = manager.request_run(
+        engine,
+        "Job_AggregateGIM",
+        "alice",
+        {"params": "-insertPendingAgg ALLSETS:2026-01-01:2026-01-02"},
+    )
+    assert started.state == "Running" and "request is queued (M4)" in started.reason
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE job_run SET state = 'Running', started_at = now(), "
+                "heartbeat_at = now() WHERE id = :i"
+            ),
+            {"i": started.run_id},
+        )
+    queued = manager.request_run(
+        engine,
+        "Job_AggregateGIM",
+        "bob",
+        {"params": "-insertPendingAgg H_AGENT-DAY:2026-01-01:2026-01-01"},
+    )
+    assert queued.run_id == started.run_id and "queued as request" in queued.reason
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE job_run SET state = 'Stopped', ended_at = now() WHERE id = :i"),
+            {"i": started.run_id},
+        )
+        requests = conn.execute(sa.text("SELECT count(*) FROM agg_request")).scalar_one()
+    assert requests == 2
+    from gim_tasks.options import store
+
+    store.set_option(engine, "schedule", "run-aggregates", "true", "t")
+    store.set_option(engine, "schedule", "aggregate-schedule", "0 4", "t")
+    store.set_option(engine, "schedule", "aggregate-duration", "00:01", "t")
+    refused = manager.request_run(engine, "Job_AggregateGIM", "carol")
+    # Unless this test runs at 04:00 UTC, no window is open: the start is refused (M3).
+    if datetime.now(UTC).strftime("%H:%M") != "04:00":
+        assert refused.state == "Rejected" and "(M3)" in refused.reason
+
+
+def test_stop_between_batches(idb: str, database_url: str) -> None:
+    with psycopg.connect(idb, autocommit=True) as conn:
+        generate(conn, datetime(2026, 11, 20, tzinfo=UTC), 24, agents=10, queues=2, rate=300)
+    etl(database_url, idb)
+    ctx = JobContext(mart=make_engine(database_url), idb_urls=[], options=OPTIONS)
+    ctx.progress = lambda what, done, total: ctx.stop.request("window ended (S7)")
+    from gim_tasks.jobs.base import StopRequested
+
+    with pytest.raises(StopRequested):
+        aggregate.run(ctx)
+    assert ctx.counts.summary["batches"] == 1
+    once(database_url)
+    assert mismatches(database_url) == []
