@@ -1,7 +1,9 @@
 """Benchmark: aggregation cost against history, and re-aggregation vs transform (issue 6).
 
 1. One incremental pass (all 13 hierarchies x 6 levels) for one new hour of facts, on top of
-   1 day vs 30 days of aggregated history. Target: ratio <= 1.2.
+   1 day vs 30 days of aggregated history (median of three hours). Target: ratio <= 1.2.
+   Inherent growth: MONTH, QUARTER and YEAR buckets are recomputed from the level below, so
+   a month bucket reads up to 31 DAY rows per group (bounded by the calendar, not history).
 2. A full re-aggregation of one day (ALLSETS) relative to the Transform of that day, same run.
 
 Run: ./dev bench aggregate
@@ -10,6 +12,7 @@ Run: ./dev bench aggregate
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -62,19 +65,22 @@ def main() -> None:
         results = {}
         for days in (1, 30):
             idb, mart = setup(server, days, rate=500)
-            with psycopg.connect(idb, autocommit=True) as conn:
-                generate(
-                    conn,
-                    START + timedelta(days=days, hours=10),
-                    1,
-                    agents=100,
-                    queues=10,
-                    rate=2000,
-                    seed=99,
-                )
-            timed(extract.run, mart, idb)
-            timed(transform.run, mart, idb)
-            results[days] = timed(once, mart)
+            samples = []
+            for hour in range(3):  # median of three new hours
+                with psycopg.connect(idb, autocommit=True) as conn:
+                    generate(
+                        conn,
+                        START + timedelta(days=days, hours=10 + hour),
+                        1,
+                        agents=100,
+                        queues=10,
+                        rate=2000,
+                        seed=99 + hour,
+                    )
+                timed(extract.run, mart, idb)
+                timed(transform.run, mart, idb)
+                samples.append(timed(once, mart))
+            results[days] = statistics.median(samples)
         print("incremental aggregation pass, one new hour, 13 hierarchies x 6 levels:")
         print(f"  on 1 day of history:   {results[1]:.3f} s")
         print(f"  on 30 days of history: {results[30]:.3f} s")

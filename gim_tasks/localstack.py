@@ -298,7 +298,13 @@ class RedisServer:
             raise LocalStackError(
                 f"redis-server failed: {(result.stderr or result.stdout).strip()}"
             )
-        _wait_until(lambda: port_open(self.port), 30, f"Redis on port {self.port}")
+        # The daemon writes its pid file a moment after it listens: wait for both, or a quick
+        # stop() would find no pid and leave the server running.
+        _wait_until(
+            lambda: port_open(self.port) and self._pid() is not None,
+            30,
+            f"Redis on port {self.port}",
+        )
 
     def stop(self) -> None:
         pid = self._pid()

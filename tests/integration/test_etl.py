@@ -361,8 +361,8 @@ def test_cli_idb_generate_json_and_etl_status(
         "SELECT count(*) FROM discard WHERE source_table = 'interaction_segment_fact'",
     )
     assert status["lag_seconds"] is not None
-    assert gim(["run", "Job_AggregateGIM", "--local"]) == 1
-    assert "cannot run in this version yet" in capsys.readouterr().err
+    assert gim(["run", "Job_UpdateStats", "--local"]) == 1  # M7: not run by hand
+    assert "is not run manually" in capsys.readouterr().out
 
 
 def test_m6_cooperative_stop_between_batches_keeps_committed_work(
