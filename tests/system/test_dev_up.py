@@ -153,7 +153,15 @@ def test_dev_up_runs_everything_and_ctrl_c_leaves_nothing_running() -> None:
         assert not any(port_open(port) for port in ports.values())
         print(f"./dev up: worker visible in Flower after {startup_seconds:.1f} s")
     finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
+        if up.poll() is None:  # a failed assertion: stop it the way a user would, then force
+            children = _descendants(up.pid)
+            up.send_signal(signal.SIGINT)
+            try:
+                up.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
+            for pid in children:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
         subprocess.run([str(ROOT / "dev"), "services", "stop"], env=env, capture_output=True)
         shutil.rmtree(local, ignore_errors=True)
