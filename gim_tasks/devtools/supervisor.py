@@ -1,7 +1,8 @@
 """A small foreground process supervisor for ``./dev up``.
 
 Each child runs in its own session (process group), so Ctrl-C reaches only this supervisor,
-which then stops the children in order: SIGTERM to each group, SIGKILL after a grace period.
+which then stops the children in order: SIGTERM to each main process (a warm shutdown for
+Celery workers), then SIGKILL to each whole group after a grace period.
 Killing the whole group also ends pool processes a child forked (Celery prefork workers), so
 nothing is left running.
 """
@@ -92,7 +93,10 @@ class Supervisor:
         running = [c for c in reversed(self.children) if c.process and c.process.poll() is None]
         for child in running:
             self.say("dev", f"stopping {child.name}")
-            _signal_group(child, signal.SIGTERM)
+            # The main process only: a Celery worker then shuts down warmly (its running jobs
+            # are asked to stop and end Stopped); whatever is left is killed below.
+            assert child.process is not None
+            child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + GRACE_SECONDS
         for child in running:
             assert child.process is not None

@@ -70,7 +70,38 @@ def run_job(
     return {"run_id": run_id, "state": state}
 
 
+def request_stop_of_active_runs(**_: Any) -> None:
+    """Warm shutdown (SIGTERM): ask this worker's running jobs to stop at their next safe
+    point, so the current batch finishes and the run ends Stopped instead of being cut off.
+    The jobs see the request through their heartbeat (runtime/execution.py)."""
+    from celery.worker import state
+
+    task_ids = [request.id for request in list(state.active_requests)]
+    if not task_ids:
+        return
+    import sqlalchemy as sa
+
+    from gim_tasks.db.tables import job_run
+
+    with _engine().begin() as conn:
+        conn.execute(
+            sa.update(job_run)
+            .where(
+                job_run.c.task_id.in_(task_ids),
+                job_run.c.state == "Running",
+                job_run.c.stop_requested_at.is_(None),
+            )
+            .values(
+                stop_requested_at=sa.func.now(), reason="worker shutting down", ended_by="worker"
+            )
+        )
+    log.warning("worker shutting down: asked runs of tasks %s to stop", task_ids)
+
+
 def register(app: Celery) -> None:
+    from celery import signals
+
+    signals.worker_shutting_down.connect(request_stop_of_active_runs, weak=False)
     for info in JOBS:
         if info.name not in BODIES:
             continue

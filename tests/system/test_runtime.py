@@ -315,3 +315,16 @@ def test_r2_worker_killed_mid_run_ends_failed_and_next_run_completes_exactly(
     with stack.engine.connect() as a, engine.connect() as b:
         assert a.execute(sa.text(query)).one() == b.execute(sa.text(query)).one()  # D1
     engine.dispose()
+
+
+def test_worker_sigterm_stops_a_continuous_run_gracefully(stack: Stack) -> None:
+    stack.env.update({"GIM_HEARTBEAT_SECONDS": "1"})
+    worker = stack.worker("graceful")
+    result = stack.gim("run", "Job_AggregateGIM")  # run-aggregates=false: runs until stopped
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_id = stack.runs("job = 'Job_AggregateGIM'")[0].id
+    stack.wait(lambda: stack.runs(f"id = {run_id}")[0].state == "Running", 60, "running")
+    worker.send_signal(signal.SIGTERM)  # warm shutdown of the main process only
+    stack.wait(lambda: stack.runs(f"id = {run_id}")[0].state == "Stopped", 40, "stopped")
+    assert stack.runs(f"id = {run_id}")[0].reason == "worker shutting down"
+    assert worker.wait(timeout=40) is not None
