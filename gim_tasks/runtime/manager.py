@@ -38,6 +38,21 @@ class Admission:
     reason: str | None = None
 
 
+def _record(
+    conn: Connection, values: dict[str, Any], state: str, reason: str | None, **extra: Any
+) -> int:
+    """Insert a run row (M8: who and when are in ``values`` and ``created_at``)."""
+    if state == "Rejected":
+        extra["ended_at"] = sa.func.now()
+    return int(
+        conn.execute(
+            sa.insert(job_run)
+            .values(**values, state=state, reason=reason, **extra)
+            .returning(job_run.c.id)
+        ).scalar_one()
+    )
+
+
 def _active(conn: Connection) -> list[sa.Row[Any]]:
     """Runs Running or about to run (sent to a worker)."""
     return list(
@@ -98,31 +113,16 @@ def request_run(
             "forced": force,
         }
         if reason is not None:
-            run_id = conn.execute(
-                sa.insert(job_run)
-                .values(**values, state="Rejected", reason=reason, ended_at=sa.func.now())
-                .returning(job_run.c.id)
-            ).scalar_one()
+            run_id = _record(conn, values, "Rejected", reason)
             return Admission(run_id, "Rejected", reason)
         wait = _wait_reason(active, job)
         if job == AGGREGATE and (params or {}).get("params") and not wait:
             wait_note = "aggregation was not running: started, and the request is queued (M4)"
-            run_id = conn.execute(
-                sa.insert(job_run)
-                .values(**values, state="Scheduled", reason=wait_note, dispatched_at=sa.func.now())
-                .returning(job_run.c.id)
-            ).scalar_one()
+            run_id = _record(conn, values, "Scheduled", wait_note, dispatched_at=sa.func.now())
             return Admission(run_id, "Running", wait_note)
-        run_id = conn.execute(
-            sa.insert(job_run)
-            .values(
-                **values,
-                state="Scheduled",
-                reason=wait,
-                dispatched_at=None if wait else sa.func.now(),
-            )
-            .returning(job_run.c.id)
-        ).scalar_one()
+        run_id = _record(
+            conn, values, "Scheduled", wait, dispatched_at=None if wait else sa.func.now()
+        )
         return Admission(run_id, "Scheduled" if wait else "Running", wait)
 
 
@@ -139,11 +139,7 @@ def _aggregation_rules(
         try:
             parsed = parse_params(text)
         except ParamError as error:
-            run_id = conn.execute(
-                sa.insert(job_run)
-                .values(**values, state="Rejected", reason=str(error), ended_at=sa.func.now())
-                .returning(job_run.c.id)
-            ).scalar_one()
+            run_id = _record(conn, values, "Rejected", str(error))
             return Admission(run_id, "Rejected", str(error))
         request = conn.execute(
             sa.insert(agg_request)
@@ -170,11 +166,7 @@ def _aggregation_rules(
             "run-aggregates=true and no aggregation window is open: aggregation runs "
             f"only inside its windows (M3){queued}"
         )
-        run_id = conn.execute(
-            sa.insert(job_run)
-            .values(**values, state="Rejected", reason=reason, ended_at=sa.func.now())
-            .returning(job_run.c.id)
-        ).scalar_one()
+        run_id = _record(conn, values, "Rejected", reason)
         return Admission(run_id, "Rejected", reason)
     return None
 
