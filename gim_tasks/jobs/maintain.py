@@ -23,6 +23,7 @@ from datetime import date, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from gim_tasks.aggregate.registry import HIERARCHIES
 from gim_tasks.db import calendar
 from gim_tasks.db import mart_tables as mart
 from gim_tasks.db.partitions import (
@@ -141,6 +142,29 @@ def step_retention(ctx: JobContext) -> dict[str, object]:
         "WHERE ended_at < :cutoff AND state = ANY(:final) LIMIT :n)",
         {"cutoff": cutoff("days-to-keep-job-history"), "final": list(FINAL_STATES)},
     )
+    # Aggregates below DAY (SUBHOUR, HOUR) older than days-to-keep-aggregates; DAY and above
+    # are small and kept. Tables exist once aggregation ran.
+    aggregates_cutoff = cutoff("days-to-keep-aggregates")
+    with ctx.mart.connect() as conn:
+        existing = set(sa.inspect(conn).get_table_names())
+    for hierarchy in HIERARCHIES:
+        subhour, hour = hierarchy.table("SUBHOUR"), hierarchy.table("HOUR")
+        if subhour in existing:
+            purged[subhour] = _purge(
+                ctx,
+                subhour,
+                f"DELETE FROM {subhour} WHERE ctid IN (SELECT ctid FROM {subhour} "
+                "WHERE date_time_key < extract(epoch FROM CAST(:cutoff AS timestamptz)) LIMIT :n)",
+                {"cutoff": aggregates_cutoff},
+            )
+        if hour in existing:
+            purged[hour] = _purge(
+                ctx,
+                hour,
+                f"DELETE FROM {hour} WHERE ctid IN (SELECT ctid FROM {hour} "
+                "WHERE bucket < CAST(:cutoff AS timestamptz) AT TIME ZONE :tz LIMIT :n)",
+                {"cutoff": aggregates_cutoff, "tz": str(ctx.options.get("schedule", "timezone"))},
+            )
     return {"rows_purged": purged}
 
 

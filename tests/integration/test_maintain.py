@@ -213,3 +213,41 @@ def test_update_stats_analyzes_exactly_the_tables_that_changed(database_url: str
     assert changed == {"discard"}
     tables = ctx.counts.summary["tables"]
     assert isinstance(tables, dict) and tables == {"discard": ["analyze"]}
+
+
+def test_retention_of_aggregates_below_day(database_url: str) -> None:
+    from gim_tasks.aggregate.compute import ensure_tables
+
+    engine = make_engine(database_url)
+    old, young = NOW - timedelta(days=900), NOW - timedelta(days=2)
+    with engine.begin() as conn:
+        ensure_tables(conn)
+        for at in (old, young):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO agg_h_queue_subhour (date_time_key, queue_key, "
+                    "offered, answered, abandoned, transferred, "
+                    "answered_in_service_level, wait_seconds, talk_seconds, "
+                    "hold_seconds, wrap_seconds) VALUES (:k, 1, 1, 1, 0, 0, 1, 5, "
+                    "60, 0, 10)"
+                ),
+                {"k": int(at.timestamp()) // 900 * 900},
+            )
+            for level in ("hour", "day"):
+                conn.execute(
+                    sa.text(
+                        f"INSERT INTO agg_h_queue_{level} (bucket, queue_key, "
+                        "offered, answered, abandoned, transferred, "
+                        "answered_in_service_level, wait_seconds, talk_seconds, "
+                        "hold_seconds, wrap_seconds) VALUES (:b, 1, 1, 1, 0, 0, 1, "
+                        "5, 60, 0, 10)"
+                    ),
+                    {"b": at.replace(tzinfo=None)},
+                )
+    ctx = context(database_url, opts(**{"gim-etl:days-to-keep-aggregates": "800"}))
+    maintain.run(ctx)
+    assert scalar(database_url, "SELECT count(*) FROM agg_h_queue_subhour") == 1
+    assert scalar(database_url, "SELECT count(*) FROM agg_h_queue_hour") == 1
+    assert scalar(database_url, "SELECT count(*) FROM agg_h_queue_day") == 2  # DAY+ kept
+    purged = ctx.counts.summary["retention"]["rows_purged"]  # type: ignore[index]
+    assert purged["agg_h_queue_subhour"] == 1 and purged["agg_h_queue_hour"] == 1
