@@ -27,9 +27,8 @@ from gim_tasks.jobs.base import JobContext
 from gim_tasks.jobs.extract import idb_name
 from gim_tasks.jobs.registry import body_of
 from gim_tasks.options import store
-from gim_tasks.options.check import check_options
-from gim_tasks.runtime import runs
-from gim_tasks.schedule.jobs import BY_NAME
+from gim_tasks.runtime import manager, runs
+from gim_tasks.runtime.health import output_directory
 from gim_tasks.settings import get_settings, redact
 
 idb_app = typer.Typer(help="Source IDB databases: schema and traffic.", no_args_is_help=True)
@@ -145,18 +144,6 @@ def _progress() -> Progress:
     )
 
 
-def manual_refusal(job: str, force: bool) -> str | None:
-    """M7: jobs that are not run by hand say which option schedules them."""
-    info = BY_NAME.get(job)
-    if info is None or info.manual or force:
-        return None
-    schedule = {"Job_UpdateStats": "update-stats-schedule", "Job_ExportGIM": "export-schedule"}
-    return (
-        f"{job} is not run manually: it runs on [schedule] {schedule[job]} when "
-        f"{info.enabled_by}=true; an admin may force a run with --force (M7)"
-    )
-
-
 def run_local(
     job: str,
     actor: str,
@@ -175,8 +162,9 @@ def run_local(
     runs.sweep_lost_local_runs(engine)
     with engine.connect() as conn:
         options = store.load_options(conn)
+        # The same refusals as the distributed path (M7, C2): one implementation.
+        refusal = manager.refusal_for(conn, job, force)
     trigger = "forced" if force else "manual"
-    refusal = check_options(options).refusal() or manual_refusal(job, force)
     if refusal is not None:
         return runs.reject(engine, job, trigger, actor, refusal), "Rejected", None, refusal
     started = runs.start_run(engine, job, trigger, actor, forced=force)
@@ -322,8 +310,6 @@ export_app = typer.Typer(help="CSV export: progress and files.", no_args_is_help
 
 
 def export_status_data() -> dict[str, Any]:
-    from gim_tasks.jobs.export import output_directory
-
     settings = get_settings()
     engine = mart_engine()
     with engine.connect() as conn:
@@ -331,10 +317,7 @@ def export_status_data() -> dict[str, Any]:
         mark = conn.execute(
             sa.text("SELECT exported_through, last_chunk FROM export_mark WHERE id = 1")
         ).one_or_none()
-    ctx = JobContext(
-        mart=engine, idb_urls=[], options=options, output_base=settings.output_directory
-    )
-    base = output_directory(ctx)
+    base = output_directory(options, settings)
     chunks = sorted(base.glob("chunk-*")) if base.exists() else []
     files = [f for chunk in chunks for f in chunk.iterdir() if f.is_file()]
     return {

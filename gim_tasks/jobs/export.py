@@ -36,6 +36,7 @@ from psycopg import sql
 
 from gim_tasks.db import mart_tables as mart
 from gim_tasks.jobs.base import JobContext
+from gim_tasks.options.values import Options
 
 log = logging.getLogger("gim_tasks.jobs.export")
 
@@ -108,9 +109,15 @@ def chunk_name(start: datetime, end: datetime) -> str:
     return f"chunk-{start:%Y%m%dT%H%M%SZ}-{end:%Y%m%dT%H%M%SZ}"
 
 
+def resolve_output_directory(options: Options, base: Path) -> Path:
+    """The export folder: the option, resolved under ``base`` (GIM_OUTPUT_DIRECTORY) when
+    relative."""
+    configured = Path(str(options.get("gim-export", "output-directory")))
+    return configured if configured.is_absolute() else base / configured
+
+
 def output_directory(ctx: JobContext) -> Path:
-    configured = Path(str(ctx.options.get("gim-export", "output-directory")))
-    return configured if configured.is_absolute() else ctx.output_base / configured
+    return resolve_output_directory(ctx.options, ctx.output_base)
 
 
 def _fsync(path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from gim_tasks.db.engine import make_engine
+from gim_tasks.jobs.export import resolve_output_directory
 from gim_tasks.options.check import CheckReport, Finding, Level, check_options
 from gim_tasks.options.values import Options
 from gim_tasks.settings import Settings
@@ -22,8 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def output_directory(options: Options, settings: Settings) -> Path:
     """The export folder: the option, resolved under GIM_OUTPUT_DIRECTORY when relative."""
-    configured = Path(options.get("gim-export", "output-directory"))
-    return configured if configured.is_absolute() else settings.output_directory / configured
+    return resolve_output_directory(options, settings.output_directory)
 
 
 def check_output_directory(path: Path) -> str | None:
