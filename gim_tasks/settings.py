@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         description="Public URL of the web app, used for links in mails.",
         examples=["https://gim.example.com"],
     )
+    web_secret: str = Field(
+        default="",
+        description="Key that signs web session cookies; the same on every web replica "
+        "(empty: a random key per process, so sessions end when it restarts).",
+        examples=["a-long-random-string"],
+    )
     log_level: str = Field(
         default="INFO",
         pattern="^(DEBUG|INFO|WARNING|ERROR)$",

@@ -22,6 +22,7 @@ from gim_tasks.cli import config as config_cli
 from gim_tasks.cli import etl as etl_cli
 from gim_tasks.cli import runs as runs_cli
 from gim_tasks.cli import schedule as schedule_cli
+from gim_tasks.cli import web as web_cli
 from gim_tasks.cli.common import JsonFlag, out
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import connection_problem, make_engine
@@ -40,6 +41,10 @@ app.add_typer(etl_cli.idb_app, name="idb")
 app.add_typer(etl_cli.etl_app, name="etl")
 app.add_typer(etl_cli.export_app, name="export")
 app.add_typer(etl_cli.aggregate_app, name="aggregate")
+app.add_typer(web_cli.user_app, name="user")
+app.add_typer(web_cli.token_app, name="token")
+app.add_typer(web_cli.notify_app, name="notify")
+app.command("web")(web_cli.web_command)
 app.command("run")(runs_cli.run_command)
 app.command("stop")(runs_cli.stop_command)
 app.command("cancel")(runs_cli.cancel_command)

@@ -12,12 +12,14 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    ForeignKey,
     Identity,
     Index,
     Integer,
     MetaData,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -116,4 +118,71 @@ job_run = Table(
     Index("uq_job_run_one_running", "job", unique=True, postgresql_where=text("state = 'Running'")),
     Index("ix_job_run_job_created", "job", "created_at"),
     Index("ix_job_run_state", "state"),
+)
+
+#: Roles of SPEC A5, weakest first: each role may do what the ones before it may.
+ROLES = ("viewer", "operator", "admin")
+
+#: Users of the web app and API (A5). Passwords are argon2 hashes (gim_tasks.web.auth).
+web_user = Table(
+    "web_user",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("role", Text, nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("email", Text),  # where notifications for this user go (A3)
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("created_by", Text, nullable=False),
+    CheckConstraint("role IN (" + ", ".join(f"'{role}'" for role in ROLES) + ")", name="role"),
+)
+
+#: API tokens for scripts (``Authorization: Bearer``). Only a SHA-256 of the token is kept:
+#: tokens are 256-bit random, so a fast hash is enough and lookups stay indexed.
+api_token = Table(
+    "api_token",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("user_id", BigInteger, ForeignKey("web_user.id", ondelete="CASCADE"), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("token_sha256", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("last_used_at", DateTime(timezone=True)),
+)
+
+#: A3: who hears about a job's runs. ``recipient`` is a user name or an e-mail address.
+notification_subscription = Table(
+    "notification_subscription",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("job", Text, nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("on_success", Boolean, nullable=False),
+    Column("on_error", Boolean, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    UniqueConstraint("job", "recipient", name="uq_notification_subscription_job_recipient"),
+    CheckConstraint("on_success OR on_error", name="some_event"),
+)
+
+#: The outbox of notification mails (A3). A trigger on job_run inserts the rows in the same
+#: transaction that ends a run, so no run end is ever without its mails, whichever process
+#: ended it (worker, beat's worker-lost sweep). The unique key makes it once per recipient.
+notification = Table(
+    "notification",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("run_id", BigInteger, ForeignKey("job_run.id", ondelete="CASCADE"), nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("state", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text),
+    Column(
+        "next_attempt_at", DateTime(timezone=True), nullable=False, server_default=text("now()")
+    ),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    UniqueConstraint("run_id", "recipient", name="uq_notification_run_recipient"),
+    CheckConstraint("state IN ('pending', 'sent', 'failed')", name="state"),
+    Index("ix_notification_pending", "next_attempt_at", postgresql_where=text("state = 'pending'")),
 )

@@ -34,6 +34,7 @@ from gim_tasks.runtime.state import load_state
 from gim_tasks.schedule.engine import Hold, Launch, Release, Skip, Stop, Tick, decide
 from gim_tasks.schedule.jobs import BY_NAME
 from gim_tasks.settings import get_settings
+from gim_tasks.web import notify
 
 log = logging.getLogger("gim_tasks.runtime.beat")
 
@@ -186,6 +187,10 @@ class GimScheduler(RedBeatScheduler):
         engine = self._engine
         for run_id in sweep_lost(engine):
             log.warning("run %s: worker lost (R2)", run_id)
+        # A3: mails of runs whose notify task is overdue (lost message, worker restarts), and
+        # of runs just declared lost. The claim in due_runs keeps ticks from resending.
+        for run_id in notify.due_runs(engine, now):
+            notify.send_task(self.app, run_id)
         for run_id, task_id in overdue_stops(engine):
             if task_id:
                 log.warning(

@@ -67,7 +67,32 @@ def run_job(
         )
         return {"run_id": run_id, "state": "not claimable"}
     state = run_claimed(engine, run_id, token, BODIES[job], get_settings().idb_urls)
+    _announce(run_id)
     return {"run_id": run_id, "state": state}
+
+
+def _announce(run_id: int) -> None:
+    """Queue the run's notification mails (A3), if anyone subscribed; the beat relays them
+    if this message is lost."""
+    from gim_tasks.runtime.celery_app import app
+    from gim_tasks.web import notify
+
+    try:
+        if notify.has_pending(_engine(), run_id):
+            notify.send_task(app, run_id)
+    except Exception:  # a mail problem never changes the run (A3)
+        log.exception("run %s: could not queue its notifications", run_id)
+
+
+def notify_task(self: Any, run_id: int) -> dict[str, int]:
+    """Send a run's notification mails; retried with back-off while SMTP fails (A3)."""
+    from gim_tasks.web import notify
+
+    sent, pending = notify.deliver(_engine(), get_settings(), run_id)
+    if pending:
+        attempt = self.request.retries + 1
+        raise self.retry(countdown=notify.backoff(attempt).total_seconds())
+    return {"run_id": run_id, "sent": sent}
 
 
 def request_stop_of_active_runs(**_: Any) -> None:
@@ -101,7 +126,12 @@ def request_stop_of_active_runs(**_: Any) -> None:
 def register(app: Celery) -> None:
     from celery import signals
 
+    from gim_tasks.web.notify import MAX_ATTEMPTS, NOTIFY_TASK
+
     signals.worker_shutting_down.connect(request_stop_of_active_runs, weak=False)
+    app.task(name=NOTIFY_TASK, bind=True, queue="notify", acks_late=True, max_retries=MAX_ATTEMPTS)(
+        notify_task
+    )
     for info in JOBS:
         if info.name not in BODIES:
             continue

@@ -1,0 +1,686 @@
+"""The Monitor Jobs web app and its JSON API (SPEC §7).
+
+Server-rendered pages (Jinja templates, no JavaScript) and a JSON API under ``/api`` with
+OpenAPI docs. Both sit on the same manager operations as the CLI and ``celery call``
+(``gim_tasks.runtime.manager``), so the rules cannot differ between them.
+
+Security (A5):
+* Every route but ``/login``, ``/healthz`` and ``/static`` depends on :func:`page_role` or
+  :func:`api_role`, which check the caller's role; a test enumerates the routes and fails on
+  any route without a check.
+* Browsers log in with a password (argon2) and get a signed session cookie (HttpOnly,
+  SameSite=Lax, Secure when GIM_WEB_BASE_URL is https). Every state-changing request made
+  with that cookie carries the session's CSRF token (form field ``csrf`` or header
+  ``X-CSRF-Token``), compared in constant time.
+* Scripts send ``Authorization: Bearer <token>``; a bearer request carries no ambient
+  credentials, so it needs no CSRF token.
+* Request bodies are limited to :data:`MAX_BODY` bytes; payload fields have length limits.
+"""
+
+
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, Form, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gim_tasks import __version__
+from gim_tasks.db.engine import make_engine
+from gim_tasks.db.tables import RUN_STATES
+from gim_tasks.errors import GimError
+from gim_tasks.options import store
+from gim_tasks.options.registry import OPTIONS, OptionError
+from gim_tasks.runtime import manager
+from gim_tasks.runtime.health import check_deployment
+from gim_tasks.schedule.jobs import AGGREGATE, CATEGORIES, JOB_NAMES
+from gim_tasks.schedule.localtime import zone
+from gim_tasks.settings import Settings, get_settings
+from gim_tasks.web import auth, notify, views
+from gim_tasks.web.auth import Principal
+
+log = logging.getLogger("gim_tasks.web")
+
+HERE = Path(__file__).parent
+MAX_BODY = 64 * 1024
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+#: Routes anyone may call; every other route must check a role (tests enforce it).
+PUBLIC_PATHS = ("/login", "/healthz", "/static")
+
+
+class ApiError(HTTPException):
+    """An error answered as ``{"error": message}`` on /api and as a page elsewhere."""
+
+
+class LoginRequired(Exception):
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+
+class BodyLimit:
+    """Refuse request bodies above ``limit`` bytes (413), whether announced by
+    Content-Length or streamed, before any route reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise ApiError(413, f"request body larger than {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse(
+            {"error": f"request body larger than {self.limit} bytes"}, status_code=413
+        )
+        await response({"type": "http"}, _empty_receive, send)
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.request", "body": b""}
+
+
+# ---------------------------------------------------------------------------------------------
+# Payloads of the API (pydantic validates them; errors come back as 422 naming the field).
+
+
+class RunRequest(BaseModel):
+    job: str = Field(max_length=64, description="Job name, e.g. Job_ExtractICON.")
+    params: str = Field(
+        default="",
+        max_length=2000,
+        description="Job_AggregateGIM only: '-insertPendingAgg <AGR_SET>:<START>:<END>' (M4).",
+    )
+    force: bool = Field(default=False, description="Admin only: force a non-manual job (M7).")
+
+
+class OptionValue(BaseModel):
+    value: str = Field(max_length=2000)
+
+
+class Subscription(BaseModel):
+    job: str = Field(max_length=64)
+    recipient: str = Field(max_length=320, description="A user name or an e-mail address.")
+    on_success: bool = True
+    on_error: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = engine or make_engine(settings.database_url)
+    secret = settings.web_secret or secrets.token_urlsafe(32)
+    if not settings.web_secret:
+        log.warning("GIM_WEB_SECRET is not set: sessions end when this process restarts")
+    app = FastAPI(
+        title="gim-tasks Monitor Jobs API",
+        version=__version__,
+        description="Run, stop and follow the jobs of the Info Mart. Authenticate with "
+        "`Authorization: Bearer <token>` (`gim token create NAME`).",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.globals.update(categories=CATEGORIES, jobs=JOB_NAMES, states=RUN_STATES)
+    templates.env.filters["local"] = lambda value, tz: _local(value, tz)
+
+    # ----- who is calling ------------------------------------------------------------------
+
+    def principal(request: Request) -> Principal | None:
+        header = request.headers.get("authorization")
+        if header:
+            scheme, _, token = header.partition(" ")
+            found = (
+                auth.token_principal(engine, token.strip()) if scheme.lower() == "bearer" else None
+            )
+            if found is None:
+                raise ApiError(401, "invalid API token (Authorization: Bearer <token>)")
+            return found
+        user_id = request.session.get("uid")
+        if isinstance(user_id, int):
+            return auth.user_by_id(engine, user_id)
+        return None
+
+    def _csrf_ok(request: Request, sent: str | None) -> bool:
+        expected = request.session.get("csrf")
+        return bool(expected and sent and hmac.compare_digest(str(expected), str(sent)))
+
+    def api_role(needed: str) -> Callable[[Request], Awaitable[Principal]]:
+        async def check(request: Request) -> Principal:
+            who = await run_in_threadpool(principal, request)
+            if who is None:
+                raise ApiError(
+                    401, "authentication required: log in or send Authorization: Bearer <token>"
+                )
+            if not who.may(needed):
+                raise ApiError(403, f"this needs the {needed} role; {who.name} is {who.role}")
+            if (
+                request.method not in SAFE_METHODS
+                and who.via == "session"
+                and not _csrf_ok(request, request.headers.get("x-csrf-token"))
+            ):
+                raise ApiError(403, "missing or wrong X-CSRF-Token header")
+            return who
+
+        check.role = needed  # type: ignore[attr-defined]
+        return check
+
+    def page_role(needed: str) -> Callable[[Request], Awaitable[Principal]]:
+        async def check(request: Request) -> Principal:
+            who = await run_in_threadpool(principal, request)
+            if who is None:
+                raise LoginRequired(str(request.url.path))
+            if not who.may(needed):
+                raise HTTPException(403, f"this needs the {needed} role; {who.name} is {who.role}")
+            if request.method not in SAFE_METHODS and who.via == "session":
+                form = await request.form()
+                sent = form.get("csrf")
+                if not _csrf_ok(request, sent if isinstance(sent, str) else None):
+                    raise HTTPException(403, "the form is stale or forged (CSRF token); reload")
+            return who
+
+        check.role = needed  # type: ignore[attr-defined]
+        return check
+
+    Viewer = Annotated[Principal, Depends(api_role("viewer"))]
+    Operator = Annotated[Principal, Depends(api_role("operator"))]
+    Admin = Annotated[Principal, Depends(api_role("admin"))]
+    PageViewer = Annotated[Principal, Depends(page_role("viewer"))]
+    PageOperator = Annotated[Principal, Depends(page_role("operator"))]
+    PageAdmin = Annotated[Principal, Depends(page_role("admin"))]
+
+    # ----- errors ----------------------------------------------------------------------------
+
+    def _is_api(request: Request) -> bool:
+        return request.url.path.startswith("/api")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        if _is_api(request) or isinstance(error, ApiError) and error.status_code == 413:
+            return JSONResponse({"error": error.detail}, status_code=error.status_code)
+        return templates.TemplateResponse(
+            request,
+            "error.html",
+            {"status": error.status_code, "message": error.detail, "user": None},
+            status_code=error.status_code,
+        )
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, error: LoginRequired) -> Response:
+        return RedirectResponse(f"/login?next={quote(error.target)}", status_code=303)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> Response:
+        details = [
+            {
+                "field": ".".join(str(part) for part in e["loc"] if part != "body"),
+                "message": e["msg"],
+            }
+            for e in error.errors()
+        ]
+        text = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        return JSONResponse({"error": f"invalid request: {text}", "details": details}, 422)
+
+    def gim_error(error: GimError) -> ApiError:
+        message = str(error)
+        return ApiError(404 if "does not exist" in message else 400, message)
+
+    # ----- helpers ---------------------------------------------------------------------------
+
+    def tz_name() -> str:
+        return views.schedule_zone(engine)
+
+    def page(request: Request, name: str, who: Principal, **context: Any) -> Response:
+        days = _days(request.query_params.get("days"))
+        context.setdefault("notice", request.session.pop("notice", None))
+        return templates.TemplateResponse(
+            request,
+            name,
+            {
+                "user": who,
+                "csrf": request.session.get("csrf", ""),
+                "tz": context.pop("tz", None) or tz_name(),
+                "summary": views.summary(engine, days),
+                "path": request.url.path,
+                **context,
+            },
+        )
+
+    def back(request: Request, target: str, notice: str) -> Response:
+        request.session["notice"] = notice
+        return RedirectResponse(target, status_code=303)
+
+    def admit(job: str, params: str, force: bool, who: Principal) -> manager.Admission:
+        if params and job != AGGREGATE:
+            raise GimError(f"only {AGGREGATE} takes parameters; {job} takes none (M4)")
+        if force and not who.may("admin"):
+            raise ApiError(403, "forcing a run (M7) needs the admin role")
+        admission = manager.request_run(
+            engine, job, who.name, {"params": params} if params else None, force=force
+        )
+        if admission.state == "Running":
+            from gim_tasks.runtime.beat import send
+            from gim_tasks.runtime.celery_app import app as celery_app
+
+            send(celery_app, job, admission.run_id)
+        return admission
+
+    # ----- public ----------------------------------------------------------------------------
+
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_form(request: Request, next: str = "/jobs/scheduled") -> Response:
+        request.session.setdefault("csrf", secrets.token_urlsafe(32))
+        return templates.TemplateResponse(
+            request,
+            "login.html",
+            {"next": _safe_next(next), "csrf": request.session["csrf"], "user": None},
+        )
+
+    @app.post("/login", include_in_schema=False)
+    def login(
+        request: Request,
+        name: Annotated[str, Form(max_length=64)],
+        password: Annotated[str, Form(max_length=1024)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
+        next: Annotated[str, Form(max_length=500)] = "/jobs/scheduled",
+    ) -> Response:
+        if not _csrf_ok(request, csrf):
+            raise HTTPException(403, "the login form is stale; reload the page")
+        who = auth.authenticate(engine, name, password)
+        if who is None:
+            return templates.TemplateResponse(
+                request,
+                "login.html",
+                {
+                    "next": _safe_next(next),
+                    "csrf": request.session["csrf"],
+                    "error": "wrong user name or password",
+                    "user": None,
+                },
+                status_code=401,
+            )
+        request.session.clear()  # a new session (and CSRF token) at every login
+        request.session.update(uid=who.user_id, csrf=secrets.token_urlsafe(32))
+        return RedirectResponse(_safe_next(next), status_code=303)
+
+    # ----- pages -----------------------------------------------------------------------------
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request, who: PageViewer) -> Response:
+        request.session.clear()
+        return RedirectResponse("/login", status_code=303)
+
+    @app.get("/", include_in_schema=False)
+    def home(who: PageViewer) -> Response:
+        return RedirectResponse("/jobs/scheduled", status_code=303)
+
+    @app.get("/jobs/scheduled", response_class=HTMLResponse, include_in_schema=False)
+    def scheduled_page(request: Request, who: PageViewer, category: str = "") -> Response:
+        try:
+            rows = views.scheduled_jobs(engine, datetime.now(UTC), category)
+            queued = views.runs(engine, "scheduled", category=category or None)
+        except GimError as error:
+            raise HTTPException(400, str(error)) from None
+        return page(request, "scheduled.html", who, rows=rows, queued=queued, category=category)
+
+    @app.get("/jobs/running", response_class=HTMLResponse, include_in_schema=False)
+    def running_page(request: Request, who: PageViewer) -> Response:
+        return page(request, "running.html", who, runs=views.runs(engine, "running"))
+
+    @app.get("/jobs/history", response_class=HTMLResponse, include_in_schema=False)
+    def history_page(
+        request: Request,
+        who: PageViewer,
+        job: str = "",
+        category: str = "",
+        state: str = "",
+        date: str = "",
+    ) -> Response:
+        try:
+            found = views.runs(
+                engine,
+                "history",
+                job or None,
+                category or None,
+                state or None,
+                date or None,
+                limit=200,
+            )
+        except GimError as error:
+            raise HTTPException(400, str(error)) from None
+        filters = {"job": job, "category": category, "state": state, "date": date}
+        return page(request, "history.html", who, runs=found, filters=filters)
+
+    @app.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
+    def run_page(request: Request, who: PageViewer, run_id: int) -> Response:
+        detail = views.run_detail(engine, run_id)
+        if detail is None:
+            raise HTTPException(404, f"run {run_id} does not exist")
+        return page(request, "run.html", who, run=detail)
+
+    @app.get("/jobs/run", response_class=HTMLResponse, include_in_schema=False)
+    def run_job_form(request: Request, who: PageOperator, job: str = "") -> Response:
+        return page(request, "run_job.html", who, selected=job, params="", reply=None)
+
+    @app.post("/jobs/run", response_class=HTMLResponse, include_in_schema=False)
+    def run_job_page(
+        request: Request,
+        who: PageOperator,
+        job: Annotated[str, Form(max_length=64)],
+        params: Annotated[str, Form(max_length=2000)] = "",
+        force: Annotated[bool, Form()] = False,
+    ) -> Response:
+        try:
+            admission = admit(job, params.strip(), force, who)
+            reply = {
+                "run_id": admission.run_id,
+                "state": admission.state,
+                "reason": admission.reason,
+            }
+        except GimError as error:
+            reply = {"run_id": None, "state": "Rejected", "reason": str(error)}
+        except ApiError as error:
+            reply = {"run_id": None, "state": "Rejected", "reason": error.detail}
+        return page(request, "run_job.html", who, selected=job, params=params, reply=reply)
+
+    @app.post("/runs/{run_id}/stop", include_in_schema=False)
+    def stop_page(request: Request, who: PageOperator, run_id: int) -> Response:
+        try:
+            notice = manager.stop_run(engine, run_id, who.name)
+        except GimError as error:
+            notice = str(error)
+        return back(request, request.headers.get("referer") or "/jobs/running", notice)
+
+    @app.post("/runs/{run_id}/cancel", include_in_schema=False)
+    def cancel_page(request: Request, who: PageOperator, run_id: int) -> Response:
+        try:
+            notice = manager.cancel_run(engine, run_id, who.name)
+        except GimError as error:
+            notice = str(error)
+        return back(request, request.headers.get("referer") or "/jobs/scheduled", notice)
+
+    def option_rows() -> tuple[list[dict[str, Any]], Any]:
+        with engine.connect() as conn:
+            options = store.load_options(conn)
+        report = check_deployment(options, settings)
+        rows = [
+            {
+                "section": spec.section,
+                "name": spec.name,
+                "value": options.texts[spec.key],
+                "default": spec.default,
+                "stored": spec.key in options.stored,
+                "description": spec.description,
+                "allowed": spec.type.allowed,
+                "changed_by": options.changes[spec.key].actor
+                if spec.key in options.changes
+                else "",
+            }
+            for spec in OPTIONS
+        ]
+        return rows, report
+
+    @app.get("/options", response_class=HTMLResponse, include_in_schema=False)
+    def options_page(request: Request, who: PageViewer) -> Response:
+        rows, report = option_rows()
+        return page(request, "options.html", who, options=rows, report=report)
+
+    @app.post("/options", include_in_schema=False)
+    def options_edit(
+        request: Request,
+        who: PageAdmin,
+        section: Annotated[str, Form(max_length=64)],
+        name: Annotated[str, Form(max_length=64)],
+        value: Annotated[str, Form(max_length=2000)] = "",
+        reset: Annotated[bool, Form()] = False,
+    ) -> Response:
+        try:
+            if reset:
+                update = store.unset_option(engine, section, name, who.name)
+            else:
+                update = store.set_option(engine, section, name, value, who.name)
+            notice = f"saved: {update}"
+        except (GimError, OptionError) as error:
+            notice = f"not saved: {error}"
+        return back(request, "/options", notice)
+
+    @app.get("/notifications", response_class=HTMLResponse, include_in_schema=False)
+    def notifications_page(request: Request, who: PageViewer) -> Response:
+        subscriptions = notify.list_subscriptions(engine)
+        return page(request, "notifications.html", who, subscriptions=subscriptions)
+
+    @app.post("/notifications", include_in_schema=False)
+    def notifications_add(
+        request: Request,
+        who: PageAdmin,
+        job: Annotated[str, Form(max_length=64)],
+        recipient: Annotated[str, Form(max_length=320)],
+        on_success: Annotated[bool, Form()] = False,
+        on_error: Annotated[bool, Form()] = False,
+    ) -> Response:
+        try:
+            notify.add_subscription(engine, job, recipient, on_success, on_error, who.name)
+            notice = f"{recipient} is notified of {job}"
+        except GimError as error:
+            notice = f"not saved: {error}"
+        return back(request, "/notifications", notice)
+
+    @app.post("/notifications/{subscription_id}/delete", include_in_schema=False)
+    def notifications_delete(request: Request, who: PageAdmin, subscription_id: int) -> Response:
+        try:
+            notify.remove_subscription(engine, subscription_id)
+            notice = "subscription removed"
+        except GimError as error:
+            notice = str(error)
+        return back(request, "/notifications", notice)
+
+    # ----- API -------------------------------------------------------------------------------
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def openapi(who: Viewer) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/api/docs", include_in_schema=False)
+    def docs(who: Viewer) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/api/openapi.json", title=app.title)
+
+    @app.get("/api/me", tags=["session"])
+    def me(who: Viewer) -> dict[str, str]:
+        """Who you are and your role."""
+        return {"name": who.name, "role": who.role, "via": who.via}
+
+    @app.get("/api/jobs/scheduled", tags=["jobs"])
+    def api_scheduled(
+        who: Viewer, category: Annotated[str | None, Query(max_length=32)] = None
+    ) -> list[dict[str, Any]]:
+        """The Scheduled tab (A1): one object per job, Next Run in the schedule's zone."""
+        try:
+            return views.scheduled_jobs(engine, datetime.now(UTC), category)
+        except GimError as error:
+            raise gim_error(error) from None
+
+    @app.get("/api/runs", tags=["runs"])
+    def api_runs(
+        who: Viewer,
+        which: Annotated[str, Query(pattern="^(all|running|scheduled|history)$")] = "all",
+        job: Annotated[str | None, Query(max_length=64)] = None,
+        category: Annotated[str | None, Query(max_length=32)] = None,
+        state: Annotated[str | None, Query(max_length=32)] = None,
+        date: Annotated[str | None, Query(max_length=10, description="YYYY-MM-DD")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Runs newest first (A2), filtered by job, category, state and local date."""
+        try:
+            return views.runs(engine, which, job, category, state, date, limit)
+        except GimError as error:
+            raise gim_error(error) from None
+
+    @app.get("/api/runs/{run_id}", tags=["runs"])
+    def api_run(who: Viewer, run_id: int) -> dict[str, Any]:
+        """One run with its counts, error, discards and notification mails."""
+        detail = views.run_detail(engine, run_id)
+        if detail is None:
+            raise ApiError(404, f"run {run_id} does not exist")
+        return detail
+
+    @app.post("/api/runs", tags=["runs"], status_code=201)
+    def api_run_job(who: Operator, body: RunRequest) -> JSONResponse:
+        """Run a job now (M1): Running, Scheduled (with the reason) or Rejected (with the
+        reason; answered 409)."""
+        try:
+            admission = admit(body.job, body.params.strip(), body.force, who)
+        except GimError as error:
+            raise gim_error(error) from None
+        reply = {
+            "run_id": admission.run_id,
+            "state": admission.state,
+            "reason": admission.reason,
+        }
+        return JSONResponse(reply, status_code=409 if admission.state == "Rejected" else 201)
+
+    @app.post("/api/runs/{run_id}/stop", tags=["runs"])
+    def api_stop(who: Operator, run_id: int) -> dict[str, str]:
+        """Stop a Running run (M6): cooperative, then forced after the grace period."""
+        try:
+            return {"result": manager.stop_run(engine, run_id, who.name)}
+        except GimError as error:
+            raise gim_error(error) from None
+
+    @app.post("/api/runs/{run_id}/cancel", tags=["runs"])
+    def api_cancel(who: Operator, run_id: int) -> dict[str, str]:
+        """Cancel a Scheduled run (M6)."""
+        try:
+            return {"result": manager.cancel_run(engine, run_id, who.name)}
+        except GimError as error:
+            raise gim_error(error) from None
+
+    @app.get("/api/summary", tags=["jobs"])
+    def api_summary(who: Viewer, days: Annotated[int, Query(ge=1, le=366)] = 7) -> dict[str, Any]:
+        """Status summary (A4): per category, runs and failures of the last N days."""
+        return views.summary(engine, days)
+
+    @app.get("/api/options", tags=["options"])
+    def api_options(who: Viewer) -> dict[str, Any]:
+        """Every option with its value, and the configuration check's findings."""
+        rows, report = option_rows()
+        return {"options": rows, "check": [f.as_dict() for f in report.findings]}
+
+    @app.put("/api/options/{section}/{name}", tags=["options"])
+    def api_set_option(who: Admin, section: str, name: str, body: OptionValue) -> dict[str, Any]:
+        """Set one option (admin). An invalid value is refused and nothing is stored."""
+        try:
+            update = store.set_option(engine, section, name, body.value, who.name)
+        except (GimError, OptionError) as error:
+            raise gim_error(GimError(str(error))) from None
+        return {"option": f"[{section}] {name}", "old": update.old, "new": update.new}
+
+    @app.delete("/api/options/{section}/{name}", tags=["options"])
+    def api_unset_option(who: Admin, section: str, name: str) -> dict[str, Any]:
+        """Return one option to its default (admin)."""
+        try:
+            update = store.unset_option(engine, section, name, who.name)
+        except (GimError, OptionError) as error:
+            raise gim_error(GimError(str(error))) from None
+        return {"option": f"[{section}] {name}", "old": update.old, "new": update.new}
+
+    @app.get("/api/notifications", tags=["notifications"])
+    def api_subscriptions(who: Viewer) -> list[dict[str, Any]]:
+        """Notification subscriptions (A3)."""
+        return [
+            {**row, "created_at": row["created_at"].isoformat()}
+            for row in notify.list_subscriptions(engine)
+        ]
+
+    @app.post("/api/notifications", tags=["notifications"], status_code=201)
+    def api_subscribe(who: Admin, body: Subscription) -> dict[str, Any]:
+        """Subscribe a user or an address to a job's successes and/or errors (admin)."""
+        try:
+            sid = notify.add_subscription(
+                engine, body.job, body.recipient, body.on_success, body.on_error, who.name
+            )
+        except GimError as error:
+            raise gim_error(error) from None
+        return {"id": sid}
+
+    @app.delete("/api/notifications/{subscription_id}", tags=["notifications"])
+    def api_unsubscribe(who: Admin, subscription_id: int) -> dict[str, str]:
+        """Remove a subscription (admin)."""
+        try:
+            notify.remove_subscription(engine, subscription_id)
+        except GimError as error:
+            raise gim_error(error) from None
+        return {"result": f"subscription {subscription_id} removed"}
+
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=secret,
+        session_cookie="gim_session",
+        max_age=12 * 3600,
+        same_site="lax",
+        https_only=settings.web_base_url.startswith("https://"),
+    )
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    return app
+
+
+def _safe_next(target: str) -> str:
+    """Only local paths after login (no open redirect to another site)."""
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/jobs/scheduled"
+
+
+def _days(text: str | None) -> int:
+    try:
+        return min(max(int(text or 7), 1), 366)
+    except ValueError:
+        return 7
+
+
+def _local(value: str | datetime | None, tz_name: str) -> str:
+    if not value:
+        return "-"
+    instant = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return instant.astimezone(zone(tz_name)).strftime("%Y-%m-%d %H:%M:%S %Z")

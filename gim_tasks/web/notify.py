@@ -1,0 +1,279 @@
+"""Job notifications by e-mail (SPEC A3).
+
+Subscriptions name a job and a recipient (a user, whose e-mail address is used, or an
+address) with send-on-success and/or send-on-error. The database trigger ``job_run_notify``
+(migration 0008) writes one ``notification`` row per recipient in the transaction that ends a
+run, so a mail is never forgotten whichever process ends the run. Delivery is at-least-once:
+
+* the worker that ended the run sends the Celery task ``gim.notify`` at once;
+* the task locks each pending row (``FOR UPDATE SKIP LOCKED``, so two senders never mail the
+  same row at the same time), sends it by SMTP and marks it sent in that transaction; on an
+  SMTP error it records the attempt and the task retries with back-off;
+* the beat relays rows whose retry time has passed (a lost task, a worker restart).
+
+A mail failure only touches the ``notification`` row: the run's state never changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import parseaddr
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from gim_tasks.db.tables import job_run, notification, notification_subscription, web_user
+from gim_tasks.errors import GimError
+from gim_tasks.options import store
+from gim_tasks.schedule.jobs import JOB_NAMES
+from gim_tasks.schedule.localtime import zone
+from gim_tasks.settings import Settings
+
+log = logging.getLogger("gim_tasks.notify")
+
+SUCCESS_STATES = ("Completed", "Completed with warnings")
+ERROR_STATES = ("Failed", "Stopped")
+#: After this many failed attempts a mail is given up (state failed, error kept).
+MAX_ATTEMPTS = 12
+SMTP_TIMEOUT_SECONDS = 20
+
+
+def backoff(attempts: int) -> timedelta:
+    """30 s, 1 min, 2 min, ... capped at one hour."""
+    return timedelta(seconds=min(30 * 2 ** max(attempts - 1, 0), 3600))
+
+
+def _is_address(text: str) -> bool:
+    name, address = parseaddr(text)
+    local, _, domain = address.partition("@")
+    return bool(local and domain and "." in domain and address == text.strip())
+
+
+def add_subscription(
+    engine: Engine, job: str, recipient: str, on_success: bool, on_error: bool, actor: str
+) -> int:
+    """Subscribe ``recipient`` (a user name or an e-mail address) to ``job``'s run ends."""
+    if job not in JOB_NAMES:
+        raise GimError(f"unknown job '{job}'; jobs are {', '.join(JOB_NAMES)}")
+    recipient = recipient.strip()
+    if not on_success and not on_error:
+        raise GimError("choose send on success, send on error, or both")
+    with engine.begin() as conn:
+        user = conn.execute(
+            sa.select(web_user.c.email).where(web_user.c.name == recipient)
+        ).one_or_none()
+        if user is None and not _is_address(recipient):
+            raise GimError(
+                f"recipient '{recipient}' is neither a user nor an e-mail address "
+                "(name@example.com)"
+            )
+        if user is not None and not user.email:
+            raise GimError(
+                f"user '{recipient}' has no e-mail address; set one with "
+                f"`gim user update {recipient} --email ADDRESS`"
+            )
+        row = conn.execute(_upsert(job, recipient, on_success, on_error, actor)).scalar_one()
+    return int(row)
+
+
+def _upsert(job: str, recipient: str, on_success: bool, on_error: bool, actor: str) -> Any:
+    from sqlalchemy.dialects.postgresql import insert
+
+    statement = insert(notification_subscription).values(
+        job=job, recipient=recipient, on_success=on_success, on_error=on_error, created_by=actor
+    )
+    return statement.on_conflict_do_update(
+        constraint="uq_notification_subscription_job_recipient",
+        set_={"on_success": on_success, "on_error": on_error, "created_by": actor},
+    ).returning(notification_subscription.c.id)
+
+
+def remove_subscription(engine: Engine, subscription_id: int) -> None:
+    with engine.begin() as conn:
+        deleted = conn.execute(
+            sa.delete(notification_subscription).where(
+                notification_subscription.c.id == subscription_id
+            )
+        ).rowcount
+    if not deleted:
+        raise GimError(f"subscription {subscription_id} does not exist")
+
+
+def list_subscriptions(engine: Engine, job: str | None = None) -> list[dict[str, Any]]:
+    query = sa.select(notification_subscription).order_by(
+        notification_subscription.c.job, notification_subscription.c.recipient
+    )
+    if job is not None:
+        query = query.where(notification_subscription.c.job == job)
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query).all()]
+
+
+def notifications_of(conn: Connection, run_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        sa.select(notification).where(notification.c.run_id == run_id).order_by(notification.c.id)
+    ).all()
+    return [dict(row._mapping) for row in rows]
+
+
+def compose(run: sa.Row[Any], to: str, settings: Settings, tz_name: str) -> EmailMessage:
+    """The mail of one run end: job, state, warnings, times, counts, error and a link."""
+    tz = zone(tz_name)
+
+    def local(value: datetime | None) -> str:
+        return value.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if value else "-"
+
+    state = run.state
+    if state == "Completed with warnings":
+        headline = f"{state} ({run.warnings} warning{'s' if run.warnings != 1 else ''})"
+    else:
+        headline = state
+    link = f"{settings.web_base_url.rstrip('/')}/runs/{run.id}"
+    lines = [
+        f"Job:        {run.job}",
+        f"Run:        {run.id} ({run.trigger}, by {run.actor})",
+        f"State:      {headline}",
+        f"Warnings:   {run.warnings}",
+        f"Started:    {local(run.started_at)}",
+        f"Ended:      {local(run.ended_at)}",
+        f"Rows:       read {run.rows_read:,}, written {run.rows_written:,}, "
+        f"discarded {run.rows_discarded:,}",
+    ]
+    if run.error:
+        lines.append(f"Error:      {run.error}")
+    if run.reason and state == "Stopped":
+        lines.append(f"Reason:     {run.reason}")
+    lines += ["", f"Details: {link}", ""]
+    message = EmailMessage()
+    message["Subject"] = f"[gim-tasks] {run.job} run {run.id}: {headline}"
+    message["From"] = settings.mail_from
+    message["To"] = to
+    message["X-Gim-Run"] = str(run.id)
+    message.set_content("\n".join(lines))
+    return message
+
+
+def _address(conn: Connection, recipient: str) -> str | None:
+    if "@" in recipient and _is_address(recipient):
+        return recipient
+    return conn.execute(
+        sa.select(web_user.c.email).where(web_user.c.name == recipient)
+    ).scalar_one_or_none()
+
+
+def _send(message: EmailMessage, settings: Settings) -> None:
+    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT_SECONDS) as smtp:
+        if settings.smtp_starttls:
+            smtp.starttls()
+        if settings.smtp_user:
+            smtp.login(settings.smtp_user, settings.smtp_password)
+        smtp.send_message(message)
+
+
+def deliver(
+    engine: Engine, settings: Settings, run_id: int | None = None, now: datetime | None = None
+) -> tuple[int, int]:
+    """Send pending mails: of one run (whatever their retry time: the caller is that retry),
+    or all that are due. Returns (sent, still pending after a failed attempt). Each mail is its
+    own transaction: the row lock keeps a second sender away while the SMTP conversation
+    runs, and ``sent`` is committed with it."""
+    sent = retry = 0
+    clock = now or datetime.now(UTC)
+    with engine.connect() as conn:
+        tz_name = store.load_options(conn).schedule().timezone
+    while True:
+        with engine.begin() as conn:
+            query = (
+                sa.select(notification)
+                .where(notification.c.state == "pending")
+                .order_by(notification.c.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if run_id is not None:
+                query = query.where(notification.c.run_id == run_id)
+            else:
+                query = query.where(notification.c.next_attempt_at <= clock)
+            row = conn.execute(query).one_or_none()
+            if row is None:
+                return sent, retry
+            run = conn.execute(sa.select(job_run).where(job_run.c.id == row.run_id)).one()
+            to = _address(conn, row.recipient)
+            error: str | None = None
+            if to is None:
+                error = f"recipient '{row.recipient}' has no e-mail address"
+            elif not settings.smtp_host:
+                error = "GIM_SMTP_HOST is not set"
+            else:
+                try:
+                    _send(compose(run, to, settings, tz_name), settings)
+                except (TimeoutError, OSError, smtplib.SMTPException) as failure:
+                    error = f"{type(failure).__name__}: {failure}"
+            if error is None:
+                conn.execute(
+                    sa.update(notification)
+                    .where(notification.c.id == row.id)
+                    .values(state="sent", sent_at=sa.func.now(), attempts=row.attempts + 1)
+                )
+                sent += 1
+                log.info("run %s: mailed %s", row.run_id, to)
+                continue
+            attempts = row.attempts + 1
+            final = attempts >= MAX_ATTEMPTS or to is None
+            conn.execute(
+                sa.update(notification)
+                .where(notification.c.id == row.id)
+                .values(
+                    state="failed" if final else "pending",
+                    attempts=attempts,
+                    last_error=error[:500],
+                    next_attempt_at=clock + backoff(attempts),
+                )
+            )
+            log.warning(
+                "run %s: mail to %s failed (attempt %s): %s", row.run_id, to, attempts, error
+            )
+            if not final:
+                retry += 1
+            if run_id is None or final:
+                continue
+            # This run's remaining mails wait for the retry as well (same SMTP server).
+            return sent, retry
+
+
+def due_runs(engine: Engine, now: datetime) -> list[int]:
+    """Runs with mails whose (re)try time has passed: the beat relays them (lost tasks)."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.update(notification)
+            .where(
+                notification.c.state == "pending",
+                notification.c.next_attempt_at <= now - timedelta(seconds=60),
+            )
+            # Claimed for five minutes, so the next ticks do not send the same task again.
+            .values(next_attempt_at=now + timedelta(minutes=5))
+            .returning(notification.c.run_id)
+        ).all()
+    return sorted({row.run_id for row in rows})
+
+
+def has_pending(engine: Engine, run_id: int) -> bool:
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(notification)
+                .where(notification.c.run_id == run_id, notification.c.state == "pending")
+            ).scalar_one()
+        )
+
+
+NOTIFY_TASK = "gim.notify"
+
+
+def send_task(app: Any, run_id: int) -> None:
+    app.send_task(NOTIFY_TASK, args=[run_id], queue="notify")
