@@ -17,7 +17,6 @@ Security (A5):
 * Request bodies are limited to :data:`MAX_BODY` bytes; payload fields have length limits.
 """
 
-
 import hmac
 import logging
 import secrets

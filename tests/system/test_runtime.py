@@ -6,95 +6,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
-import pytest
 import sqlalchemy as sa
+from conftest import CELERY, Stack
 
 from gim_tasks.db.engine import make_engine
 from gim_tasks.idb.generator import generate
-from gim_tasks.idb.schema import init_idb
-
-BIN = Path(sys.executable).parent
-GIM, CELERY = str(BIN / "gim"), str(BIN / "celery")
-
-
-class Stack:
-    def __init__(self, env: dict[str, str], tmp: Path) -> None:
-        self.env, self.tmp = env, tmp
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.engine = make_engine(env["GIM_DATABASE_URL"])
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            [GIM, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.processes.append(process)
-        return process
-
-    def worker(self, name: str = "w1", concurrency: int = 2) -> subprocess.Popen[bytes]:
-        return self.start(
-            name,
-            "worker",
-            "--concurrency",
-            str(concurrency),
-            "--hostname",
-            f"{name}-{os.getpid()}@%h",
-            "--without-mingle",
-            "--without-gossip",
-        )
-
-    def gim(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [GIM, *args], env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-
-    def runs(self, where: str = "true") -> list[sa.Row]:
-        with self.engine.connect() as conn:
-            return list(conn.execute(sa.text(f"SELECT * FROM job_run WHERE {where} ORDER BY id")))
-
-    def wait(self, predicate: Callable[[], bool], limit: float, what: str) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.3)
-        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in self.tmp.glob("*.log"))
-        raise AssertionError(f"{what}: not within {limit} s\n{logs}")
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        self.engine.dispose()
-
-
-@pytest.fixture
-def stack(
-    gim_env: dict[str, str], make_database: Callable[..., str], tmp_path: Path
-) -> Iterator[Stack]:
-    idb = make_database(migrated=False)
-    init_idb(make_engine(idb))
-    with psycopg.connect(idb, autocommit=True) as conn:
-        generate(conn, datetime(2026, 11, 23, tzinfo=UTC), 6, agents=30, queues=5, rate=3000)
-    env = {**os.environ, **gim_env, "GIM_IDB_URLS": idb, "GIM_LOG_LEVEL": "INFO"}
-    running = Stack(env, tmp_path)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_m1_manual_run_on_a_worker_and_s2_and_m7(stack: Stack) -> None:

@@ -1,0 +1,364 @@
+"""The Monitor Jobs app and API against real PostgreSQL and Redis (SPEC A1, A2, A4, A5, M1,
+M6; issue 10). Requests go through the real ASGI app in-process (httpx's TestClient)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from starlette.routing import Mount, Route
+
+from gim_tasks.db.engine import make_engine
+from gim_tasks.db.tables import ROLES, job_run, option_value
+from gim_tasks.options import store
+from gim_tasks.settings import get_settings
+from gim_tasks.web import auth
+from gim_tasks.web.app import MAX_BODY, create_app
+
+PASSWORD = "correct horse 1"
+
+#: Every route and the weakest role that may call it ("public": anyone). A route added to
+#: the app without an entry here fails test_every_route_checks_its_role.
+ROUTES: dict[tuple[str, str], str] = {
+    ("GET", "/healthz"): "public",
+    ("GET", "/login"): "public",
+    ("POST", "/login"): "public",
+    ("POST", "/logout"): "viewer",
+    ("GET", "/"): "viewer",
+    ("GET", "/jobs/scheduled"): "viewer",
+    ("GET", "/jobs/running"): "viewer",
+    ("GET", "/jobs/history"): "viewer",
+    ("GET", "/runs/{run_id}"): "viewer",
+    ("GET", "/jobs/run"): "operator",
+    ("POST", "/jobs/run"): "operator",
+    ("POST", "/runs/{run_id}/stop"): "operator",
+    ("POST", "/runs/{run_id}/cancel"): "operator",
+    ("GET", "/options"): "viewer",
+    ("POST", "/options"): "admin",
+    ("GET", "/notifications"): "viewer",
+    ("POST", "/notifications"): "admin",
+    ("POST", "/notifications/{subscription_id}/delete"): "admin",
+    ("GET", "/api/openapi.json"): "viewer",
+    ("GET", "/api/docs"): "viewer",
+    ("GET", "/api/me"): "viewer",
+    ("GET", "/api/jobs/scheduled"): "viewer",
+    ("GET", "/api/runs"): "viewer",
+    ("GET", "/api/runs/{run_id}"): "viewer",
+    ("POST", "/api/runs"): "operator",
+    ("POST", "/api/runs/{run_id}/stop"): "operator",
+    ("POST", "/api/runs/{run_id}/cancel"): "operator",
+    ("GET", "/api/summary"): "viewer",
+    ("GET", "/api/options"): "viewer",
+    ("PUT", "/api/options/{section}/{name}"): "admin",
+    ("DELETE", "/api/options/{section}/{name}"): "admin",
+    ("GET", "/api/notifications"): "viewer",
+    ("POST", "/api/notifications"): "admin",
+    ("DELETE", "/api/notifications/{subscription_id}"): "admin",
+}
+
+#: A body for each state-changing route, valid enough to get past validation.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/jobs/run"): {"job": "Job_UpdateStats"},
+    ("POST", "/options"): {"section": "schedule", "name": "run-export", "value": "false"},
+    ("POST", "/notifications"): {"job": "Job_ExportGIM", "recipient": "a@example.com"},
+    ("POST", "/api/runs"): {"job": "Job_UpdateStats"},
+    ("PUT", "/api/options/{section}/{name}"): {"value": "false"},
+    ("POST", "/api/notifications"): {"job": "Job_ExportGIM", "recipient": "a@example.com"},
+}
+
+
+class Web:
+    def __init__(self, app: Any, engine: sa.Engine) -> None:
+        self.app, self.engine = app, engine
+        self.tokens = {role: auth.create_token(engine, role) for role in ROLES}
+
+    def client(self) -> TestClient:
+        return TestClient(self.app, base_url="http://testserver", follow_redirects=False)
+
+    def session(self, role: str) -> tuple[TestClient, str]:
+        """A logged-in browser-like client and its CSRF token."""
+        client = self.client()
+        form = client.get("/login")
+        csrf = _csrf(form.text)
+        reply = client.post(
+            "/login", data={"name": role, "password": PASSWORD, "csrf": csrf, "next": "/"}
+        )
+        assert reply.status_code == 303, reply.text
+        return client, _csrf(client.get("/jobs/scheduled").text)
+
+    def api(self, role: str) -> TestClient:
+        client = self.client()
+        client.headers["Authorization"] = f"Bearer {self.tokens[role]}"
+        return client
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, html[:500]
+    return match.group(1)
+
+
+@pytest.fixture
+def web(gim_env: dict[str, str]) -> Iterator[Web]:
+    engine = make_engine(gim_env["GIM_DATABASE_URL"])
+    for role in ROLES:
+        auth.add_user(engine, role, role, PASSWORD, "test", email=f"{role}@example.com")
+    yield Web(create_app(get_settings(), engine), engine)
+    engine.dispose()
+
+
+def _app_routes(app: Any) -> set[tuple[str, str]]:
+    found = set()
+    for route in app.routes:
+        if isinstance(route, Mount):
+            assert route.path == "/static", f"unexpected mount {route.path}"
+            continue
+        assert isinstance(route, APIRoute | Route)
+        for method in route.methods or ():
+            if method != "HEAD":
+                found.add((method, route.path))
+    return found
+
+
+def _call(client: TestClient, method: str, path: str, csrf: str | None) -> Any:
+    url = path.format(run_id=999999, subscription_id=999999, section="schedule", name="run-export")
+    body = BODIES.get((method, path))
+    if path.startswith("/api"):
+        headers = {"X-CSRF-Token": csrf} if csrf else {}
+        return client.request(method, url, json=body, headers=headers)
+    if method == "POST":
+        data = {**(body or {}), **({"csrf": csrf} if csrf else {})}
+        return client.request(method, url, data=data)
+    return client.request(method, url)
+
+
+def test_a5_every_route_checks_its_role(web: Web) -> None:
+    """Table-driven: the app's routes are exactly the table's; anonymous callers get 401 (API,
+    JSON) or the login page (pages); weaker roles 403; the role and stronger ones get in."""
+    assert _app_routes(web.app) == set(ROUTES), "a route is missing from the role table"
+    sessions = {role: web.session(role) for role in ROLES}
+    for (method, path), needed in ROUTES.items():
+        anonymous = _call(web.client(), method, path, None)
+        if needed == "public":
+            assert anonymous.status_code < 400 or path == "/login", (method, path)
+            continue
+        if path.startswith("/api"):
+            assert anonymous.status_code == 401, (method, path, anonymous.text)
+            assert "error" in anonymous.json()
+        else:
+            assert anonymous.status_code == 303, (method, path)
+            assert anonymous.headers["location"].startswith("/login")
+        for role in ROLES:
+            allowed = ROLES.index(role) >= ROLES.index(needed)
+            callers = [("token", web.api(role), None), ("session", *sessions[role])]
+            for via, client, csrf in callers:
+                reply = _call(client, method, path, csrf)
+                if allowed:
+                    assert reply.status_code not in (401, 403), (method, path, role, via)
+                else:
+                    assert reply.status_code == 403, (method, path, role, via, reply.text[:200])
+                    if path.startswith("/api"):
+                        assert "needs the" in reply.json()["error"]
+            if path == "/logout" and allowed:
+                sessions[role] = web.session(role)  # logged out by the call: log in again
+
+
+def test_a5_session_writes_need_the_csrf_token(web: Web) -> None:
+    client, csrf = web.session("admin")
+    refused = client.post(
+        "/options", data={"section": "schedule", "name": "run-export", "value": "true"}
+    )
+    assert refused.status_code == 403 and "CSRF" in refused.text
+    forged = client.post(
+        "/api/runs", json={"job": "Job_MaintainGIM"}, headers={"X-CSRF-Token": "forged"}
+    )
+    assert forged.status_code == 403 and "CSRF" in forged.json()["error"]
+    with web.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(option_value)).scalar() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(job_run)).scalar() == 0
+    accepted = client.post(
+        "/options",
+        data={"section": "schedule", "name": "run-export", "value": "true", "csrf": csrf},
+    )
+    assert accepted.status_code == 303
+    with web.engine.connect() as conn:
+        assert store.load_options(conn).text("schedule", "run-export") == "true"
+        assert store.load_options(conn).changes[("schedule", "run-export")].actor == "admin"
+
+
+def test_login_failures_and_no_open_redirect(web: Web) -> None:
+    client = web.client()
+    csrf = _csrf(client.get("/login").text)
+    wrong = client.post("/login", data={"name": "admin", "password": "nope", "csrf": csrf})
+    assert wrong.status_code == 401 and "wrong user name or password" in wrong.text
+    nobody = client.post("/login", data={"name": "ghost", "password": "x" * 9, "csrf": csrf})
+    assert nobody.status_code == 401
+    good = client.post(
+        "/login",
+        data={"name": "viewer", "password": PASSWORD, "csrf": csrf, "next": "//evil.example"},
+    )
+    assert good.status_code == 303 and good.headers["location"] == "/jobs/scheduled"
+    assert (
+        "gim_session" in good.headers["set-cookie"]
+        and "httponly" in good.headers["set-cookie"].lower()
+    )
+    bad_token = web.client().get("/api/me", headers={"Authorization": "Bearer gim_forged"})
+    assert bad_token.status_code == 401 and "invalid API token" in bad_token.json()["error"]
+
+
+def test_a1_scheduled_view_json_and_page(web: Web) -> None:
+    store.set_option(web.engine, "schedule", "timezone", "Europe/Berlin", "alice")
+    rows = web.api("viewer").get("/api/jobs/scheduled").json()
+    assert [r["name"] for r in rows] == [
+        "Job_ExtractICON",
+        "Job_TransformGIM",
+        "Job_AggregateGIM",
+        "Job_MaintainGIM",
+        "Job_UpdateStats",
+        "Job_ExportGIM",
+    ]
+    for row in rows:
+        assert set(row) >= {"name", "category", "active", "creator", "schedule", "next_run"}
+    extract = rows[0]
+    assert extract["creator"] == "alice" and extract["active"] is True
+    assert extract["schedule"] == "every 30 min from 06:30 to 00:30, Europe/Berlin"
+    next_run = datetime.fromisoformat(extract["next_run"])
+    assert next_run.utcoffset() is not None and next_run.utcoffset().total_seconds() in (
+        3600,
+        7200,
+    )
+    export = rows[-1]
+    assert export["active"] is False and export["next_run"] is None  # run-export=false
+    etl_only = web.api("viewer").get("/api/jobs/scheduled", params={"category": "etl"}).json()
+    assert {r["name"] for r in etl_only} == {"Job_ExtractICON", "Job_TransformGIM"}
+    unknown = web.api("viewer").get("/api/jobs/scheduled", params={"category": "nope"})
+    assert unknown.status_code == 400 and "categories are ETL" in unknown.json()["error"]
+    client, _ = web.session("viewer")
+    html = client.get("/jobs/scheduled").text
+    assert "Job_ExtractICON" in html and "Europe/Berlin" in html and "alice" in html
+    assert "Run Job" not in html  # a viewer is not offered what they may not do
+
+
+def test_m1_m6_run_stop_cancel_and_history_through_the_api(web: Web) -> None:
+    operator = web.api("operator")
+    reply = operator.post("/api/runs", json={"job": "Job_MaintainGIM"})
+    assert reply.status_code == 201 and reply.json()["state"] == "Running"
+    maintenance = reply.json()["run_id"]
+    waiting = operator.post("/api/runs", json={"job": "Job_ExtractICON"}).json()
+    assert waiting["state"] == "Scheduled" and "maintenance" in waiting["reason"]
+    again = operator.post("/api/runs", json={"job": "Job_ExtractICON"})
+    assert again.status_code == 409 and again.json()["state"] == "Rejected"
+    forced = operator.post("/api/runs", json={"job": "Job_ExportGIM", "force": True})
+    assert forced.status_code == 403 and "admin" in forced.json()["error"]
+    scheduled = web.api("viewer").get("/api/runs", params={"which": "scheduled"}).json()
+    assert {r["id"] for r in scheduled} >= {maintenance, waiting["run_id"]}
+    cancelled = operator.post(f"/api/runs/{waiting['run_id']}/cancel")
+    assert cancelled.status_code == 200 and "Cancelled" in cancelled.json()["result"]
+    not_running = operator.post(f"/api/runs/{waiting['run_id']}/stop")
+    assert not_running.status_code == 400 and "Cancelled" in not_running.json()["error"]
+    missing = operator.post("/api/runs/424242/cancel")
+    assert missing.status_code == 404
+    with web.engine.begin() as conn:  # as a worker would: the run starts
+        conn.execute(
+            sa.update(job_run)
+            .where(job_run.c.id == maintenance)
+            .values(state="Running", started_at=sa.func.now(), dispatched_at=None)
+        )
+    stopped = operator.post(f"/api/runs/{maintenance}/stop").json()
+    assert "stop requested" in stopped["result"]
+    detail = web.api("viewer").get(f"/api/runs/{maintenance}").json()
+    assert detail["stop_requested"] is True and detail["reason"] == "stopped by operator"
+    history = (
+        web.api("viewer").get("/api/runs", params={"which": "history", "state": "Cancelled"}).json()
+    )
+    assert [r["id"] for r in history] == [waiting["run_id"]]
+    assert history[0]["actor"] == "operator" and history[0]["started_at"] is None
+    bad_state = web.api("viewer").get("/api/runs", params={"state": "Done"})
+    assert bad_state.status_code == 400 and "states are Scheduled" in bad_state.json()["error"]
+    bad_date = web.api("viewer").get("/api/runs", params={"date": "22/11/2026"})
+    assert bad_date.status_code == 400 and "YYYY-MM-DD" in bad_date.json()["error"]
+
+
+def test_m4_aggregation_parameters_are_validated(web: Web) -> None:
+    operator = web.api("operator")
+    bad = operator.post(
+        "/api/runs",
+        json={
+            "job": "Job_AggregateGIM",
+            "params": "-insertPendingAgg H_NOPE-DAY:2026-01-01:2026-01-02",
+        },
+    )
+    assert bad.status_code == 409 and "H_NOPE" in bad.json()["reason"]
+    wrong_job = operator.post(
+        "/api/runs", json={"job": "Job_ExtractICON", "params": "-insertPendingAgg ALLSETS:x:y"}
+    )
+    assert wrong_job.status_code == 400 and "only Job_AggregateGIM" in wrong_job.json()["error"]
+
+
+def test_bad_payloads_get_clear_errors_and_store_nothing(web: Web) -> None:
+    admin = web.api("admin")
+    huge = admin.post(
+        "/api/runs",
+        content=b"{" + b" " * (MAX_BODY + 10) + b"}",
+        headers={"content-type": "application/json"},
+    )
+    assert huge.status_code == 413 and "larger than" in huge.json()["error"]
+    broken = admin.post(
+        "/api/runs", content=b'{"job": ', headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 422 and "invalid request" in broken.json()["error"]
+    missing = admin.post("/api/runs", json={})
+    assert missing.status_code == 422 and "job" in missing.json()["error"]
+    too_long = admin.post("/api/runs", json={"job": "J" * 65})
+    assert too_long.status_code == 422 and "at most 64" in too_long.json()["error"]
+    unknown = admin.post("/api/runs", json={"job": "Job_Nope"})
+    assert unknown.status_code == 400 and "unknown job 'Job_Nope'" in unknown.json()["error"]
+    option = admin.put("/api/options/schedule/etl-frequency", json={"value": "0"})
+    assert option.status_code == 400 and "etl-frequency" in option.json()["error"]
+    no_option = admin.put("/api/options/schedule/nope", json={"value": "1"})
+    assert no_option.status_code == 400 and "nope" in no_option.json()["error"]
+    bad_recipient = admin.post(
+        "/api/notifications", json={"job": "Job_ExportGIM", "recipient": "not an address"}
+    )
+    assert bad_recipient.status_code == 400 and "neither a user" in bad_recipient.json()["error"]
+    with web.engine.connect() as conn:
+        for table in ("job_run", "option_value", "notification_subscription"):
+            count = conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar()
+            assert count == 0, table
+
+
+def test_a4_summary_counts_runs_and_failures_per_category(web: Web) -> None:
+    with web.engine.begin() as conn:
+        for job, state in [
+            ("Job_ExtractICON", "Completed"),
+            ("Job_ExtractICON", "Failed"),
+            ("Job_TransformGIM", "Completed with warnings"),
+            ("Job_MaintainGIM", "Stopped"),
+            ("Job_ExportGIM", "Rejected"),
+        ]:
+            conn.execute(
+                sa.insert(job_run).values(
+                    job=job,
+                    trigger="manual",
+                    actor="t",
+                    state=state,
+                    ended_at=sa.func.now(),
+                    error="boom" if state == "Failed" else None,
+                )
+            )
+    summary = web.api("viewer").get("/api/summary", params={"days": 3}).json()
+    by = {c["category"]: c for c in summary["categories"]}
+    assert (by["ETL"]["runs"], by["ETL"]["failures"]) == (3, 1)
+    assert (by["Maintenance"]["runs"], by["Maintenance"]["failures"]) == (1, 1)
+    assert by["Export"]["runs"] == 0  # a rejected request is not a run
+    assert [f["job"] for f in by["ETL"]["failed"]] == ["Job_ExtractICON"]
+    client, _ = web.session("viewer")
+    page = client.get("/jobs/history?category=ETL").text
+    assert 'href="/jobs/history?category=ETL"' in page and "2 failed jobs" in page
+    assert page.count('data-run="') == 3
