@@ -19,12 +19,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import message_from_bytes
+from email.message import Message
+from email.policy import default
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import redis as redis_lib
 import sqlalchemy as sa
+from aiosmtpd.controller import Controller
 
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
@@ -230,3 +235,31 @@ def stack(
         yield running
     finally:
         running.stop()
+
+
+# --- a real SMTP server (aiosmtpd) that keeps what it receives -----------------------------
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], Message]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            (list(envelope.rcpt_tos), message_from_bytes(envelope.content, policy=default))
+        )
+        return "250 OK"
+
+
+class Smtp:
+    def __init__(self, port: int) -> None:
+        self.port, self.inbox, self.controller = port, Inbox(), None
+
+    def start(self) -> None:
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None

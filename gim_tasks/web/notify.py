@@ -16,6 +16,7 @@ A mail failure only touches the ``notification`` row: the run's state never chan
 
 from __future__ import annotations
 
+import email.policy
 import logging
 import smtplib
 from datetime import UTC, datetime, timedelta
@@ -148,7 +149,8 @@ def compose(run: sa.Row[Any], to: str, settings: Settings, tz_name: str) -> Emai
     if run.reason and state == "Stopped":
         lines.append(f"Reason:     {run.reason}")
     lines += ["", f"Details: {link}", ""]
-    message = EmailMessage()
+    # Lines up to 998 characters are allowed (RFC 5322); not folding keeps subjects intact.
+    message = EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998))
     message["Subject"] = f"[gim-tasks] {run.job} run {run.id}: {headline}"
     message["From"] = settings.mail_from
     message["To"] = to

@@ -1,0 +1,160 @@
+"""Monitor Jobs in a real browser (headless Debian Chromium driven by Playwright) against the
+real stack: `gim web`, a Celery worker, PostgreSQL, Redis and an SMTP server (issue 10).
+
+Screenshots of every tab go to $GIM_TEST_ARTIFACTS (default .local/test-artifacts)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Smtp, Stack
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from gim_tasks.localstack import free_port
+from gim_tasks.web import auth, notify
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("GIM_TEST_ARTIFACTS", ROOT / ".local" / "test-artifacts"))
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Flags for a closed network: no background fetches, no first-run work, no sandbox as root.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: run ./dev setup (apt install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def _serve(stack: Stack) -> str:
+    port = free_port()
+    stack.start("web", "web", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    stack.wait(up, 30, "gim web answers /healthz")
+    return url
+
+
+def _shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"web-{name}.png"), full_page=True)
+
+
+def test_operator_runs_and_stops_a_job_in_the_browser_and_gets_the_mail(
+    stack: Stack, browser: Browser
+) -> None:
+    smtp = Smtp(free_port())
+    smtp.start()
+    stack.env.update(
+        GIM_SMTP_HOST="127.0.0.1",
+        GIM_SMTP_PORT=str(smtp.port),
+        GIM_WEB_SECRET="test-secret",
+        GIM_HEARTBEAT_SECONDS="1",
+    )
+    auth.add_user(stack.engine, "ada", "admin", "password-ada", "test", email="ada@example.com")
+    notify.add_subscription(stack.engine, "Job_AggregateGIM", "ada", False, True, "test")
+    try:
+        stack.worker()
+        url = _serve(stack)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+
+        page.goto(url + "/jobs/scheduled")
+        expect(page).to_have_url(f"{url}/login?next=/jobs/scheduled")
+        page.fill("input[name=name]", "ada")
+        page.fill("input[name=password]", "wrong-password")
+        page.click("button[type=submit]")
+        expect(page.locator("#login-error")).to_contain_text("wrong user name or password")
+        page.fill("input[name=name]", "ada")
+        page.fill("input[name=password]", "password-ada")
+        page.click("button[type=submit]")
+
+        # Scheduled tab (A1): Next Run filled for the active jobs, in the schedule's zone.
+        expect(page).to_have_url(f"{url}/jobs/scheduled")
+        extract = page.locator("#scheduled tr[data-job=Job_ExtractICON]")
+        expect(extract.locator("td.next-run")).to_have_text(
+            re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+")
+        )
+        expect(page.locator("#scheduled tbody tr")).to_have_count(6)
+        _shot(page, "scheduled")
+
+        # Run Job: continuous aggregation (run-aggregates=false, M3) runs until stopped.
+        page.click("#tab-run")
+        page.select_option("#job", "Job_AggregateGIM")
+        page.click("#run-submit")
+        expect(page.locator("#reply")).to_contain_text("Running")
+        run_id = page.locator("#reply a").inner_text().split()[-1]
+        _shot(page, "run-job")
+
+        # Running tab: the run shows up Running; Stop it (M6).
+        row = page.locator(f"#running tr[data-run='{run_id}']")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            page.goto(url + "/jobs/running")
+            if row.count() and row.locator("td.state").inner_text().startswith("Running"):
+                break
+            time.sleep(0.5)
+        expect(row.locator("td.state")).to_contain_text("Running")
+        _shot(page, "running")
+        row.locator("button.stop").click()
+        expect(page.locator("#notice")).to_contain_text("stop requested")
+
+        # History tab (A2): the run ends Stopped; its detail page says by whom.
+        deadline = time.monotonic() + 60
+        history = page.locator(f"#history tr[data-run='{run_id}'] td.state")
+        while time.monotonic() < deadline:
+            page.goto(url + "/jobs/history?job=Job_AggregateGIM")
+            if history.count() and history.inner_text() == "Stopped":
+                break
+            time.sleep(0.5)
+        expect(history).to_have_text("Stopped")
+        _shot(page, "history")
+        page.click(f"#history tr[data-run='{run_id}'] a")
+        expect(page.locator("#run-state")).to_have_text("Stopped")
+        expect(page.locator("#run-detail")).to_contain_text("stopped by ada")
+        _shot(page, "run-detail")
+
+        # Status summary (A4): the stopped run counts as a failure; the pop-up links to it.
+        page.goto(url + "/options")
+        expect(page.locator("#summary a[data-category=Aggregation]")).to_contain_text("1 failed")
+        page.click("#failed-jobs summary")
+        expect(page.locator("#failed-jobs a").first).to_have_attribute("href", f"/runs/{run_id}")
+        _shot(page, "options")
+        page.goto(url + "/notifications")
+        expect(page.locator("#subscriptions")).to_contain_text("Job_AggregateGIM")
+        _shot(page, "notifications")
+
+        # A3 through the worker's notify task: the error mail reaches the SMTP server.
+        stack.wait(lambda: len(smtp.inbox.messages) == 1, 60, "the notification mail")
+        ((to, mail),) = smtp.inbox.messages
+        assert to == ["ada@example.com"]
+        assert mail["Subject"] == f"[gim-tasks] Job_AggregateGIM run {run_id}: Stopped"
+        page.goto(f"{url}/runs/{run_id}")
+        expect(page.locator("#mails")).to_contain_text("sent")
+    finally:
+        smtp.stop()
