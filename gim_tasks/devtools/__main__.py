@@ -9,16 +9,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
+from sqlalchemy.engine import Engine
 
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
 from gim_tasks.devtools.demo import demo_options
-from gim_tasks.devtools.stack import DevStack
+from gim_tasks.devtools.stack import DEV_WEB_PASSWORD, DEV_WEB_USER, DevStack
 from gim_tasks.devtools.supervisor import Supervisor
 from gim_tasks.errors import GimError
 from gim_tasks.idb.schema import init_idb
 from gim_tasks.localstack import port_open
 from gim_tasks.options.store import import_options
+from gim_tasks.web import auth, notify
 
 CELERY_APP = "gim_tasks.runtime.celery_app"
 
@@ -69,13 +71,31 @@ def env() -> None:
         print(f"export {key}={shlex.quote(value)}")
 
 
+def demo_web_user(engine: Engine, supervisor: Supervisor) -> None:
+    """The demo admin, subscribed to maintenance and export mails (printed by the SMTP sink)."""
+    if not any(user["name"] == DEV_WEB_USER for user in auth.list_users(engine)):
+        auth.add_user(
+            engine, DEV_WEB_USER, "admin", DEV_WEB_PASSWORD, "dev-demo", "admin@localhost"
+        )
+        for job in ("Job_MaintainGIM", "Job_ExportGIM"):
+            notify.add_subscription(engine, job, DEV_WEB_USER, True, True, "dev-demo")
+        supervisor.say(
+            "dev", f"demo web user {DEV_WEB_USER} added (notified of maintenance, export)"
+        )
+
+
 @cli.command("up")
 def up() -> None:
     """Run the whole system locally in the foreground; Ctrl-C stops everything."""
     stack = DevStack.from_env()
     flower_port = int(os.environ.get("GIM_DEV_FLOWER_PORT", "5555"))
-    if port_open(flower_port):
-        raise GimError(f"port {flower_port} (Flower) is taken: stop what uses it first")
+    for port, what, variable in (
+        (flower_port, "Flower", "GIM_DEV_FLOWER_PORT"),
+        (stack.web_port, "the web app", "GIM_DEV_WEB_PORT"),
+        (stack.smtp_port, "the SMTP sink", "GIM_DEV_SMTP_PORT"),
+    ):
+        if port_open(port):
+            raise GimError(f"port {port} ({what}) is taken: stop what uses it, or set {variable}")
     started = stack.start()
     environment = {
         **os.environ,
@@ -100,6 +120,7 @@ def up() -> None:
                 f"demo options loaded ({len(changed)} change(s); "
                 "GIM_DEV_KEEP_OPTIONS=1 keeps yours)",
             )
+        demo_web_user(engine, supervisor)
         (stack.local_dir / "output").mkdir(parents=True, exist_ok=True)
         for url in stack.environment()["GIM_IDB_URLS"].split(","):
             init_idb(make_engine(url))
@@ -112,6 +133,16 @@ def up() -> None:
         )
         supervisor.start("traffic", [gim, "idb", "simulate", "--rate", "1800", "--writers", "3"])
         supervisor.start(
+            "mail",
+            [
+                str(Path(sys.executable).with_name("aiosmtpd")),
+                "-n",
+                "-l",
+                f"127.0.0.1:{stack.smtp_port}",
+            ],
+        )
+        supervisor.start("web", [gim, "web", "--port", str(stack.web_port)])
+        supervisor.start(
             "flower",
             [celery, "-A", CELERY_APP, "flower", "--address=127.0.0.1", f"--port={flower_port}"],
         )
@@ -120,6 +151,11 @@ def up() -> None:
             "dev",
             f"Flower: http://127.0.0.1:{flower_port} "
             f"(user {env['GIM_FLOWER_USER']}, password {env['GIM_FLOWER_PASSWORD']})",
+        )
+        supervisor.say(
+            "dev",
+            f"Monitor Jobs: http://127.0.0.1:{stack.web_port} (user {DEV_WEB_USER}, "
+            f"password {DEV_WEB_PASSWORD}); notification mails are printed by 'mail'",
         )
         supervisor.say(
             "dev", f"Info Mart: {env['GIM_DATABASE_URL']}  Redis: {env['GIM_REDIS_URL']}"

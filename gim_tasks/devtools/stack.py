@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEV_IDBS = ("idb_voice", "idb_mm")
 DEV_FLOWER_USER = "admin"
 DEV_FLOWER_PASSWORD = "gim"  # loopback-only development stack
+DEV_WEB_USER = "admin"
+DEV_WEB_PASSWORD = "gim-admin"  # the demo admin of `./dev up` (loopback only)
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,8 @@ class DevStack:
     local_dir: Path
     pg_port: int
     redis_port: int
+    web_port: int = 8080
+    smtp_port: int = 8025  # a local SMTP sink that prints the notification mails
 
     @classmethod
     def from_env(cls) -> DevStack:
@@ -29,6 +33,8 @@ class DevStack:
             local_dir=Path(os.environ.get("GIM_LOCAL_DIR", ROOT / ".local")).resolve(),
             pg_port=int(os.environ.get("GIM_DEV_PG_PORT", "55432")),
             redis_port=int(os.environ.get("GIM_DEV_REDIS_PORT", "56379")),
+            web_port=int(os.environ.get("GIM_DEV_WEB_PORT", "8080")),
+            smtp_port=int(os.environ.get("GIM_DEV_SMTP_PORT", "8025")),
         )
 
     @property
@@ -49,6 +55,10 @@ class DevStack:
             "GIM_FLOWER_USER": DEV_FLOWER_USER,
             "GIM_FLOWER_PASSWORD": DEV_FLOWER_PASSWORD,
             "GIM_OUTPUT_DIRECTORY": str(self.local_dir),
+            "GIM_WEB_SECRET": "dev-only-session-key",
+            "GIM_WEB_BASE_URL": f"http://127.0.0.1:{self.web_port}",
+            "GIM_SMTP_HOST": "127.0.0.1",
+            "GIM_SMTP_PORT": str(self.smtp_port),
         }
 
     def start(self) -> list[str]:

@@ -225,7 +225,8 @@ def deliver(
                 log.info("run %s: mailed %s", row.run_id, to)
                 continue
             attempts = row.attempts + 1
-            final = attempts >= MAX_ATTEMPTS or to is None
+            # Without an SMTP server or an address, retrying cannot help: recorded, not sent.
+            final = attempts >= MAX_ATTEMPTS or to is None or not settings.smtp_host
             conn.execute(
                 sa.update(notification)
                 .where(notification.c.id == row.id)

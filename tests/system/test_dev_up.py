@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -84,6 +86,8 @@ def test_dev_up_runs_everything_and_ctrl_c_leaves_nothing_running() -> None:
         "GIM_DEV_PG_PORT": free_port(),
         "GIM_DEV_REDIS_PORT": free_port(),
         "GIM_DEV_FLOWER_PORT": free_port(),
+        "GIM_DEV_WEB_PORT": free_port(),
+        "GIM_DEV_SMTP_PORT": free_port(),
     }
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("GIM_")},
@@ -111,6 +115,24 @@ def test_dev_up_runs_everything_and_ctrl_c_leaves_nothing_running() -> None:
         startup_seconds = time.monotonic() - started
         assert _flower(flower_port, "/api/workers", None)[0] == 401  # basic auth enforced
         assert "beat: Starting" in log.read_text()
+
+        web = f"http://127.0.0.1:{ports['GIM_DEV_WEB_PORT']}"
+
+        def web_answers() -> bool:
+            try:
+                with urllib.request.urlopen(web + "/login", timeout=2) as reply:
+                    return reply.status == 200
+            except OSError:
+                return False
+
+        _wait_for(web_answers, 60, up, log)
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        form = opener.open(web + "/login", timeout=5).read().decode()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+        data = urllib.parse.urlencode({"name": "admin", "password": "gim-admin", "csrf": csrf})
+        page = opener.open(web + "/login", data=data.encode(), timeout=10).read().decode()
+        assert "Job_ExtractICON" in page and "admin (admin)" in page  # the demo admin logs in
+        assert f"Monitor Jobs: {web}" in log.read_text()
 
         status = subprocess.run(
             [str(ROOT / "dev"), "gim", "status", "--json"],
