@@ -15,6 +15,7 @@ PASSWORDS = {
     "POSTGRES_PASSWORD": "pg-secret",
     "REDIS_PASSWORD": "redis-secret",
     "GIM_FLOWER_PASSWORD": "flower-secret",
+    "GIM_WEB_SECRET": "web-secret",
 }
 
 
@@ -49,7 +50,7 @@ def _config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_compose_config_is_valid_and_resolves_services() -> None:
     result = _config(PASSWORDS)
     assert result.returncode == 0, result.stderr
-    for service in ("postgres:", "redis:", "migrate:", "beat:", "worker:", "flower:"):
+    for service in ("postgres:", "redis:", "migrate:", "beat:", "worker:", "flower:", "web:"):
         assert f"\n  {service}\n" in result.stdout
 
 
