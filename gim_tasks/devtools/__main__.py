@@ -7,6 +7,7 @@ import shlex
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from sqlalchemy.engine import Engine
@@ -167,6 +168,81 @@ def up() -> None:
         stack.stop(started)
         supervisor.say("dev", f"stopped {', '.join(started) or 'processes'}; nothing left running")
     raise typer.Exit(code)
+
+
+@cli.command("reliability")
+def reliability(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="One round per scenario (fits in CI).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option("--scenario", help="Run only this scenario (repeatable)."),
+    ] = None,
+) -> None:
+    """Fault scenarios against a real local stack; exit code 1 if any loses, duplicates,
+    overlaps, double-fires or leaves a run stuck."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from gim_tasks.devtools import reliability as suite
+
+    names = scenario or list(suite.SCENARIOS)
+    unknown = [name for name in names if name not in suite.SCENARIOS]
+    if unknown:
+        raise GimError(
+            f"unknown scenario {', '.join(unknown)}; scenarios are {', '.join(suite.SCENARIOS)}"
+        )
+    console = Console(stderr=True)
+    results = suite.run(names, full=not quick, say=lambda text: console.print(text, markup=False))
+    if as_json:
+        print(suite.as_json(results))
+    else:
+        table = Table(
+            "scenario",
+            "cycles",
+            "expected",
+            "facts",
+            "missing",
+            "duplicates",
+            "differ",
+            "stuck",
+            "overlaps",
+            "double firings",
+            "agg. mismatches",
+            "export errors",
+            "s",
+            "ok",
+        )
+        for r in results:
+            table.add_row(
+                r.scenario,
+                *(
+                    str(v)
+                    for v in (
+                        r.cycles,
+                        r.expected,
+                        r.facts,
+                        r.missing,
+                        r.duplicates,
+                        r.differ,
+                        r.stuck,
+                        r.overlaps,
+                        r.double_firings,
+                        r.aggregate_mismatches,
+                        r.export_errors,
+                        r.seconds,
+                    )
+                ),
+                "yes" if r.ok else "NO",
+            )
+        Console(width=200).print(table)
+        for r in results:
+            for note in r.notes + ([r.error] if r.error else []):
+                print(f"{r.scenario}: {note}")
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
 
 
 def main() -> int:

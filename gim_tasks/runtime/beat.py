@@ -44,7 +44,7 @@ ADMISSION_LOCK_KEY = 0x67696D5F61646D  # "gim_adm"
 STOP_GRACE_SECONDS = 60.0  # M6: cooperative stop first, revoke(terminate) after this
 
 
-def sweep_lost(engine: Engine) -> list[int]:
+def sweep_lost(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
     """R2: Running runs without a heartbeat for LEASE_SECONDS end Failed ("worker lost"), or
     Stopped when a stop had been requested. Their fencing token stops any late write."""
     with engine.begin() as conn:
@@ -56,7 +56,7 @@ def sweep_lost(engine: Engine) -> list[int]:
                 "WHERE state = 'Running' AND heartbeat_at < now() - make_interval(secs => :lease) "
                 "RETURNING id"
             ),
-            {"lease": LEASE_SECONDS},
+            {"lease": lease},
         ).all()
     return [row[0] for row in rows]
 
@@ -70,6 +70,27 @@ def overdue_stops(engine: Engine) -> list[tuple[int, str | None]]:
                 "now() - make_interval(secs => :grace)"
             ),
             {"grace": STOP_GRACE_SECONDS},
+        ).all()
+    return [(row[0], row[1]) for row in rows]
+
+
+#: A run sent to a worker but not started after this long has its message sent again.
+RESEND_SECONDS = 120
+
+
+def unclaimed(engine: Engine, older_than: float = RESEND_SECONDS) -> list[tuple[int, str]]:
+    """Runs sent to a worker ``older_than`` seconds ago and still not started: their message
+    may be lost (Redis restarted without the last writes of its append-only file, a queue
+    purged). Each is marked sent again now and returned for sending. A second message for a
+    run is harmless: only one claim of it can succeed (execution.claim, Scheduled -> Running
+    under a row lock), the other finds it not claimable (S11)."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.text(
+                "UPDATE job_run SET dispatched_at = now() WHERE state = 'Scheduled' AND "
+                "dispatched_at < now() - make_interval(secs => :age) RETURNING id, job"
+            ),
+            {"age": older_than},
         ).all()
     return [(row[0], row[1]) for row in rows]
 
@@ -189,6 +210,14 @@ class GimScheduler(RedBeatScheduler):
             log.warning("run %s: worker lost (R2)", run_id)
         # A3: mails of runs whose notify task is overdue (lost message, worker restarts), and
         # of runs just declared lost. The claim in due_runs keeps ticks from resending.
+        for run_id, job in unclaimed(engine):
+            log.warning(
+                "run %s of %s not started %s s after it was sent: sending it again",
+                run_id,
+                job,
+                RESEND_SECONDS,
+            )
+            send(self.app, job, run_id)
         for run_id in notify.due_runs(engine, now):
             notify.send_task(self.app, run_id)
         for run_id, task_id in overdue_stops(engine):

@@ -3,7 +3,7 @@ S4, S5, S6, S11, S12, S13 as carried out (rows in job_run, messages on the queue
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -151,3 +151,26 @@ def test_s11_two_beats_ticking_the_same_firing_send_it_once(
     other.tick("2026-11-23 10:00:00")
     assert len(beat.rows("Job_ExtractICON")) == 1
     assert beat.queued("etl") == 1
+
+
+def test_s11_a_run_whose_message_was_lost_is_sent_again_once(gim_env: dict[str, str]) -> None:
+    """A run sent to a worker but never started (message lost with a Redis restart) is sent
+    again by the beat after RESEND_SECONDS; the resend is recorded, so the next tick waits."""
+    from gim_tasks.runtime.beat import unclaimed
+
+    engine = make_engine(gim_env["GIM_DATABASE_URL"])
+    with engine.begin() as conn:
+        lost, fresh = (
+            conn.execute(
+                sa.text(
+                    "INSERT INTO job_run (job, trigger, actor, state, dispatched_at) VALUES "
+                    "('Job_ExtractICON', 'manual', 't', 'Scheduled', now() - :age) RETURNING id"
+                ),
+                {"age": age},
+            ).scalar_one()
+            for age in (timedelta(minutes=3), timedelta(seconds=5))
+        )
+    assert unclaimed(engine) == [(lost, "Job_ExtractICON")]
+    assert unclaimed(engine) == []  # marked sent again just now
+    assert fresh != lost
+    engine.dispose()

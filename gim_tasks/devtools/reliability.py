@@ -1,0 +1,660 @@
+"""``./dev reliability``: fault scenarios against a real local stack (issue 11).
+
+Every scenario gets its own Info Mart and IDB databases and its own Redis database on one
+throw-away PostgreSQL and one Redis server (loopback, free ports), real ``gim worker`` and
+``gim beat`` processes, and the live traffic simulator. It injects its faults, lets the system
+recover on its own (lease expiry, beat sweeps, reruns), then drains the ETL fault-free and
+compares the facts with a clean reference load of the same source into a fresh database:
+
+* expected: fact rows of the reference load; facts: fact rows after the scenario;
+* missing: reference rows absent (by source key), duplicates: rows of a source key beyond the
+  first, differ: same key with other content;
+* stuck: runs left Running, or sent to a worker and never started (after the lease);
+* overlaps: two runs of one job whose [started, ended) intervals intersect (S2);
+* double firings: two runs of one scheduler firing (job, planned instant) (S11);
+* aggregates: tables that differ from a recomputation from the facts (D3);
+* export: intervals written more or less than once (D4).
+
+Each scenario stops by itself within its time limit. Exit code 1 when any scenario loses,
+duplicates, overlaps, double-fires or sticks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from celery import Celery
+
+from gim_tasks.db import migrate
+from gim_tasks.db.engine import make_engine
+from gim_tasks.db.tables import job_run
+from gim_tasks.idb.generator import generate
+from gim_tasks.idb.schema import init_idb
+from gim_tasks.localstack import PostgresServer, RedisServer, free_port
+from gim_tasks.options import store
+from gim_tasks.runtime import manager
+from gim_tasks.runtime.beat import send, sweep_lost
+from gim_tasks.schedule.jobs import (
+    AGGREGATE,
+    EXPORT,
+    EXTRACT,
+    MAINTAIN,
+    TRANSFORM,
+    UPDATE_STATS,
+)
+
+BIN = Path(sys.executable).parent
+GIM = str(BIN / "gim")
+LEASE_SECONDS = 6
+HEARTBEAT_SECONDS = 1
+FACTS = (
+    ("interaction_fact", "interaction_id"),
+    ("interaction_segment_fact", "segment_id"),
+    ("agent_session_fact", "session_id"),
+    ("agent_state_fact", "state_id"),
+    ("agent_state_reason_fact", "state_id"),
+    ("campaign_attempt_fact", "attempt_id"),
+)
+FINAL = ("Completed", "Completed with warnings", "Failed", "Stopped", "Cancelled", "Rejected")
+
+
+@dataclass
+class Result:
+    scenario: str
+    cycles: int = 0
+    expected: int = 0
+    facts: int = 0
+    missing: int = 0
+    duplicates: int = 0
+    differ: int = 0
+    stuck: int = 0
+    overlaps: int = 0
+    double_firings: int = 0
+    aggregate_mismatches: int = 0
+    export_errors: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not (
+            self.missing
+            or self.duplicates
+            or self.differ
+            or self.stuck
+            or self.overlaps
+            or self.double_firings
+            or self.aggregate_mismatches
+            or self.export_errors
+        )
+
+
+class Lab:
+    """One scenario's databases, Redis database, processes and helpers."""
+
+    def __init__(self, root: Path, pg: PostgresServer, redis: RedisServer, name: str, db: int):
+        self.root, self.pg, self.redis, self.name = root / name, pg, redis, name
+        self.root.mkdir(parents=True)
+        slug = name.replace("-", "_")
+        self.mart_name, self.idb_name = f"mart_{slug}", f"idb_{slug}"
+        for database in (self.mart_name, self.idb_name):
+            pg.create_database(database)
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("GIM_")},
+            "GIM_DATABASE_URL": pg.url(self.mart_name),
+            "GIM_IDB_URLS": pg.url(self.idb_name),
+            "GIM_REDIS_URL": redis.url(db),
+            "GIM_OUTPUT_DIRECTORY": str(self.root),
+            "GIM_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+            "GIM_LEASE_SECONDS": str(LEASE_SECONDS),
+            "GIM_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.engine = make_engine(self.env["GIM_DATABASE_URL"])
+        migrate.upgrade(self.engine)
+        init_idb(make_engine(self.env["GIM_IDB_URLS"]))
+        with psycopg.connect(self.env["GIM_IDB_URLS"], autocommit=True) as conn:
+            # Yesterday's busy hours: enough rows that every job runs for a while.
+            day = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
+            generate(conn, day - timedelta(days=1), 6, agents=60, queues=8, rate=3000, seed=11)
+        self.options(
+            {
+                ("schedule", "run-scheduler"): "false",
+                ("gim-etl", "extract-batch-size"): "500",
+                ("gim-export", "output-directory"): str(self.root / "export"),
+            }
+        )
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.celery = Celery(broker=self.env["GIM_REDIS_URL"])
+        self.cycles = 0
+
+    # ----- processes ---------------------------------------------------------------------------
+
+    def options(self, values: dict[tuple[str, str], str]) -> None:
+        for (section, name), value in values.items():
+            store.set_option(self.engine, section, name, value, "reliability")
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        previous = self.processes.get(name)
+        if previous is not None and previous.poll() is None:  # never leave one behind
+            with suppress(ProcessLookupError):
+                os.killpg(previous.pid, signal.SIGKILL)
+            previous.wait()
+        log = (self.root / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [GIM, *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes[name] = process
+        return process
+
+    def worker(self, name: str = "w1") -> subprocess.Popen[bytes]:
+        return self.start(
+            name,
+            "worker",
+            "--concurrency",
+            "2",
+            "--hostname",
+            f"{name}-{self.name}-{os.getpid()}@%h",
+            "--without-mingle",
+            "--without-gossip",
+        )
+
+    def beat(self, name: str = "beat1") -> subprocess.Popen[bytes]:
+        return self.start(name, "beat")
+
+    def traffic(self, seconds: float) -> subprocess.Popen[bytes]:
+        return self.start(
+            "traffic",
+            "idb",
+            "simulate",
+            "--rate",
+            "20000",
+            "--writers",
+            "3",
+            "--duration",
+            str(seconds),
+        )
+
+    def signal(self, name: str, sig: signal.Signals) -> None:
+        process = self.processes[name]
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        if sig == signal.SIGKILL:
+            process.wait()
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGCONT)
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    # ----- runs --------------------------------------------------------------------------------
+
+    def request(self, job: str, force: bool = False) -> manager.Admission:
+        admission = manager.request_run(self.engine, job, "reliability", force=force)
+        if admission.state == "Running":
+            send(self.celery, job, admission.run_id)
+        return admission
+
+    def run(self, run_id: int) -> sa.Row[Any]:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(job_run).where(job_run.c.id == run_id)).one()
+
+    def wait(self, predicate: Callable[[], bool], limit: float, what: str) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{what}: not within {limit:.0f} s")
+
+    def wait_running(self, run_id: int, limit: float = 60) -> None:
+        self.wait(lambda: self.run(run_id).state != "Scheduled", limit, f"run {run_id} starts")
+
+    def wait_end(self, run_id: int, limit: float = 120) -> str:
+        self.wait(lambda: self.run(run_id).state in FINAL, limit, f"run {run_id} ends")
+        return str(self.run(run_id).state)
+
+    def complete(self, job: str, limit: float = 180) -> str:
+        """Run ``job`` until a run of it completes (a rejected request waits and retries)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            admission = self.request(job, force=job in (EXPORT, UPDATE_STATS))
+            if admission.state == "Rejected":
+                time.sleep(0.5)
+                continue
+            state = self.wait_end(admission.run_id, max(deadline - time.monotonic(), 1))
+            if state in ("Completed", "Completed with warnings"):
+                return state
+        raise TimeoutError(f"{job} did not complete within {limit:.0f} s")
+
+    def cycle(self) -> None:
+        self.complete(EXTRACT)
+        self.complete(TRANSFORM)
+        self.cycles += 1
+
+    def sweep(self) -> None:
+        """Wait out the lease, then end lost runs as the beat does (R2)."""
+        time.sleep(LEASE_SECONDS + 2 * HEARTBEAT_SECONDS)
+        sweep_lost(self.engine, LEASE_SECONDS)
+
+    def gim(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [GIM, *args], env=self.env, capture_output=True, text=True, timeout=600
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"gim {' '.join(args)}: {result.stdout}{result.stderr}")
+        return result
+
+    # ----- measures ----------------------------------------------------------------------------
+
+    def measure(self, result: Result) -> None:
+        """After the faults: stop everything, let leases expire, drain fault-free, compare."""
+        self.stop_all()
+        self.sweep()
+        with self.engine.connect() as conn:
+            result.stuck = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM job_run WHERE state = 'Running' OR (state = "
+                    "'Scheduled' AND dispatched_at < now() - make_interval(secs => :lease))"
+                ),
+                {"lease": LEASE_SECONDS},
+            ).scalar_one()
+            result.overlaps = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM job_run a JOIN job_run b ON a.job = b.job "
+                    "AND a.id < b.id AND a.started_at IS NOT NULL AND b.started_at IS NOT NULL "
+                    "AND tstzrange(a.started_at, coalesce(a.ended_at, 'infinity')) && "
+                    "tstzrange(b.started_at, coalesce(b.ended_at, 'infinity'))"
+                )
+            ).scalar_one()
+            result.double_firings = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM (SELECT job, planned_at FROM job_run WHERE "
+                    "planned_at IS NOT NULL AND started_at IS NOT NULL "
+                    "GROUP BY 1, 2 HAVING count(*) > 1) d"
+                )
+            ).scalar_one()
+        if result.stuck:  # the drain below needs the jobs free
+            with self.engine.begin() as conn:
+                for row in conn.execute(
+                    sa.text(
+                        "SELECT id, job, state, reason, error, dispatched_at, started_at, "
+                        "heartbeat_at FROM job_run WHERE state IN ('Running', 'Scheduled')"
+                    )
+                ):
+                    result.notes.append(f"stuck: {dict(row._mapping)}")
+                conn.execute(
+                    sa.text(
+                        "UPDATE job_run SET state = 'Failed', ended_at = now(), "
+                        "error = 'stuck (reliability suite)' WHERE state IN ('Running', "
+                        "'Scheduled')"
+                    )
+                )
+        for job in (EXTRACT, TRANSFORM, EXTRACT, TRANSFORM):
+            self.gim("run", job, "--local", "--actor", "drain")
+        self.gim("aggregate", "once", "--actor", "drain")
+        verify = json.loads(self.gim("aggregate", "verify", "--json", check=False).stdout)
+        result.aggregate_mismatches = int(verify["mismatches"])
+        reference = Reference(self)
+        mine, theirs = fact_rows(self.env["GIM_DATABASE_URL"]), reference.rows()
+        result.expected = sum(len(rows) for rows in theirs.values())
+        result.facts = sum(sum(len(v) for v in rows.values()) for rows in mine.values())
+        for table, expected in theirs.items():
+            found = mine.get(table, {})
+            for key, content in expected.items():
+                copies = found.get(key, [])
+                if not copies:
+                    result.missing += 1
+                else:
+                    result.duplicates += len(copies) - 1
+                    if copies[0] != content:
+                        result.differ += 1
+            result.duplicates += sum(
+                len(v) - 1 for key, v in found.items() if key not in expected and len(v) > 1
+            )
+        result.cycles = self.cycles
+
+    def close(self) -> None:
+        self.stop_all()
+        self.engine.dispose()
+
+
+class Reference:
+    """A clean load of the lab's source (as it is now) into a fresh Info Mart."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.name = f"ref_{lab.name.replace('-', '_')}"
+        lab.pg.create_database(self.name)
+        self.url = lab.pg.url(self.name)
+        migrate.upgrade(make_engine(self.url))
+        env = {**lab.env, "GIM_DATABASE_URL": self.url}
+        for job in (EXTRACT, TRANSFORM):
+            subprocess.run(
+                [GIM, "run", job, "--local", "--actor", "reference"],
+                env=env,
+                capture_output=True,
+                check=True,
+                timeout=600,
+            )
+
+    def rows(self) -> dict[str, dict[tuple[int, int], Any]]:
+        return {
+            table: {key: copies[0] for key, copies in keyed.items()}
+            for table, keyed in fact_rows(self.url).items()
+        }
+
+
+def fact_rows(url: str) -> dict[str, dict[tuple[int, int], list[str]]]:
+    """Per fact table: source key -> the rows (content without run_id) with that key."""
+    found: dict[str, dict[tuple[int, int], list[str]]] = {}
+    with psycopg.connect(url) as conn:
+        for table, key in FACTS:
+            columns = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                    "AND column_name NOT IN ('run_id', 'date_time_key') ORDER BY column_name",
+                    (table,),
+                )
+            ]
+            select = ", ".join(columns)
+            keyed: dict[tuple[int, int], list[str]] = {}
+            for idb_id, source_id, content in conn.execute(
+                f"SELECT idb_id, {key}, md5(row({select})::text) FROM {table}"  # noqa: S608
+            ):
+                keyed.setdefault((idb_id, source_id), []).append(content)
+            found[table] = keyed
+    return found
+
+
+# ----- scenarios ---------------------------------------------------------------------------------
+
+Scenario = Callable[[Lab, Result, bool], None]
+
+
+def _kill_during(
+    lab: Lab, result: Result, job: str, sig: signal.Signals, rng: random.Random
+) -> None:
+    """Start ``job`` on worker w1 and hit w1 with ``sig`` while it runs."""
+    admission = lab.request(job, force=job in (EXPORT, UPDATE_STATS))
+    if admission.state != "Running":
+        result.notes.append(f"{job}: {admission.state} ({admission.reason})")
+        return
+    lab.wait_running(admission.run_id)
+    time.sleep(rng.uniform(0.05, 0.6))
+    if lab.run(admission.run_id).state != "Running":
+        result.notes.append(f"{job} run {admission.run_id} ended before the fault")
+    lab.signal("w1", sig)
+
+
+def sigkill_worker(lab: Lab, result: Result, full: bool) -> None:
+    """SIGKILL the worker during each job type; a new worker and reruns recover."""
+    rng = random.Random(1)
+    lab.beat()
+    lab.traffic(600)
+    jobs = [EXTRACT, TRANSFORM, AGGREGATE, MAINTAIN, EXPORT] * (2 if full else 1)
+    lab.worker("w1")
+    lab.cycle()
+    for job in jobs:
+        _kill_during(lab, result, job, signal.SIGKILL, rng)
+        lab.worker("w1")
+        lab.sweep()
+        lab.cycle()
+
+
+def sigstop_worker(lab: Lab, result: Result, full: bool) -> None:
+    """SIGSTOP a worker past its lease while Extract runs; another worker reruns Extract; then
+    SIGCONT: the paused run must not write (its fencing token is stale)."""
+    rng = random.Random(2)
+    lab.beat()
+    lab.traffic(600)
+    lab.worker("w1")
+    lab.worker("w2")
+    for _ in range(2 if full else 1):
+        lab.cycle()
+        admission = lab.request(EXTRACT)
+        lab.wait_running(admission.run_id)
+        time.sleep(rng.uniform(0.05, 0.4))
+        paused = lab.run(admission.run_id)
+        name = "w1" if paused.worker and _worker_of(lab, "w1", paused.worker) else "w2"
+        lab.signal(name, signal.SIGSTOP)
+        lab.sweep()
+        lost = lab.run(admission.run_id)
+        lab.cycle()
+        lab.signal(name, signal.SIGCONT)
+        time.sleep(3 * HEARTBEAT_SECONDS)
+        after = lab.run(admission.run_id)
+        if (after.state, after.ended_at, after.rows_written) != (
+            lost.state,
+            lost.ended_at,
+            lost.rows_written,
+        ):
+            result.error = f"run {admission.run_id} changed after losing its lease"
+        lab.cycle()
+
+
+def _worker_of(lab: Lab, name: str, worker: str) -> bool:
+    """Is ``worker`` (host:pid of a pool process) a process of the named worker?"""
+    pid = int(worker.rsplit(":", 1)[1])
+    try:
+        return os.getpgid(pid) == lab.processes[name].pid
+    except ProcessLookupError:
+        return False
+
+
+def restart_redis(lab: Lab, result: Result, full: bool) -> None:
+    """Restart Redis while Extract runs (broker, RedBeat lock and cursors go away for a while)."""
+    lab.beat()
+    lab.traffic(600)
+    lab.worker("w1")
+    for _ in range(2 if full else 1):
+        lab.cycle()
+        admission = lab.request(EXTRACT)
+        lab.wait_running(admission.run_id)
+        lab.redis.stop()
+        time.sleep(2)
+        lab.redis.start()
+        lab.wait_end(admission.run_id)
+        lab.cycle()
+
+
+def restart_postgres(lab: Lab, result: Result, full: bool) -> None:
+    """Restart PostgreSQL (fast shutdown: sessions cut) while Extract runs."""
+    lab.beat()
+    lab.traffic(600)
+    lab.worker("w1")
+    for _ in range(2 if full else 1):
+        lab.cycle()
+        admission = lab.request(EXTRACT)
+        lab.wait_running(admission.run_id)
+        time.sleep(0.3)
+        lab.pg.stop()
+        time.sleep(1)
+        lab.pg.start()
+        lab.sweep()
+        lab.cycle()
+
+
+def kill_active_beat(lab: Lab, result: Result, full: bool) -> None:
+    """Two beats, ETL every minute: SIGKILL the active one; the standby takes over."""
+    lab.options(
+        {
+            ("schedule", "run-scheduler"): "true",
+            ("schedule", "etl-start-time"): "00:00",
+            ("schedule", "etl-end-time"): "00:00",
+            ("schedule", "etl-frequency"): "1",
+            ("schedule", "run-maintain"): "false",
+            ("schedule", "run-update-stats"): "false",
+        }
+    )
+    lab.traffic(600)
+    lab.worker("w1")
+    lab.beat("beat1")
+    time.sleep(2)
+    lab.beat("beat2")
+
+    def cycles() -> int:
+        with lab.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(
+                        job_run.c.job == EXTRACT,
+                        job_run.c.trigger == "scheduled",
+                        job_run.c.started_at.is_not(None),
+                    )
+                ).scalar_one()
+            )
+
+    lab.wait(lambda: cycles() >= 1, 75, "a scheduled ETL cycle")
+    for _ in range(2 if full else 1):
+        active = _active_beat(lab)
+        before = cycles()
+        lab.signal(active, signal.SIGKILL)
+        lab.wait(lambda: cycles() > before, 90, "a cycle fired by the standby beat")  # noqa: B023 - called at once
+        lab.beat(active)  # back as the new standby
+        time.sleep(2)
+    lab.cycles = cycles()
+
+
+def _active_beat(lab: Lab) -> str:
+    """The beat holding the RedBeat lock: the one whose log shows it ticking."""
+    for name in ("beat1", "beat2"):
+        log = (lab.root / f"{name}.log").read_text(errors="replace")
+        if "beat: Acquired lock" in log or "Acquired lock" in log:
+            if lab.processes[name].poll() is None:
+                return name
+    return "beat1"
+
+
+def stop_at_random_points(lab: Lab, result: Result, full: bool) -> None:
+    """Stop Job (M6) every job at a random point, then rerun it."""
+    rng = random.Random(3)
+    lab.beat()
+    lab.traffic(600)
+    lab.worker("w1")
+    for job in [EXTRACT, TRANSFORM, AGGREGATE, MAINTAIN, EXPORT] * (3 if full else 1):
+        lab.cycle()
+        admission = lab.request(job, force=job == EXPORT)
+        if admission.state != "Running":
+            result.notes.append(f"{job}: {admission.state} ({admission.reason})")
+            continue
+        lab.wait_running(admission.run_id)
+        time.sleep(rng.uniform(0.0, 0.8))
+        with suppress(Exception):
+            manager.stop_run(lab.engine, admission.run_id, "reliability")
+        lab.wait_end(admission.run_id, 90)
+        lab.cycle()
+
+
+def export_unwritable(lab: Lab, result: Result, full: bool) -> None:
+    """Export into a directory that cannot be written (a file is in the way), then repaired:
+    the failed run writes nothing, the rerun writes every interval exactly once."""
+    lab.beat()
+    lab.worker("w1")
+    lab.cycle()
+    blocker = lab.root / "blocked"
+    blocker.write_text("a file where the export directory should be\n")
+    lab.options({("gim-export", "output-directory"): str(blocker / "export")})
+    admission = lab.request(EXPORT, force=True)
+    state = lab.wait_end(admission.run_id)
+    if state != "Failed":
+        result.error = f"export into an unwritable directory ended {state}, not Failed"
+    lab.options({("gim-export", "output-directory"): str(lab.root / "export")})
+    for _ in range(2):
+        lab.complete(EXPORT)
+    result.export_errors = _export_errors(lab)
+
+
+def _export_errors(lab: Lab) -> int:
+    """Intervals exported other than exactly once, and row counts that disagree."""
+    chunks = []
+    for manifest in (lab.root / "export").glob("*/manifest.json"):
+        data = json.loads(manifest.read_text())
+        chunks.append((datetime.fromisoformat(data["start"]), datetime.fromisoformat(data["end"])))
+    chunks.sort()
+    errors = sum(1 for a, b in zip(chunks, chunks[1:], strict=False) if b[0] != a[1])
+    if not chunks:
+        errors += 1
+    return errors
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "sigkill-worker": sigkill_worker,
+    "sigstop-worker": sigstop_worker,
+    "restart-redis": restart_redis,
+    "restart-postgres": restart_postgres,
+    "kill-active-beat": kill_active_beat,
+    "stop-at-random-points": stop_at_random_points,
+    "export-unwritable": export_unwritable,
+}
+
+
+@contextmanager
+def servers(root: Path) -> Iterator[tuple[PostgresServer, RedisServer]]:
+    pg = PostgresServer(root / "postgres", free_port(), fast=False)
+    redis = RedisServer(root / "redis", free_port(), persistent=True)
+    pg.start()
+    redis.start()
+    try:
+        yield pg, redis
+    finally:
+        redis.stop()
+        pg.stop()
+
+
+def run(names: list[str], full: bool, say: Callable[[str], None]) -> list[Result]:
+    results = []
+    root = Path(tempfile.mkdtemp(prefix="gim-reliability-"))
+    root.chmod(0o755)
+    with servers(root) as (pg, redis):
+        for number, name in enumerate(names, start=1):
+            result = Result(name)
+            started = time.monotonic()
+            say(f"{name}: {SCENARIOS[name].__doc__.splitlines()[0]}")  # type: ignore[union-attr]
+            lab = Lab(root, pg, redis, name, number)
+            try:
+                SCENARIOS[name](lab, result, full)
+                lab.measure(result)
+            except Exception as error:  # a scenario that cannot finish is a failure, reported
+                result.error = f"{type(error).__name__}: {error}"
+            finally:
+                lab.close()
+            result.seconds = round(time.monotonic() - started, 1)
+            say(f"{name}: {'ok' if result.ok else 'FAILED'} in {result.seconds} s")
+            results.append(result)
+    return results
+
+
+def as_json(results: list[Result]) -> str:
+    return json.dumps(
+        {"scenarios": [{**asdict(r), "ok": r.ok} for r in results]}, indent=2, default=str
+    )
