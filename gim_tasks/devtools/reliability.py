@@ -43,12 +43,13 @@ from celery import Celery
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.tables import job_run
+from gim_tasks.errors import GimError
 from gim_tasks.idb.generator import generate
 from gim_tasks.idb.schema import init_idb
 from gim_tasks.localstack import PostgresServer, RedisServer, free_port
 from gim_tasks.options import store
 from gim_tasks.runtime import manager
-from gim_tasks.runtime.beat import send, sweep_lost
+from gim_tasks.runtime.beat import GimScheduler, send, sweep_lost
 from gim_tasks.schedule.jobs import (
     AGGREGATE,
     EXPORT,
@@ -87,6 +88,8 @@ class Result:
     double_firings: int = 0
     aggregate_mismatches: int = 0
     export_errors: int = 0
+    faults: int = 0  # faults injected while a job ran ...
+    faults_mid_run: int = 0  # ... of which the job was still running when they landed
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     error: str | None = None
@@ -140,9 +143,25 @@ class Lab:
                 ("gim-export", "output-directory"): str(self.root / "export"),
             }
         )
+        self.backlogs = 0
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.celery = Celery(broker=self.env["GIM_REDIS_URL"])
         self.cycles = 0
+
+    def backlog(self, hours: int = 3) -> None:
+        """More source traffic (earlier days, new seed), so the next job has real work."""
+        self.backlogs += 1
+        day = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
+        with psycopg.connect(self.env["GIM_IDB_URLS"], autocommit=True) as conn:
+            generate(
+                conn,
+                day - timedelta(days=1 + self.backlogs),
+                hours,
+                agents=80,
+                queues=8,
+                rate=4000,
+                seed=100 + self.backlogs,
+            )
 
     # ----- processes ---------------------------------------------------------------------------
 
@@ -228,16 +247,20 @@ class Lab:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(job_run).where(job_run.c.id == run_id)).one()
 
-    def wait(self, predicate: Callable[[], bool], limit: float, what: str) -> None:
+    def wait(
+        self, predicate: Callable[[], bool], limit: float, what: str, poll: float = 0.2
+    ) -> None:
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             if predicate():
                 return
-            time.sleep(0.2)
+            time.sleep(poll)
         raise TimeoutError(f"{what}: not within {limit:.0f} s")
 
     def wait_running(self, run_id: int, limit: float = 60) -> None:
-        self.wait(lambda: self.run(run_id).state != "Scheduled", limit, f"run {run_id} starts")
+        self.wait(
+            lambda: self.run(run_id).state != "Scheduled", limit, f"run {run_id} starts", 0.02
+        )
 
     def wait_end(self, run_id: int, limit: float = 120) -> str:
         self.wait(lambda: self.run(run_id).state in FINAL, limit, f"run {run_id} ends")
@@ -401,19 +424,34 @@ def fact_rows(url: str) -> dict[str, dict[tuple[int, int], list[str]]]:
 Scenario = Callable[[Lab, Result, bool], None]
 
 
-def _kill_during(
-    lab: Lab, result: Result, job: str, sig: signal.Signals, rng: random.Random
-) -> None:
-    """Start ``job`` on worker w1 and hit w1 with ``sig`` while it runs."""
+def _prepare(lab: Lab, job: str) -> None:
+    """Give ``job`` work to do, so that a fault lands in the middle of it."""
+    if job in (EXTRACT, TRANSFORM, AGGREGATE, EXPORT):
+        lab.backlog()
+    if job in (TRANSFORM, AGGREGATE, EXPORT):
+        lab.complete(EXTRACT)
+    if job in (AGGREGATE, EXPORT):
+        lab.complete(TRANSFORM)
+
+
+def _fault_during(
+    lab: Lab, result: Result, job: str, fault: Callable[[int], object], rng: random.Random
+) -> int | None:
+    """Start ``job`` (after giving it work), wait a random moment, then inject ``fault``."""
+    _prepare(lab, job)
     admission = lab.request(job, force=job in (EXPORT, UPDATE_STATS))
     if admission.state != "Running":
         result.notes.append(f"{job}: {admission.state} ({admission.reason})")
-        return
+        return None
     lab.wait_running(admission.run_id)
-    time.sleep(rng.uniform(0.05, 0.6))
-    if lab.run(admission.run_id).state != "Running":
+    time.sleep(rng.uniform(0.0, 0.25))
+    if lab.run(admission.run_id).state == "Running":
+        result.faults_mid_run += 1
+    else:
         result.notes.append(f"{job} run {admission.run_id} ended before the fault")
-    lab.signal("w1", sig)
+    result.faults += 1
+    fault(admission.run_id)
+    return admission.run_id
 
 
 def sigkill_worker(lab: Lab, result: Result, full: bool) -> None:
@@ -421,11 +459,10 @@ def sigkill_worker(lab: Lab, result: Result, full: bool) -> None:
     rng = random.Random(1)
     lab.beat()
     lab.traffic(600)
-    jobs = [EXTRACT, TRANSFORM, AGGREGATE, MAINTAIN, EXPORT] * (2 if full else 1)
     lab.worker("w1")
     lab.cycle()
-    for job in jobs:
-        _kill_during(lab, result, job, signal.SIGKILL, rng)
+    for job in [EXTRACT, TRANSFORM, AGGREGATE, MAINTAIN, EXPORT] * (2 if full else 1):
+        _fault_during(lab, result, job, lambda _: lab.signal("w1", signal.SIGKILL), rng)
         lab.worker("w1")
         lab.sweep()
         lab.cycle()
@@ -561,18 +598,19 @@ def stop_at_random_points(lab: Lab, result: Result, full: bool) -> None:
     lab.beat()
     lab.traffic(600)
     lab.worker("w1")
+    lab.cycle()
     for job in [EXTRACT, TRANSFORM, AGGREGATE, MAINTAIN, EXPORT] * (3 if full else 1):
+        run_id = _fault_during(lab, result, job, lambda run: _stop(lab, run), rng)
+        if run_id is not None:
+            state = lab.wait_end(run_id, 90)
+            if state not in ("Stopped", "Completed", "Completed with warnings"):
+                result.error = f"{job} run {run_id} ended {state} after a stop request"
         lab.cycle()
-        admission = lab.request(job, force=job == EXPORT)
-        if admission.state != "Running":
-            result.notes.append(f"{job}: {admission.state} ({admission.reason})")
-            continue
-        lab.wait_running(admission.run_id)
-        time.sleep(rng.uniform(0.0, 0.8))
-        with suppress(Exception):
-            manager.stop_run(lab.engine, admission.run_id, "reliability")
-        lab.wait_end(admission.run_id, 90)
-        lab.cycle()
+
+
+def _stop(lab: Lab, run_id: int) -> None:
+    with suppress(GimError):  # it may have ended just before the request
+        manager.stop_run(lab.engine, run_id, "reliability")
 
 
 def export_unwritable(lab: Lab, result: Result, full: bool) -> None:
@@ -607,6 +645,63 @@ def _export_errors(lab: Lab) -> int:
     return errors
 
 
+class JumpingClockScheduler(GimScheduler):
+    """The beat with a wall clock shifted by the seconds in $GIM_CLOCK_OFFSET_FILE, re-read
+    every tick: an NTP step or a VM resume, as the scheduler sees it (monotonic timers are not
+    affected, as with a real step)."""
+
+    def now(self) -> datetime:
+        try:
+            offset = float(Path(os.environ["GIM_CLOCK_OFFSET_FILE"]).read_text().strip() or 0)
+        except (KeyError, OSError, ValueError):
+            offset = 0.0
+        return datetime.now(UTC) + timedelta(seconds=offset)
+
+
+def clock_jump(lab: Lab, result: Result, full: bool) -> None:
+    """The beat host's clock jumps 10 minutes ahead, then back: after the jump ahead one
+    catch-up cycle starts (S12), after the jump back no firing is repeated (S11)."""
+    offset = lab.root / "clock-offset"
+    offset.write_text("0\n")
+    lab.env["GIM_CLOCK_OFFSET_FILE"] = str(offset)
+    lab.options(
+        {
+            ("schedule", "run-scheduler"): "true",
+            ("schedule", "etl-start-time"): "00:00",
+            ("schedule", "etl-end-time"): "00:00",
+            ("schedule", "etl-frequency"): "1",
+            ("schedule", "run-maintain"): "false",
+            ("schedule", "run-update-stats"): "false",
+        }
+    )
+    lab.worker("w1")
+    lab.start("beat1", "beat", "-S", f"{__name__}:JumpingClockScheduler")
+
+    def planned() -> list[datetime]:
+        with lab.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(job_run.c.planned_at)
+                    .where(job_run.c.job == EXTRACT, job_run.c.trigger == "scheduled")
+                    .order_by(job_run.c.planned_at)
+                ).scalars()
+            )
+
+    lab.wait(lambda: len(planned()) >= 1, 75, "a scheduled ETL cycle")
+    before = planned()
+    offset.write_text("600\n")  # ten minutes ahead
+    lab.wait(lambda: len(planned()) > len(before), 20, "the catch-up cycle after the jump")
+    ahead = planned()
+    if len(ahead) - len(before) != 1:
+        result.error = f"{len(ahead) - len(before)} cycles right after the jump ahead, not 1"
+    offset.write_text("0\n")  # back to the true time
+    time.sleep(70 if full else 25)  # at least one true minute boundary passes in full mode
+    replayed = [at for at in planned()[len(ahead) :] if at <= ahead[-1]]
+    if replayed:
+        result.error = f"firings repeated after the jump back: {replayed}"
+    lab.cycles = len(planned())
+
+
 SCENARIOS: dict[str, Scenario] = {
     "sigkill-worker": sigkill_worker,
     "sigstop-worker": sigstop_worker,
@@ -615,6 +710,7 @@ SCENARIOS: dict[str, Scenario] = {
     "kill-active-beat": kill_active_beat,
     "stop-at-random-points": stop_at_random_points,
     "export-unwritable": export_unwritable,
+    "clock-jump": clock_jump,
 }
 
 

@@ -185,7 +185,7 @@ class GimScheduler(RedBeatScheduler):
         started = time.perf_counter()
         wait = 1.0
         try:
-            now = datetime.now(UTC)
+            now = self.now()
             tick = self.gim_tick(now)
             self._last_error = ""
             upcoming = [at for at in tick.next_runs.values() if at is not None and at > now]
@@ -199,6 +199,11 @@ class GimScheduler(RedBeatScheduler):
             self._last_error = message
         elapsed = time.perf_counter() - started
         return max(0.005, min(interval, wait - elapsed))
+
+    def now(self) -> datetime:
+        """The wall clock the firing engine decides by (a subclass may shift it: the
+        reliability suite's clock-jump scenario)."""
+        return datetime.now(UTC)
 
     def load_cursors(self) -> dict[str, datetime]:
         raw: dict[Any, Any] = self._redis.hgetall(CURSORS_KEY)
