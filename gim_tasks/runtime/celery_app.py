@@ -7,7 +7,9 @@ once at import; a missing or malformed ``GIM_*`` variable ends the process with 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
+import click
 from celery import Celery
 from kombu import Exchange, Queue
 
@@ -17,8 +19,23 @@ from gim_tasks.schedule.jobs import JOBS
 from gim_tasks.settings import Settings, get_settings
 
 
+class UnknownTask(click.UsageError):
+    """A task name that no gim-tasks worker runs (e.g. a typo in ``celery call``). A
+    ``click`` usage error, so the ``celery`` command prints one line and exits 2."""
+
+
+class GimCelery(Celery):
+    def send_task(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Refuse names no worker would run: Celery would queue them, and the worker would
+        drop them with "unregistered task" in its log, leaving the caller none the wiser."""
+        if name not in self.tasks:
+            known = ", ".join(sorted(n for n in self.tasks if not n.startswith("celery.")))
+            raise UnknownTask(f"unknown job '{name}'; jobs are {known}")
+        return super().send_task(name, *args, **kwargs)
+
+
 def create_app(settings: Settings) -> Celery:
-    app = Celery("gim_tasks")
+    app = GimCelery("gim_tasks")
     app.conf.update(
         broker_url=settings.redis_url,
         redbeat_redis_url=settings.redis_url,

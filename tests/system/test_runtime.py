@@ -74,6 +74,16 @@ def test_celery_call_obeys_the_same_rules(stack: Stack) -> None:
         60,
         "celery call of UpdateStats rejected",
     )
+    typo = subprocess.run(
+        [CELERY, "-A", "gim_tasks.runtime.celery_app", "call", "Job_ExtractIcon"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert typo.returncode == 2
+    assert "Error: unknown job 'Job_ExtractIcon'; jobs are Job_AggregateGIM" in typo.stderr
+    assert "Traceback" not in typo.stderr
 
 
 def test_m5_manual_maintenance_waits_then_cancel(stack: Stack) -> None:
