@@ -1,0 +1,161 @@
+"""The bad-input corpus (issue 11): every malformed command, option, parameter and account
+request gets one clear line naming what is wrong, a non-zero exit code, no traceback, and
+changes nothing in the database. (API payloads: test_web_api; malformed source rows:
+test_etl's discards; unknown `celery call` names: test_runtime.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from gim_tasks.cli.main import main as gim
+from gim_tasks.db.engine import make_engine
+
+#: (argv, exit code, text the error line must contain)
+CORPUS: list[tuple[list[str], int, str]] = [
+    # options: bad values, unknown names, bad combinations are refused before storing
+    (["config", "set", "schedule", "etl-frequency", "0"], 2, "integer from 1 to 1440"),
+    (["config", "set", "schedule", "etl-frequency", "ten"], 2, "etl-frequency = 'ten'"),
+    (["config", "set", "schedule", "timezone", "Mars/Olympus"], 2, "Mars/Olympus"),
+    (["config", "set", "schedule", "etl-start-time", "25:00"], 2, "etl-start-time = '25:00'"),
+    (["config", "set", "schedule", "etl-start-time", "6.30"], 2, "etl-start-time = '6.30'"),
+    (["config", "set", "schedule", "aggregate-schedule", "61 *"], 2, "aggregate-schedule"),
+    (["config", "set", "schedule", "export-schedule", "0 0 0 0 0 0"], 2, "export-schedule"),
+    (["config", "set", "schedule", "run-export", "maybe"], 2, "run-export = 'maybe'"),
+    (["config", "set", "schedule", "no-such-option", "1"], 2, "no-such-option"),
+    (["config", "set", "nosection", "timezone", "GMT"], 2, "nosection"),
+    (["config", "set", "gim-etl", "days-to-keep-facts", "--", "-3"], 2, "days-to-keep-facts"),
+    (["config", "set", "gim-etl", "extract-batch-size", "1e9"], 2, "extract-batch-size"),
+    (["config", "set", "gim-export", "output-files-encoding", "klingon-8"], 2, "klingon-8"),
+    # re-aggregation parameters (M4): the message names the bad token
+    (["run", "Job_AggregateGIM", "--params", "-insertPendingAgg"], 1, "-insertPendingAgg"),
+    (
+        [
+            "run",
+            "Job_AggregateGIM",
+            "--params",
+            "-insertPendingAgg H_NOPE-DAY:2026-01-01:2026-01-02",
+        ],
+        1,
+        "H_NOPE",
+    ),
+    (
+        [
+            "run",
+            "Job_AggregateGIM",
+            "--params",
+            "-insertPendingAgg H_AGENT-WEEK:2026-01-01:2026-01-02",
+        ],
+        1,
+        "WEEK",
+    ),
+    (
+        ["run", "Job_AggregateGIM", "--params", "-insertPendingAgg ALLSETS:2026-02-30:2026-03-01"],
+        1,
+        "2026-02-30",
+    ),
+    (
+        ["run", "Job_AggregateGIM", "--params", "-insertPendingAgg ALLSETS:2026-03-02:2026-03-01"],
+        1,
+        "2026-03-01",
+    ),
+    (["run", "Job_AggregateGIM", "--params", "-rebuildEverything"], 1, "-rebuildEverything"),
+    (
+        ["run", "Job_ExtractICON", "--params", "-insertPendingAgg ALLSETS:2026-01-01:2026-01-02"],
+        1,
+        "only Job_AggregateGIM",
+    ),
+    # jobs, runs
+    (["run", "Job_Nope"], 1, "unknown job 'Job_Nope'"),
+    (["stop", "999999"], 1, "run 999999 does not exist"),
+    (["cancel", "999999"], 1, "run 999999 does not exist"),
+    (["jobs", "--category", "Sales"], 1, "unknown category 'Sales'"),
+    # users, tokens, notifications
+    (["user", "add", "bad name!", "--password-stdin"], 1, "user name 'bad name!'"),
+    (["user", "add", "eve", "--role", "root", "--password-stdin"], 1, "unknown role 'root'"),
+    (["user", "remove", "nobody"], 1, "user 'nobody' does not exist"),
+    (["token", "create", "nobody"], 1, "user 'nobody' does not exist"),
+    (["token", "revoke", "424242"], 1, "token 424242 does not exist"),
+    (["notify", "add", "Job_Nope", "a@example.com"], 1, "unknown job 'Job_Nope'"),
+    (["notify", "add", "Job_ExportGIM", "not-an-address"], 1, "neither a user nor"),
+    (
+        ["notify", "add", "Job_ExportGIM", "a@example.com", "--no-on-success", "--no-on-error"],
+        1,
+        "send on error",
+    ),
+    # schedule
+    (["schedule", "plan", "--start", "2026-13-01"], 1, "--start '2026-13-01'"),
+    (["schedule", "next", "--now", "2026-11-22T10:00"], 1, "no UTC offset"),
+]
+
+TABLES = (
+    "option_value",
+    "option_change",
+    "job_run",
+    "agg_request",
+    "web_user",
+    "api_token",
+    "notification_subscription",
+)
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "expected"), CORPUS, ids=[" ".join(c[0])[:60] for c in CORPUS]
+)
+def test_bad_input_gets_one_clear_line_and_changes_nothing(
+    gim_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    code: int,
+    expected: str,
+) -> None:
+    monkeypatch.setattr("sys.stdin", _Stdin("a-good-password\n"))
+    engine = make_engine(gim_env["GIM_DATABASE_URL"])
+    before = _counts(engine)
+    assert gim(argv) == code
+    captured = capsys.readouterr()
+    text = captured.err + captured.out
+    assert expected in text, text
+    assert "Traceback" not in text
+    after = _counts(engine)
+    if argv[0] == "run":  # a refused run request is recorded as Rejected (M1), nothing else
+        assert {k: v for k, v in after.items() if k != "job_run"} == {
+            k: v for k, v in before.items() if k != "job_run"
+        }
+        assert after["job_run"] - before["job_run"] <= 1
+    else:
+        assert after == before
+    engine.dispose()
+
+
+class _Stdin:
+    def __init__(self, text: str) -> None:
+        self.lines = iter(text.splitlines(keepends=True))
+
+    def readline(self) -> str:
+        return next(self.lines, "")
+
+
+def _counts(engine: sa.Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            table: conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+            for table in TABLES
+        }
+
+
+def test_config_import_of_a_bad_file_stores_nothing(
+    gim_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[schedule]\ntimezone = Europe/Berlin\netl-frequency = 0\n[nope]\nx = 1\n")
+    engine = make_engine(gim_env["GIM_DATABASE_URL"])
+    before = _counts(engine)
+    assert gim(["config", "import", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "etl-frequency" in err and "Traceback" not in err
+    assert _counts(engine) == before
+    engine.dispose()
