@@ -102,6 +102,19 @@ def db_upgrade(
     out.print(f"schema {state.describe()}")
 
 
+@db_app.command("grant-web")
+def db_grant_web(
+    role: Annotated[str, typer.Argument(help="An existing login role for the web app.")],
+) -> None:
+    """Give ROLE exactly what the web app needs (read runs and options, record manager
+    operations, edit options and subscriptions; nothing on facts, staging or aggregates).
+    Run as the schema owner after every upgrade; idempotent."""
+    from gim_tasks.db.roles import grant_web
+
+    statements = grant_web(make_engine(get_settings().database_url), role)
+    out.print(f"{role}: {len(statements)} grant/revoke statements applied", markup=False)
+
+
 @db_app.command("check")
 def db_check(as_json: JsonFlag = False) -> None:
     """Say whether the database schema is at head. Exit code 1 when it is not."""

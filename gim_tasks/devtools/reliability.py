@@ -61,7 +61,7 @@ from gim_tasks.schedule.jobs import (
 
 BIN = Path(sys.executable).parent
 GIM = str(BIN / "gim")
-LEASE_SECONDS = 6
+LEASE_SECONDS = 4
 HEARTBEAT_SECONDS = 1
 FACTS = (
     ("interaction_fact", "interaction_id"),

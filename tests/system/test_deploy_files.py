@@ -16,6 +16,7 @@ PASSWORDS = {
     "REDIS_PASSWORD": "redis-secret",
     "GIM_FLOWER_PASSWORD": "flower-secret",
     "GIM_WEB_SECRET": "web-secret",
+    "GIM_WEB_DB_PASSWORD": "web-db-secret",
 }
 
 
@@ -71,7 +72,13 @@ def test_compose_workers_scale_and_services_are_protected() -> None:
     assert "noeviction" in spec["services"]["redis"]["command"]
     assert "FLOWER_BASIC_AUTH" in spec["services"]["flower"]["environment"]
     assert spec["services"]["flower"]["ports"] == ["127.0.0.1:5555:5555"]
-    assert spec["services"]["migrate"]["command"] == ["gim", "db", "upgrade"]
+    assert spec["services"]["migrate"]["command"] == [
+        "sh",
+        "-c",
+        "gim db upgrade && gim db grant-web gim_web",
+    ]
+    web_env = spec["services"]["web"]["environment"]
+    assert web_env["GIM_DATABASE_URL"].startswith("postgresql://gim_web:${GIM_WEB_DB_PASSWORD")
 
 
 @pytest.mark.parametrize(
