@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 import sqlalchemy as sa
+from celery.schedules import schedule as celery_schedule
 from redbeat import RedBeatScheduler
+from redbeat.schedulers import RedBeatSchedulerEntry, get_redis
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Engine
 
@@ -170,6 +172,33 @@ def send(app: Any, job: str, run_id: int) -> None:
     app.send_task(job, kwargs={"run_id": run_id}, queue=BY_NAME[job].queue)
 
 
+MIRROR_PREFIX = "gim-next:"
+
+
+def mirror_entry(app: Any, job: str, next_run: datetime | None, now: datetime) -> None:
+    """Keep RedBeat's entry ``gim-next:<job>`` at the job's Next Run, so RedBeat's schedule
+    (the ``redbeat::schedule`` sorted set: score = next due time) and tools that read it show
+    the truth. The entry is disabled: RedBeat never sends it; the firing engine decides and
+    sends every run (S11). A job with no next run (inactive) has no entry."""
+    name = MIRROR_PREFIX + job
+    if next_run is None:
+        RedBeatSchedulerEntry(name=name, app=app).delete()
+        return
+    entry = RedBeatSchedulerEntry(
+        name=name,
+        task=job,
+        schedule=celery_schedule(run_every=max(next_run - now, timedelta(seconds=1))),
+        enabled=False,
+        options={"queue": BY_NAME[job].queue, "gim_next_run": next_run.isoformat()},
+        app=app,
+    )
+    entry.last_run_at = now
+    entry.save()
+    entry.reschedule(now)  # meta: last_run_at = now, so due_at = now + run_every = next_run
+    # The score straight from the engine (RedBeat would compute it from its own clock).
+    get_redis(app).zadd(app.redbeat_conf.schedule_key, {entry.key: next_run.timestamp()})
+
+
 class GimScheduler(RedBeatScheduler):
     """RedBeat plus the firing engine."""
 
@@ -199,6 +228,14 @@ class GimScheduler(RedBeatScheduler):
             self._last_error = message
         elapsed = time.perf_counter() - started
         return max(0.005, min(interval, wait - elapsed))
+
+    def mirror(self, next_runs: Any, now: datetime) -> None:
+        """Write RedBeat entries for the Next Runs that changed since the last tick."""
+        written: dict[str, datetime | None] = self.__dict__.setdefault("_mirrored", {})
+        for job, at in next_runs.items():
+            if job in BY_NAME and (job not in written or written[job] != at):
+                mirror_entry(self.app, job, at, now)
+                written[job] = at
 
     def now(self) -> datetime:
         """The wall clock the firing engine decides by (a subclass may shift it: the
@@ -239,6 +276,7 @@ class GimScheduler(RedBeatScheduler):
         refusal = check_options(options).refusal()
         tick = decide(options.schedule(), now, state, refusal)
         carry_out(engine, self.app, tick)
+        self.mirror(tick.next_runs, now)
         changed: dict[Any, Any] = {
             k: v.isoformat() for k, v in tick.cursors.items() if state.cursors.get(k) != v
         }

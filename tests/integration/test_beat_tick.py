@@ -174,3 +174,34 @@ def test_s11_a_run_whose_message_was_lost_is_sent_again_once(gim_env: dict[str, 
     assert unclaimed(engine) == []  # marked sent again just now
     assert fresh != lost
     engine.dispose()
+
+
+def test_redbeat_entries_carry_each_jobs_next_run(gim_env: dict[str, str]) -> None:
+    """Issue 9: RedBeat's schedule shows every active job at its Next Run; entries are
+    disabled (RedBeat never sends them), inactive jobs have none."""
+    from redbeat.schedulers import RedBeatSchedulerEntry
+
+    from gim_tasks.runtime.beat import MIRROR_PREFIX
+
+    beat = Beat(gim_env)
+    beat.cursors("2026-11-22 10:05:00")
+    beat.tick("2026-11-22 10:05:00")
+    app = beat.scheduler.app
+    expected = {
+        "Job_ExtractICON": at("2026-11-22 10:30:00"),
+        "Job_MaintainGIM": at("2026-11-23 03:00:00"),
+        "Job_UpdateStats": at("2026-11-22 10:10:00"),
+    }
+    for job, when in expected.items():
+        key = RedBeatSchedulerEntry.generate_key(app, MIRROR_PREFIX + job)
+        entry = RedBeatSchedulerEntry.from_key(key, app)
+        assert entry.options["gim_next_run"] == when.isoformat(), job
+        assert entry.enabled is False and entry.task == job
+        assert beat.redis.zscore("redbeat::schedule", key) == when.timestamp()
+        assert entry.is_due()[0] is False
+    export_key = RedBeatSchedulerEntry.generate_key(app, MIRROR_PREFIX + "Job_ExportGIM")
+    assert not beat.redis.exists(export_key)  # run-export=false: no Next Run, no entry
+    store.set_option(beat.engine, "schedule", "etl-frequency", "15", "test")
+    beat.tick("2026-11-22 10:06:00")
+    key = RedBeatSchedulerEntry.generate_key(app, MIRROR_PREFIX + "Job_ExtractICON")
+    assert beat.redis.zscore("redbeat::schedule", key) == at("2026-11-22 10:15:00").timestamp()
