@@ -212,6 +212,7 @@ def reliability(
             "double firings",
             "agg. mismatches",
             "export errors",
+            "faults mid-run",
             "s",
             "ok",
         )
@@ -232,6 +233,7 @@ def reliability(
                         r.double_firings,
                         r.aggregate_mismatches,
                         r.export_errors,
+                        f"{r.faults_mid_run}/{r.faults}",
                         r.seconds,
                     )
                 ),
