@@ -212,7 +212,18 @@ def stop_run(engine: Engine, run_id: int, actor: str) -> str:
                 ended_by=actor,
             )
         )
-    return f"run {run_id} ({row.job}): stop requested; it stops at its next safe point"
+        warning = ""
+        if row.job == AGGREGATE:
+            options = store.load_options(conn).schedule()
+            if options.run_aggregates and open_window(
+                options, datetime.now(UTC), zone(options.timezone)
+            ):
+                warning = (
+                    "; warning: its aggregation window is open and run-aggregates=true, so "
+                    "the scheduler restarts it within a tick (S7); set run-aggregates=false "
+                    "to keep it stopped"
+                )
+    return f"run {run_id} ({row.job}): stop requested; it stops at its next safe point{warning}"
 
 
 def cancel_run(engine: Engine, run_id: int, actor: str) -> str:

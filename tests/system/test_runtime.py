@@ -16,6 +16,7 @@ from conftest import CELERY, Stack
 
 from gim_tasks.db.engine import make_engine
 from gim_tasks.idb.generator import generate
+from gim_tasks.options import store
 
 
 def test_m1_manual_run_on_a_worker_and_s2_and_m7(stack: Stack) -> None:
@@ -259,3 +260,49 @@ def test_worker_sigterm_stops_a_continuous_run_gracefully(stack: Stack) -> None:
     stack.wait(lambda: stack.runs(f"id = {run_id}")[0].state == "Stopped", 40, "stopped")
     assert stack.runs(f"id = {run_id}")[0].reason == "worker shutting down"
     assert worker.wait(timeout=40) is not None
+
+
+def test_s7_aggregation_window_restarts_a_stopped_run_and_stops_at_window_end(
+    stack: Stack,
+) -> None:
+    """S7 with real processes: inside an open window the beat starts aggregation, starts it
+    again within a tick after an operator stopped it (M6 warns that it would), and stops it
+    gracefully when the window ends."""
+    now = datetime.now(UTC)
+    opening = now.replace(second=0, microsecond=0) - timedelta(minutes=1 if now.second < 35 else 0)
+    window_end = opening + timedelta(minutes=2)
+    for option, value in (
+        ("run-aggregates", "true"),
+        ("aggregate-schedule", f"{opening.minute} {opening.hour}"),
+        ("aggregate-duration", "00:02"),
+        ("run-maintain", "false"),
+        ("run-update-stats", "false"),
+        ("etl-start-time", "05:00"),  # no ETL cycle in this test's minutes
+        ("etl-end-time", "05:01"),
+    ):
+        store.set_option(stack.engine, "schedule", option, value, "test")
+    stack.env["GIM_HEARTBEAT_SECONDS"] = "1"
+    stack.worker()
+    stack.start("beat1", "beat")
+
+    def running(trigger: str) -> list[sa.Row]:
+        return stack.runs(
+            f"job = 'Job_AggregateGIM' AND state = 'Running' AND trigger = '{trigger}'"
+        )
+
+    stack.wait(lambda: bool(running("scheduled")), 30, "aggregation started in its window")
+    first = running("scheduled")[0]
+    stop = stack.gim("stop", str(first.id), "--actor", "ops")
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert "restarts" in stop.stdout  # M6: the operator is told the scheduler restarts it
+    stack.wait(lambda: bool(running("restart")), 30, "aggregation restarted (S7)")
+    assert stack.runs(f"id = {first.id}")[0].state == "Stopped"
+    restarted = running("restart")[0]
+    limit = (window_end - datetime.now(UTC)).total_seconds() + 30
+    stack.wait(
+        lambda: stack.runs(f"id = {restarted.id}")[0].state == "Stopped", limit, "window end"
+    )
+    ended = stack.runs(f"id = {restarted.id}")[0]
+    assert ended.reason == "aggregation window ended (S7)"
+    assert ended.ended_at >= window_end
+    assert not running("restart") and not running("scheduled")
