@@ -159,3 +159,17 @@ def test_config_import_of_a_bad_file_stores_nothing(
     assert "etl-frequency" in err and "Traceback" not in err
     assert _counts(engine) == before
     engine.dispose()
+
+
+def test_c2_a_failing_configuration_check_rejects_manual_runs_naming_the_item(
+    gim_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad combination of options is stored (each value is valid) but the configuration
+    check fails, and then no run may start (C2): the refusal names the failing item."""
+    assert gim(["config", "set", "schedule", "maintain-start-time", "12:00"]) == 0
+    capsys.readouterr()
+    assert gim(["run", "Job_ExtractICON"]) == 1
+    out = capsys.readouterr().out
+    assert "Rejected: configuration check failed: [schedule] maintain-start-time" in out
+    assert gim(["run", "Job_ExtractICON", "--local"]) == 1
+    assert "configuration check failed" in capsys.readouterr().out
