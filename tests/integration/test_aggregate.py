@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gim_tasks.aggregate.compute import ensure_tables, verify
 from gim_tasks.aggregate.params import parse
@@ -208,3 +211,79 @@ def test_stop_between_batches(idb: str, database_url: str) -> None:
     assert ctx.counts.summary["batches"] == 1
     once(database_url)
     assert mismatches(database_url) == []
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    seed=st.integers(0, 10_000),
+    start_hour=st.integers(0, 23),
+    hours=st.integers(1, 5),
+    late_updates=st.integers(0, 60),
+    requests=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "ALLSETS",
+                    "H_AGENT,H_QUEUE-DAY",
+                    "H_ID-SUBHOUR",
+                    "H_CAMPAIGN-MONTH",
+                    "H_I_STATE_RSN-HOUR.Online",
+                    "H_QUEUE_ABN-YEAR.Offline",
+                ]
+            ),
+            st.integers(0, 3),
+            st.integers(0, 3),
+        ),
+        max_size=3,
+    ),
+    damage=st.booleans(),
+)
+def test_d3_property_random_traffic_and_random_reaggregation(
+    make_database: Callable[..., str],
+    seed: int,
+    start_hour: int,
+    hours: int,
+    late_updates: int,
+    requests: list[tuple[str, int, int]],
+    damage: bool,
+) -> None:
+    """D3 over random traffic (time of day, length, seed, late updates of earlier calls) and
+    random re-aggregation requests, with or without damaged aggregate tables: after the
+    passes, every aggregate table equals a recomputation from the facts."""
+    idb, mart = make_database(migrated=False), make_database()
+    init_idb(make_engine(idb))
+    begin = datetime(2026, 10, 24, start_hour, tzinfo=UTC)  # spans Berlin's fall-back night
+    with psycopg.connect(idb, autocommit=True) as conn:
+        generate(conn, begin, hours, agents=15, queues=4, rate=300, seed=seed)
+    etl(mart, idb)
+    once(mart)
+    with psycopg.connect(idb, autocommit=True) as conn:
+        generate(
+            conn, begin + timedelta(hours=hours), 1, agents=15, queues=4, rate=300, seed=seed + 1
+        )
+        conn.execute(
+            "UPDATE party_segment SET outcome = 'abandoned', agent_id = NULL "
+            "WHERE id IN (SELECT id FROM party_segment ORDER BY id LIMIT %s)",
+            (late_updates,),
+        )
+    etl(mart, idb)
+    with make_engine(mart).begin() as conn:
+        if damage:
+            conn.execute(sa.text("UPDATE agg_h_agent_day SET offered = offered + 7"))
+            conn.execute(sa.text("DELETE FROM agg_h_queue_subhour"))
+        for sets, first, length in requests:
+            start = begin.date() + timedelta(days=first - 1)
+            text = f"-insertPendingAgg {sets}:{start}:{start + timedelta(days=length)}"
+            conn.execute(
+                sa.text("INSERT INTO agg_request (params, requested_by) VALUES (:p, 'test')"),
+                {"p": json.dumps(parse(text).as_dict())},
+            )
+        if damage:  # repair what the damage touched, whatever the random requests were
+            first_day, last_day = begin.date() - timedelta(days=1), begin.date() + timedelta(days=2)
+            text = f"-insertPendingAgg ALLSETS:{first_day}:{last_day}"
+            conn.execute(
+                sa.text("INSERT INTO agg_request (params, requested_by) VALUES (:p, 'test')"),
+                {"p": json.dumps(parse(text).as_dict())},
+            )
+    once(mart)
+    assert mismatches(mart) == []
