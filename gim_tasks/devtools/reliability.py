@@ -541,8 +541,8 @@ def restart_postgres(lab: Lab, result: Result, full: bool) -> None:
         lab.cycle()
 
 
-def kill_active_beat(lab: Lab, result: Result, full: bool) -> None:
-    """Two beats, ETL every minute: SIGKILL the active one; the standby takes over."""
+def _etl_every_minute(lab: Lab) -> None:
+    """Scheduled ETL cycles every minute round the clock, nothing else scheduled."""
     lab.options(
         {
             ("schedule", "run-scheduler"): "true",
@@ -553,6 +553,11 @@ def kill_active_beat(lab: Lab, result: Result, full: bool) -> None:
             ("schedule", "run-update-stats"): "false",
         }
     )
+
+
+def kill_active_beat(lab: Lab, result: Result, full: bool) -> None:
+    """Two beats, ETL every minute: SIGKILL the active one; the standby takes over."""
+    _etl_every_minute(lab)
     lab.traffic(600)
     lab.worker("w1")
     lab.beat("beat1")
@@ -664,16 +669,7 @@ def clock_jump(lab: Lab, result: Result, full: bool) -> None:
     offset = lab.root / "clock-offset"
     offset.write_text("0\n")
     lab.env["GIM_CLOCK_OFFSET_FILE"] = str(offset)
-    lab.options(
-        {
-            ("schedule", "run-scheduler"): "true",
-            ("schedule", "etl-start-time"): "00:00",
-            ("schedule", "etl-end-time"): "00:00",
-            ("schedule", "etl-frequency"): "1",
-            ("schedule", "run-maintain"): "false",
-            ("schedule", "run-update-stats"): "false",
-        }
-    )
+    _etl_every_minute(lab)
     lab.worker("w1")
     lab.start("beat1", "beat", "-S", f"{__name__}:JumpingClockScheduler")
 
