@@ -102,6 +102,11 @@ class Heartbeat(threading.Thread):
         super().__init__(name=f"heartbeat-{run_id}", daemon=True)
         self.engine, self.run_id, self.token, self.ctx = engine, run_id, token, ctx
         self.done = threading.Event()
+        self.progress: dict[str, object] = {}
+
+    def note_progress(self, what: str, done: int, total: int | None) -> None:
+        """The job's latest progress; the next heartbeat records it for the Running tab."""
+        self.progress = {"what": what, "done": done, "total": total}
 
     def run(self) -> None:
         while not self.done.wait(HEARTBEAT_SECONDS):
@@ -118,6 +123,8 @@ class Heartbeat(threading.Thread):
                             heartbeat_at=sa.func.now(),
                             rows_read=self.ctx.counts.read,
                             rows_written=self.ctx.counts.written,
+                            # Until the run ends (finish_run writes the final summary).
+                            summary={"progress": self.progress} if self.progress else {},
                         )
                         .returning(job_run.c.stop_requested_at, job_run.c.reason)
                     ).one_or_none()
@@ -145,6 +152,7 @@ def run_claimed(
         output_base=get_settings().output_directory,
     )
     heartbeat = Heartbeat(engine, run_id, token, ctx)
+    ctx.progress = heartbeat.note_progress
     heartbeat.start()
     try:
         state, error = execute(body, ctx)

@@ -362,3 +362,28 @@ def test_a4_summary_counts_runs_and_failures_per_category(web: Web) -> None:
     page = client.get("/jobs/history?category=ETL").text
     assert 'href="/jobs/history?category=ETL"' in page and "2 failed jobs" in page
     assert page.count('data-run="') == 3
+
+
+def test_running_tab_shows_live_progress_and_stop(web: Web) -> None:
+    with web.engine.begin() as conn:
+        run_id = conn.execute(
+            sa.insert(job_run)
+            .values(
+                job="Job_ExtractICON",
+                trigger="manual",
+                actor="ops",
+                state="Running",
+                started_at=sa.func.now(),
+                rows_read=1500,
+                summary={
+                    "progress": {"what": "extract party_segment", "done": 12345, "total": None}
+                },
+            )
+            .returning(job_run.c.id)
+        ).scalar_one()
+    viewer, _ = web.session("viewer")
+    page = viewer.get("/jobs/running").text
+    assert f'data-run="{run_id}"' in page and "extract party_segment: 12,345" in page
+    assert "1,500" in page and 'class="stop"' not in page  # a viewer may not stop
+    operator, _ = web.session("operator")
+    assert 'class="stop"' in operator.get("/jobs/running").text
