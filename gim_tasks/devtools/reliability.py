@@ -145,6 +145,9 @@ class Lab:
         )
         self.backlogs = 0
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.argv: dict[str, tuple[str, ...]] = {}
+        self.deliberate: set[str] = set()  # processes the scenario stopped on purpose
+        self.restarts: list[str] = []
         self.celery = Celery(broker=self.env["GIM_REDIS_URL"])
         self.cycles = 0
 
@@ -175,6 +178,8 @@ class Lab:
             with suppress(ProcessLookupError):
                 os.killpg(previous.pid, signal.SIGKILL)
             previous.wait()
+        self.argv[name] = args
+        self.deliberate.discard(name)
         log = (self.root / f"{name}.log").open("ab")
         process = subprocess.Popen(
             [GIM, *args],
@@ -214,8 +219,20 @@ class Lab:
             str(seconds),
         )
 
+    def supervise(self) -> None:
+        """Restart a beat or worker that exited on its own, as the deployment's restart policy
+        does (compose ``restart: unless-stopped``, Kubernetes): Celery workers and RedBeat
+        beats exit with code 1 on some broker connection losses and rely on it."""
+        for name, process in list(self.processes.items()):
+            if name == "traffic" or name in self.deliberate or process.poll() is None:
+                continue
+            self.restarts.append(f"{name} exited with code {process.returncode}")
+            self.start(name, *self.argv[name])
+
     def signal(self, name: str, sig: signal.Signals) -> None:
         process = self.processes[name]
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            self.deliberate.add(name)
         with suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         if sig == signal.SIGKILL:
@@ -254,6 +271,7 @@ class Lab:
         while time.monotonic() < deadline:
             if predicate():
                 return
+            self.supervise()
             time.sleep(poll)
         raise TimeoutError(f"{what}: not within {limit:.0f} s")
 
@@ -365,6 +383,8 @@ class Lab:
                 len(v) - 1 for key, v in found.items() if key not in expected and len(v) > 1
             )
         result.cycles = self.cycles
+        if self.restarts:
+            result.notes.append("restarted by the supervisor: " + "; ".join(self.restarts))
 
     def close(self) -> None:
         self.stop_all()
@@ -508,35 +528,35 @@ def _worker_of(lab: Lab, name: str, worker: str) -> bool:
         return False
 
 
+def _restart(server: PostgresServer | RedisServer, down: float) -> None:
+    server.stop()
+    time.sleep(down)
+    server.start()
+
+
 def restart_redis(lab: Lab, result: Result, full: bool) -> None:
     """Restart Redis while Extract runs (broker, RedBeat lock and cursors go away for a while)."""
+    rng = random.Random(4)
     lab.beat()
     lab.traffic(600)
     lab.worker("w1")
     for _ in range(2 if full else 1):
         lab.cycle()
-        admission = lab.request(EXTRACT)
-        lab.wait_running(admission.run_id)
-        lab.redis.stop()
-        time.sleep(2)
-        lab.redis.start()
-        lab.wait_end(admission.run_id)
+        run_id = _fault_during(lab, result, EXTRACT, lambda _: _restart(lab.redis, 2), rng)
+        if run_id is not None:
+            lab.wait_end(run_id)
         lab.cycle()
 
 
 def restart_postgres(lab: Lab, result: Result, full: bool) -> None:
     """Restart PostgreSQL (fast shutdown: sessions cut) while Extract runs."""
+    rng = random.Random(5)
     lab.beat()
     lab.traffic(600)
     lab.worker("w1")
     for _ in range(2 if full else 1):
         lab.cycle()
-        admission = lab.request(EXTRACT)
-        lab.wait_running(admission.run_id)
-        time.sleep(0.3)
-        lab.pg.stop()
-        time.sleep(1)
-        lab.pg.start()
+        _fault_during(lab, result, EXTRACT, lambda _: _restart(lab.pg, 1), rng)
         lab.sweep()
         lab.cycle()
 
