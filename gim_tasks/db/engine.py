@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,15 +16,42 @@ from gim_tasks.settings import redact, sqlalchemy_url
 CONNECT_TIMEOUT_SECONDS = 5
 
 
+def idle_transaction_timeout_ms() -> int:
+    """How long a session may sit idle inside a transaction before PostgreSQL ends it: twice
+    the run lease (GIM_LEASE_SECONDS, 30 s), at least 10 s. A worker process that is paused
+    (SIGSTOP, a frozen VM) or cut off mid-transaction keeps its row locks, such as the
+    extraction marks, and would block every later run of its job forever; PostgreSQL ends such
+    a session once the run has been declared lost, which releases them. No job leaves a
+    transaction idle for long: every statement streams or computes."""
+    lease = float(os.environ.get("GIM_LEASE_SECONDS", "30"))
+    return int(max(2 * lease, 10) * 1000)
+
+
 def make_engine(url: str, **kwargs: object) -> Engine:
-    """An engine for ``url`` that fails fast (connect timeout) and survives server restarts
-    (pre-ping)."""
-    return sa.create_engine(
+    """An engine for ``url`` that fails fast (connect timeout), survives server restarts
+    (pre-ping) and never lets an abandoned transaction hold its locks for long."""
+    engine = sa.create_engine(
         sqlalchemy_url(url),
         pool_pre_ping=True,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": "gim-tasks"},
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "options": f"-c idle_in_transaction_session_timeout={idle_transaction_timeout_ms()}",
+        },
         **kwargs,
     )
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _name_session(dialect: object, conn_rec: object, cargs: object, cparams: dict) -> None:
+        # Decided at connect time, in the process that connects (pool processes fork): the
+        # beat ends the sessions of a process whose run it declared lost (runtime/beat.py).
+        cparams["application_name"] = session_name()
+
+    return engine
+
+
+def session_name(worker: str | None = None) -> str:
+    """``application_name`` of this process's sessions: ``gim-tasks HOST:PID``."""
+    return f"gim-tasks {worker or f'{socket.gethostname()}:{os.getpid()}'}"
 
 
 def connection_problem(error: BaseException) -> str:

@@ -496,26 +496,33 @@ def sigstop_worker(lab: Lab, result: Result, full: bool) -> None:
     lab.traffic(600)
     lab.worker("w1")
     lab.worker("w2")
+    paused_worker: list[str] = []
+
+    def pause(run_id: int) -> None:
+        run = lab.run(run_id)
+        name = "w1" if run.worker and _worker_of(lab, "w1", run.worker) else "w2"
+        lab.signal(name, signal.SIGSTOP)
+        paused_worker.append(name)
+
     for _ in range(2 if full else 1):
         lab.cycle()
-        admission = lab.request(EXTRACT)
-        lab.wait_running(admission.run_id)
-        time.sleep(rng.uniform(0.05, 0.4))
-        paused = lab.run(admission.run_id)
-        name = "w1" if paused.worker and _worker_of(lab, "w1", paused.worker) else "w2"
-        lab.signal(name, signal.SIGSTOP)
+        paused_worker.clear()
+        run_id = _fault_during(lab, result, EXTRACT, pause, rng)
+        if run_id is None:
+            continue
+        name = paused_worker[0]
         lab.sweep()
-        lost = lab.run(admission.run_id)
+        lost = lab.run(run_id)
         lab.cycle()
         lab.signal(name, signal.SIGCONT)
         time.sleep(3 * HEARTBEAT_SECONDS)
-        after = lab.run(admission.run_id)
+        after = lab.run(run_id)
         if (after.state, after.ended_at, after.rows_written) != (
             lost.state,
             lost.ended_at,
             lost.rows_written,
         ):
-            result.error = f"run {admission.run_id} changed after losing its lease"
+            result.error = f"run {run_id} changed after losing its lease"
         lab.cycle()
 
 

@@ -26,7 +26,7 @@ from redbeat.schedulers import RedBeatSchedulerEntry, get_redis
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Engine
 
-from gim_tasks.db.engine import make_engine
+from gim_tasks.db.engine import make_engine, session_name
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.registry import BODIES
 from gim_tasks.options import store
@@ -48,18 +48,53 @@ STOP_GRACE_SECONDS = 60.0  # M6: cooperative stop first, revoke(terminate) after
 
 def sweep_lost(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
     """R2: Running runs without a heartbeat for LEASE_SECONDS end Failed ("worker lost"), or
-    Stopped when a stop had been requested. Their fencing token stops any late write."""
-    with engine.begin() as conn:
-        rows = conn.execute(
+    Stopped when a stop had been requested. Their fencing token stops any late write.
+
+    First the sessions their process opened before its last heartbeat are ended: a paused
+    process (SIGSTOP, a frozen VM) keeps its locks, the run row's FOR SHARE fence and the
+    extraction marks in the middle of a COPY among them, and would block this sweep and every
+    later run of its job. The update then waits at most 2 s for a row lock, so a tick never
+    hangs (the next tick tries again)."""
+    with engine.connect() as conn:
+        lost = conn.execute(
             sa.text(
-                "UPDATE job_run SET state = CASE WHEN stop_requested_at IS NULL THEN 'Failed' "
-                "ELSE 'Stopped' END, ended_at = now(), error = coalesce(error, "
-                "'worker lost: no heartbeat for ' || :lease || ' s (R2)') "
-                "WHERE state = 'Running' AND heartbeat_at < now() - make_interval(secs => :lease) "
-                "RETURNING id"
+                "SELECT id, worker, heartbeat_at FROM job_run WHERE state = 'Running' "
+                "AND heartbeat_at < now() - make_interval(secs => :lease)"
             ),
             {"lease": lease},
         ).all()
+    if not lost:
+        return []
+    for run_id, worker, last_beat in lost:
+        if not worker:
+            continue
+        with engine.begin() as conn:
+            ended = conn.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = :name AND datname = current_database() "
+                    "AND backend_start <= :last_beat AND pid <> pg_backend_pid()"
+                ),
+                {"name": session_name(worker), "last_beat": last_beat},
+            ).scalar_one()
+        if ended:
+            log.warning("run %s: ended %s session(s) of its lost process %s", run_id, ended, worker)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+            rows = conn.execute(
+                sa.text(
+                    "UPDATE job_run SET state = CASE WHEN stop_requested_at IS NULL THEN "
+                    "'Failed' ELSE 'Stopped' END, ended_at = now(), error = coalesce(error, "
+                    "'worker lost: no heartbeat for ' || :lease || ' s (R2)') "
+                    "WHERE id = ANY(:ids) AND state = 'Running' "
+                    "AND heartbeat_at < now() - make_interval(secs => :lease) RETURNING id"
+                ),
+                {"lease": lease, "ids": [row[0] for row in lost]},
+            ).all()
+    except sa.exc.OperationalError as error:
+        log.warning("sweep of lost runs postponed: %s", str(error).splitlines()[0])
+        return []
     return [row[0] for row in rows]
 
 

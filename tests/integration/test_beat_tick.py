@@ -3,6 +3,7 @@ S4, S5, S6, S11, S12, S13 as carried out (rows in job_run, messages on the queue
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -205,3 +206,46 @@ def test_redbeat_entries_carry_each_jobs_next_run(gim_env: dict[str, str]) -> No
     beat.tick("2026-11-22 10:06:00")
     key = RedBeatSchedulerEntry.generate_key(app, MIRROR_PREFIX + "Job_ExtractICON")
     assert beat.redis.zscore("redbeat::schedule", key) == at("2026-11-22 10:15:00").timestamp()
+
+
+def test_r2_sweep_ends_the_sessions_of_a_paused_process_that_hold_its_locks(
+    gim_env: dict[str, str],
+) -> None:
+    """A paused worker (SIGSTOP, frozen VM) keeps its transaction and its locks: the FOR SHARE
+    fence on its run row would block the sweep, and its extraction-mark locks every later run.
+    The sweep ends that process's older sessions first, then declares the run lost."""
+    import psycopg
+
+    from gim_tasks.runtime.beat import sweep_lost
+
+    engine = make_engine(gim_env["GIM_DATABASE_URL"])
+    # The worker's session, opened before its last heartbeat.
+    paused = psycopg.connect(
+        gim_env["GIM_DATABASE_URL"], application_name="gim-tasks pausedhost:4242"
+    )
+    with engine.begin() as conn:
+        run_id = conn.execute(
+            sa.text(
+                "INSERT INTO job_run (job, trigger, actor, state, started_at, heartbeat_at, "
+                "worker, fencing_token) VALUES ('Job_ExtractICON', 'manual', 't', 'Running', "
+                "now(), now(), 'pausedhost:4242', 1) RETURNING id"
+            )
+        ).scalar_one()
+    paused.execute("SELECT 1 FROM job_run WHERE id = %s FOR SHARE", (run_id,))  # the fence
+    paused.execute("SELECT * FROM extract_mark FOR UPDATE")
+    bystander = psycopg.connect(
+        gim_env["GIM_DATABASE_URL"], application_name="gim-tasks otherhost:1"
+    )
+    bystander.execute("SELECT 1")
+    time.sleep(1.2)
+    assert sweep_lost(engine, lease=1) == [run_id]
+    with engine.connect() as conn:
+        state, error = conn.execute(
+            sa.text("SELECT state, error FROM job_run WHERE id = :i"), {"i": run_id}
+        ).one()
+    assert state == "Failed" and "worker lost" in error
+    with pytest.raises(psycopg.OperationalError):
+        paused.execute("SELECT 1")  # its session was ended, its locks released
+    assert bystander.execute("SELECT 1").fetchone() == (1,)  # other processes untouched
+    bystander.close()
+    engine.dispose()
