@@ -444,6 +444,13 @@ def fact_rows(url: str) -> dict[str, dict[tuple[int, int], list[str]]]:
 Scenario = Callable[[Lab, Result, bool], None]
 
 
+def _beat_worker_traffic(lab: Lab) -> None:
+    """The usual stack of a scenario: a beat, worker w1 and live source traffic."""
+    lab.beat()
+    lab.traffic(600)
+    lab.worker("w1")
+
+
 def _prepare(lab: Lab, job: str) -> None:
     """Give ``job`` work to do, so that a fault lands in the middle of it."""
     if job in (EXTRACT, TRANSFORM, AGGREGATE, EXPORT):
@@ -477,9 +484,7 @@ def _fault_during(
 def sigkill_worker(lab: Lab, result: Result, full: bool) -> None:
     """SIGKILL the worker during each job type; a new worker and reruns recover."""
     rng = random.Random(1)
-    lab.beat()
-    lab.traffic(600)
-    lab.worker("w1")
+    _beat_worker_traffic(lab)
     lab.cycle()
     for job in [EXTRACT, TRANSFORM, AGGREGATE, MAINTAIN, EXPORT] * (2 if full else 1):
         _fault_during(lab, result, job, lambda _: lab.signal("w1", signal.SIGKILL), rng)
@@ -492,9 +497,7 @@ def sigstop_worker(lab: Lab, result: Result, full: bool) -> None:
     """SIGSTOP a worker past its lease while Extract runs; another worker reruns Extract; then
     SIGCONT: the paused run must not write (its fencing token is stale)."""
     rng = random.Random(2)
-    lab.beat()
-    lab.traffic(600)
-    lab.worker("w1")
+    _beat_worker_traffic(lab)
     lab.worker("w2")
     paused_worker: list[str] = []
 
@@ -544,9 +547,7 @@ def _restart(server: PostgresServer | RedisServer, down: float) -> None:
 def restart_redis(lab: Lab, result: Result, full: bool) -> None:
     """Restart Redis while Extract runs (broker, RedBeat lock and cursors go away for a while)."""
     rng = random.Random(4)
-    lab.beat()
-    lab.traffic(600)
-    lab.worker("w1")
+    _beat_worker_traffic(lab)
     for _ in range(2 if full else 1):
         lab.cycle()
         run_id = _fault_during(lab, result, EXTRACT, lambda _: _restart(lab.redis, 2), rng)
@@ -558,9 +559,7 @@ def restart_redis(lab: Lab, result: Result, full: bool) -> None:
 def restart_postgres(lab: Lab, result: Result, full: bool) -> None:
     """Restart PostgreSQL (fast shutdown: sessions cut) while Extract runs."""
     rng = random.Random(5)
-    lab.beat()
-    lab.traffic(600)
-    lab.worker("w1")
+    _beat_worker_traffic(lab)
     for _ in range(2 if full else 1):
         lab.cycle()
         _fault_during(lab, result, EXTRACT, lambda _: _restart(lab.pg, 1), rng)
@@ -627,9 +626,7 @@ def _active_beat(lab: Lab) -> str:
 def stop_at_random_points(lab: Lab, result: Result, full: bool) -> None:
     """Stop Job (M6) every job at a random point, then rerun it."""
     rng = random.Random(3)
-    lab.beat()
-    lab.traffic(600)
-    lab.worker("w1")
+    _beat_worker_traffic(lab)
     lab.cycle()
     for job in [EXTRACT, TRANSFORM, AGGREGATE, MAINTAIN, EXPORT] * (3 if full else 1):
         run_id = _fault_during(lab, result, job, lambda run: _stop(lab, run), rng)
