@@ -1,9 +1,9 @@
 """Benchmark: aggregation cost against history, and re-aggregation vs transform (issue 6).
 
 1. One incremental pass (all 13 hierarchies x 6 levels) for one new hour of facts, on top of
-   1 day vs 30 days of aggregated history (median of three hours). Target: ratio <= 1.2.
-   Inherent growth: MONTH, QUARTER and YEAR buckets are recomputed from the level below, so
-   a month bucket reads up to 31 DAY rows per group (bounded by the calendar, not history).
+   1 day vs 30 days of aggregated history (median of seven new hours). Target: ratio <= 1.2.
+   Incremental passes update MONTH by deltas (old MONTH - old DAY + new DAY), so no level
+   reads more than a bounded number of rows per group (QUARTER: 3 months, YEAR: 4 quarters).
 2. A full re-aggregation of one day (ALLSETS) relative to the Transform of that day, same run.
 
 Run: ./dev bench aggregate
@@ -30,6 +30,7 @@ from gim_tasks.localstack import PostgresServer, scratch_postgres
 from gim_tasks.options.values import Options
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
+SAMPLES = 7  # new hours per history; the median is reported
 OPTIONS = Options.from_texts({("schedule", "timezone"): "Europe/Berlin"})
 
 
@@ -57,20 +58,25 @@ def setup(server: PostgresServer, days: int, rate: int) -> tuple[str, str]:
     timed(extract.run, mart, idb)
     timed(transform.run, mart, idb)
     timed(once, mart)
+    # Steady state: the history was aggregated in one burst of passes, each rewriting the same
+    # MONTH..YEAR rows; in production autovacuum (and Job_UpdateStats) reclaims those dead rows
+    # as they come, so a pass meets the same few whatever the history. Vacuum once here so the
+    # 30-day run does not measure the burst's leftovers.
+    with psycopg.connect(mart, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
     return idb, mart
 
 
 def main() -> None:
     with scratch_postgres("gim-bench-") as server:
-        results = {}
-        for days in (1, 30):
-            idb, mart = setup(server, days, rate=500)
-            samples = []
-            for hour in range(3):  # median of three new hours
+        marts = {days: setup(server, days, rate=500) for days in (1, 30)}
+        samples: dict[int, list[float]] = {1: [], 30: []}
+        for hour in range(SAMPLES):  # alternate, so machine drift hits both alike
+            for days, (idb, mart) in marts.items():
                 with psycopg.connect(idb, autocommit=True) as conn:
                     generate(
                         conn,
-                        START + timedelta(days=days, hours=10 + hour),
+                        START + timedelta(days=days, hours=6 + hour),
                         1,
                         agents=100,
                         queues=10,
@@ -79,8 +85,8 @@ def main() -> None:
                     )
                 timed(extract.run, mart, idb)
                 timed(transform.run, mart, idb)
-                samples.append(timed(once, mart))
-            results[days] = statistics.median(samples)
+                samples[days].append(timed(once, mart))
+        results = {days: statistics.median(values) for days, values in samples.items()}
         print("incremental aggregation pass, one new hour, 13 hierarchies x 6 levels:")
         print(f"  on 1 day of history:   {results[1]:.3f} s")
         print(f"  on 30 days of history: {results[30]:.3f} s")

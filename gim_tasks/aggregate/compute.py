@@ -10,20 +10,76 @@ in one transaction, so a reader sees either the old or the new aggregates, never
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from gim_tasks.aggregate.registry import BUCKETS, LEVELS, Hierarchy, aggregate_metadata
+from gim_tasks.aggregate.registry import (
+    BUCKETS,
+    BY_NAME,
+    HIERARCHIES,
+    LEVELS,
+    Hierarchy,
+    aggregate_metadata,
+)
 
 AGG_TABLES_LOCK_KEY = 0x67696D5F616767  # "gim_agg"
 
 
 def ensure_tables(conn: Connection) -> None:
-    """Create missing aggregate tables (idempotent; one creator at a time)."""
+    """Create missing aggregate tables and add measures the registry gained since they were
+    created (idempotent; one creator at a time: a transaction-scoped advisory lock).
+
+    A measure added to an existing table starts at 0 for the rows already there, so the
+    hierarchy is queued for a full re-aggregation (M4) of the days it holds, in the same
+    transaction: the next aggregation pass fills the new column from the facts."""
     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AGG_TABLES_LOCK_KEY)))
     aggregate_metadata.create_all(conn, checkfirst=True)
+    present = {
+        (row.table_name, row.column_name)
+        for row in conn.execute(
+            sa.text(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name LIKE 'agg\\_%'"
+            )
+        )
+    }
+    stale = []
+    for h in HIERARCHIES:
+        for level in LEVELS:
+            table = h.table(level)
+            for name, _ in h.measures:
+                if (table, name) not in present:
+                    conn.execute(
+                        sa.text(f"ALTER TABLE {table} ADD COLUMN {name} bigint NOT NULL DEFAULT 0")
+                    )
+                    if h.name not in stale:
+                        stale.append(h.name)
+    for name in stale:
+        span = conn.execute(
+            sa.text(
+                f"SELECT min(bucket)::date, max(bucket)::date FROM {BY_NAME[name].table('DAY')}"
+            )
+        ).one()
+        if span[0] is None:
+            continue
+        params = {
+            "hierarchies": [name],
+            "level": "SUBHOUR",
+            "flavor": None,
+            "start": span[0].isoformat(),
+            "end": span[1].isoformat(),
+        }
+        conn.execute(
+            sa.text(
+                "INSERT INTO agg_request (params, requested_by) "
+                "VALUES (CAST(:p AS jsonb), 'gim-tasks: new measure')"
+            ),
+            {"p": json.dumps(params)},
+        )
 
 
 def _groups(h: Hierarchy) -> tuple[str, str]:
@@ -41,24 +97,83 @@ def _subhour(h: Hierarchy, where: str) -> str:
     )
 
 
-def rebuild(conn: Connection, h: Hierarchy, from_level: str = "SUBHOUR") -> int:
-    """Recompute the rows of ``h`` for the intervals in ``agg_keys`` from ``from_level`` up."""
-    names, _ = _groups(h)
-    sums = ", ".join(f"sum({name})::bigint" for name, _ in h.measures)
-    measure_names = ", ".join(name for name, _ in h.measures)
-    written = 0
-    start = LEVELS.index(from_level)
+@dataclass(frozen=True)
+class Intervals:
+    """The changed 15-minute intervals of one transaction (temporary table ``agg_keys(k)``)
+    and, once per set rather than once per hierarchy, the bucket of every level they touch
+    (``agg_b_hour`` … ``agg_b_year``)."""
+
+    lo: int
+    hi: int  # the last interval's end (exclusive)
+    count: int
+
+
+def open_intervals(conn: Connection, select_keys: str, params: dict[str, Any]) -> Intervals | None:
+    """Create ``agg_keys`` from ``select_keys`` (one column of interval keys) and the bucket
+    tables; ``None`` when there is no interval. Dropped by :func:`close_intervals` or at commit."""
+    conn.execute(
+        sa.text(
+            "CREATE TEMP TABLE agg_keys ON COMMIT DROP AS SELECT DISTINCT k "
+            f"FROM ({select_keys}) x(k)"
+        ),
+        params,
+    )
     # Statistics for the planner, and literal bounds so that only the partitions of the
     # changed days are read (plan-time pruning) and the date_time_key index is used.
     conn.execute(sa.text("ANALYZE agg_keys"))
-    lo, hi = conn.execute(sa.text("SELECT min(k), max(k) FROM agg_keys")).one()
+    lo, hi, count = conn.execute(sa.text("SELECT min(k), max(k), count(*) FROM agg_keys")).one()
     if lo is None:
-        return 0
-    bounds = {"lo": lo, "hi": hi + 900}
+        conn.execute(sa.text("DROP TABLE agg_keys"))
+        return None
+    for level in LEVELS[1:]:
+        conn.execute(
+            sa.text(
+                f"CREATE TEMP TABLE agg_b_{level.lower()} ON COMMIT DROP AS SELECT DISTINCT "
+                f"{BUCKETS[level]} AS b FROM date_time d WHERE d.date_time_key IN "
+                "(SELECT k FROM agg_keys)"
+            )
+        )
+        conn.execute(sa.text(f"ANALYZE agg_b_{level.lower()}"))
+    return Intervals(lo, hi + 900, count)
+
+
+def close_intervals(conn: Connection) -> None:
+    tables = ", ".join(["agg_keys"] + [f"agg_b_{level.lower()}" for level in LEVELS[1:]])
+    conn.execute(sa.text(f"DROP TABLE {tables}"))
+
+
+def rebuild(
+    conn: Connection,
+    h: Hierarchy,
+    keys: Intervals,
+    from_level: str = "SUBHOUR",
+    delta: bool = False,
+) -> int:
+    """Recompute the rows of ``h`` for the intervals ``keys`` from ``from_level`` up; returns
+    the rows written.
+
+    ``delta`` (incremental passes): MONTH is updated as old MONTH - old DAY + new DAY for the
+    changed days instead of being summed again from every DAY of the month, so the cost of a
+    pass does not grow with the days already in the month (issue 6). This relies on the tables
+    being consistent, which only one writer at a time keeps true: the aggregation job's
+    single-instance rule (S2, the run claim and its fence) serialises every writer of these
+    tables. Re-aggregation (M4) exists to repair tables, so it always sums from the level below.
+    """
+    names, _ = _groups(h)
+    sums = ", ".join(f"sum({name})::bigint" for name, _ in h.measures)
+    measure_names = ", ".join(name for name, _ in h.measures)
+    columns = f"bucket, {names}, {measure_names}"
+    bounds = {"lo": keys.lo, "hi": keys.hi}
+    written = 0
+    start = LEVELS.index(from_level)
     if start == 0:
         table = h.table("SUBHOUR")
         conn.execute(
-            sa.text(f"DELETE FROM {table} WHERE date_time_key IN (SELECT k FROM agg_keys)")
+            sa.text(
+                f"DELETE FROM {table} WHERE date_time_key BETWEEN :lo AND :hi "
+                "AND date_time_key IN (SELECT k FROM agg_keys)"
+            ),
+            bounds,
         )
         written += (
             conn.execute(
@@ -74,56 +189,78 @@ def rebuild(conn: Connection, h: Hierarchy, from_level: str = "SUBHOUR") -> int:
             ).rowcount
             or 0
         )
-    for index in range(max(start, 1), len(LEVELS)):
-        level, below = LEVELS[index], LEVELS[index - 1]
-        table, lower = h.table(level), h.table(below)
-        conn.execute(
-            sa.text(
-                f"CREATE TEMP TABLE agg_buckets ON COMMIT DROP AS SELECT DISTINCT "
-                f"{BUCKETS[level]} AS b FROM date_time d WHERE d.date_time_key IN "
-                "(SELECT k FROM agg_keys)"
-            )
-        )
-        conn.execute(sa.text("ANALYZE agg_buckets"))
-        conn.execute(sa.text(f"DELETE FROM {table} WHERE bucket IN (SELECT b FROM agg_buckets)"))
-        # Every lookup below is an index range scan, so the cost follows the changed
-        # intervals, not the history (bench: ./dev bench aggregate).
+
+    def statements(level: str) -> tuple[str, str]:
+        """The DELETE of the touched buckets of ``level`` and the INSERT of their new rows,
+        summed from the level below. Every lookup is an index range scan, so the cost follows
+        the changed intervals, not the history (bench: ./dev bench aggregate)."""
+        below = LEVELS[LEVELS.index(level) - 1]
+        table, lower, buckets = h.table(level), h.table(below), f"agg_b_{level.lower()}"
         if below == "SUBHOUR":
             inner = BUCKETS[level].replace("d.", "d2.")
             source = (
                 f"SELECT {BUCKETS[level]} AS bucket, {names}, {sums} FROM {lower} s "
                 "JOIN date_time d ON d.date_time_key = s.date_time_key "
                 "WHERE s.date_time_key IN (SELECT d2.date_time_key FROM date_time d2 "
-                "WHERE d2.date_time_key BETWEEN (SELECT min(k) - 86400 FROM agg_keys) "
-                "AND (SELECT max(k) + 86400 FROM agg_keys) "
-                f"AND {inner} IN (SELECT b FROM agg_buckets)) GROUP BY 1, {names}"
+                f"WHERE d2.date_time_key BETWEEN {keys.lo - 86400} AND {keys.hi + 86400} "
+                f"AND {inner} IN (SELECT b FROM {buckets})) GROUP BY 1, {names}"
             )
         else:
             span = {"DAY": "1 day", "MONTH": "1 month", "QUARTER": "3 months", "YEAR": "1 year"}[
                 level
             ]
             source = (
-                f"SELECT ab.b AS bucket, {names}, {sums} FROM agg_buckets ab "
+                f"SELECT ab.b AS bucket, {names}, {sums} FROM {buckets} ab "
                 f"JOIN {lower} l ON l.bucket >= ab.b AND l.bucket < ab.b + "
                 f"interval '{span}' GROUP BY 1, {names}"
             )
-        written += (
-            conn.execute(
-                sa.text(f"INSERT INTO {table} (bucket, {names}, {measure_names}) {source}")
-            ).rowcount
-            or 0
+        return (
+            f"DELETE FROM {table} WHERE bucket IN (SELECT b FROM {buckets})",
+            f"INSERT INTO {table} ({columns}) {source}",
         )
-        conn.execute(sa.text("DROP TABLE agg_buckets"))
+
+    level_index = max(start, 1)
+    while level_index < len(LEVELS):
+        level = LEVELS[level_index]
+        delete, insert = statements(level)
+        if delta and level == "DAY":
+            # DAY and MONTH in one statement: the DAY rows before (day_old) and after
+            # (day_new) give MONTH as old MONTH - old DAY + new DAY, summed per group; a
+            # group whose row count reaches zero has no fact left in the month and goes.
+            # GROUP BY treats NULL group values as equal, as the full roll-up does.
+            month_delete, _ = statements("MONTH")
+            negated = ", ".join(f"-{name}" for name, _ in h.measures)
+            month = (
+                f"INSERT INTO {h.table('MONTH')} ({columns}) SELECT bucket, {names}, {sums} "
+                f"FROM (SELECT {columns} FROM month_old UNION ALL "
+                f"SELECT date_trunc('month', bucket), {names}, {negated} FROM day_old "
+                f"UNION ALL SELECT date_trunc('month', bucket), {names}, {measure_names} "
+                f"FROM day_new) x GROUP BY 1, {names} HAVING sum({h.rows_measure}) <> 0 "
+                "RETURNING 1"
+            )
+            days, months = conn.execute(
+                sa.text(
+                    f"WITH day_old AS ({delete} RETURNING {columns}), "
+                    f"day_new AS ({insert} RETURNING {columns}), "
+                    f"month_old AS ({month_delete} RETURNING {columns}), "
+                    f"month_new AS ({month}) "
+                    "SELECT (SELECT count(*) FROM day_new), (SELECT count(*) FROM month_new)"
+                )
+            ).one()
+            written += days + months
+            level_index += 2
+            continue
+        conn.execute(sa.text(delete))
+        written += conn.execute(sa.text(insert)).rowcount or 0
+        level_index += 1
     return written
 
 
-def keys_for_days(conn: Connection, start: Any, end: Any) -> None:
-    """Fill ``agg_keys`` with the intervals of local days start..end (inclusive)."""
-    conn.execute(
-        sa.text(
-            "CREATE TEMP TABLE agg_keys ON COMMIT DROP AS SELECT date_time_key "
-            "AS k FROM date_time WHERE local_date BETWEEN :a AND :b"
-        ),
+def keys_for_days(start: Any, end: Any) -> tuple[str, dict[str, Any]]:
+    """The query of the intervals of local days start..end (inclusive), for
+    :func:`open_intervals`."""
+    return (
+        "SELECT date_time_key FROM date_time WHERE local_date BETWEEN :a AND :b",
         {"a": start, "b": end},
     )
 

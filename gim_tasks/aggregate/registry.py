@@ -36,6 +36,12 @@ class Hierarchy:
     def table(self, level: str) -> str:
         return f"agg_{self.name.lower()}_{level.lower()}"
 
+    @property
+    def rows_measure(self) -> str:
+        """The measure that counts the fact rows of a group (``count(*)``): a group exists in
+        a bucket exactly while it is positive, which lets a roll-up be updated by deltas."""
+        return next(name for name, expr in self.measures if expr == "count(*)")
+
 
 _SEG = "interaction_segment_fact"
 _ANSWERED = "f.outcome IN ('answered', 'transferred')"
@@ -62,6 +68,7 @@ HIERARCHIES: tuple[Hierarchy, ...] = (
         _SEG,
         (("queue_key", "f.queue_key"),),
         (
+            ("offered", "count(*)"),
             ("abandoned", "count(*) FILTER (WHERE f.outcome = 'abandoned')"),
             (
                 "abandoned_wait_seconds",
@@ -86,6 +93,7 @@ HIERARCHIES: tuple[Hierarchy, ...] = (
         _SEG,
         (("queue_key", "f.queue_key"), ("agent_key", "f.agent_key")),
         (
+            ("offered", "count(*)"),
             ("accepted", f"count(*) FILTER (WHERE {_ANSWERED})"),
             ("talk_seconds", f"coalesce(sum(f.talk_seconds) FILTER (WHERE {_ANSWERED}), 0)"),
         ),

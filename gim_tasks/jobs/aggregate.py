@@ -17,7 +17,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from gim_tasks.aggregate.compute import ensure_tables, keys_for_days, rebuild
+from gim_tasks.aggregate.compute import (
+    close_intervals,
+    ensure_tables,
+    keys_for_days,
+    open_intervals,
+    rebuild,
+)
 from gim_tasks.aggregate.registry import BY_NAME, HIERARCHIES
 from gim_tasks.jobs.base import JobContext
 from gim_tasks.schedule.localtime import wall, zone
@@ -45,11 +51,11 @@ def _request(ctx: JobContext, conn: Connection) -> dict[str, Any] | None:
     elif params.get("flavor") == "Offline":
         end = min(end, date.fromordinal(today.toordinal() - 1))
     written = 0
-    if start <= end:
-        keys_for_days(conn, start, end)
+    keys = open_intervals(conn, *keys_for_days(start, end)) if start <= end else None
+    if keys is not None:
         for name in params["hierarchies"]:
-            written += rebuild(conn, BY_NAME[name], params["level"])
-        conn.execute(sa.text("DROP TABLE agg_keys"))
+            written += rebuild(conn, BY_NAME[name], keys, params["level"])
+        close_intervals(conn)
     conn.execute(
         sa.text("UPDATE agg_request SET done_at = now(), run_id = :run WHERE id = :id"),
         {"run": ctx.run_id, "id": row.id},
@@ -74,18 +80,16 @@ def _pending(ctx: JobContext, conn: Connection) -> dict[str, Any] | None:
         return None
     written = intervals = 0
     for fact in facts:
-        conn.execute(
-            sa.text(
-                "CREATE TEMP TABLE agg_keys ON COMMIT DROP AS SELECT "
-                "date_time_key AS k FROM agg_batch WHERE fact = :f"
-            ),
-            {"f": fact},
+        keys = open_intervals(
+            conn, "SELECT date_time_key FROM agg_batch WHERE fact = :f", {"f": fact}
         )
-        intervals += conn.execute(sa.text("SELECT count(*) FROM agg_keys")).scalar_one()
+        if keys is None:
+            continue
+        intervals += keys.count
         for hierarchy in HIERARCHIES:
             if hierarchy.fact == fact:
-                written += rebuild(conn, hierarchy)
-        conn.execute(sa.text("DROP TABLE agg_keys"))
+                written += rebuild(conn, hierarchy, keys, delta=True)
+        close_intervals(conn)
     conn.execute(sa.text("DROP TABLE agg_batch"))
     return {"intervals": intervals, "rows": written}
 

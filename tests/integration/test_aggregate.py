@@ -116,6 +116,98 @@ def test_d3_aggregates_equal_recomputation_incrementally_and_after_reaggregation
     assert mismatches(database_url) == []
 
 
+def test_d3_incremental_month_delta_drops_a_group_that_left_the_month(
+    idb: str, database_url: str
+) -> None:
+    # MONTH is updated by deltas on incremental passes (old MONTH - old DAY + new DAY): a
+    # group whose facts all go away must disappear, and other days of the month must stay.
+    with psycopg.connect(idb, autocommit=True) as conn:
+        generate(
+            conn, datetime(2026, 5, 4, 6, tzinfo=UTC), 6, agents=12, queues=3, rate=300, seed=8
+        )
+        generate(
+            conn, datetime(2026, 5, 20, 6, tzinfo=UTC), 4, agents=12, queues=3, rate=300, seed=9
+        )
+    etl(database_url, idb)
+    once(database_url)
+    with make_engine(database_url).begin() as conn:
+        agent = conn.execute(
+            sa.text(
+                "SELECT agent_key FROM interaction_segment_fact WHERE agent_key IS NOT NULL "
+                "AND start_ts >= '2026-05-20' ORDER BY agent_key LIMIT 1"
+            )
+        ).scalar_one()
+        # This agent's May 4 rows go away; the group must survive on May 20 only.
+        conn.execute(
+            sa.text(
+                "INSERT INTO agg_pending (fact, date_time_key) SELECT DISTINCT "
+                "'interaction_segment_fact', date_time_key FROM interaction_segment_fact "
+                "WHERE agent_key = :a AND start_ts < '2026-05-10' ON CONFLICT DO NOTHING"
+            ),
+            {"a": agent},
+        )
+        conn.execute(
+            sa.text(
+                "DELETE FROM interaction_segment_fact WHERE agent_key = :a "
+                "AND start_ts < '2026-05-10'"
+            ),
+            {"a": agent},
+        )
+        before = conn.execute(
+            sa.text("SELECT offered FROM agg_h_agent_month WHERE agent_key = :a"), {"a": agent}
+        ).scalar_one()
+    once(database_url)
+    assert mismatches(database_url) == []
+    with make_engine(database_url).begin() as conn:
+        after = conn.execute(
+            sa.text("SELECT offered FROM agg_h_agent_month WHERE agent_key = :a"), {"a": agent}
+        ).scalar_one()
+        # Now every fact of the agent goes: the group leaves the month entirely.
+        conn.execute(
+            sa.text(
+                "INSERT INTO agg_pending (fact, date_time_key) SELECT DISTINCT "
+                "'interaction_segment_fact', date_time_key FROM interaction_segment_fact "
+                "WHERE agent_key = :a ON CONFLICT DO NOTHING"
+            ),
+            {"a": agent},
+        )
+        conn.execute(
+            sa.text("DELETE FROM interaction_segment_fact WHERE agent_key = :a"), {"a": agent}
+        )
+    assert 0 < after < before
+    once(database_url)
+    assert mismatches(database_url) == []
+    with make_engine(database_url).connect() as conn:
+        left = conn.execute(
+            sa.text("SELECT count(*) FROM agg_h_agent_queue_month WHERE agent_key = :a"),
+            {"a": agent},
+        ).scalar_one()
+    assert left == 0
+
+
+def test_a_measure_added_to_the_registry_is_added_and_filled(idb: str, database_url: str) -> None:
+    # Tables created before a measure existed get the column and a queued re-aggregation.
+    with psycopg.connect(idb, autocommit=True) as conn:
+        generate(
+            conn, datetime(2026, 5, 4, 6, tzinfo=UTC), 3, agents=8, queues=2, rate=200, seed=4
+        )
+    etl(database_url, idb)
+    once(database_url)
+    with make_engine(database_url).begin() as conn:
+        for level in ("subhour", "hour", "day", "month", "quarter", "year"):
+            conn.execute(sa.text(f"ALTER TABLE agg_h_queue_abn_{level} DROP COLUMN offered"))
+    once(database_url)  # ensure_tables adds the column back, 0-filled, and queues the rebuild
+    with make_engine(database_url).connect() as conn:
+        request = conn.execute(
+            sa.text("SELECT params, requested_by, done_at FROM agg_request")
+        ).one()
+        filled = conn.execute(sa.text("SELECT sum(offered) FROM agg_h_queue_abn_year")).scalar()
+    assert request.params["hierarchies"] == ["H_QUEUE_ABN"] and request.done_at is not None
+    assert request.params["start"] == request.params["end"] == "2026-05-04"
+    assert filled and filled > 0
+    assert mismatches(database_url) == []
+
+
 def test_s10_day_level_uses_local_days_on_dst_day(idb: str, database_url: str) -> None:
     with psycopg.connect(idb, autocommit=True) as conn:
         generate(
