@@ -210,10 +210,13 @@ class PostgresServer:
 
 
 @contextmanager
-def scratch_postgres(prefix: str = "gim-scratch-") -> Iterator[PostgresServer]:
-    """A throw-away PostgreSQL (durability off) in a temporary directory, for benchmarks;
-    stopped and deleted on exit. ``server.base.parent`` is free scratch space."""
-    base = Path(tempfile.mkdtemp(prefix=prefix))
+def scratch_postgres(
+    prefix: str = "gim-scratch-", directory: str | None = None
+) -> Iterator[PostgresServer]:
+    """A throw-away PostgreSQL (durability off) in a temporary directory (under ``directory``
+    when given), for benchmarks; stopped and deleted on exit. ``server.base.parent`` is free
+    scratch space."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
     base.chmod(0o755)  # the server may run as another user
     server = PostgresServer(base / "pg", free_port(), fast=True)
     try:
