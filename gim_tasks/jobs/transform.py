@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -252,40 +253,54 @@ def _discard_reason(spec: FactSpec) -> str:
 
 
 def _batch_rows(spec: FactSpec) -> str:
-    """The batch's source rows of a fact, with their discard reason and expressions."""
+    """The batch's source rows of a fact (staging rows with ``:mark < load_seq <= :last``, an
+    index range scan), with their discard reason and expressions."""
     expressions = ", ".join(f"{expr} AS {name}" for name, expr in spec.columns.items())
     return (
-        f"SELECT s.idb_id, s.id, {spec.start} AS start_ts, {_discard_reason(spec)} "
-        f"AS discard_reason, {expressions} "
-        f"FROM stg_{spec.source} s JOIN transform_batch b ON b.idb_id = s.idb_id "
-        f"AND b.id = s.id {spec.joins} WHERE {spec.where}"
+        f"SELECT s.idb_id, s.id, {spec.start} AS start_ts, "
+        f"(floor(extract(epoch FROM {spec.start}) / 900) * 900)::bigint AS date_time_key, "
+        f"{_discard_reason(spec)} AS discard_reason, {expressions} "
+        f"FROM stg_{spec.source} s {spec.joins} "
+        f"WHERE s.load_seq > :mark AND s.load_seq <= :last AND {spec.where}"
     )
 
 
 def apply_fact(
-    conn: Connection, spec: FactSpec, run_id: int | None, time_zone: str
+    conn: Connection,
+    spec: FactSpec,
+    run_id: int | None,
+    time_zone: str,
+    batch: tuple[int, int],
 ) -> tuple[int, int]:
-    """Load the batch into one fact; returns (fact rows written, rows discarded)."""
+    """Load the batch (staging rows with ``mark < load_seq <= last``) into one fact; returns
+    (fact rows written, rows discarded)."""
     id_column = [c.name for c in spec.fact.primary_key.columns][1]
-    conn.execute(sa.text(f"CREATE TEMP TABLE fact_rows ON COMMIT DROP AS {_batch_rows(spec)}"))
-    days = [
-        row[0]
-        for row in conn.execute(
-            sa.text(
-                "SELECT DISTINCT (start_ts AT TIME ZONE 'UTC')::date FROM fact_rows "
-                "WHERE discard_reason IS NULL"
-            )
-        )
-    ]
+    conn.execute(
+        sa.text(f"CREATE TEMP TABLE fact_rows ON COMMIT DROP AS {_batch_rows(spec)}"),
+        {"mark": batch[0], "last": batch[1]},
+    )
+    # Real row counts for the planner: without them it guesses a few hundred rows and joins
+    # the batch to discard by nested loop, whose cost then grows with the discards kept.
+    conn.execute(sa.text("ANALYZE fact_rows (idb_id, id, discard_reason)"))
+    # One pass for the 15-minute intervals of the batch's facts: their days need partitions,
+    # DATE_TIME needs their rows, and aggregation is told they changed (jobs/aggregate.py).
+    keys = sorted(
+        conn.execute(
+            sa.text("SELECT DISTINCT date_time_key FROM fact_rows WHERE discard_reason IS NULL")
+        ).scalars()
+    )
+    days = sorted({datetime.fromtimestamp(key, UTC).date() for key in keys})
     ensure_partitions(conn, spec.fact.name, days)
     conn.execute(
+        sa.text(insert_keys_sql("SELECT unnest(CAST(:keys AS bigint[])) AS k")),
+        {"tz": time_zone, "keys": keys},
+    )
+    conn.execute(
         sa.text(
-            insert_keys_sql(
-                "SELECT DISTINCT (floor(extract(epoch FROM start_ts) / 900) * 900)::bigint "
-                "AS k FROM fact_rows WHERE discard_reason IS NULL"
-            )
+            "INSERT INTO agg_pending (fact, date_time_key) SELECT :fact, "
+            "unnest(CAST(:keys AS bigint[])) ON CONFLICT DO NOTHING"
         ),
-        {"tz": time_zone},
+        {"fact": spec.fact.name, "keys": keys},
     )
     discarded = (
         conn.execute(
@@ -316,23 +331,13 @@ def apply_fact(
         conn.execute(
             sa.text(
                 f"INSERT INTO {spec.fact.name} (idb_id, {id_column}, start_ts, date_time_key, "
-                f"{names}, run_id) SELECT idb_id, id, start_ts, "
-                f"(floor(extract(epoch FROM start_ts) / 900) * 900)::bigint, {names}, :run "
+                f"{names}, run_id) SELECT idb_id, id, start_ts, date_time_key, {names}, :run "
                 f"FROM fact_rows WHERE discard_reason IS NULL "
                 f"ON CONFLICT (idb_id, {id_column}, start_ts) DO UPDATE SET {updates}"
             ),
             {"run": run_id},
         ).rowcount
         or 0
-    )
-    # Tell aggregation which intervals changed (consumed by jobs/aggregate.py).
-    conn.execute(
-        sa.text(
-            "INSERT INTO agg_pending (fact, date_time_key) SELECT DISTINCT :fact, "
-            "(floor(extract(epoch FROM start_ts) / 900) * 900)::bigint FROM fact_rows "
-            "WHERE discard_reason IS NULL ON CONFLICT DO NOTHING"
-        ),
-        {"fact": spec.fact.name},
     )
     conn.execute(sa.text("DROP TABLE fact_rows"))
     return int(written), int(discarded)
@@ -375,21 +380,21 @@ def transform_source(
         with ctx.mart.begin() as conn:
             batch_transaction_settings(conn)
             mark = _mark(conn, f"stg_{source}")
-            conn.execute(
+            # The batch is the staging rows with mark < load_seq <= last. No row can enter
+            # that range later: staging writers are serialised and take load_seq in commit
+            # order (extract.py). A row Extract rewrites meanwhile leaves the range for a
+            # higher load_seq and is transformed, newest version, in a later batch.
+            rows, last = conn.execute(
                 sa.text(
-                    f"CREATE TEMP TABLE transform_batch ON COMMIT DROP AS SELECT idb_id, id, "
-                    f"load_seq FROM stg_{source} WHERE load_seq > :mark ORDER BY load_seq "
-                    "LIMIT :n"
+                    "SELECT count(*), coalesce(max(load_seq), 0) FROM (SELECT load_seq "
+                    f"FROM stg_{source} WHERE load_seq > :mark ORDER BY load_seq LIMIT :n) b"
                 ),
                 {"n": batch_rows, "mark": mark},
-            )
-            rows, last = conn.execute(
-                sa.text("SELECT count(*), coalesce(max(load_seq), 0) FROM transform_batch")
             ).one()
             if rows == 0:
                 break
             for spec in specs:
-                written, discarded = apply_fact(conn, spec, ctx.run_id, time_zone)
+                written, discarded = apply_fact(conn, spec, ctx.run_id, time_zone, (mark, last))
                 progress.written += written
                 progress.discarded += discarded
                 progress.per_fact[spec.fact.name] = (
