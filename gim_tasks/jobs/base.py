@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
@@ -16,6 +18,8 @@ from sqlalchemy.engine import Connection, Engine
 from gim_tasks.options.values import Options
 
 log = logging.getLogger("gim_tasks.jobs")
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class StopRequested(Exception):
@@ -87,3 +91,35 @@ class JobContext:
     def rate(self, rows: int) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         return f"{rows / elapsed:,.0f} rows/s"
+
+
+class Aborted(Exception):
+    """A unit of parallel work ended early because another one failed (:func:`in_parallel`)."""
+
+
+def in_parallel(
+    workers: int, items: Sequence[T], body: Callable[[T, threading.Event], R], name: str
+) -> list[R]:
+    """``body(item, failed)`` for every item, ``workers`` at a time, each in its own thread
+    (and so its own database connections). When one raises, ``failed`` is set so the others
+    end at their next batch boundary (raising :class:`Aborted`); once all have ended, the
+    first real failure (a stop request, an error) is raised, so no transaction is left open."""
+    failed = threading.Event()
+
+    def guarded(item: T) -> R:
+        if failed.is_set():
+            raise Aborted(name)
+        try:
+            return body(item, failed)
+        except BaseException:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
+        futures = [pool.submit(guarded, item) for item in items]
+        wait(futures)
+    errors = [f.exception() for f in futures]
+    first = next((e for e in errors if e is not None and not isinstance(e, Aborted)), None)
+    if first is not None:
+        raise first
+    return [f.result() for f in futures]

@@ -21,7 +21,10 @@ with ids up to the mark. Staging is keyed by (IDB, id) and a merge only rewrites
 from __future__ import annotations
 
 import logging
+import threading
+import zlib
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import urlsplit
 
 import psycopg
@@ -32,11 +35,17 @@ from sqlalchemy.engine import Connection
 
 from gim_tasks.db.mart_tables import STAGING, extract_mark, idb_source
 from gim_tasks.idb import schema as idb
-from gim_tasks.jobs.base import JobContext, batch_transaction_settings
+from gim_tasks.jobs.base import Aborted, JobContext, batch_transaction_settings, in_parallel
 from gim_tasks.settings import redact
 
 log = logging.getLogger("gim_tasks.jobs.extract")
-STAGING_WRITE_LOCK_KEY = 0x67696D5F737467  # "gim_stg"
+_TRAFFIC = ("party_segment", "interaction", "agent_state", "campaign_attempt", "agent_session")
+STAGING_WRITE_LOCK_CLASS = 0x67696D73  # "gims": with a staging table's key, its writer lock
+
+
+def staging_lock_key(table: str) -> int:
+    """The second key of a staging table's writer lock (a stable signed 32-bit hash)."""
+    return zlib.crc32(table.encode()) - 2**31
 
 
 def idb_name(url: str) -> str:
@@ -132,9 +141,18 @@ def _merge_batch(conn: Connection, staging: sa.Table) -> int:
 
 
 def extract_table(
-    ctx: JobContext, source: psycopg.Connection, snapshot: str, idb_id: int, table: sa.Table
+    ctx: JobContext,
+    source: psycopg.Connection,
+    snapshot: str,
+    idb_id: int,
+    table: sa.Table,
+    counting: threading.Lock | None = None,
+    abort: threading.Event | None = None,
 ) -> int:
-    """Copy one table's changes in batches; returns the rows copied."""
+    """Copy one table's changes in batches; returns the rows copied. ``counting`` guards the
+    run's counters when tables are extracted in threads; ``abort`` is set when another table
+    of the run failed."""
+    counting = counting or threading.Lock()
     staging = STAGING[table.name]
     batch_size = int(ctx.options.get("gim-etl", "extract-batch-size"))
     with ctx.mart.connect() as conn:
@@ -144,6 +162,8 @@ def extract_table(
     query = _select_changes(table)
     while True:
         ctx.stop.check()
+        if abort is not None and abort.is_set():
+            raise Aborted("another table failed")
         params = {
             "idb_id": idb_id,
             "done": mark.done,
@@ -154,17 +174,26 @@ def extract_table(
         }
         with ctx.mart.begin() as conn:
             batch_transaction_settings(conn)
-            # Serialise staging writers: load_seq order is then commit order (transform.py).
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(STAGING_WRITE_LOCK_KEY)))
-            raw = conn.connection.dbapi_connection
-            assert isinstance(raw, psycopg.Connection)
+            # Serialise the writers of this staging table (a transaction-scoped advisory lock):
+            # its load_seq order is then its commit order, which Transform's mark relies on
+            # (transform.py). Different tables are extracted in parallel.
             conn.execute(
-                sa.text(
-                    f"CREATE TEMP TABLE extract_batch (LIKE {staging.name} "
-                    "INCLUDING DEFAULTS) ON COMMIT DROP"
+                sa.select(
+                    sa.func.pg_advisory_xact_lock(
+                        STAGING_WRITE_LOCK_CLASS, staging_lock_key(staging.name)
+                    )
                 )
             )
+            raw = conn.connection.dbapi_connection
+            assert isinstance(raw, psycopg.Connection)
             column_list = ", ".join(["idb_id", *_source_columns(table)])
+            # Only the copied columns: no load_seq default to draw from the sequence here.
+            conn.execute(
+                sa.text(
+                    f"CREATE TEMP TABLE extract_batch ON COMMIT DROP AS SELECT {column_list} "
+                    f"FROM {staging.name} WITH NO DATA"
+                )
+            )
             rows = 0
             with source.cursor() as src_cur, raw.cursor() as dst_cur:
                 select = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
@@ -205,18 +234,45 @@ def extract_table(
             ctx.fence(conn)  # a run that lost its lease must not commit (issue 9)
         after = last
         copied += rows
-        ctx.counts.read += rows
-        ctx.counts.written += written
-        ctx.progress(f"extract {table.name}", copied, None)
+        with counting:
+            ctx.counts.read += rows
+            ctx.counts.written += written
+            ctx.progress(f"extract {table.name}", copied, None)
     return copied
 
 
+def _extract_as_of(
+    ctx: JobContext,
+    url: str,
+    exported: str,
+    snapshot: str,
+    idb_id: int,
+    counting: threading.Lock,
+    table: sa.Table,
+    failed: threading.Event,
+) -> int:
+    """Extract one table in a connection of its own that reads as of the exported snapshot."""
+    with psycopg.connect(url, autocommit=False) as reader:
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        reader.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
+        copied = extract_table(ctx, reader, snapshot, idb_id, table, counting, failed)
+        reader.rollback()
+        return copied
+
+
 def run(ctx: JobContext) -> None:
-    """Job_ExtractICON: every table of every IDB in ``GIM_IDB_URLS``."""
+    """Job_ExtractICON: every table of every IDB in ``GIM_IDB_URLS``.
+
+    One REPEATABLE READ transaction per IDB fixes the snapshot ``S``; with
+    ``parallel-tables`` > 1 the tables are read by several connections that import that very
+    snapshot (``pg_export_snapshot`` / ``SET TRANSACTION SNAPSHOT``), so every table is
+    extracted as of ``S`` whichever connection reads it."""
     if not ctx.idb_urls:
         ctx.counts.warnings += 1
         ctx.counts.summary["warning"] = "no IDB configured (GIM_IDB_URLS is empty)"
         return
+    parallel = int(ctx.options.get("gim-etl", "parallel-tables"))
+    counting = threading.Lock()
     per_idb: dict[str, int] = {}
     for url in ctx.idb_urls:
         with ctx.mart.begin() as conn:
@@ -224,9 +280,23 @@ def run(ctx: JobContext) -> None:
         with psycopg.connect(url, autocommit=False) as source:
             source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = str(source.execute("SELECT pg_current_snapshot()::text").fetchone()[0])  # type: ignore[index]
-            total = 0
-            for table in idb.TABLES:
-                total += extract_table(ctx, source, snapshot, idb_id, table)
+            if parallel == 1:
+                total = sum(
+                    extract_table(ctx, source, snapshot, idb_id, table, counting)
+                    for table in idb.TABLES
+                )
+            else:
+                exported = str(source.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+                # The largest tables first, so that they do not start last.
+                tables = sorted(idb.TABLES, key=lambda t: t.name not in _TRAFFIC)
+                total = sum(
+                    in_parallel(
+                        parallel,
+                        tables,
+                        partial(_extract_as_of, ctx, url, exported, snapshot, idb_id, counting),
+                        "extract",
+                    )
+                )
             source.rollback()
         per_idb[idb_name(url)] = total
         log.info("extracted %d rows from %s (%s)", total, redact(url), ctx.rate(ctx.counts.read))

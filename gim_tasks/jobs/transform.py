@@ -7,8 +7,8 @@ one transaction it: creates the day partitions and DATE_TIME rows it needs, writ
 upserts facts (ON CONFLICT on the fact's key: a late update of a call rewrites its fact),
 removes discards of rows that became valid, and moves the mark. Running it again changes
 nothing (idempotent): the upsert key is the source row, and rows behind the mark are not read
-again. Extract serialises staging writes, so ``load_seq`` order is commit order and the mark
-never passes a row that is not yet committed.
+again. Extract serialises the writers of each staging table, so its ``load_seq`` order is its
+commit order and the mark never passes a row that is not yet committed.
 
 Assumption, documented: the start timestamp of a source row (the fact's partition key) never
 changes after it is written; later updates change end times and measures.
@@ -17,6 +17,7 @@ changes after it is written; later updates change end times and measures.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -26,7 +27,7 @@ from sqlalchemy.engine import Connection
 from gim_tasks.db import mart_tables as mart
 from gim_tasks.db.calendar import insert_keys_sql
 from gim_tasks.db.partitions import ensure_partitions
-from gim_tasks.jobs.base import JobContext, batch_transaction_settings
+from gim_tasks.jobs.base import Aborted, JobContext, batch_transaction_settings, in_parallel
 
 log = logging.getLogger("gim_tasks.jobs.transform")
 
@@ -241,7 +242,8 @@ def load_dimensions(conn: Connection) -> int:
     return changed
 
 
-def _discard_reason(spec: FactSpec) -> str:
+def discard_reason(spec: FactSpec) -> str:
+    """SQL of why a source row of ``spec`` is discarded (R3), NULL when it is loaded."""
     checks = [
         (
             "s.{} IS NULL".format(spec.start.removeprefix("s.")),
@@ -259,42 +261,54 @@ def _batch_rows(spec: FactSpec) -> str:
     return (
         f"SELECT s.idb_id, s.id, {spec.start} AS start_ts, "
         f"(floor(extract(epoch FROM {spec.start}) / 900) * 900)::bigint AS date_time_key, "
-        f"{_discard_reason(spec)} AS discard_reason, {expressions} "
+        f"{discard_reason(spec)} AS discard_reason, {expressions} "
         f"FROM stg_{spec.source} s {spec.joins} "
         f"WHERE s.load_seq > :mark AND s.load_seq <= :last AND {spec.where}"
     )
 
 
-def apply_fact(
-    conn: Connection,
-    spec: FactSpec,
-    run_id: int | None,
-    time_zone: str,
-    batch: tuple[int, int],
-) -> tuple[int, int]:
-    """Load the batch (staging rows with ``mark < load_seq <= last``) into one fact; returns
-    (fact rows written, rows discarded)."""
-    id_column = [c.name for c in spec.fact.primary_key.columns][1]
+def stage_fact(conn: Connection, spec: FactSpec, table: str, batch: tuple[int, int]) -> list[int]:
+    """Compute the batch's rows of one fact (staging rows with ``mark < load_seq <= last``)
+    into the temporary ``table``; returns the 15-minute intervals of its loadable rows."""
     conn.execute(
-        sa.text(f"CREATE TEMP TABLE fact_rows ON COMMIT DROP AS {_batch_rows(spec)}"),
+        sa.text(f"CREATE TEMP TABLE {table} ON COMMIT DROP AS {_batch_rows(spec)}"),
         {"mark": batch[0], "last": batch[1]},
     )
     # Real row counts for the planner: without them it guesses a few hundred rows and joins
     # the batch to discard by nested loop, whose cost then grows with the discards kept.
-    conn.execute(sa.text("ANALYZE fact_rows (idb_id, id, discard_reason)"))
-    # One pass for the 15-minute intervals of the batch's facts: their days need partitions,
-    # DATE_TIME needs their rows, and aggregation is told they changed (jobs/aggregate.py).
-    keys = sorted(
+    conn.execute(sa.text(f"ANALYZE {table} (idb_id, id, discard_reason)"))
+    return sorted(
         conn.execute(
-            sa.text("SELECT DISTINCT date_time_key FROM fact_rows WHERE discard_reason IS NULL")
+            sa.text(f"SELECT DISTINCT date_time_key FROM {table} WHERE discard_reason IS NULL")
         ).scalars()
     )
-    days = sorted({datetime.fromtimestamp(key, UTC).date() for key in keys})
-    ensure_partitions(conn, spec.fact.name, days)
+
+
+def prepare_intervals(conn: Connection, staged: list[tuple[FactSpec, list[int]]], tz: str) -> None:
+    """Day partitions for every staged fact, then the DATE_TIME rows of all their intervals.
+
+    Lock order, which keeps sources transformed in parallel free of deadlocks: every batch
+    takes the partition lock (if it needs a partition) before any DATE_TIME row, and inserts
+    DATE_TIME rows in ascending key order. A batch waiting for a key another batch inserted
+    never holds a key above it, and the other batch, past its partitions, never waits for the
+    partition lock."""
+    for spec, keys in staged:
+        ensure_partitions(
+            conn, spec.fact.name, {datetime.fromtimestamp(key, UTC).date() for key in keys}
+        )
+    every = sorted({key for _, keys in staged for key in keys})
     conn.execute(
-        sa.text(insert_keys_sql("SELECT unnest(CAST(:keys AS bigint[])) AS k")),
-        {"tz": time_zone, "keys": keys},
+        sa.text(insert_keys_sql("SELECT k FROM unnest(CAST(:keys AS bigint[])) k ORDER BY k")),
+        {"tz": tz, "keys": every},
     )
+
+
+def load_fact(
+    conn: Connection, spec: FactSpec, table: str, keys: list[int], run_id: int | None
+) -> tuple[int, int]:
+    """Write the staged rows of ``table`` into the fact and discards; tell aggregation which
+    intervals changed. Returns (fact rows written, rows discarded)."""
+    id_column = [c.name for c in spec.fact.primary_key.columns][1]
     conn.execute(
         sa.text(
             "INSERT INTO agg_pending (fact, date_time_key) SELECT :fact, "
@@ -307,7 +321,7 @@ def apply_fact(
             sa.text(
                 "INSERT INTO discard (run_id, idb_id, source_table, source_id, reason, payload) "
                 "SELECT :run, r.idb_id, :source, r.id, r.discard_reason, to_jsonb(s) "
-                f"FROM fact_rows r JOIN stg_{spec.source} s ON s.idb_id = r.idb_id "
+                f"FROM {table} r JOIN stg_{spec.source} s ON s.idb_id = r.idb_id "
                 "AND s.id = r.id WHERE r.discard_reason IS NOT NULL "
                 "ON CONFLICT (idb_id, source_table, source_id) "
                 "DO UPDATE SET reason = excluded.reason, payload = excluded.payload, "
@@ -319,7 +333,7 @@ def apply_fact(
     )
     conn.execute(
         sa.text(
-            "DELETE FROM discard d USING fact_rows r WHERE r.discard_reason IS NULL "
+            f"DELETE FROM discard d USING {table} r WHERE r.discard_reason IS NULL "
             "AND d.idb_id = r.idb_id AND d.source_table = :source AND d.source_id = r.id"
         ),
         {"source": spec.fact.name},
@@ -332,14 +346,14 @@ def apply_fact(
             sa.text(
                 f"INSERT INTO {spec.fact.name} (idb_id, {id_column}, start_ts, date_time_key, "
                 f"{names}, run_id) SELECT idb_id, id, start_ts, date_time_key, {names}, :run "
-                f"FROM fact_rows WHERE discard_reason IS NULL "
+                f"FROM {table} WHERE discard_reason IS NULL "
                 f"ON CONFLICT (idb_id, {id_column}, start_ts) DO UPDATE SET {updates}"
             ),
             {"run": run_id},
         ).rowcount
         or 0
     )
-    conn.execute(sa.text("DROP TABLE fact_rows"))
+    conn.execute(sa.text(f"DROP TABLE {table}"))
     return int(written), int(discarded)
 
 
@@ -370,13 +384,20 @@ def transform_source(
     source: str,
     specs: list[FactSpec],
     time_zone: str,
+    counting: threading.Lock | None = None,
+    abort: threading.Event | None = None,
     batch_rows: int = BATCH_ROWS,
 ) -> SourceProgress:
     """Every staging row of one source past Transform's mark, batch by batch (one transaction
-    each, mark included). Staging rows are never rewritten by Transform: the mark moves."""
+    each, mark included). Staging rows are never rewritten by Transform: the mark moves.
+    ``counting`` guards the run's counters when sources run in threads; ``abort`` is set when
+    another source failed."""
     progress = SourceProgress()
+    counting = counting or threading.Lock()
     while True:
         ctx.stop.check()
+        if abort is not None and abort.is_set():
+            raise Aborted("another source failed")
         with ctx.mart.begin() as conn:
             batch_transaction_settings(conn)
             mark = _mark(conn, f"stg_{source}")
@@ -393,8 +414,13 @@ def transform_source(
             ).one()
             if rows == 0:
                 break
-            for spec in specs:
-                written, discarded = apply_fact(conn, spec, ctx.run_id, time_zone, (mark, last))
+            staged = [
+                (spec, stage_fact(conn, spec, f"fact_rows_{i}", (mark, last)))
+                for i, spec in enumerate(specs)
+            ]
+            prepare_intervals(conn, staged, time_zone)
+            for i, (spec, keys) in enumerate(staged):
+                written, discarded = load_fact(conn, spec, f"fact_rows_{i}", keys, ctx.run_id)
                 progress.written += written
                 progress.discarded += discarded
                 progress.per_fact[spec.fact.name] = (
@@ -409,22 +435,32 @@ def transform_source(
             )
             ctx.fence(conn)  # a run that lost its lease must not commit (issue 9)
         progress.read += rows
-        ctx.counts.read += rows
-        ctx.progress(f"transform {source}", progress.read, None)
+        with counting:
+            ctx.counts.read += rows
+            ctx.progress(f"transform {source}", progress.read, None)
     return progress
 
 
 def run(ctx: JobContext) -> None:
-    """Job_TransformGIM: dimensions, then every traffic source."""
+    """Job_TransformGIM: dimensions, then every traffic source, ``parallel-tables`` of them at
+    once. Sources share nothing a batch writes but DATE_TIME rows and the partition
+    lock, taken in one order (:func:`prepare_intervals`); each has its own mark, facts,
+    discards (by source table) and pending intervals (by fact)."""
     time_zone = str(ctx.options.get("schedule", "timezone"))
+    parallel = int(ctx.options.get("gim-etl", "parallel-tables"))
     with ctx.mart.begin() as conn:
         dimensions = load_dimensions(conn)
         ctx.fence(conn)
+    counting = threading.Lock()
+
+    def one(source: str, failed: threading.Event) -> SourceProgress:
+        specs = [spec for spec in FACTS if spec.source == source]
+        return transform_source(ctx, source, specs, time_zone, counting, failed)
+
+    results = in_parallel(parallel, TRAFFIC_SOURCES, one, "transform")
     per_fact: dict[str, int] = {}
     discarded = 0
-    for source in TRAFFIC_SOURCES:
-        specs = [spec for spec in FACTS if spec.source == source]
-        progress = transform_source(ctx, source, specs, time_zone)
+    for progress in results:
         ctx.counts.written += progress.written
         discarded += progress.discarded
         for name, count in progress.per_fact.items():

@@ -226,6 +226,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "50000",
         "Rows per Job_ExtractICON batch; each batch commits with its high-water mark.",
     ),
+    OptionSpec(
+        "gim-etl",
+        "parallel-tables",
+        Integer(1, 8, "tables"),
+        "2",
+        "IDB tables Job_ExtractICON extracts, and traffic sources Job_TransformGIM "
+        "transforms, at once, each in its own connections and batch transactions; "
+        "1 = one after the other.",
+    ),
     # [gim-export] -- GIM "Export Schedule".
     OptionSpec(
         "gim-export",
