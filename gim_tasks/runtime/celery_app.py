@@ -35,6 +35,8 @@ class GimCelery(Celery):
 
 
 def create_app(settings: Settings) -> Celery:
+    from gim_tasks.web.notify import NOTIFY_TASK
+
     app = GimCelery("gim_tasks")
     app.conf.update(
         broker_url=settings.redis_url,
@@ -53,7 +55,15 @@ def create_app(settings: Settings) -> Celery:
         # Long runs must not be redelivered while they run; a redelivery after a worker died
         # is harmless anyway: the run is claimed once (S11, runtime/execution.py).
         broker_transport_options={"visibility_timeout": 12 * 3600},
-        task_routes={info.name: {"queue": info.queue} for info in JOBS},
+        # Routes, not a `queue` task attribute (deprecated in Celery 5, gone in 6): they also
+        # route `celery call` and send_task by name.
+        task_routes={
+            **{info.name: {"queue": info.queue} for info in JOBS},
+            NOTIFY_TASK: {"queue": "notify"},
+        },
+        # RedBeat's own Redis client options, set explicitly (empty: what RedBeat did when it
+        # fell back to broker_transport_options, a fallback RedBeat 2.5 removes).
+        redbeat_redis_options={},
         task_ignore_result=True,
     )
     from gim_tasks.runtime import tasks

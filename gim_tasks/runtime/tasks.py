@@ -129,7 +129,9 @@ def register(app: Celery) -> None:
     from gim_tasks.web.notify import MAX_ATTEMPTS, NOTIFY_TASK
 
     signals.worker_shutting_down.connect(request_stop_of_active_runs, weak=False)
-    app.task(name=NOTIFY_TASK, bind=True, queue="notify", acks_late=True, max_retries=MAX_ATTEMPTS)(
+    # shared=False: the tasks belong to this app only (a shared task would be added to every
+    # app created later in the process, under a name that is already taken).
+    app.task(name=NOTIFY_TASK, bind=True, acks_late=True, max_retries=MAX_ATTEMPTS, shared=False)(
         notify_task
     )
     for info in JOBS:
@@ -145,4 +147,4 @@ def register(app: Celery) -> None:
         ) -> dict[str, Any]:
             return run_job(_job, self.request.id, run_id, params, force)
 
-        app.task(name=info.name, bind=True, queue=info.queue, acks_late=True)(task)
+        app.task(name=info.name, bind=True, acks_late=True, shared=False)(task)
