@@ -12,13 +12,13 @@ Run: ./dev bench aggregate
 from __future__ import annotations
 
 import json
-import statistics
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import psycopg
 import sqlalchemy as sa
 
+from bench import median_per_history
 from gim_tasks.aggregate.params import parse
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
@@ -70,23 +70,15 @@ def setup(server: PostgresServer, days: int, rate: int) -> tuple[str, str]:
 def main() -> None:
     with scratch_postgres("gim-bench-") as server:
         marts = {days: setup(server, days, rate=500) for days in (1, 30)}
-        samples: dict[int, list[float]] = {1: [], 30: []}
-        for hour in range(SAMPLES):  # alternate, so machine drift hits both alike
-            for days, (idb, mart) in marts.items():
-                with psycopg.connect(idb, autocommit=True) as conn:
-                    generate(
-                        conn,
-                        START + timedelta(days=days, hours=6 + hour),
-                        1,
-                        agents=100,
-                        queues=10,
-                        rate=2000,
-                        seed=99 + hour,
-                    )
-                timed(extract.run, mart, idb)
-                timed(transform.run, mart, idb)
-                samples[days].append(timed(once, mart))
-        results = {days: statistics.median(values) for days, values in samples.items()}
+
+        def new_hour(idb: str, mart: str) -> float:
+            timed(extract.run, mart, idb)
+            timed(transform.run, mart, idb)
+            return timed(once, mart)
+
+        results = median_per_history(
+            marts, SAMPLES, START, {"agents": 100, "queues": 10, "rate": 2000}, new_hour
+        )
         print("incremental aggregation pass, one new hour, 13 hierarchies x 6 levels:")
         print(f"  on 1 day of history:   {results[1]:.3f} s")
         print(f"  on 30 days of history: {results[30]:.3f} s")

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from bench import median_per_history
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
 from gim_tasks.idb.generator import arrival_weight, generate
@@ -254,21 +254,13 @@ def main() -> None:
             with psycopg.connect(history_mart, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE")  # steady state: autovacuum has seen the history
             marts[days] = (history_idb, history_mart)
-        samples: dict[int, list[float]] = {1: [], 30: []}
-        for hour in range(INCREMENTAL_SAMPLES):  # alternate, so machine drift hits both alike
-            for days, (history_idb, history_mart) in marts.items():
-                with psycopg.connect(history_idb, autocommit=True) as conn:
-                    generate(
-                        conn,
-                        START + timedelta(days=days, hours=8 + hour),
-                        1,
-                        agents=200,
-                        queues=20,
-                        rate=args.history_rate * 4,
-                        seed=99 + hour,
-                    )
-                samples[days].append(cycle(history_mart, history_idb))
-        results = {days: statistics.median(values) for days, values in samples.items()}
+        results = median_per_history(
+            marts,
+            INCREMENTAL_SAMPLES,
+            START,
+            {"agents": 200, "queues": 20, "rate": args.history_rate * 4},
+            lambda idb, mart: cycle(mart, idb),
+        )
         print(f"incremental cycle, one new hour of traffic (median of {INCREMENTAL_SAMPLES}):")
         print(f"  on 1 day of history:   {results[1]:.3f} s")
         print(f"  on 30 days of history: {results[30]:.3f} s")

@@ -454,7 +454,8 @@ def _beat_worker_traffic(lab: Lab) -> None:
 def _prepare(lab: Lab, job: str) -> None:
     """Give ``job`` work to do, so that a fault lands in the middle of it."""
     if job in (EXTRACT, TRANSFORM, AGGREGATE, EXPORT):
-        lab.backlog()
+        # Transform runs its sources in parallel and is over in a blink on 3 hours.
+        lab.backlog(6 if job == TRANSFORM else 3)
     if job in (TRANSFORM, AGGREGATE, EXPORT):
         lab.complete(EXTRACT)
     if job in (AGGREGATE, EXPORT):
