@@ -341,18 +341,40 @@ def load_fact(
     columns = list(spec.columns)
     names = ", ".join(columns)
     updates = ", ".join(f"{name} = excluded.{name}" for name in [*columns, "run_id"])
-    written = (
+    # Rows with a source id above the fact's highest for their IDB cannot be in the fact yet:
+    # plain INSERT (an upsert costs about 40 % more per row); the rest are upserted. This
+    # holds because the fact's only writer is this source's batch (Transform is single
+    # instance, S2, and fenced; one thread per source) and a fact loses rows only by whole
+    # expired partitions, never above its highest id. Were it wrong, the primary key would
+    # refuse the row and the batch would roll back: no fact is ever stored twice.
+    idbs = list(conn.execute(sa.text(f"SELECT DISTINCT idb_id FROM {table}")).scalars())
+    highest = [
         conn.execute(
+            # One backward index probe per partition (the primary key leads with idb_id, id).
             sa.text(
-                f"INSERT INTO {spec.fact.name} (idb_id, {id_column}, start_ts, date_time_key, "
-                f"{names}, run_id) SELECT idb_id, id, start_ts, date_time_key, {names}, :run "
-                f"FROM {table} WHERE discard_reason IS NULL "
-                f"ON CONFLICT (idb_id, {id_column}, start_ts) DO UPDATE SET {updates}"
+                f"SELECT coalesce(max({id_column}), 0) FROM {spec.fact.name} WHERE idb_id = :i"
             ),
-            {"run": run_id},
-        ).rowcount
-        or 0
+            {"i": idb},
+        ).scalar_one()
+        for idb in idbs
+    ]
+    insert = (
+        f"INSERT INTO {spec.fact.name} (idb_id, {id_column}, start_ts, date_time_key, "
+        f"{names}, run_id) SELECT r.idb_id, r.id, start_ts, date_time_key, {names}, :run "
+        f"FROM {table} r JOIN unnest(CAST(:idbs AS smallint[]), CAST(:highest AS bigint[])) "
+        "AS h(idb_id, hi) ON h.idb_id = r.idb_id WHERE discard_reason IS NULL AND r.id "
     )
+    written = 0
+    for statement in (
+        f"{insert} <= h.hi ON CONFLICT (idb_id, {id_column}, start_ts) DO UPDATE SET {updates}",
+        f"{insert} > h.hi",
+    ):
+        written += (
+            conn.execute(
+                sa.text(statement), {"run": run_id, "idbs": idbs, "highest": highest}
+            ).rowcount
+            or 0
+        )
     conn.execute(sa.text(f"DROP TABLE {table}"))
     return int(written), int(discarded)
 
