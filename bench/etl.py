@@ -12,7 +12,7 @@
 3. Peak resident memory of this process (the job runs in it): streaming keeps it flat.
 
 Runs its own PostgreSQL on a free port in a temporary directory; stops it at the end.
-Run: ./dev bench etl [--segments N]
+Run: ./dev bench etl [--segments N] [--parallel N]
 """
 
 from __future__ import annotations
@@ -53,11 +53,14 @@ def make_db(server: PostgresServer, name: str, mart: bool) -> str:
     return url
 
 
+OPTIONS = Options.defaults()  # main() sets parallel-tables from --parallel
+
+
 def cycle(mart_url: str, idb_url: str) -> float:
     engine = make_engine(mart_url)
     began = time.perf_counter()
     for body in (extract.run, transform.run):
-        body(JobContext(mart=engine, idb_urls=[idb_url], options=Options.defaults()))
+        body(JobContext(mart=engine, idb_urls=[idb_url], options=OPTIONS))
     elapsed = time.perf_counter() - began
     engine.dispose()
     return elapsed
@@ -191,12 +194,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, default=1_000_000)
     parser.add_argument(
+        "--parallel",
+        type=int,
+        help="[gim-etl] parallel-tables for our jobs (default: the option's default)",
+    )
+    parser.add_argument(
         "--history-rate",
         type=int,
         default=600,
         help="calls/h at peak for the history of the incremental test",
     )
     args = parser.parse_args()
+    global OPTIONS
+    if args.parallel:
+        OPTIONS = Options.from_texts({("gim-etl", "parallel-tables"): str(args.parallel)})
+    print(f"parallel-tables = {OPTIONS.get('gim-etl', 'parallel-tables')}")
     with scratch_postgres("gim-bench-") as server:
         rss_start = rss_mb()
         rate = 40_000
