@@ -26,6 +26,7 @@ import psycopg
 
 from bench import median_per_history
 from gim_tasks.db import migrate
+from gim_tasks.db.calendar import key_sql
 from gim_tasks.db.engine import make_engine
 from gim_tasks.idb.generator import arrival_weight, generate
 from gim_tasks.idb.schema import init_idb
@@ -174,7 +175,7 @@ def fdw_baseline(server: PostgresServer, mart_url: str, idb_db: str) -> tuple[fl
             statements.append(
                 f"INSERT INTO {table} (idb_id, {id_column}, start_ts, date_time_key, {columns}) "
                 f"SELECT s.idb_id, s.id, {spec.start}, "
-                f"(floor(extract(epoch FROM {spec.start}) / 900) * 900)::bigint, {expressions} "
+                f"{key_sql(spec.start)}, {expressions} "
                 f"FROM (SELECT 1::smallint AS idb_id, * FROM base_src.{spec.source}) s "
                 f"{spec.joins} WHERE {spec.where} AND ({transform.discard_reason(spec)}) IS NULL"
             )

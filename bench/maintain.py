@@ -62,7 +62,7 @@ def evict(conn: Connection, table: str) -> None:
     ).scalars()
     os.sync()  # the bench server runs with fsync off: CHECKPOINT leaves dirty pages behind
     for relative in files:
-        for path in data.parent.glob(f"{data.name}/{relative}*"):
+        for path in data.glob(f"{relative}*"):
             fd = os.open(path, os.O_RDONLY)
             try:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)

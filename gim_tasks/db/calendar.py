@@ -30,6 +30,11 @@ def key_of(instant: datetime) -> int:
     return int(instant.timestamp()) // GRAIN_SECONDS * GRAIN_SECONDS
 
 
+def key_sql(instant: str) -> str:
+    """SQL of :func:`key_of` for the timestamptz expression ``instant``."""
+    return f"(floor(extract(epoch FROM {instant}) / {GRAIN_SECONDS}) * {GRAIN_SECONDS})::bigint"
+
+
 def insert_keys_sql(keys_query: str) -> str:
     """INSERT of the default calendar rows for the keys ``keys_query`` yields (column k)."""
     return (

@@ -36,10 +36,10 @@ from sqlalchemy.engine import Connection
 from gim_tasks.db.mart_tables import STAGING, extract_mark, idb_source
 from gim_tasks.idb import schema as idb
 from gim_tasks.jobs.base import Aborted, JobContext, batch_transaction_settings, in_parallel
+from gim_tasks.jobs.transform import TRAFFIC_SOURCES
 from gim_tasks.settings import redact
 
 log = logging.getLogger("gim_tasks.jobs.extract")
-_TRAFFIC = ("party_segment", "interaction", "agent_state", "campaign_attempt", "agent_session")
 STAGING_WRITE_LOCK_CLASS = 0x67696D73  # "gims": with a staging table's key, its writer lock
 
 
@@ -308,7 +308,7 @@ def run(ctx: JobContext) -> None:
             else:
                 exported = str(source.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
                 # The largest tables first, so that they do not start last.
-                tables = sorted(idb.TABLES, key=lambda t: t.name not in _TRAFFIC)
+                tables = sorted(idb.TABLES, key=lambda t: t.name not in TRAFFIC_SOURCES)
                 total = sum(
                     in_parallel(
                         parallel,

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gim_tasks.db import mart_tables as mart
-from gim_tasks.db.calendar import insert_keys_sql
+from gim_tasks.db.calendar import insert_keys_sql, key_sql
 from gim_tasks.db.partitions import ensure_partitions
 from gim_tasks.jobs.base import Aborted, JobContext, batch_transaction_settings, in_parallel
 
@@ -260,7 +260,7 @@ def _batch_rows(spec: FactSpec) -> str:
     expressions = ", ".join(f"{expr} AS {name}" for name, expr in spec.columns.items())
     return (
         f"SELECT s.idb_id, s.id, {spec.start} AS start_ts, "
-        f"(floor(extract(epoch FROM {spec.start}) / 900) * 900)::bigint AS date_time_key, "
+        f"{key_sql(spec.start)} AS date_time_key, "
         f"{discard_reason(spec)} AS discard_reason, {expressions} "
         f"FROM stg_{spec.source} s {spec.joins} "
         f"WHERE s.load_seq > :mark AND s.load_seq <= :last AND {spec.where}"
