@@ -185,7 +185,9 @@ def test_d3_incremental_month_delta_drops_a_group_that_left_the_month(
     assert left == 0
 
 
-def test_a_measure_added_to_the_registry_is_added_and_filled(idb: str, database_url: str) -> None:
+def test_d3_a_measure_added_to_the_registry_is_added_and_filled(
+    idb: str, database_url: str
+) -> None:
     # Tables created before a measure existed get the column and a queued re-aggregation.
     with psycopg.connect(idb, autocommit=True) as conn:
         generate(conn, datetime(2026, 5, 4, 6, tzinfo=UTC), 3, agents=8, queues=2, rate=200, seed=4)

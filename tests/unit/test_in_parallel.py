@@ -10,7 +10,7 @@ import pytest
 from gim_tasks.jobs.base import Aborted, StopRequested, in_parallel
 
 
-def test_results_come_back_in_item_order() -> None:
+def test_r1_results_come_back_in_item_order() -> None:
     def body(item: int, failed: threading.Event) -> int:
         time.sleep(0.01 * (5 - item))  # later items finish first
         return item * item
@@ -18,7 +18,7 @@ def test_results_come_back_in_item_order() -> None:
     assert in_parallel(3, [1, 2, 3, 4], body, "t") == [1, 4, 9, 16]
 
 
-def test_a_failure_tells_the_others_and_the_first_real_error_is_raised() -> None:
+def test_r1_a_failure_tells_the_others_and_the_first_real_error_is_raised() -> None:
     ended: list[str] = []
     started = threading.Barrier(2)
 
@@ -38,7 +38,7 @@ def test_a_failure_tells_the_others_and_the_first_real_error_is_raised() -> None
     assert ended == ["slow"]  # "never" did not start: it was queued behind the failure
 
 
-def test_a_stop_request_is_raised_as_such() -> None:
+def test_m6_a_stop_request_is_raised_as_such() -> None:
     def body(item: int, failed: threading.Event) -> int:
         if item == 2:
             raise StopRequested("stopped by operator")
