@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
@@ -27,8 +26,10 @@ from gim_tasks.jobs.base import JobContext
 from gim_tasks.jobs.extract import idb_name
 from gim_tasks.jobs.registry import body_of
 from gim_tasks.options import store
-from gim_tasks.runtime import manager, runs
 from gim_tasks.runtime.health import output_directory
+from gim_tasks.runtime.local import LocalOutcome, run_in_process
+from gim_tasks.schedule.admission import Via
+from gim_tasks.schedule.jobs import JOB_NAMES
 from gim_tasks.settings import get_settings, redact
 
 idb_app = typer.Typer(help="Source IDB databases: schema and traffic.", no_args_is_help=True)
@@ -150,57 +151,47 @@ def run_local(
     show_progress: bool = True,
     force: bool = False,
     body: Callable[[JobContext], None] | None = None,
-) -> tuple[runs.RunStart, str, Any, str | None]:
-    """Run ``job`` in this process under the same rules as the runtime: configuration check
-    (C2), one Running run per job (S2), a run record (R1, M8)."""
+    params: str = "",
+    via: Via = Via.LOCAL,
+) -> LocalOutcome:
+    """Run ``job`` in this process as a real run (M0): the same admission as every path, then
+    claim, heartbeat, fencing and a cooperative stop on SIGINT/SIGTERM
+    (:mod:`gim_tasks.runtime.local`). A run that must wait says what it waits for."""
     settings = get_settings()
-    body = body or body_of(job)
     engine = mart_engine()
     state = schema_state(engine)
     if not state.at_head:
         raise GimError(f"schema {state.describe()}")
-    runs.sweep_lost_local_runs(engine)
-    with engine.connect() as conn:
-        options = store.load_options(conn)
-        # The same refusals as the distributed path (M7, C2): one implementation.
-        refusal = manager.refusal_for(conn, job, force)
-    trigger = "forced" if force else "manual"
-    if refusal is not None:
-        return runs.reject(engine, job, trigger, actor, refusal), "Rejected", None, refusal
-    started = runs.start_run(engine, job, trigger, actor, forced=force)
-    if started.state != "Running":
-        return started, started.state, None, started.reason
-    ctx = JobContext(
-        mart=engine,
-        idb_urls=settings.idb_urls,
-        options=options,
-        run_id=started.run_id,
-        output_base=settings.output_directory,
-    )
-    previous = signal.signal(signal.SIGINT, lambda *_: ctx.stop.request(f"stopped by {actor}"))
-    try:
-        if show_progress:
-            with _progress() as bar:
-                task = bar.add_task(job, total=None)
-                ctx.progress = lambda what, done, total: bar.update(
-                    task, description=what, completed=done
-                )
-                final, error = runs.execute(body, ctx)
-        else:
-            final, error = runs.execute(body, ctx)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    ended_by = actor if final == "Stopped" else None
-    runs.finish_run(
-        engine,
-        started.run_id,
-        final,
-        ctx.counts,
-        error=error,
-        reason=ctx.stop.reason or None,
-        ended_by=ended_by,
-    )
-    return started, final, ctx.counts, error
+    shown: dict[int, str] = {}
+
+    def on_wait(run_id: int, reason: str) -> None:
+        if shown.get(run_id) != reason:
+            out.print(f"run {run_id} ({job}): Scheduled: {reason}; waiting (Ctrl-C cancels)")
+            shown[run_id] = reason
+
+    def run(progress: Callable[[str, int, int | None], None] | None) -> LocalOutcome:
+        return run_in_process(
+            engine,
+            job,
+            actor,
+            body or body_of(job) if job in JOB_NAMES else _no_body,
+            settings.idb_urls,
+            params=params,
+            force=force,
+            via=via,
+            progress=progress,
+            on_wait=on_wait,
+        )
+
+    if not show_progress:
+        return run(None)
+    with _progress() as bar:
+        task = bar.add_task(job, total=None)
+        return run(lambda what, done, total: bar.update(task, description=what, completed=done))
+
+
+def _no_body(ctx: JobContext) -> None:  # pragma: no cover - an unknown job is never admitted
+    raise GimError("unknown job")
 
 
 def etl_status_data(engine: sa.Engine) -> dict[str, Any]:
@@ -303,7 +294,28 @@ def etl_status(as_json: JsonFlag = False) -> None:
         out.print(f"{run['job']}: {run['state']} in {run['seconds']} s")
 
 
-__all__ = ["etl_app", "idb_app", "idb_name", "run_local"]
+def report_local(outcome: LocalOutcome, job: str, quiet: bool = False) -> None:
+    """Print an in-process run's end (unless ``quiet``) and exit as ``gim run`` does: 0
+    completed, 1 rejected, cancelled or failed, 2 invalid request, 130 stopped."""
+    counts = outcome.counts
+    if not quiet:
+        if counts is None:
+            out.print(
+                f"run {outcome.run_id} ({job}): {outcome.state}: {outcome.reason}", markup=False
+            )
+        else:
+            detail = outcome.error or (outcome.reason if outcome.state == "Stopped" else None)
+            out.print(
+                f"run {outcome.run_id} ({job}): {outcome.state} (read {counts.read:,}, written "
+                f"{counts.written:,}, discarded {counts.discarded:,}, warnings "
+                f"{counts.warnings})" + (f": {detail}" if detail else ""),
+                markup=False,
+            )
+    if outcome.state not in ("Completed", "Completed with warnings"):
+        raise typer.Exit(130 if outcome.state == "Stopped" else 1)
+
+
+__all__ = ["etl_app", "idb_app", "idb_name", "report_local", "run_local"]
 
 
 export_app = typer.Typer(help="CSV export: progress and files.", no_args_is_help=True)
@@ -392,20 +404,38 @@ def aggregate_status(as_json: JsonFlag = False) -> None:
 
 
 @aggregate_app.command("once")
-def aggregate_once(actor: ActorOption = "") -> None:
-    """One pass until the queue is empty, then exit; same rules and run record as the job."""
+def aggregate_once(
+    params: Annotated[
+        str,
+        typer.Option(
+            "--params",
+            help="Queue a re-aggregation first: '-insertPendingAgg <AGR_SET>:<START>:<END>' (M4).",
+        ),
+    ] = "",
+    actor: ActorOption = "",
+) -> None:
+    """One pass until the queue is empty, then exit: a Job_AggregateGIM run in this process,
+    admitted by the same rules as every start (M0, M3, C2). Exit code: 0 completed, 1 rejected
+    or failed, 2 malformed --params (nothing started), 130 stopped."""
     from gim_tasks.jobs.aggregate import run_once
 
-    started, final, counts, error = run_local(
-        "Job_AggregateGIM", actor or current_actor(), body=run_once
+    outcome = run_local(
+        "Job_AggregateGIM",
+        actor or current_actor(),
+        body=run_once,
+        params=params,
+        via=Via.AGGREGATE_ONCE,
     )
+    counts = outcome.counts
+    if counts is None:
+        report_local(outcome, "Job_AggregateGIM")
+        return
     out.print(
-        f"run {started.run_id}: {final} ({counts.read if counts else 0:,} intervals, "
-        f"{counts.written if counts else 0:,} rows written)" + (f": {error}" if error else ""),
+        f"run {outcome.run_id}: {outcome.state} ({counts.read:,} intervals, "
+        f"{counts.written:,} rows written)" + (f": {outcome.error}" if outcome.error else ""),
         markup=False,
     )
-    if final not in ("Completed", "Completed with warnings"):
-        raise typer.Exit(1)
+    report_local(outcome, "Job_AggregateGIM", quiet=True)
 
 
 @aggregate_app.command("verify")

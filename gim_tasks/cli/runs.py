@@ -14,10 +14,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out
-from gim_tasks.cli.etl import run_local
+from gim_tasks.cli.etl import report_local, run_local
 from gim_tasks.errors import GimError
 from gim_tasks.runtime import manager
 from gim_tasks.runtime.queues import QUEUES
+from gim_tasks.schedule.admission import Via
 
 CELERY_APP = "gim_tasks.runtime.celery_app"
 SCHEDULER = "gim_tasks.runtime.beat:GimScheduler"
@@ -88,31 +89,20 @@ def run_command(
 ) -> None:
     """Run a job now (M1). Prints the run id and its state: Running (sent to a worker),
     Scheduled (waiting for an exclusivity rule, with the reason) or Rejected (with the reason).
-    Exit code: 0 admitted (with --wait: completed), 1 rejected or failed, 130 stopped."""
+    Every path takes the same admission decision (M0); with --local the run executes in this
+    process as a real run (heartbeat, lease, `gim stop`, Ctrl-C and SIGTERM stop it), and a
+    run that must wait (M5, S13) waits here, saying for what.
+    Exit code: 0 admitted (with --wait or --local: completed), 1 rejected, cancelled or
+    failed, 2 malformed request (nothing recorded), 130 stopped."""
     who = actor or current_actor()
-    if params and job != "Job_AggregateGIM":
-        raise GimError(f"only Job_AggregateGIM takes parameters; {job} takes none (M4)")
     if local:
-        started, final, counts, error = run_local(job, who, force=force)
-        if final == "Rejected":
-            out.print(f"run {started.run_id}: Rejected: {started.reason}", markup=False)
-            raise typer.Exit(1)
-        out.print(
-            f"run {started.run_id}: {final} (read {counts.read:,}, written "
-            f"{counts.written:,}, discarded {counts.discarded:,}, warnings "
-            f"{counts.warnings})" + (f": {error}" if error else ""),
-            markup=False,
-        )
-        if final not in ("Completed", "Completed with warnings"):
-            raise typer.Exit(130 if final == "Stopped" else 1)
+        report_local(run_local(job, who, force=force, params=params), job)
         return
     from gim_tasks.runtime.beat import send
     from gim_tasks.runtime.celery_app import app as celery_app
 
     engine = mart_engine()
-    admission = manager.request_run(
-        engine, job, who, {"params": params} if params else None, force=force
-    )
+    admission = manager.request_run(engine, job, who, params, force=force, via=Via.CLI)
     if admission.state == "Running":
         send(celery_app, job, admission.run_id)
     line = f"run {admission.run_id} ({job}): {admission.state}"

@@ -63,8 +63,15 @@ def _run(engine: Engine, action: str, revision: str) -> SchemaState:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> SchemaState:
-    """Migrate to ``revision`` (default: the newest)."""
-    return _run(engine, "upgrade", revision)
+    """Migrate to ``revision`` (default: the newest). At the head, the DATE_TIME calendar is
+    then filled ahead, as GIM's initialization does, so that a fresh install passes the
+    configuration check's calendar item (C2) before the first maintenance run."""
+    state = _run(engine, "upgrade", revision)
+    if state.at_head:
+        from gim_tasks.jobs.maintain import initialize_calendar
+
+        initialize_calendar(engine)
+    return state
 
 
 def downgrade(engine: Engine, revision: str) -> SchemaState:

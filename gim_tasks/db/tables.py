@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from gim_tasks.lifecycle import STOP_KINDS
+
 # Stable constraint names, so migrations can refer to them.
 metadata = MetaData(
     naming_convention={
@@ -105,9 +107,17 @@ job_run = Table(
     # it waits for a rule). A stop request is recorded here and polled by the worker (M6).
     Column("dispatched_at", DateTime(timezone=True)),
     Column("stop_requested_at", DateTime(timezone=True)),
+    # R4: why a Stopped run stopped (gim_tasks.lifecycle.StopKind); every Stopped run has one.
+    Column("stop_kind", Text),
+    # M0: executes in the process that asked for it (gim run --local), never sent to a worker.
+    Column("in_process", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint(
         "state IN (" + ", ".join(f"'{state}'" for state in RUN_STATES) + ")", name="state"
     ),
+    CheckConstraint(
+        "stop_kind IN (" + ", ".join(f"'{kind}'" for kind in STOP_KINDS) + ")", name="stop_kind"
+    ),
+    CheckConstraint("state <> 'Stopped' OR stop_kind IS NOT NULL", name="stopped_has_kind"),
     Index(
         "uq_job_run_firing_id",
         "firing_id",

@@ -33,9 +33,14 @@ class StopToken:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason = ""
+        self.kind: str | None = None  # R4: gim_tasks.lifecycle.StopKind, when known
+        self.by: str | None = None  # M8: who asked
 
-    def request(self, reason: str = "stop requested") -> None:
-        self.reason = reason
+    def request(
+        self, reason: str = "stop requested", kind: str | None = None, by: str | None = None
+    ) -> None:
+        if not self._event.is_set():  # the first request names the stop
+            self.reason, self.kind, self.by = reason, kind, by
         self._event.set()
 
     @property

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.aggregate.registry import HIERARCHIES
 from gim_tasks.db import calendar
@@ -33,6 +33,7 @@ from gim_tasks.db.partitions import (
 )
 from gim_tasks.jobs.base import JobContext
 from gim_tasks.jobs.transform import TRAFFIC_SOURCES
+from gim_tasks.options import store
 from gim_tasks.runtime.runs import FINAL_STATES
 
 log = logging.getLogger("gim_tasks.jobs.maintain")
@@ -69,6 +70,17 @@ def step_calendar(ctx: JobContext, conn: Connection) -> dict[str, object]:
         "custom_calendars": extra_added,
         "custom_rows_removed": removed,
     }
+
+
+def initialize_calendar(engine: Engine, now: datetime | None = None) -> dict[str, object]:
+    """The calendar step on its own, outside any run (``gim db upgrade``): DATE_TIME and the
+    custom calendars filled from yesterday to ``date-time-max-days-ahead``. Idempotent."""
+    with engine.begin() as conn:
+        options = store.load_options(conn)
+    at = now or datetime.now(UTC)
+    ctx = JobContext(mart=engine, idb_urls=[], options=options, now=lambda: at)
+    with engine.begin() as conn:
+        return step_calendar(ctx, conn)
 
 
 def step_partitions_ahead(ctx: JobContext, conn: Connection) -> dict[str, object]:

@@ -22,8 +22,11 @@ class Finding:
     level: Level
     item: str  # what it concerns: "[schedule] maintain-start-time", "Redis", "schema", ...
     message: str
+    #: Jobs an error does not block: the one that repairs it (a short calendar spares
+    #: Job_MaintainGIM, which fills it).
+    spares: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
     def __str__(self) -> str:
@@ -46,13 +49,13 @@ class CheckReport:
     def ok(self) -> bool:
         return not self.errors
 
-    def refusal(self) -> str | None:
-        """Why no run may start (C2), naming the failing items; None when nothing blocks."""
-        if self.ok:
+    def refusal(self, job: str | None = None) -> str | None:
+        """Why no new run (of ``job``) may start (C2), naming the failing items; None when
+        nothing blocks it."""
+        errors = [f for f in self.errors if job is None or job not in f.spares]
+        if not errors:
             return None
-        return "configuration check failed: " + "; ".join(
-            f"{f.item}: {f.message}" for f in self.errors
-        )
+        return "configuration check failed: " + "; ".join(f"{f.item}: {f.message}" for f in errors)
 
     def merged(self, more: Iterable[Finding]) -> CheckReport:
         return CheckReport(self.findings + tuple(more))
@@ -83,6 +86,16 @@ def check_options(options: Options) -> CheckReport:
                 "warning",
                 "[schedule] etl-frequency",
                 f"{etl.frequency} min is longer than the ETL span {etl_span}: one cycle a day",
+            )
+        )
+
+    elif (gap := etl.short_gap) is not None and etl.frequency <= etl.span_minutes:
+        findings.append(
+            Finding(
+                "warning",
+                "[schedule] etl-frequency",
+                f"{etl.frequency} min does not divide the ETL span {etl_span}: the final cycle "
+                f"begins at {etl.end.strftime('%H:%M')}, {gap} min after the one before (S1)",
             )
         )
 

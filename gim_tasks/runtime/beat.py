@@ -30,8 +30,8 @@ from gim_tasks.db.engine import make_engine, session_name
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.registry import BODIES
 from gim_tasks.options import store
-from gim_tasks.options.check import check_options
 from gim_tasks.runtime.execution import LEASE_SECONDS
+from gim_tasks.runtime.health import CachedServerCheck
 from gim_tasks.runtime.state import load_state
 from gim_tasks.schedule.engine import Hold, Launch, Release, Skip, Stop, Tick, decide
 from gim_tasks.schedule.jobs import BY_NAME
@@ -98,13 +98,35 @@ def sweep_lost(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
     return [row[0] for row in rows]
 
 
-def overdue_stops(engine: Engine) -> list[tuple[int, str | None]]:
-    """Runs asked to stop more than STOP_GRACE_SECONDS ago and still Running."""
-    with engine.connect() as conn:
+def sweep_abandoned_waits(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
+    """R2 for in-process runs that were waiting (Scheduled, M5/S13) or about to start: the
+    waiting process renews the row's heartbeat; without one for LEASE_SECONDS the process is
+    gone (killed, host lost) and the run is Cancelled, so it neither waits forever nor holds
+    back the jobs that wait for it."""
+    with engine.begin() as conn:
         rows = conn.execute(
             sa.text(
-                "SELECT id, task_id FROM job_run WHERE state = 'Running' AND stop_requested_at < "
-                "now() - make_interval(secs => :grace)"
+                "UPDATE job_run SET state = 'Cancelled', ended_at = now(), reason = "
+                "'its waiting process is gone: no heartbeat for ' || :lease || ' s (R2)' "
+                "WHERE state = 'Scheduled' AND in_process "
+                "AND heartbeat_at < now() - make_interval(secs => :lease) RETURNING id"
+            ),
+            {"lease": lease},
+        ).all()
+    return [row[0] for row in rows]
+
+
+def overdue_stops(engine: Engine) -> list[tuple[int, str | None]]:
+    """Runs on a worker asked to stop more than STOP_GRACE_SECONDS ago and still Running: they
+    are revoked with terminate, so their stop is recorded as ``terminated`` (R4: a stop nobody
+    planned). An in-process run has no task to revoke: its process stops it."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.text(
+                "UPDATE job_run SET stop_kind = 'terminated' WHERE state = 'Running' "
+                "AND task_id IS NOT NULL AND NOT in_process "
+                "AND stop_requested_at < now() - make_interval(secs => :grace) "
+                "RETURNING id, task_id"
             ),
             {"grace": STOP_GRACE_SECONDS},
         ).all()
@@ -125,7 +147,8 @@ def unclaimed(engine: Engine, older_than: float = RESEND_SECONDS) -> list[tuple[
         rows = conn.execute(
             sa.text(
                 "UPDATE job_run SET dispatched_at = now() WHERE state = 'Scheduled' AND "
-                "dispatched_at < now() - make_interval(secs => :age) RETURNING id, job"
+                "NOT in_process AND dispatched_at < now() - make_interval(secs => :age) "
+                "RETURNING id, job"
             ),
             {"age": older_than},
         ).all()
@@ -178,9 +201,12 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
                         job_run.c.dispatched_at.is_(None),
                     )
                     .values(dispatched_at=sa.func.now())
-                )
-                if released.rowcount:
-                    to_send.append((action.job, action.run_id))
+                    .returning(job_run.c.in_process)
+                ).scalar_one_or_none()
+                if released is not None:
+                    # An in-process run is claimed by its waiting process (runtime/local.py).
+                    if not released:
+                        to_send.append((action.job, action.run_id))
                     log.info("release run %s (%s): %s", action.run_id, action.job, action.reason)
             elif isinstance(action, Stop):
                 conn.execute(
@@ -191,7 +217,10 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
                         job_run.c.stop_requested_at.is_(None),
                     )
                     .values(
-                        stop_requested_at=sa.func.now(), reason=action.reason, ended_by="scheduler"
+                        stop_requested_at=sa.func.now(),
+                        reason=action.reason,
+                        ended_by="scheduler",
+                        stop_kind=action.kind.value,
                     )
                 )
                 log.info("stop run %s (%s): %s", action.run_id, action.job, action.reason)
@@ -243,6 +272,7 @@ class GimScheduler(RedBeatScheduler):
         self._engine = make_engine(settings.database_url)
         self._redis = redis.Redis.from_url(settings.redis_url)
         self._last_error = ""
+        self._server_check = CachedServerCheck(settings)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         interval = float(super().tick(*args, **kwargs))
@@ -285,6 +315,8 @@ class GimScheduler(RedBeatScheduler):
         engine = self._engine
         for run_id in sweep_lost(engine):
             log.warning("run %s: worker lost (R2)", run_id)
+        for run_id in sweep_abandoned_waits(engine):
+            log.warning("run %s: its waiting in-process requester is gone: cancelled", run_id)
         # A3: mails of runs whose notify task is overdue (lost message, worker restarts), and
         # of runs just declared lost. The claim in due_runs keeps ticks from resending.
         for run_id, job in unclaimed(engine):
@@ -308,8 +340,9 @@ class GimScheduler(RedBeatScheduler):
         with engine.connect() as conn:
             options = store.load_options(conn)
             state = load_state(conn, self.load_cursors())
-        refusal = check_options(options).refusal()
-        tick = decide(options.schedule(), now, state, refusal)
+        # C2: every error item blocks; server items come from a cache refreshed every 30 s.
+        report = self._server_check.report(options)
+        tick = decide(options.schedule(), now, state, report.refusal)
         carry_out(engine, self.app, tick)
         self.mirror(tick.next_runs, now)
         changed: dict[Any, Any] = {

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.db.tables import job_run
-from gim_tasks.jobs.base import JobContext
+from gim_tasks.jobs.base import JobContext, StopToken
 from gim_tasks.options import store
 from gim_tasks.runtime.runs import execute, finish_run, running_run, worker_name
 from gim_tasks.settings import get_settings
@@ -126,7 +126,12 @@ class Heartbeat(threading.Thread):
                             # Until the run ends (finish_run writes the final summary).
                             summary={"progress": self.progress} if self.progress else {},
                         )
-                        .returning(job_run.c.stop_requested_at, job_run.c.reason)
+                        .returning(
+                            job_run.c.stop_requested_at,
+                            job_run.c.reason,
+                            job_run.c.stop_kind,
+                            job_run.c.ended_by,
+                        )
                     ).one_or_none()
             except sa.exc.SQLAlchemyError as error:  # database away: try again next beat
                 log.warning("heartbeat of run %s failed: %s", self.run_id, error)
@@ -134,13 +139,22 @@ class Heartbeat(threading.Thread):
             if row is None:
                 self.ctx.stop.request("lease lost: the run was declared lost (R2)")
             elif row.stop_requested_at is not None:
-                self.ctx.stop.request(row.reason or "stop requested")
+                self.ctx.stop.request(row.reason or "stop requested", row.stop_kind, row.ended_by)
 
 
 def run_claimed(
-    engine: Engine, run_id: int, token: int, body: Callable[[JobContext], None], idb_urls: list[str]
-) -> str:
-    """Execute a claimed run to its end state; returns that state."""
+    engine: Engine,
+    run_id: int,
+    token: int,
+    body: Callable[[JobContext], None],
+    idb_urls: list[str],
+    stop: StopToken | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
+) -> tuple[str, JobContext, str | None]:
+    """Execute a claimed run to its end state, on a worker or in the requesting process (M0:
+    the same claim, heartbeat, lease, fencing and end either way). ``stop`` lets the caller
+    stop it (signal handlers); ``progress`` also receives the body's progress. Returns the end
+    state, the job context (counts) and the error summary."""
     with engine.connect() as conn:
         options = store.load_options(conn)
     ctx = JobContext(
@@ -151,20 +165,24 @@ def run_claimed(
         fence=fence_for(run_id, token),
         output_base=get_settings().output_directory,
     )
+    if stop is not None:
+        ctx.stop = stop
     heartbeat = Heartbeat(engine, run_id, token, ctx)
-    ctx.progress = heartbeat.note_progress
+
+    def note(what: str, done: int, total: int | None) -> None:
+        heartbeat.note_progress(what, done, total)
+        if progress is not None:
+            progress(what, done, total)
+
+    ctx.progress = note
     heartbeat.start()
     try:
         state, error = execute(body, ctx)
         if state == "Failed" and error and error.startswith("LeaseLost"):
             log.warning("run %s: %s", run_id, error)
-            return "Failed"
+            return "Failed", ctx, error
     finally:
         heartbeat.done.set()
-    with engine.begin() as conn:
-        ended_by = conn.execute(
-            sa.select(job_run.c.ended_by).where(job_run.c.id == run_id)
-        ).scalar_one_or_none()
     finish_run(
         engine,
         run_id,
@@ -172,7 +190,8 @@ def run_claimed(
         ctx.counts,
         error=error,
         reason=ctx.stop.reason or None,
-        ended_by=ended_by,
+        ended_by=ctx.stop.by,
         token=token,
+        stop_kind=ctx.stop.kind,
     )
-    return state
+    return state, ctx, error

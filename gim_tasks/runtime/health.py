@@ -4,8 +4,11 @@ every manual start run it (C2)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,10 +18,14 @@ from gim_tasks.db.engine import make_engine
 from gim_tasks.jobs.export import resolve_output_directory
 from gim_tasks.options.check import CheckReport, Finding, Level, check_options
 from gim_tasks.options.values import Options
+from gim_tasks.schedule.jobs import MAINTAIN
 from gim_tasks.settings import Settings
 from gim_tasks.status import Check, run_checks
 
 ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger("gim_tasks.runtime.health")
+#: C2: the beat re-checks the server items at most this often (seconds).
+SERVER_CHECK_SECONDS = float(os.environ.get("GIM_SERVER_CHECK_SECONDS", "30"))
 
 
 def output_directory(options: Options, settings: Settings) -> Path:
@@ -83,16 +90,93 @@ def check_retention(
     return []
 
 
-def check_deployment(options: Options, settings: Settings) -> CheckReport:
-    """The whole configuration check (C1)."""
-    report = check_options(options)
+def check_calendar(
+    options: Options, settings: Settings, now: datetime | None = None
+) -> list[Finding]:
+    """C1/C2: the DATE_TIME calendar must reach ``date-time-min-days-ahead`` days past today.
+    Job_MaintainGIM fills it, so this error does not block maintenance."""
+    now = now or datetime.now(UTC)
+    days = int(options.get("gim-etl", "date-time-min-days-ahead"))
+    needed = now + timedelta(days=days)
+    engine = make_engine(settings.database_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            newest = conn.execute(
+                sa.text("SELECT to_timestamp(max(date_time_key)) FROM date_time")
+            ).scalar_one()
+    except sa.exc.SQLAlchemyError:
+        return []  # the reachability and schema checks report the database
+    finally:
+        engine.dispose()
+    if newest is not None and newest >= needed:
+        return []
+    reach = f"reaches {newest:%Y-%m-%d} only" if newest is not None else "is empty"
+    return [
+        Finding(
+            "error",
+            "[gim-etl] date-time-min-days-ahead",
+            f"the DATE_TIME calendar {reach}; it must reach {days} days ahead "
+            f"({needed:%Y-%m-%d}): run Job_MaintainGIM (`gim run Job_MaintainGIM`), which "
+            "fills it up to date-time-max-days-ahead",
+            spares=(MAINTAIN,),
+        )
+    ]
+
+
+def server_findings(
+    options: Options, settings: Settings, now: datetime | None = None
+) -> list[Finding]:
+    """The items of the check that need servers (C1): Info Mart, schema, every IDB, Redis,
+    calendar, export directory. A down server is a finding, never an exception."""
+    findings: list[Finding] = []
     checks = run_checks(settings)
     for check in checks:
-        report = report.merged(_finding(check))
+        findings.extend(_finding(check))
     if all(check.ok for check in checks if check.item in ("Info Mart", "schema")):
-        report = report.merged(check_retention(options, settings))
+        findings.extend(check_calendar(options, settings, now))
+        findings.extend(check_retention(options, settings, now))
     problem = check_output_directory(output_directory(options, settings))
     if problem is not None:
         level: Level = "error" if options.get("schedule", "run-export") else "warning"
-        report = report.merged([Finding(level, "[gim-export] output-directory", problem)])
-    return report
+        findings.append(Finding(level, "[gim-export] output-directory", problem))
+    return findings
+
+
+def check_deployment(options: Options, settings: Settings) -> CheckReport:
+    """The whole configuration check (C1); every error in it blocks new runs (C2)."""
+    return check_options(options).merged(server_findings(options, settings))
+
+
+class CachedServerCheck:
+    """The beat's view of the server items (C2): refreshed at most every ``max_age`` seconds
+    in a background thread, so a tick never waits for a slow or unreachable server; the first
+    call waits for the first result. Option rules are pure and checked on every tick."""
+
+    def __init__(self, settings: Settings, max_age: float = SERVER_CHECK_SECONDS) -> None:
+        self.settings, self.max_age = settings, max_age
+        self._findings: list[Finding] | None = None
+        self._checked_at = 0.0
+        self._refreshing: threading.Thread | None = None
+        self.refreshes = 0
+
+    def _refresh(self, options: Options) -> None:
+        try:
+            findings = server_findings(options, self.settings)
+        except Exception as error:  # a check must never kill the beat
+            log.exception("configuration check of the servers failed")
+            findings = [Finding("error", "configuration check", str(error).splitlines()[0])]
+        self._findings, self._checked_at = findings, time.monotonic()
+        self.refreshes += 1
+
+    def report(self, options: Options) -> CheckReport:
+        if self._findings is None:
+            self._refresh(options)
+        elif time.monotonic() - self._checked_at >= self.max_age and not (
+            self._refreshing is not None and self._refreshing.is_alive()
+        ):
+            self._checked_at = time.monotonic()  # one refresh at a time
+            self._refreshing = threading.Thread(
+                target=self._refresh, args=(options,), name="gim-server-check", daemon=True
+            )
+            self._refreshing.start()
+        return check_options(options).merged(self._findings or [])

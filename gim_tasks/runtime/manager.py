@@ -1,191 +1,167 @@
-"""Manager operations (SPEC M1-M8), one implementation for the CLI, ``celery call`` and the
-web API: run a job now, stop a Running run, cancel a Scheduled one, list runs.
+"""Manager operations (SPEC M0-M8), one implementation for every path (``gim run``, ``gim run
+--local``, ``gim aggregate once``, ``celery call``, the web API): run a job now, stop a Running
+run, cancel a Scheduled one, list runs.
 
-Admission of a manual run takes the same advisory lock as the beat's decisions, so a manual
-start and a scheduled launch never both see the job free (S2 is also enforced by the
-database's unique index on Running runs).
+Admission of a manual run is the pure :func:`gim_tasks.schedule.admission.admit` called under
+the same advisory lock as the beat's decisions, so a manual start and a scheduled launch never
+both see the job free (S2 is also enforced by the database's unique index on Running runs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from gim_tasks.aggregate.params import ParamError
-from gim_tasks.aggregate.params import parse as parse_params
 from gim_tasks.db.mart_tables import agg_request
 from gim_tasks.db.tables import job_run
 from gim_tasks.errors import GimError
-from gim_tasks.jobs.registry import BODIES
+from gim_tasks.lifecycle import StopKind
 from gim_tasks.options import store
-from gim_tasks.options.check import check_options
 from gim_tasks.runtime.beat import ADMISSION_LOCK_KEY
+from gim_tasks.runtime.runs import worker_name
+from gim_tasks.runtime.state import load_state
+from gim_tasks.schedule.admission import RunRequest, Via, admit
 from gim_tasks.schedule.engine import open_window
-from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOB_NAMES, MAINTAIN
+from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME
 from gim_tasks.schedule.localtime import zone
+from gim_tasks.settings import get_settings
 
-OPTION_OF = {"Job_UpdateStats": "update-stats-schedule", "Job_ExportGIM": "export-schedule"}
+
+class InvalidRequest(GimError):
+    """A malformed run request (unknown job, parameters where none are taken, a bad M4 token):
+    refused at once, nothing recorded."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
 class Admission:
+    """What became of a manual run request: its run and state."""
+
     run_id: int
     state: str  # Running (sent to a worker) | Scheduled (waiting, with reason) | Rejected
     reason: str | None = None
 
 
-def _record(
-    conn: Connection, values: dict[str, Any], state: str, reason: str | None, **extra: Any
-) -> int:
-    """Insert a run row (M8: who and when are in ``values`` and ``created_at``)."""
-    if state == "Rejected":
-        extra["ended_at"] = sa.func.now()
-    return int(
-        conn.execute(
-            sa.insert(job_run)
-            .values(**values, state=state, reason=reason, **extra)
-            .returning(job_run.c.id)
-        ).scalar_one()
-    )
+def deployment_refusal(engine: Engine) -> Callable[[str], str | None]:
+    """C2 at admission: the whole configuration check, server items included, per job.
+    Run before taking the admission lock: it connects to every server, which may be slow."""
+    from gim_tasks.runtime.health import check_deployment
+
+    with engine.connect() as conn:
+        options = store.load_options(conn)
+    return check_deployment(options, get_settings()).refusal
 
 
-def _active(conn: Connection) -> list[sa.Row[Any]]:
-    """Runs Running or about to run (sent to a worker)."""
-    return list(
-        conn.execute(
-            sa.select(job_run.c.id, job_run.c.job, job_run.c.trigger).where(
-                sa.or_(
-                    job_run.c.state == "Running",
-                    sa.and_(job_run.c.state == "Scheduled", job_run.c.dispatched_at.is_not(None)),
-                )
-            )
-        ).all()
-    )
-
-
-def refusal_for(conn: Connection, job: str, force: bool) -> str | None:
-    """Why a manual run of ``job`` may not start at all (M7, C2, versions), or None."""
-    if job not in JOB_NAMES:
-        raise GimError(f"unknown job '{job}'; jobs are {', '.join(JOB_NAMES)}")
-    info = BY_NAME[job]
-    if not info.manual and not force:
-        return (
-            f"{job} is not run manually: it runs on [schedule] {OPTION_OF[job]} when "
-            f"{info.enabled_by}=true; an admin may force a run with --force (M7)"
-        )
-    if job not in BODIES:
-        return f"{job} cannot run in this version yet"
-    return check_options(store.load_options(conn)).refusal()
+def _params_text(params: str | dict[str, Any] | None) -> str:
+    if isinstance(params, dict):
+        return str(params.get("params", ""))
+    return params or ""
 
 
 def request_run(
-    engine: Engine, job: str, actor: str, params: dict[str, Any] | None = None, force: bool = False
+    engine: Engine,
+    job: str,
+    actor: str,
+    params: str | dict[str, Any] | None = None,
+    force: bool = False,
+    *,
+    via: Via = Via.CLI,
+    now: datetime | None = None,
+    refusal: Callable[[str], str | None] | None = None,
 ) -> Admission:
-    """M1: admit a manual run. Returns Running (the run is sent to a worker: call
-    :func:`gim_tasks.runtime.beat.send`), Scheduled with the reason, or Rejected."""
-    trigger = "forced" if force else "manual"
+    """M0, M1: admit a manual run through :func:`gim_tasks.schedule.admission.admit`.
+
+    The decision and its record are made under the admission lock (the advisory lock the
+    beat's decisions take, ADMISSION_LOCK_KEY), so the state it decides on cannot change
+    before the record is committed; the partial unique index on Running runs (S2) backs it.
+
+    Returns Running (send it to a worker with :func:`gim_tasks.runtime.beat.send`, or, for an
+    in-process path, claim it with :func:`gim_tasks.runtime.execution.claim`), Scheduled with
+    the reason, or Rejected with the reason. Raises :class:`InvalidRequest` for bad input.
+    """
+    request = RunRequest(job, actor, via, _params_text(params), force)
+    refused = refusal if refusal is not None else deployment_refusal(engine)
     with engine.begin() as conn:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADMISSION_LOCK_KEY)))
-        active = _active(conn)
-        reason = refusal_for(conn, job, force)
-        if reason is None and job == AGGREGATE:
-            reply = _aggregation_rules(conn, active, actor, params)
-            if reply is not None:
-                return reply
-        same = [row for row in active if row.job == job]
-        if reason is None and same:
-            reason = f"already running as run {same[0].id} (S2)"
-        if reason is None:
-            waiting = conn.execute(
-                sa.select(job_run.c.id).where(job_run.c.job == job, job_run.c.state == "Scheduled")
-            ).scalar_one_or_none()
-            if waiting is not None:
-                reason = f"already waiting as run {waiting}"
+        options = store.load_options(conn).schedule()
+        state = load_state(conn, {})
+        decision = admit(options, now or datetime.now(UTC), state, request, refused)
+        if decision.invalid:
+            raise InvalidRequest(decision.reason or "invalid request")
+        if decision.reaggregation is not None:
+            queued = conn.execute(
+                sa.insert(agg_request)
+                .values(params=decision.reaggregation.as_dict(), requested_by=actor)
+                .returning(agg_request.c.id)
+            ).scalar_one()
+            decision = replace(
+                decision, reason=f"{decision.reason}; re-aggregation request {queued}"
+            )
+        if decision.joins is not None:
+            return Admission(decision.joins, "Running", decision.reason)
         values: dict[str, Any] = {
             "job": job,
-            "trigger": trigger,
+            "trigger": request.trigger,
             "actor": actor,
-            "params": params or {},
+            "params": {"params": request.params} if request.params else {},
             "forced": force,
+            "reason": decision.reason,
+            "in_process": via.in_process,
         }
-        if reason is not None:
-            run_id = _record(conn, values, "Rejected", reason)
-            return Admission(run_id, "Rejected", reason)
-        wait = _wait_reason(active, job)
-        if job == AGGREGATE and (params or {}).get("params") and not wait:
-            wait_note = "aggregation was not running: started, and the request is queued (M4)"
-            run_id = _record(conn, values, "Scheduled", wait_note, dispatched_at=sa.func.now())
-            return Admission(run_id, "Running", wait_note)
-        run_id = _record(
-            conn, values, "Scheduled", wait, dispatched_at=None if wait else sa.func.now()
-        )
-        return Admission(run_id, "Scheduled" if wait else "Running", wait)
-
-
-def _aggregation_rules(
-    conn: Connection, active: list[sa.Row[Any]], actor: str, params: dict[str, Any] | None
-) -> Admission | None:
-    """M3 and M4 for Job_AggregateGIM. A re-aggregation request is validated (errors name the
-    bad token) and queued; if aggregation runs, that run processes it; if not, aggregation is
-    started when allowed, and the reply says what happens to the request."""
-    text = (params or {}).get("params", "")
-    request = None
-    values = {"job": AGGREGATE, "trigger": "manual", "actor": actor, "params": params or {}}
-    if text:
-        try:
-            parsed = parse_params(text)
-        except ParamError as error:
-            run_id = _record(conn, values, "Rejected", str(error))
-            return Admission(run_id, "Rejected", str(error))
-        request = conn.execute(
-            sa.insert(agg_request)
-            .values(params=parsed.as_dict(), requested_by=actor)
-            .returning(agg_request.c.id)
+        if decision.verdict == "Rejected":
+            values |= {"state": "Rejected", "ended_at": sa.func.now()}
+        else:
+            values["state"] = "Scheduled"
+            if decision.verdict == "Running":
+                values["dispatched_at"] = sa.func.now()  # about to run: active for the beat
+            if via.in_process:
+                # The waiting (or starting) process heartbeats the row; the R2 sweep cancels
+                # it if that process goes away before it claims the run.
+                values |= {"worker": worker_name(), "heartbeat_at": sa.func.now()}
+        run_id = conn.execute(
+            sa.insert(job_run).values(**values).returning(job_run.c.id)
         ).scalar_one()
-    running = [row for row in active if row.job == AGGREGATE]
-    if running and request is not None:
-        return Admission(
-            running[0].id,
-            "Running",
-            f"re-aggregation queued as request "
-            f"{request}; the running aggregation (run {running[0].id}) processes it",
-        )
-    options = store.load_options(conn).schedule()
-    now = datetime.now(UTC)
-    if options.run_aggregates and open_window(options, now, zone(options.timezone)) is None:
-        queued = (
-            f"; re-aggregation request {request} stays queued for the next window"
-            if request is not None
-            else ""
-        )
-        reason = (
-            "run-aggregates=true and no aggregation window is open: aggregation runs "
-            f"only inside its windows (M3){queued}"
-        )
-        run_id = _record(conn, values, "Rejected", reason)
-        return Admission(run_id, "Rejected", reason)
-    return None
+    return Admission(int(run_id), decision.verdict, decision.reason)
 
 
-def _wait_reason(active: list[sa.Row[Any]], job: str) -> str | None:
-    """M5: manual maintenance waits until no other run is active; [beyond] other manual runs
-    wait while maintenance runs (exclusive maintenance is never overlapped)."""
-    if job == MAINTAIN:
-        others = [f"{row.job} run {row.id}" for row in active if row.job != MAINTAIN]
-        if others:
-            return (
-                f"waiting for {', '.join(others)} (M5); scheduled launches will wait for "
-                "this maintenance (S13)"
-            )
-        return None
-    maintenance = [row for row in active if row.job == MAINTAIN]
-    if maintenance:
-        return f"waiting for maintenance run {maintenance[0].id} (S13)"
-    return None
+def readmit(
+    engine: Engine,
+    run_id: int,
+    now: datetime | None = None,
+    refusal: Callable[[str], str | None] | None = None,
+) -> Admission:
+    """An in-process run waiting as Scheduled asks again (M5, S13), with the same decision:
+    Running when its rule cleared (or the beat released it), Scheduled with the current
+    reason (its heartbeat renewed), or the state it was ended in (Cancelled by an operator).
+    A refusal that appeared meanwhile (C2, S2) keeps it waiting, as the beat keeps its own
+    waiting runs."""
+    refused = refusal if refusal is not None else deployment_refusal(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADMISSION_LOCK_KEY)))
+        row = conn.execute(sa.select(job_run).where(job_run.c.id == run_id).with_for_update()).one()
+        if row.state != "Scheduled":
+            return Admission(run_id, row.state, row.reason)
+        if row.dispatched_at is not None:  # released by the beat (never sent: in process)
+            return Admission(run_id, "Running", row.reason)
+        options = store.load_options(conn).schedule()
+        state = load_state(conn, {})
+        state = replace(state, waiting=tuple(w for w in state.waiting if w.run_id != run_id))
+        request = RunRequest(row.job, row.actor, Via.LOCAL, "", bool(row.forced))
+        decision = admit(options, now or datetime.now(UTC), state, request, refused)
+        values: dict[str, Any] = {"heartbeat_at": sa.func.now()}
+        verdict = "Running" if decision.verdict == "Running" else "Scheduled"
+        if verdict == "Running":
+            values["dispatched_at"] = sa.func.now()
+        else:
+            values["reason"] = decision.reason
+        conn.execute(sa.update(job_run).where(job_run.c.id == run_id).values(**values))
+    return Admission(run_id, verdict, decision.reason if verdict == "Scheduled" else row.reason)
 
 
 def stop_run(engine: Engine, run_id: int, actor: str) -> str:
@@ -210,6 +186,7 @@ def stop_run(engine: Engine, run_id: int, actor: str) -> str:
                 stop_requested_at=sa.func.coalesce(job_run.c.stop_requested_at, sa.func.now()),
                 reason=f"stopped by {actor}",
                 ended_by=actor,
+                stop_kind=StopKind.OPERATOR.value,
             )
         )
         warning = ""
@@ -306,6 +283,8 @@ def list_runs(
             "warnings": r.warnings,
             "error": r.error,
             "forced": r.forced,
+            "stop_kind": r.stop_kind,
+            "in_process": r.in_process,
         }
         for r in rows
     ]

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.base import Counts, JobContext, StopRequested
+from gim_tasks.lifecycle import StopKind
 
 log = logging.getLogger("gim_tasks.runtime.runs")
 
@@ -120,9 +121,15 @@ def finish_run(
     reason: str | None = None,
     ended_by: str | None = None,
     token: int | None = None,
+    stop_kind: str | None = None,
 ) -> bool:
     """Record a run's end; only while it is still Running (with ``token``, when given).
-    Returns False when the run had already been ended elsewhere (e.g. declared lost)."""
+    Returns False when the run had already been ended elsewhere (e.g. declared lost).
+
+    R4: a Stopped run keeps the kind recorded with its stop request, else takes ``stop_kind``
+    (a process that stopped itself: SIGINT, SIGTERM), else ``shutdown``; the constraint
+    ``ck_job_run_stopped_has_kind`` refuses a Stopped run without one. Who stopped it stays
+    as recorded with the request (M8), else ``ended_by``."""
     assert state in FINAL_STATES
     condition = [job_run.c.id == run_id, job_run.c.state == "Running"]
     if token is not None:
@@ -140,8 +147,13 @@ def finish_run(
                 warnings=counts.warnings,
                 summary=counts.summary,
                 error=error,
-                reason=reason,
-                ended_by=ended_by,
+                reason=sa.func.coalesce(reason, job_run.c.reason) if state == "Stopped" else reason,
+                ended_by=sa.func.coalesce(job_run.c.ended_by, ended_by),
+                stop_kind=(
+                    sa.func.coalesce(job_run.c.stop_kind, stop_kind or StopKind.SHUTDOWN.value)
+                    if state == "Stopped"
+                    else None
+                ),
             )
         )
     return bool(result.rowcount)

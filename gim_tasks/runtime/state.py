@@ -10,13 +10,14 @@ from sqlalchemy.engine import Connection
 
 from gim_tasks.db.tables import job_run
 from gim_tasks.schedule.engine import (
+    RESUME_MARK,
     ActiveRun,
     CycleView,
     SchedulerState,
     WaitingRun,
     firing_id,
 )
-from gim_tasks.schedule.jobs import EXTRACT, TRANSFORM
+from gim_tasks.schedule.jobs import AGGREGATE, EXTRACT, TRANSFORM
 
 
 def load_state(conn: Connection, cursors: Mapping[str, datetime]) -> SchedulerState:
@@ -62,6 +63,32 @@ def load_state(conn: Connection, cursors: Mapping[str, datetime]) -> SchedulerSt
             )
         ).scalar_one_or_none()
         cycle = CycleView(extract.planned_at, extract.state, transform)
+    # M3: the newest aggregation run that started, if it was a manual one (or the resumption
+    # of one) and was paused for maintenance: it resumes. (ix_job_run_job_created serves it.)
+    newest = conn.execute(
+        sa.select(
+            job_run.c.id,
+            job_run.c.state,
+            job_run.c.stop_kind,
+            job_run.c.trigger,
+            job_run.c.firing_id,
+        )
+        .where(job_run.c.job == AGGREGATE, job_run.c.started_at.is_not(None))
+        .order_by(job_run.c.created_at.desc(), job_run.c.id.desc())
+        .limit(1)
+    ).one_or_none()
+    paused = None
+    if (
+        newest is not None
+        and newest.state == "Stopped"
+        and newest.stop_kind == "maintenance"
+        and (newest.trigger in ("manual", "forced") or RESUME_MARK in (newest.firing_id or ""))
+    ):
+        paused = int(newest.id)
     return SchedulerState(
-        running=tuple(running), waiting=tuple(waiting), cursors=dict(cursors), last_cycle=cycle
+        running=tuple(running),
+        waiting=tuple(waiting),
+        cursors=dict(cursors),
+        last_cycle=cycle,
+        paused_aggregation=paused,
     )

@@ -35,14 +35,21 @@ def run_job(
     job: str,
     task_id: str | None,
     run_id: int | None = None,
-    params: dict[str, Any] | None = None,
+    params: str | dict[str, Any] | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
-    from gim_tasks.runtime.manager import request_run
+    from gim_tasks.runtime.manager import InvalidRequest, request_run
+    from gim_tasks.schedule.admission import Via
 
     engine = _engine()
     if run_id is None:
-        admission = request_run(engine, job, "celery call", params=params, force=force)
+        try:
+            admission = request_run(
+                engine, job, "celery call", params=params, force=force, via=Via.CELERY_CALL
+            )
+        except InvalidRequest as error:  # nothing recorded; the caller reads why
+            log.warning("celery call %s refused: %s", job, error)
+            return {"run_id": None, "state": "Rejected", "reason": str(error)}
         log.info(
             "celery call %s: run %s %s %s",
             job,
@@ -66,7 +73,7 @@ def run_job(
             job,
         )
         return {"run_id": run_id, "state": "not claimable"}
-    state = run_claimed(engine, run_id, token, BODIES[job], get_settings().idb_urls)
+    state, _, _ = run_claimed(engine, run_id, token, BODIES[job], get_settings().idb_urls)
     _announce(run_id)
     return {"run_id": run_id, "state": state}
 
@@ -107,6 +114,7 @@ def request_stop_of_active_runs(**_: Any) -> None:
     import sqlalchemy as sa
 
     from gim_tasks.db.tables import job_run
+    from gim_tasks.lifecycle import StopKind
 
     with _engine().begin() as conn:
         conn.execute(
@@ -117,7 +125,10 @@ def request_stop_of_active_runs(**_: Any) -> None:
                 job_run.c.stop_requested_at.is_(None),
             )
             .values(
-                stop_requested_at=sa.func.now(), reason="worker shutting down", ended_by="worker"
+                stop_requested_at=sa.func.now(),
+                reason="worker shutting down",
+                ended_by="worker",
+                stop_kind=StopKind.SHUTDOWN.value,
             )
         )
     log.warning("worker shutting down: asked runs of tasks %s to stop", task_ids)
@@ -141,7 +152,7 @@ def register(app: Celery) -> None:
         def task(
             self: Any,
             run_id: int | None = None,
-            params: dict[str, Any] | None = None,
+            params: str | dict[str, Any] | None = None,
             force: bool = False,
             _job: str = info.name,
         ) -> dict[str, Any]:

@@ -18,11 +18,12 @@ Cost: a tick evaluates each stream's next firing after its cursor; those calls a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
+from gim_tasks.lifecycle import StopKind
 from gim_tasks.options.values import ScheduleOptions
 from gim_tasks.schedule.cron import parse_cron
 from gim_tasks.schedule.jobs import (
@@ -42,6 +43,8 @@ LATE_AFTER = timedelta(minutes=2)
 
 SCHEDULED = "scheduled"
 RESTART = "restart"
+#: In the firing id of a manual aggregation's resumption after maintenance (M3).
+RESUME_MARK = "resume-of-run-"
 
 
 class Stream(Protocol):
@@ -99,6 +102,8 @@ class SchedulerState:
     #: Per stream, the instant of the last firing handled (launched, held or skipped).
     cursors: Mapping[str, datetime] = field(default_factory=dict)
     last_cycle: CycleView | None = None
+    #: M3: the newest started aggregation run, when it was Stopped to pause for maintenance.
+    paused_aggregation: int | None = None
 
     def running_job(self, job: str) -> ActiveRun | None:
         return next((run for run in self.running if run.job == job), None)
@@ -167,6 +172,7 @@ class Stop:
     run_id: int
     job: str
     reason: str
+    kind: StopKind  # R4: every scheduler stop is a planned one
 
 
 @dataclass(frozen=True)
@@ -249,6 +255,11 @@ def next_runs(options: ScheduleOptions, now: datetime) -> dict[str, datetime | N
 # --- the tick ----------------------------------------------------------------------------------
 
 
+#: C2: the configuration check's refusal: one for every job, or per job (an error item may
+#: spare the job that repairs it, as a short calendar spares Job_MaintainGIM).
+Refusal = str | Callable[[str], str | None] | None
+
+
 @dataclass
 class _Tick:
     """Mutable working state of one :func:`decide` call."""
@@ -257,7 +268,7 @@ class _Tick:
     now: datetime
     tz: tzinfo
     state: SchedulerState
-    refusal: str | None
+    refusal: Refusal
     actions: list[Action] = field(default_factory=list)
     cursors: dict[str, datetime] = field(default_factory=dict)
 
@@ -291,9 +302,15 @@ class _Tick:
     def maintenance(self) -> ActiveRun | None:
         return self.state.running_job(MAINTAIN)
 
-    def stop(self, run: ActiveRun, reason: str) -> None:
+    def stop(self, run: ActiveRun, reason: str, kind: StopKind) -> None:
         if not run.stopping:
-            self.add(Stop(run.run_id, run.job, reason))
+            self.add(Stop(run.run_id, run.job, reason, kind))
+
+    def refused(self, job: str) -> str | None:
+        """C2: why no new run of ``job`` may start, or None."""
+        if self.refusal is None or isinstance(self.refusal, str):
+            return self.refusal
+        return self.refusal(job)
 
     def maintenance_blockers(self, manual: bool) -> list[str]:
         """What a waiting or due maintenance run waits for (S4, M5): every other running job,
@@ -320,7 +337,7 @@ def _clock(instant: datetime, tz: tzinfo) -> str:
 
 
 def decide(
-    options: ScheduleOptions, now: datetime, state: SchedulerState, refusal: str | None = None
+    options: ScheduleOptions, now: datetime, state: SchedulerState, refusal: Refusal = None
 ) -> Tick:
     """Decisions of one scheduler tick.
 
@@ -328,7 +345,8 @@ def decide(
         options: the ``[schedule]`` options in force at this tick.
         now: the current instant (aware).
         state: runs Running and Scheduled, stream cursors, the newest scheduled ETL cycle.
-        refusal: the configuration check's refusal (C2), or None when it reports no error.
+        refusal: the configuration check's refusal (C2): None when it reports no error, a
+            text when it refuses every job, or a function of the job.
 
     Returns:
         The actions in the order to carry them out, the new cursors, and every job's Next Run.
@@ -392,8 +410,8 @@ def _handle_stream(tick: _Tick, job: str, stream: Stream) -> None:
     if late is not None:
         tick.add(Skip(job, fid, planned, late))
         return
-    if tick.refusal is not None:
-        tick.add(Skip(job, fid, planned, tick.refusal))
+    if (refused := tick.refused(job)) is not None:
+        tick.add(Skip(job, fid, planned, refused))
         return
     {
         EXTRACT: _fire_etl,
@@ -429,7 +447,9 @@ def _fire_etl(tick: _Tick, fid: str, planned: datetime) -> None:
         return
     if maintenance is not None:
         tick.stop(
-            maintenance, f"preempted by the ETL cycle planned at {_clock(planned, tick.tz)} (S5)"
+            maintenance,
+            f"preempted by the ETL cycle planned at {_clock(planned, tick.tz)} (S5)",
+            StopKind.PREEMPTED,
         )
         tick.add(
             Hold(
@@ -456,7 +476,9 @@ def _fire_maintain(tick: _Tick, fid: str, planned: datetime) -> None:
         return
     aggregation = tick.state.running_job(AGGREGATE)
     if aggregation is not None:
-        tick.stop(aggregation, "paused for maintenance; resumes after it (S7)")
+        tick.stop(
+            aggregation, "paused for maintenance; resumes after it (S7)", StopKind.MAINTENANCE
+        )
     blockers = tick.maintenance_blockers(manual=False)
     if blockers:
         tick.add(Hold(MAINTAIN, fid, planned, f"waiting for {', '.join(blockers)} (S4)"))
@@ -526,7 +548,7 @@ def _transform_after_extract(tick: _Tick) -> None:
     if (
         not state.transform_owed
         or cycle is None
-        or tick.refusal is not None
+        or tick.refused(TRANSFORM) is not None
         or state.running_job(TRANSFORM) is not None
     ):
         return
@@ -547,10 +569,10 @@ def _transform_after_extract(tick: _Tick) -> None:
 def _release_waiting(tick: _Tick) -> None:
     """Start waiting (Scheduled) runs whose rule cleared, oldest first; ETL before maintenance
     (S5 gives a due cycle priority)."""
-    if tick.refusal is not None:
-        return  # C2: no run starts; they keep waiting
     ordered = sorted(tick.state.waiting, key=lambda w: (w.job != EXTRACT, w.run_id))
     for waiting in ordered:
+        if tick.refused(waiting.job) is not None:
+            continue  # C2: no run starts; it keeps waiting
         reason = _release_reason(tick, waiting)
         if reason is not None:
             tick.add(Release(waiting.run_id, waiting.job, reason))
@@ -586,19 +608,26 @@ def _aggregation(tick: _Tick) -> None:
     """S7: keep aggregation running inside its windows, paused for maintenance, stopped after."""
     options, state = tick.options, tick.state
     if not options.run_aggregates:
+        _resume_manual_aggregation(tick)
         return
     opened = open_window(options, tick.now, tick.tz)
     running = state.running_job(AGGREGATE)
     if opened is None:
         if running is not None:
-            tick.stop(running, "aggregation window ended (S7)")
+            tick.stop(running, "aggregation window ended (S7)", StopKind.WINDOW_END)
         return
     paused_for = tick.maintenance or state.waiting_job(MAINTAIN)
     if paused_for is not None:
         if running is not None:
-            tick.stop(running, "paused for maintenance; resumes after it (S7)")
+            tick.stop(
+                running, "paused for maintenance; resumes after it (S7)", StopKind.MAINTENANCE
+            )
         return
-    if running is not None or state.waiting_job(AGGREGATE) is not None or tick.refusal:
+    if (
+        running is not None
+        or state.waiting_job(AGGREGATE) is not None
+        or tick.refused(AGGREGATE) is not None
+    ):
         return
     first = tick.state.cursors.get(AGGREGATE) != opened
     tick.cursors[AGGREGATE] = opened
@@ -622,3 +651,28 @@ def _aggregation(tick: _Tick) -> None:
                 "aggregation not running inside its window: restarted (S7)",
             )
         )
+
+
+def _resume_manual_aggregation(tick: _Tick) -> None:
+    """M3: with ``run-aggregates=false`` a manual aggregation runs until someone stops it; when
+    the scheduler paused it for maintenance (S7), it resumes once maintenance is over. The
+    firing id names the paused run, so it resumes once (S11)."""
+    state, paused = tick.state, tick.state.paused_aggregation
+    if (
+        paused is None
+        or tick.maintenance is not None
+        or state.waiting_job(MAINTAIN) is not None
+        or state.running_job(AGGREGATE) is not None
+        or state.waiting_job(AGGREGATE) is not None
+        or tick.refused(AGGREGATE) is not None
+    ):
+        return
+    tick.add(
+        Launch(
+            AGGREGATE,
+            f"{AGGREGATE}:{RESUME_MARK}{paused}",
+            tick.now,
+            RESTART,
+            f"resumes aggregation run {paused}, paused for maintenance (M3)",
+        )
+    )

@@ -1,5 +1,7 @@
 """The ETL grid of SPEC S1: cycles start at ``etl-start-time``, then every ``etl-frequency``
-minutes, the last one at ``etl-end-time``; the span may cross midnight.
+minutes, the last one at ``etl-end-time``; the span may cross midnight. When the frequency does
+not divide the span, the final cycle still begins at ``etl-end-time`` (GIM: "the time of day
+that the final ETL cycle begins"): the gap before it is shorter (the configuration check warns).
 
 Slots are wall times in the schedule's zone, resolved by S10. Each *ETL day* is anchored at
 ``etl-start-time`` on a calendar date; its slots may run past midnight into the next date.
@@ -11,6 +13,7 @@ final cycle of an ETL day is the last slot before the next day's first).
 
 from __future__ import annotations
 
+import bisect
 import functools
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, tzinfo
@@ -40,11 +43,19 @@ class EtlGrid:
         return self.span_minutes == 0
 
     @property
-    def last_index(self) -> int:
-        """Index k of the final slot of an ETL day (slot k starts at start + k*frequency)."""
-        if self.round_the_clock:
-            return (DAY_MINUTES - 1) // self.frequency
-        return self.span_minutes // self.frequency
+    def offsets(self) -> tuple[int, ...]:
+        """Minutes after ``etl-start-time`` of each slot of an ETL day: every ``frequency``
+        minutes, and the final one at ``etl-end-time`` (S1), whether or not it is on the grid."""
+        return _offsets(self)
+
+    @property
+    def short_gap(self) -> int | None:
+        """Minutes between the last two slots when the frequency does not divide the span."""
+        if self.round_the_clock or self.span_minutes % self.frequency == 0:
+            return None
+        if self.span_minutes < self.frequency:
+            return self.span_minutes
+        return self.span_minutes % self.frequency
 
     def covers(self, local: time) -> bool:
         """Is the wall time inside the span [start, end] (both ends included)?"""
@@ -74,7 +85,19 @@ class EtlGrid:
         start = self.start.strftime("%H:%M")
         if self.round_the_clock:
             return f"every {self.frequency} min round the clock (grid from {start})"
-        return f"every {self.frequency} min from {start} to {self.end.strftime('%H:%M')}"
+        text = f"every {self.frequency} min from {start} to {self.end.strftime('%H:%M')}"
+        if self.short_gap is not None:
+            text += f" (the final cycle {self.short_gap} min after the one before)"
+        return text
+
+
+@functools.lru_cache(maxsize=64)
+def _offsets(grid: EtlGrid) -> tuple[int, ...]:
+    if grid.round_the_clock:
+        return tuple(range(0, DAY_MINUTES, grid.frequency))
+    span = grid.span_minutes
+    regular = tuple(range(0, span + 1, grid.frequency))
+    return regular if regular[-1] == span else (*regular, span)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -86,9 +109,11 @@ def _next_slot(grid: EtlGrid, instant: datetime, tz: tzinfo) -> datetime:
     for offset in range(4):
         anchor = datetime.combine(first_anchor + timedelta(days=offset), grid.start)
         elapsed = (local - anchor) // timedelta(minutes=1)
-        first = max(0, elapsed // grid.frequency)
-        for index in range(first, grid.last_index + 1):
-            fired = resolve(anchor + timedelta(minutes=index * grid.frequency), tz)
+        offsets = grid.offsets
+        # Slots before the grid slot at or before ``elapsed`` cannot be after ``instant``.
+        first = bisect.bisect_left(offsets, max(0, elapsed // grid.frequency * grid.frequency))
+        for offset in offsets[first:]:
+            fired = resolve(anchor + timedelta(minutes=offset), tz)
             if fired > instant:
                 return fired
     raise AssertionError("an ETL grid always has a slot within four days")

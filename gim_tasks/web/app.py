@@ -47,7 +47,8 @@ from gim_tasks.options import store
 from gim_tasks.options.registry import OPTIONS, OptionError
 from gim_tasks.runtime import manager
 from gim_tasks.runtime.health import check_deployment
-from gim_tasks.schedule.jobs import AGGREGATE, CATEGORIES, JOB_NAMES
+from gim_tasks.schedule.admission import Via
+from gim_tasks.schedule.jobs import CATEGORIES, JOB_NAMES
 from gim_tasks.schedule.localtime import zone
 from gim_tasks.settings import Settings, get_settings
 from gim_tasks.web import auth, notify, views
@@ -286,13 +287,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return RedirectResponse(target, status_code=303)
 
     def admit(job: str, params: str, force: bool, who: Principal) -> manager.Admission:
-        if params and job != AGGREGATE:
-            raise GimError(f"only {AGGREGATE} takes parameters; {job} takes none (M4)")
         if force and not who.may("admin"):
             raise ApiError(403, "forcing a run (M7) needs the admin role")
-        admission = manager.request_run(
-            engine, job, who.name, {"params": params} if params else None, force=force
-        )
+        admission = manager.request_run(engine, job, who.name, params, force=force, via=Via.API)
         if admission.state == "Running":
             from gim_tasks.runtime.beat import send
             from gim_tasks.runtime.celery_app import app as celery_app

@@ -39,13 +39,30 @@ def test_s1_sample_schedule_runs_37_cycles_from_0630_to_0030() -> None:
     assert not any("00:31" <= t < "06:30" for t in local)
 
 
-def test_s1_span_within_a_day_and_frequency_not_dividing_it() -> None:
-    grid = EtlGrid(time(8, 0), time(9, 0), 25)  # 08:00, 08:25, 08:50; 09:15 is past the end
+def test_s1_span_within_a_day_and_frequency_not_dividing_it_final_cycle_at_end_time() -> None:
+    grid = EtlGrid(time(8, 0), time(9, 0), 25)  # 08:00, 08:25, 08:50, and the final at 09:00
     start = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
     assert [
         wall(s, zone("GMT")).strftime("%H:%M")
         for s in slots(grid, "GMT", start, start + timedelta(days=1))
-    ] == ["08:00", "08:25", "08:50"]
+    ] == ["08:00", "08:25", "08:50", "09:00"]
+    assert grid.short_gap == 10
+
+
+def test_s1_final_cycle_begins_at_end_time_across_midnight() -> None:
+    """GIM: etl-end-time is "the time of day that the final ETL cycle begins"; with 25 minutes
+    from 06:30 the grid reaches 00:25, and the final cycle still begins at 00:30."""
+    grid = EtlGrid(time(6, 30), time(0, 30), 25)
+    tz = zone("Europe/Berlin")
+    start = resolve(datetime(2026, 11, 23, 6, 0), tz)
+    local = [
+        wall(s, tz).strftime("%H:%M")
+        for s in slots(grid, "Europe/Berlin", start, start + timedelta(days=1))
+    ]
+    assert local[0] == "06:30" and local[-3:] == ["00:00", "00:25", "00:30"]
+    assert len(local) == 1080 // 25 + 2
+    assert grid.short_gap == 5
+    assert SAMPLE.short_gap is None and EtlGrid(time(6, 0), time(6, 0), 45).short_gap is None
 
 
 def test_s1_equal_start_and_end_means_round_the_clock() -> None:
@@ -98,6 +115,20 @@ instants = st.datetimes(
 )
 
 
+def _oracle_offsets(start: time, end: time, frequency: int) -> list[int]:
+    """S1 read literally: from the start every ``frequency`` minutes while not past the end,
+    and the final cycle at the end time even when it is off that grid."""
+    first, last = start.hour * 60 + start.minute, end.hour * 60 + end.minute
+    span = (last - first) % 1440 or 1440
+    found, minute = [], 0
+    while minute < span or (minute == span and span < 1440):
+        found.append(minute)
+        minute += frequency
+    if span < 1440 and found[-1] != span:
+        found.append(span)
+    return found
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     start=clock,
@@ -116,12 +147,12 @@ def test_property_slots_match_oracle_inside_span_on_local_grid(
         {
             fired
             for day in range(4)
-            for k in range(grid.last_index + 1)
+            for minutes in _oracle_offsets(start, end, frequency)
             if instant
             < (
                 fired := resolve(
                     datetime.combine(anchor_day + timedelta(days=day), start)
-                    + timedelta(minutes=k * frequency),
+                    + timedelta(minutes=minutes),
                     tz,
                 )
             )

@@ -1,0 +1,23 @@
+"""Words of a run's life that every layer shares (SPEC R1, R4): pure data, no imports.
+
+``StopKind`` is why a Stopped run stopped. The planned kinds are stops the scheduler makes as
+the rules require (R4 counts them as success); ``operator`` is neither success nor failure;
+``shutdown`` and ``terminated`` are stops nobody planned (failures).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class StopKind(StrEnum):
+    WINDOW_END = "window-end"  # S7: the aggregation window ended
+    MAINTENANCE = "maintenance"  # S7: aggregation paused for scheduled maintenance
+    PREEMPTED = "preempted"  # S5: a due ETL cycle preempted scheduled maintenance
+    OPERATOR = "operator"  # M6: `gim stop`, the web's Stop, Ctrl-C on an in-process run
+    SHUTDOWN = "shutdown"  # the process running it was told to end (SIGTERM, warm shutdown)
+    TERMINATED = "terminated"  # M6: no cooperative stop within the grace: revoked, terminate
+
+
+STOP_KINDS = tuple(kind.value for kind in StopKind)
+PLANNED_STOPS = (StopKind.WINDOW_END, StopKind.MAINTENANCE, StopKind.PREEMPTED)

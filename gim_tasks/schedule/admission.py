@@ -1,0 +1,174 @@
+"""Admission of a manual run (SPEC M0): options + an aware "now" + the run state + a request
+-> Running, Scheduled (with the reason) or Rejected (with the reason).
+
+Pure, like :func:`gim_tasks.schedule.engine.decide`, and the one place the manager's rules
+live: M3, M4, M5, M7, S2, S13 and C2. Every way of starting a run by hand (``gim run``, ``gim
+run --local``, ``gim aggregate once``, the API, ``celery call``) calls :func:`admit` through
+``gim_tasks.runtime.manager``, which holds the admission lock (the advisory lock the beat's
+decisions take too) around reading the state, deciding and recording, so a manual start and a
+scheduled launch never both see a job free.
+
+Malformed requests (unknown job, parameters for a job that takes none, a bad ``-insertPendingAgg``
+token) are ``invalid``: refused at once, nothing recorded, and the command line exits 2. A
+request refused by a rule is recorded as a Rejected run (M1, M8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from gim_tasks.aggregate.params import ParamError, Reaggregation
+from gim_tasks.aggregate.params import parse as parse_params
+from gim_tasks.options.values import ScheduleOptions
+from gim_tasks.schedule.engine import ActiveRun, SchedulerState, open_window
+from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOB_NAMES, MAINTAIN
+from gim_tasks.schedule.localtime import zone
+
+#: The [schedule] option that schedules each job that is not run manually (M7).
+SCHEDULED_BY = {"Job_UpdateStats": "update-stats-schedule", "Job_ExportGIM": "export-schedule"}
+
+
+class Via(StrEnum):
+    """The ways to start a run by hand; each one is enumerated by the tests (M0)."""
+
+    CLI = "gim run"
+    LOCAL = "gim run --local"
+    AGGREGATE_ONCE = "gim aggregate once"
+    API = "api"
+    CELERY_CALL = "celery call"
+
+    @property
+    def in_process(self) -> bool:
+        """The run executes in the requesting process (never sent to a worker)."""
+        return self in (Via.LOCAL, Via.AGGREGATE_ONCE)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    job: str
+    actor: str
+    via: Via
+    params: str = ""  # Job_AggregateGIM only (M4)
+    force: bool = False  # M7: an admin's forced run
+
+    @property
+    def trigger(self) -> str:
+        return "forced" if self.force else "manual"
+
+
+Verdict = Literal["Running", "Scheduled", "Rejected"]
+
+
+@dataclass(frozen=True)
+class Admission:
+    verdict: Verdict
+    reason: str | None = None
+    #: Bad input rather than a rule: refused, not recorded (the CLI exits 2).
+    invalid: bool = False
+    #: M4: the parsed re-aggregation request to queue (also when aggregation is refused now:
+    #: the next aggregation run processes it).
+    reaggregation: Reaggregation | None = None
+    #: M4: the running aggregation run that takes the request (no new run).
+    joins: int | None = None
+
+
+def _reject(reason: str, invalid: bool = False, request: Reaggregation | None = None) -> Admission:
+    return Admission("Rejected", reason, invalid=invalid, reaggregation=request)
+
+
+def admit(
+    options: ScheduleOptions,
+    now: datetime,
+    state: SchedulerState,
+    request: RunRequest,
+    refusal: Callable[[str], str | None] = lambda job: None,
+) -> Admission:
+    """Decide a manual run request.
+
+    Args:
+        options: the ``[schedule]`` options in force.
+        now: the current instant (aware); M3 asks whether an aggregation window is open.
+        state: Running runs (with Scheduled ones already sent to a worker) and waiting ones.
+        request: what is asked, by whom, through which path.
+        refusal: C2: why the configuration check refuses a new run of a job, or None.
+
+    Returns:
+        The verdict with the reason the operator reads, ending with its rule id.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    job = request.job
+    if job not in JOB_NAMES:
+        return _reject(f"unknown job '{job}'; jobs are {', '.join(JOB_NAMES)}", invalid=True)
+    reaggregation = None
+    if request.params.strip():
+        if job != AGGREGATE:
+            return _reject(f"only {AGGREGATE} takes parameters; {job} takes none (M4)", True)
+        try:
+            reaggregation = parse_params(request.params)
+        except ParamError as error:
+            return _reject(str(error), invalid=True)  # names the bad token (M4)
+    info = BY_NAME[job]
+    if not info.manual and not request.force:
+        return _reject(
+            f"{job} is not run manually: it runs on [schedule] {SCHEDULED_BY[job]} when "
+            f"{info.enabled_by}=true; an admin may force a run with --force (M7)"
+        )
+    if (refused := refusal(job)) is not None:
+        return _reject(f"{refused} (C2)")
+    running = state.running_job(job)
+    if job == AGGREGATE and running is not None and reaggregation is not None:
+        return Admission(
+            "Running",
+            f"re-aggregation queued; the running aggregation (run {running.run_id}) processes "
+            "it (M4)",
+            reaggregation=reaggregation,
+            joins=running.run_id,
+        )
+    if running is not None:
+        return _reject(f"already running as run {running.run_id} (S2)")
+    if (waiting := state.waiting_job(job)) is not None:
+        return _reject(f"already waiting as run {waiting.run_id} (S2)")
+    if job == AGGREGATE and options.run_aggregates:
+        if open_window(options, now, zone(options.timezone)) is None:
+            queued = (
+                "; the re-aggregation request stays queued for the next window"
+                if reaggregation is not None
+                else ""
+            )
+            return _reject(
+                "run-aggregates=true and no aggregation window is open: aggregation runs "
+                f"only inside its windows (M3){queued}",
+                request=reaggregation,
+            )
+    wait = _wait_reason(state.running, job)
+    if wait is not None:
+        return Admission("Scheduled", wait, reaggregation=reaggregation)
+    if reaggregation is not None:
+        return Admission(
+            "Running",
+            "aggregation was not running: started, and the request is queued (M4)",
+            reaggregation=reaggregation,
+        )
+    return Admission("Running")
+
+
+def _wait_reason(active: tuple[ActiveRun, ...], job: str) -> str | None:
+    """M5: manual maintenance waits until no other run is active; S13 [beyond]: other manual
+    runs wait while maintenance runs (exclusive maintenance is never overlapped)."""
+    if job == MAINTAIN:
+        others = [f"{run.job} run {run.run_id}" for run in active if run.job != MAINTAIN]
+        if others:
+            return (
+                f"waiting for {', '.join(others)} (M5); scheduled launches will wait for "
+                "this maintenance (S13)"
+            )
+        return None
+    maintenance = next((run for run in active if run.job == MAINTAIN), None)
+    if maintenance is not None:
+        return f"waiting for maintenance run {maintenance.run_id} (S13)"
+    return None
