@@ -85,7 +85,9 @@ def sweep_lost(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
             rows = conn.execute(
                 sa.text(
                     "UPDATE job_run SET state = CASE WHEN stop_requested_at IS NULL THEN "
-                    "'Failed' ELSE 'Stopped' END, ended_at = now(), error = coalesce(error, "
+                    "'Failed' ELSE 'Stopped' END, stop_kind = CASE WHEN stop_requested_at IS "
+                    "NULL THEN NULL ELSE coalesce(stop_kind, 'shutdown') END, "
+                    "ended_at = now(), error = coalesce(error, "
                     "'worker lost: no heartbeat for ' || :lease || ' s (R2)') "
                     "WHERE id = ANY(:ids) AND state = 'Running' "
                     "AND heartbeat_at < now() - make_interval(secs => :lease) RETURNING id"
@@ -272,7 +274,6 @@ class GimScheduler(RedBeatScheduler):
         self._engine = make_engine(settings.database_url)
         self._redis = redis.Redis.from_url(settings.redis_url)
         self._last_error = ""
-        self._server_check = CachedServerCheck(settings)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         interval = float(super().tick(*args, **kwargs))
@@ -341,7 +342,10 @@ class GimScheduler(RedBeatScheduler):
             options = store.load_options(conn)
             state = load_state(conn, self.load_cursors())
         # C2: every error item blocks; server items come from a cache refreshed every 30 s.
-        report = self._server_check.report(options)
+        server_check = self.__dict__.get("_server_check")
+        if server_check is None:
+            server_check = self.__dict__["_server_check"] = CachedServerCheck(get_settings())
+        report = server_check.report(options)
         tick = decide(options.schedule(), now, state, report.refusal)
         carry_out(engine, self.app, tick)
         self.mirror(tick.next_runs, now)

@@ -154,6 +154,8 @@ def run_dict(r: Any) -> dict[str, Any]:
         "forced": r.forced,
         "worker": r.worker,
         "stop_requested": r.stop_requested_at is not None,
+        "stop_kind": r.stop_kind,  # R4: why a Stopped run stopped
+        "in_process": r.in_process,  # M0: ran in the requesting process (gim run --local)
         "summary": r.summary,
     }
 

@@ -243,20 +243,20 @@ def test_s10_day_level_uses_local_days_on_dst_day(idb: str, database_url: str) -
 
 def test_m3_m4_manual_rules(idb: str, gim_env: dict[str, str]) -> None:
     engine = make_engine(gim_env["GIM_DATABASE_URL"])
-    bad = manager.request_run(
-        engine,
-        "Job_AggregateGIM",
-        "alice",
-        {"params": "-insertPendingAgg H_QUEUEZ-HOUR:2026-01-01:2026-01-02"},
-    )
-    assert bad.state == "Rejected" and "unknown hierarchy 'H_QUEUEZ'" in bad.reason
+    with pytest.raises(manager.InvalidRequest, match="unknown hierarchy 'H_QUEUEZ'"):
+        manager.request_run(
+            engine,
+            "Job_AggregateGIM",
+            "alice",
+            {"params": "-insertPendingAgg H_QUEUEZ-HOUR:2026-01-01:2026-01-02"},
+        )
     started = manager.request_run(
         engine,
         "Job_AggregateGIM",
         "alice",
         {"params": "-insertPendingAgg ALLSETS:2026-01-01:2026-01-02"},
     )
-    assert started.state == "Running" and "request is queued (M4)" in started.reason
+    assert started.state == "Running" and "request is queued (M4)" in (started.reason or "")
     with engine.begin() as conn:
         conn.execute(
             sa.text(
@@ -271,23 +271,37 @@ def test_m3_m4_manual_rules(idb: str, gim_env: dict[str, str]) -> None:
         "bob",
         {"params": "-insertPendingAgg H_AGENT-DAY:2026-01-01:2026-01-01"},
     )
-    assert queued.run_id == started.run_id and "queued as request" in queued.reason
+    assert queued.run_id == started.run_id
+    assert f"(run {started.run_id}) processes it (M4)" in (queued.reason or "")
     with engine.begin() as conn:
         conn.execute(
-            sa.text("UPDATE job_run SET state = 'Stopped', ended_at = now() WHERE id = :i"),
+            sa.text(
+                "UPDATE job_run SET state = 'Stopped', stop_kind = 'operator', ended_at = now() "
+                "WHERE id = :i"
+            ),
             {"i": started.run_id},
         )
         requests = conn.execute(sa.text("SELECT count(*) FROM agg_request")).scalar_one()
-    assert requests == 2
+    assert requests == 2  # the malformed request queued nothing
     from gim_tasks.options import store
 
     store.set_option(engine, "schedule", "run-aggregates", "true", "t")
     store.set_option(engine, "schedule", "aggregate-schedule", "0 4", "t")
     store.set_option(engine, "schedule", "aggregate-duration", "00:01", "t")
-    refused = manager.request_run(engine, "Job_AggregateGIM", "carol")
-    # Unless this test runs at 04:00 UTC, no window is open: the start is refused (M3).
-    if datetime.now(UTC).strftime("%H:%M") != "04:00":
-        assert refused.state == "Rejected" and "(M3)" in refused.reason
+    # M3 with the injected clock: before, inside and after the one-minute window (GMT).
+    replies = []
+    for when in ((3, 59), (4, 0, 30), (4, 1)):
+        reply = manager.request_run(
+            engine, "Job_AggregateGIM", "carol", now=datetime(2026, 11, 23, *when, tzinfo=UTC)
+        )
+        replies.append(reply)
+        with engine.begin() as conn:  # no worker here: end it, so the next ask is not S2
+            conn.execute(
+                sa.text("UPDATE job_run SET state = 'Cancelled', ended_at = now() WHERE id = :i"),
+                {"i": reply.run_id},
+            )
+    assert [a.state for a in replies] == ["Rejected", "Running", "Rejected"]
+    assert "(M3)" in (replies[0].reason or "") and "(M3)" in (replies[2].reason or "")
 
 
 def test_stop_between_batches(idb: str, database_url: str) -> None:

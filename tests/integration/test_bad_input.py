@@ -13,6 +13,18 @@ import sqlalchemy as sa
 from gim_tasks.cli.main import main as gim
 from gim_tasks.db.engine import make_engine
 
+#: Malformed re-aggregation parameters and the token each error must name (M4).
+BAD_PARAMS = [
+    ("-insertPendingAgg", "-insertPendingAgg"),
+    ("-insertPendingAgg H_NOPE-DAY:2026-01-01:2026-01-02", "H_NOPE"),
+    ("-insertPendingAgg H_AGENT-WEEK:2026-01-01:2026-01-02", "WEEK"),
+    ("-insertPendingAgg ALLSETS:2026-02-30:2026-03-01", "2026-02-30"),
+    ("-insertPendingAgg ALLSETS:2026-03-02:2026-03-01", "2026-03-01"),
+    ("-insertPendingAgg ALLSETS:2026-03-01", "ALLSETS:2026-03-01"),
+    ("-insertPendingAgg H_AGENT-DAY.Sometimes:2026-01-01:2026-01-02", "Sometimes"),
+    ("-rebuildEverything", "-rebuildEverything"),
+]
+
 #: (argv, exit code, text the error line must contain)
 CORPUS: list[tuple[list[str], int, str]] = [
     # options: bad values, unknown names, bad combinations are refused before storing
@@ -29,46 +41,23 @@ CORPUS: list[tuple[list[str], int, str]] = [
     (["config", "set", "gim-etl", "days-to-keep-facts", "--", "-3"], 2, "days-to-keep-facts"),
     (["config", "set", "gim-etl", "extract-batch-size", "1e9"], 2, "extract-batch-size"),
     (["config", "set", "gim-export", "output-files-encoding", "klingon-8"], 2, "klingon-8"),
-    # re-aggregation parameters (M4): the message names the bad token
-    (["run", "Job_AggregateGIM", "--params", "-insertPendingAgg"], 1, "-insertPendingAgg"),
-    (
-        [
-            "run",
-            "Job_AggregateGIM",
-            "--params",
-            "-insertPendingAgg H_NOPE-DAY:2026-01-01:2026-01-02",
-        ],
-        1,
-        "H_NOPE",
-    ),
-    (
-        [
-            "run",
-            "Job_AggregateGIM",
-            "--params",
-            "-insertPendingAgg H_AGENT-WEEK:2026-01-01:2026-01-02",
-        ],
-        1,
-        "WEEK",
-    ),
-    (
-        ["run", "Job_AggregateGIM", "--params", "-insertPendingAgg ALLSETS:2026-02-30:2026-03-01"],
-        1,
-        "2026-02-30",
-    ),
-    (
-        ["run", "Job_AggregateGIM", "--params", "-insertPendingAgg ALLSETS:2026-03-02:2026-03-01"],
-        1,
-        "2026-03-01",
-    ),
-    (["run", "Job_AggregateGIM", "--params", "-rebuildEverything"], 1, "-rebuildEverything"),
-    (
-        ["run", "Job_ExtractICON", "--params", "-insertPendingAgg ALLSETS:2026-01-01:2026-01-02"],
-        1,
-        "only Job_AggregateGIM",
-    ),
+    # re-aggregation parameters (M4): the message names the bad token, on every path
+    *[
+        (path + ["--params", params], 2, token)
+        for params, token in BAD_PARAMS
+        for path in (
+            ["run", "Job_AggregateGIM"],
+            ["run", "Job_AggregateGIM", "--local"],
+            ["aggregate", "once"],
+        )
+    ],
+    *[
+        (path + ["--params", "-insertPendingAgg ALLSETS:2026-01-01:2026-01-02"], 2, "only Job_")
+        for path in (["run", "Job_ExtractICON"], ["run", "Job_ExtractICON", "--local"])
+    ],
     # jobs, runs
-    (["run", "Job_Nope"], 1, "unknown job 'Job_Nope'"),
+    (["run", "Job_Nope"], 2, "unknown job 'Job_Nope'"),
+    (["run", "Job_Nope", "--local"], 2, "unknown job 'Job_Nope'"),
     (["stop", "999999"], 1, "run 999999 does not exist"),
     (["cancel", "999999"], 1, "run 999999 does not exist"),
     (["jobs", "--category", "Sales"], 1, "unknown category 'Sales'"),
@@ -120,14 +109,9 @@ def test_bad_input_gets_one_clear_line_and_changes_nothing(
     text = captured.err + captured.out
     assert expected in text, text
     assert "Traceback" not in text
-    after = _counts(engine)
-    if argv[0] == "run":  # a refused run request is recorded as Rejected (M1), nothing else
-        assert {k: v for k, v in after.items() if k != "job_run"} == {
-            k: v for k, v in before.items() if k != "job_run"
-        }
-        assert after["job_run"] - before["job_run"] <= 1
-    else:
-        assert after == before
+    # A malformed request is refused at once: no run recorded, nothing queued, nothing started
+    # (a request refused by a rule is recorded as Rejected: test_c2_… below).
+    assert _counts(engine) == before
     engine.dispose()
 
 

@@ -114,3 +114,46 @@ def test_r1_unknown_run_state_is_refused(database_url: str) -> None:
         make_engine(database_url).begin() as conn,
     ):
         _insert_run(conn, job="Job_ExtractICON", state="Paused")
+
+
+def test_r4_a_stopped_run_without_a_kind_or_with_an_unknown_kind_is_refused(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    with (
+        pytest.raises(sa.exc.IntegrityError, match="ck_job_run_stopped_has_kind"),
+        engine.begin() as conn,
+    ):
+        _insert_run(conn, job="Job_ExtractICON", state="Stopped")
+    with pytest.raises(sa.exc.IntegrityError, match="ck_job_run_stop_kind"), engine.begin() as conn:
+        _insert_run(conn, job="Job_ExtractICON", state="Stopped", stop_kind="bored")
+    with engine.begin() as conn:
+        _insert_run(conn, job="Job_ExtractICON", state="Stopped", stop_kind="operator")
+
+
+def test_r4_upgrade_gives_existing_stopped_runs_the_kind_their_reason_names(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    migrate.downgrade(engine, "0008")
+    reasons = {
+        "aggregation window ended (S7)": "window-end",
+        "paused for maintenance; resumes after it (S7)": "maintenance",
+        "preempted by the ETL cycle planned at 2026-11-23 06:30 (S5)": "preempted",
+        "worker shutting down": "shutdown",
+        "stopped by alice": "operator",
+        "something else": "terminated",
+    }
+    with engine.begin() as conn:
+        for reason in reasons:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO job_run (job, trigger, actor, state, reason) "
+                    "VALUES ('Job_AggregateGIM', 'scheduled', 'scheduler', 'Stopped', :r)"
+                ),
+                {"r": reason},
+            )
+    assert migrate.upgrade(engine).at_head
+    with engine.connect() as conn:
+        kinds = dict(conn.execute(sa.text("SELECT reason, stop_kind FROM job_run")).all())
+    assert kinds == reasons

@@ -294,7 +294,10 @@ def test_m4_aggregation_parameters_are_validated(web: Web) -> None:
             "params": "-insertPendingAgg H_NOPE-DAY:2026-01-01:2026-01-02",
         },
     )
-    assert bad.status_code == 409 and "H_NOPE" in bad.json()["reason"]
+    # Malformed: refused at once naming the bad token, nothing recorded (M0, M4).
+    assert bad.status_code == 400 and "H_NOPE" in bad.json()["error"]
+    with web.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(job_run)).scalar_one() == 0
     wrong_job = operator.post(
         "/api/runs", json={"job": "Job_ExtractICON", "params": "-insertPendingAgg ALLSETS:x:y"}
     )
@@ -350,6 +353,7 @@ def test_a4_summary_counts_runs_and_failures_per_category(web: Web) -> None:
                     state=state,
                     ended_at=sa.func.now(),
                     error="boom" if state == "Failed" else None,
+                    stop_kind="operator" if state == "Stopped" else None,
                 )
             )
     summary = web.api("viewer").get("/api/summary", params={"days": 3}).json()

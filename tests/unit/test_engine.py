@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from gim_tasks.lifecycle import StopKind
 from gim_tasks.options.values import Options, ScheduleOptions
 from gim_tasks.schedule.engine import (
     ActiveRun,
@@ -164,7 +165,7 @@ def test_s5_etl_due_preempts_scheduled_maintenance() -> None:
     result = tick(options, "2026-11-23 06:30", running=running)
     assert kinds(result) == [("Stop", MAINTAIN), ("Hold", EXTRACT)]
     stop = result.of(Stop)[0]
-    assert isinstance(stop, Stop) and stop.run_id == 4
+    assert isinstance(stop, Stop) and stop.run_id == 4 and stop.kind == StopKind.PREEMPTED
     assert "preempted by the ETL cycle planned at 2026-11-23 06:30 (S5)" in stop.reason
     # Once maintenance has stopped, the held cycle starts.
     waiting = (WaitingRun(11, EXTRACT, "scheduled", at("2026-11-23 06:30")),)
@@ -229,6 +230,7 @@ def test_s7_window_end_stops_aggregation_gracefully() -> None:
     )
     assert kinds(result) == [("Stop", AGGREGATE)]
     assert "window ended (S7)" in result.actions[0].reason
+    assert result.of(Stop)[0].kind == StopKind.WINDOW_END  # type: ignore[union-attr]
 
 
 def test_s7_maintenance_inside_window_pauses_and_resumes_aggregation() -> None:
@@ -237,6 +239,7 @@ def test_s7_maintenance_inside_window_pauses_and_resumes_aggregation() -> None:
     due = tick(options, "2026-11-23 03:00", running=running)
     assert kinds(due) == [("Stop", AGGREGATE), ("Hold", MAINTAIN)]
     assert "paused for maintenance" in due.actions[0].reason
+    assert due.of(Stop)[0].kind == StopKind.MAINTENANCE  # type: ignore[union-attr]
     # Maintenance runs: aggregation is not restarted.
     during = tick(
         options,
@@ -322,6 +325,81 @@ def test_c2_configuration_error_blocks_every_start_and_names_the_item() -> None:
     result = tick(opts(), "2026-11-23 06:30", refusal=refusal, waiting=waiting)
     assert {type(a) for a in result.actions} == {Skip}
     assert all(a.reason == refusal for a in result.actions)
+
+
+def test_c2_an_error_that_spares_maintenance_blocks_every_other_job() -> None:
+    """A short calendar (C2) blocks every launch but Job_MaintainGIM, which fills it."""
+
+    def refusal(job: str) -> str | None:
+        return None if job == MAINTAIN else "configuration check failed: calendar too short"
+
+    options = opts(run_export="true", export_schedule="0 3")
+    result = tick(options, "2026-11-23 03:00", refusal=refusal)  # type: ignore[arg-type]
+    assert kinds(result) == [("Launch", MAINTAIN), ("Skip", UPDATE_STATS), ("Skip", EXPORT)]
+    assert all("calendar too short" in a.reason for a in result.of(Skip))
+    waiting = (WaitingRun(8, EXPORT, "manual"), WaitingRun(9, MAINTAIN, "manual"))
+    released = tick(opts(), "2026-11-23 12:01", refusal=refusal, waiting=waiting)  # type: ignore[arg-type]
+    assert kinds(released) == [("Release", MAINTAIN)]
+
+
+def test_m3_manual_aggregation_paused_for_maintenance_resumes_after_it_once() -> None:
+    """run-aggregates=false: a manual aggregation runs until someone stops it; scheduled
+    maintenance pauses it (S7) and it resumes when maintenance is over (M3)."""
+    options = opts(run_update_stats="false")
+    manual = (ActiveRun(6, AGGREGATE, "manual"),)
+    due = tick(options, "2026-11-23 03:00", running=manual)
+    assert kinds(due) == [("Stop", AGGREGATE), ("Hold", MAINTAIN)]
+    assert due.of(Stop)[0].kind == StopKind.MAINTENANCE  # type: ignore[union-attr]
+    during = tick(
+        options,
+        "2026-11-23 03:20",
+        running=(ActiveRun(9, MAINTAIN, "scheduled"),),
+        paused_aggregation=6,
+    )
+    assert during.actions == ()
+    waiting = tick(
+        options,
+        "2026-11-23 03:01",
+        waiting=(WaitingRun(9, MAINTAIN, "scheduled"),),
+        running=(ActiveRun(3, EXTRACT, "manual"),),
+        paused_aggregation=6,
+    )
+    assert waiting.actions == ()  # maintenance still waiting to start: not yet
+    after = tick(options, "2026-11-23 03:40", paused_aggregation=6)
+    assert kinds(after) == [("Launch", AGGREGATE)]
+    resume = after.of(Launch)[0]
+    assert isinstance(resume, Launch) and resume.trigger == "restart"
+    assert resume.firing_id == "Job_AggregateGIM:resume-of-run-6"  # once per paused run (S11)
+    assert "resumes aggregation run 6" in resume.reason and "(M3)" in resume.reason
+    blocked = tick(options, "2026-11-23 03:40", paused_aggregation=6, refusal="config broken")
+    assert blocked.actions == ()  # C2
+
+
+def test_m3_run_aggregates_true_hands_a_manual_aggregation_to_the_window_rules() -> None:
+    manual = (ActiveRun(6, AGGREGATE, "manual"),)
+    outside = tick(
+        agg_opts(),
+        "2026-11-24 03:30",
+        running=manual,
+        cursors=cursors_at(at("2026-11-24 03:30"), EXTRACT, MAINTAIN),
+    )
+    assert kinds(outside) == [("Stop", AGGREGATE)]
+    assert outside.of(Stop)[0].kind == StopKind.WINDOW_END  # type: ignore[union-attr]
+    inside = tick(
+        agg_opts(),
+        "2026-11-23 12:00",
+        running=manual,
+        cursors=cursors_at(at("2026-11-23 12:00"), EXTRACT, MAINTAIN, AGGREGATE),
+    )
+    assert inside.actions == ()  # inside the window it is the window's run
+    # Paused for maintenance with run-aggregates=true: the window rules restart it, not M3.
+    window = tick(
+        agg_opts(),
+        "2026-11-24 03:30",
+        paused_aggregation=6,
+        cursors=cursors_at(at("2026-11-24 03:30"), EXTRACT, MAINTAIN),
+    )
+    assert window.actions == ()
 
 
 def test_m5_manual_maintenance_waits_for_every_other_run_and_is_released_after() -> None:

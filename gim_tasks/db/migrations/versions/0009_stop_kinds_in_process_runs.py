@@ -52,7 +52,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_constraint("ck_job_run_stopped_has_kind", "job_run", type_="check")
-    op.drop_constraint("ck_job_run_stop_kind", "job_run", type_="check")
+    op.drop_constraint(op.f("ck_job_run_stopped_has_kind"), "job_run", type_="check")
+    op.drop_constraint(op.f("ck_job_run_stop_kind"), "job_run", type_="check")
     op.drop_column("job_run", "in_process")
     op.drop_column("job_run", "stop_kind")
