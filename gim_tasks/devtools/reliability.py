@@ -58,6 +58,7 @@ from gim_tasks.schedule.jobs import (
     TRANSFORM,
     UPDATE_STATS,
 )
+from gim_tasks.settings import Settings
 
 BIN = Path(sys.executable).parent
 GIM = str(BIN / "gim")
@@ -130,6 +131,13 @@ class Lab:
             "PYTHONUNBUFFERED": "1",
         }
         self.engine = make_engine(self.env["GIM_DATABASE_URL"])
+        # The lab's processes' settings, for admission's configuration check (C2) here.
+        self.settings = Settings(
+            database_url=self.env["GIM_DATABASE_URL"],
+            idb_urls=self.env["GIM_IDB_URLS"],  # type: ignore[arg-type]
+            redis_url=self.env["GIM_REDIS_URL"],
+            output_directory=self.env["GIM_OUTPUT_DIRECTORY"],  # type: ignore[arg-type]
+        )
         migrate.upgrade(self.engine)
         init_idb(make_engine(self.env["GIM_IDB_URLS"]))
         with psycopg.connect(self.env["GIM_IDB_URLS"], autocommit=True) as conn:
@@ -255,7 +263,9 @@ class Lab:
     # ----- runs --------------------------------------------------------------------------------
 
     def request(self, job: str, force: bool = False) -> manager.Admission:
-        admission = manager.request_run(self.engine, job, "reliability", force=force)
+        admission = manager.request_run(
+            self.engine, job, "reliability", force=force, settings=self.settings
+        )
         if admission.state == "Running":
             send(self.celery, job, admission.run_id)
         return admission

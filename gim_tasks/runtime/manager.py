@@ -29,7 +29,7 @@ from gim_tasks.schedule.admission import RunRequest, Via, admit
 from gim_tasks.schedule.engine import open_window
 from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME
 from gim_tasks.schedule.localtime import zone
-from gim_tasks.settings import get_settings
+from gim_tasks.settings import Settings, get_settings
 
 
 class InvalidRequest(GimError):
@@ -48,14 +48,16 @@ class Admission:
     reason: str | None = None
 
 
-def deployment_refusal(engine: Engine) -> Callable[[str], str | None]:
+def deployment_refusal(
+    engine: Engine, settings: Settings | None = None
+) -> Callable[[str], str | None]:
     """C2 at admission: the whole configuration check, server items included, per job.
     Run before taking the admission lock: it connects to every server, which may be slow."""
     from gim_tasks.runtime.health import check_deployment
 
     with engine.connect() as conn:
         options = store.load_options(conn)
-    return check_deployment(options, get_settings()).refusal
+    return check_deployment(options, settings or get_settings()).refusal
 
 
 def _params_text(params: str | dict[str, Any] | None) -> str:
@@ -74,6 +76,7 @@ def request_run(
     via: Via = Via.CLI,
     now: datetime | None = None,
     refusal: Callable[[str], str | None] | None = None,
+    settings: Settings | None = None,
 ) -> Admission:
     """M0, M1: admit a manual run through :func:`gim_tasks.schedule.admission.admit`.
 
@@ -86,7 +89,7 @@ def request_run(
     the reason, or Rejected with the reason. Raises :class:`InvalidRequest` for bad input.
     """
     request = RunRequest(job, actor, via, _params_text(params), force)
-    refused = refusal if refusal is not None else deployment_refusal(engine)
+    refused = refusal if refusal is not None else deployment_refusal(engine, settings)
     with engine.begin() as conn:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADMISSION_LOCK_KEY)))
         options = store.load_options(conn).schedule()

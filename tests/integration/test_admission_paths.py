@@ -7,6 +7,7 @@ on every path is ``tests/unit/test_admission.py``.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -195,7 +196,9 @@ def test_m0_r2_local_run_holds_its_lease_then_sigterm_ends_it_stopped(
     engine.dispose()
 
 
-def test_m6_gim_stop_stops_a_local_run_as_the_operator(gim_env: dict[str, str]) -> None:
+def test_m6_gim_stop_stops_a_local_run_as_the_operator(
+    gim_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     engine = make_engine(gim_env["GIM_DATABASE_URL"])
     process = subprocess.Popen(
         [GIM, "run", "Job_AggregateGIM", "--local"],
@@ -214,6 +217,10 @@ def test_m6_gim_stop_stops_a_local_run_as_the_operator(gim_env: dict[str, str]) 
             process.kill()
     (ended,) = rows(engine, f"id = {run.id}")
     assert (ended.state, ended.stop_kind, ended.ended_by) == ("Stopped", "operator", "dana")
+    capsys.readouterr()
+    assert gim(["jobs", "--json", "--job", "Job_AggregateGIM"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["stop_kind"], listed["in_process"]) == ("operator", True)
     engine.dispose()
 
 

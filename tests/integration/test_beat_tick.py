@@ -249,3 +249,48 @@ def test_r2_sweep_ends_the_sessions_of_a_paused_process_that_hold_its_locks(
     assert bystander.execute("SELECT 1").fetchone() == (1,)  # other processes untouched
     bystander.close()
     engine.dispose()
+
+
+def test_c2_a_short_calendar_blocks_scheduled_firings_naming_it_but_spares_maintenance(
+    beat: Beat,
+) -> None:
+    """C2 beyond option errors: a server-side item (the DATE_TIME calendar) blocks the beat's
+    firings; the blocked firing is recorded with the item; maintenance, which repairs it, runs."""
+    with beat.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM date_time"))
+    beat.cursors("2026-11-23 02:59:00")
+    beat.tick("2026-11-23 03:00:01")
+    (maintenance,) = beat.rows("Job_MaintainGIM")
+    assert maintenance.state == "Scheduled" and maintenance.dispatched_at is not None
+    (stats,) = beat.rows("Job_UpdateStats")
+    assert stats.state == "Rejected"
+    assert "[gim-etl] date-time-min-days-ahead" in stats.reason
+    assert stats.firing_id == "Job_UpdateStats:2026-11-23T02:00:00+00:00"
+    beat.end(maintenance.id)
+    beat.tick("2026-11-23 06:30:01")
+    (extract,) = beat.rows("Job_ExtractICON")
+    assert extract.state == "Rejected" and "date-time-min-days-ahead" in extract.reason
+
+
+def test_m3_manual_aggregation_paused_for_maintenance_resumes_after_it(beat: Beat) -> None:
+    """run-aggregates=false: scheduled maintenance pauses a manual aggregation (stop kind
+    maintenance) and the beat resumes it, once, when maintenance has ended."""
+    aggregation = beat.run("Job_AggregateGIM", "manual")
+    beat.cursors("2026-11-23 02:59:00")
+    beat.tick("2026-11-23 03:00:01")
+    paused = beat.rows("Job_AggregateGIM")[0]
+    assert paused.stop_requested_at is not None and paused.stop_kind == "maintenance"
+    beat.end(aggregation, "Stopped")  # it stops at its next safe point
+    beat.tick("2026-11-23 03:00:03")
+    (maintenance,) = beat.rows("Job_MaintainGIM")
+    assert maintenance.dispatched_at is not None  # released now that aggregation stopped
+    beat.tick("2026-11-23 03:00:05")
+    assert len(beat.rows("Job_AggregateGIM")) == 1  # not resumed during maintenance
+    beat.end(maintenance.id)
+    beat.tick("2026-11-23 03:30:01")
+    beat.tick("2026-11-23 03:30:02")
+    resumed = beat.rows("Job_AggregateGIM")[1:]
+    assert [(r.firing_id, r.trigger, r.state) for r in resumed] == [
+        (f"Job_AggregateGIM:resume-of-run-{aggregation}", "restart", "Scheduled")
+    ]
+    assert resumed[0].dispatched_at is not None and beat.queued("aggregate") == 1

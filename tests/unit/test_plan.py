@@ -172,3 +172,28 @@ def test_cli_next_gives_schedule_in_words_and_next_run_in_zone(
     }
     assert gim(["schedule", "next", "--options-file", str(path), "--now", "2026-11-23T01:00"]) == 1
     assert "has no UTC offset" in capsys.readouterr().err
+
+
+def test_s1_final_cycle_at_end_time_plan_next_run_and_words_agree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """S1: every 25 min from 06:30, the grid reaches 00:25; the final cycle still begins at
+    00:30. The plan, Next Run and the schedule in words say the same."""
+    path = write(tmp_path, SAMPLE_INI.replace("etl-frequency = 30", "etl-frequency = 25"))
+    args = ["schedule", "plan", "--options-file", str(path), "--start", "2026-11-23T06:00"]
+    assert gim([*args, "--days", "1", "--json"]) == 0
+    starts = [
+        e["at"][11:16]
+        for e in json.loads(capsys.readouterr().out)
+        if (e["job"], e["event"]) == ("Job_ExtractICON", "start")
+    ]
+    assert starts[0] == "06:30" and starts[-3:] == ["00:00", "00:25", "00:30"]
+    assert len(starts) == 1080 // 25 + 2
+    next_args = ["schedule", "next", "--options-file", str(path), "--json"]
+    assert gim([*next_args, "--now", "2026-11-24T00:26+01:00"]) == 0
+    (extract,) = [r for r in json.loads(capsys.readouterr().out) if r["job"] == "Job_ExtractICON"]
+    assert extract["next_run"] == "2026-11-24T00:30:00+01:00"
+    assert extract["schedule"] == (
+        "every 25 min from 06:30 to 00:30 (the final cycle 5 min after the one before), "
+        "Europe/Berlin"
+    )
