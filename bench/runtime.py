@@ -34,6 +34,7 @@ from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
 from gim_tasks.localstack import PostgresServer, RedisServer, free_port
 from gim_tasks.options import store
+from gim_tasks.options.check import check_options
 from gim_tasks.runtime.beat import carry_out, overdue_stops, sweep_abandoned_waits, sweep_lost
 from gim_tasks.runtime.health import CachedServerCheck, server_findings
 from gim_tasks.runtime.state import load_state
@@ -56,16 +57,20 @@ class CountingRedis(redis.Redis):
         return super().execute_command(*args, **kwargs)
 
 
-def tick_cost(url: str, redis_url: str, ticks: int = 300) -> tuple[float, float, float, float]:
+def tick_cost(
+    url: str, redis_url: str, ticks: int = 300, check: str = "cached"
+) -> tuple[float, float, float, float]:
+    """Median wall and CPU time of a tick with nothing due. ``check`` is how C2 is read:
+    ``cached`` as the beat does (option rules every tick, server items from a cache refreshed
+    in the background at most every 30 s), ``options`` the option rules only (the beat before
+    C2 covered the server items), ``uncached`` every item on every tick."""
     engine = make_engine(url)
     client = CountingRedis.from_url(redis_url)
     walls, cpus = [], []
     CountingRedis.calls = 0
-    # C2 as the beat checks it: option rules every tick, server items from a cache refreshed
-    # in the background at most every 30 s (the first call waits for the first result).
     server_check = CachedServerCheck(get_settings())
     with engine.connect() as conn:
-        server_check.report(store.load_options(conn))
+        server_check.report(store.load_options(conn))  # the first call waits for a result
     for _ in range(ticks):
         wall, cpu = time.perf_counter(), time.process_time()
         sweep_lost(engine)
@@ -76,8 +81,15 @@ def tick_cost(url: str, redis_url: str, ticks: int = 300) -> tuple[float, float,
             raw = client.hgetall("gim:cursors")
             cursors = {k.decode(): datetime.fromisoformat(v.decode()) for k, v in raw.items()}
             state = load_state(conn, cursors)
-        report = server_check.report(options)
-        tick = decide(options.schedule(), datetime.now(UTC), state, report.refusal)
+        if check == "cached":
+            refusal = server_check.report(options).refusal
+        elif check == "options":
+            refusal = check_options(options).refusal
+        else:
+            refusal = (
+                check_options(options).merged(server_findings(options, get_settings())).refusal
+            )
+        tick = decide(options.schedule(), datetime.now(UTC), state, refusal)
         carry_out(engine, None, tick.__class__((), tick.cursors, tick.next_runs))
         client.pexpire("redbeat::lock", 5000)  # what RedBeat's own tick does: extend its lock
         walls.append(time.perf_counter() - wall)
@@ -94,12 +106,19 @@ def tick_cost(url: str, redis_url: str, ticks: int = 300) -> tuple[float, float,
 
 
 def report_tick_cost(url: str, redis_url: str) -> None:
-    wall, cpu, trips, floor = tick_cost(url, redis_url)
-    print(
-        f"beat tick, nothing due: wall {wall * 1000:.2f} ms, CPU {cpu * 1000:.2f} ms, "
-        f"Redis round trips {trips:.1f}; baseline SELECT 1: {floor * 1000:.3f} ms "
-        f"(ratio {wall / floor:.1f})"
-    )
+    for check, what in (
+        ("cached", "C2 as the beat reads it (server items cached, 30 s)"),
+        ("options", "option rules only (before C2 covered server items)"),
+        ("uncached", "every C2 item on every tick (what the cache avoids)"),
+    ):
+        wall, cpu, trips, floor = tick_cost(
+            url, redis_url, 60 if check == "uncached" else 300, check
+        )
+        print(
+            f"beat tick, nothing due, {what}: wall {wall * 1000:.2f} ms, CPU "
+            f"{cpu * 1000:.2f} ms, Redis round trips {trips:.1f}; baseline SELECT 1: "
+            f"{floor * 1000:.3f} ms (ratio {wall / floor:.1f})"
+        )
     settings = get_settings()
     engine = make_engine(url)
     with engine.connect() as conn:
