@@ -88,6 +88,7 @@ def main() -> None:
             mart=engine,
             idb_urls=[],
             options=options,
+            output_base=base,
             now=lambda: START + timedelta(days=DAYS, hours=1),
         )
         began = time.perf_counter()

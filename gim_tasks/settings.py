@@ -93,9 +93,39 @@ class Settings(BaseSettings):
     )
     web_secret: str = Field(
         default="",
-        description="Key that signs web session cookies; the same on every web replica "
-        "(empty: a random key per process, so sessions end when it restarts).",
-        examples=["a-long-random-string"],
+        description="Key that signs web session cookies, at least 32 random bytes, the same on "
+        "every web replica; the web app refuses to start without one (`gim web-secret` makes "
+        "one).",
+        examples=["<output of gim web-secret>"],
+    )
+    web_session_idle_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=7 * 24 * 60,
+        description="A web session unused for this many minutes ends.",
+        examples=[60],
+    )
+    web_session_hours: int = Field(
+        default=12,
+        ge=1,
+        le=30 * 24,
+        description="A web session ends this many hours after login, however active.",
+        examples=[12],
+    )
+    web_login_failures: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Failed logins per minute allowed for an account and for a client address; "
+        "further attempts are answered 429 until a minute has passed.",
+        examples=[5],
+    )
+    web_hash_slots: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Password checks (argon2id, 64 MiB each) run at once per web process.",
+        examples=[2],
     )
     log_level: str = Field(
         default="INFO",

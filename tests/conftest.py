@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -137,6 +138,7 @@ def gim_env(
         "GIM_REDIS_URL": redis_url,
         "GIM_IDB_URLS": "",
         "GIM_OUTPUT_DIRECTORY": str(tmp_path / "output"),
+        "GIM_WEB_SECRET": secrets.token_urlsafe(48),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

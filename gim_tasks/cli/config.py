@@ -102,7 +102,14 @@ def set_(
     """Set one option. An invalid value is refused and nothing is stored. The scheduler uses
     the new value from its next tick. The configuration check runs afterwards."""
     engine = mart_engine()
-    update = store.set_option(engine, section, option, value, actor or current_actor())
+    update = store.set_option(
+        engine,
+        section,
+        option,
+        value,
+        actor or current_actor(),
+        output_base=get_settings().output_directory,
+    )
     out.print(str(update), markup=False)
     with connect(engine) as conn:
         _print_report(check_options(store.load_options(conn)))
@@ -134,7 +141,13 @@ def import_(
 ) -> None:
     """Import options from an INI file: all of them, or none if any line is invalid."""
     text = file.read_text(encoding="utf-8")
-    updates = store.import_options(mart_engine(), text, actor or current_actor(), str(file))
+    updates = store.import_options(
+        mart_engine(),
+        text,
+        actor or current_actor(),
+        str(file),
+        output_base=get_settings().output_directory,
+    )
     for update in updates:
         out.print(str(update), markup=False)
     out.print(f"imported {sum(u.changed for u in updates)} change(s) from {file}")

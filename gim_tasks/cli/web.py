@@ -45,10 +45,14 @@ def web_command(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Web worker processes.")] = 1,
 ) -> None:
-    """Serve the Monitor Jobs web app and the JSON API (/api, docs at /api/docs)."""
+    """Serve the Monitor Jobs web app and the JSON API (/api, docs at /api/docs). Refuses to
+    start without a strong GIM_WEB_SECRET (`gim web-secret` makes one)."""
     import uvicorn
 
+    from gim_tasks.web.security import check_web_secret
+
     settings = get_settings()
+    check_web_secret(settings.web_secret)
     out.print(f"Monitor Jobs on http://{host}:{port} (API docs: /api/docs)", markup=False)
     uvicorn.run(
         "gim_tasks.web.app:create_app",
@@ -59,6 +63,14 @@ def web_command(
         log_level=settings.log_level.lower(),
         proxy_headers=True,
     )
+
+
+def web_secret_command() -> None:
+    """Print a new random key for GIM_WEB_SECRET (48 random bytes, URL-safe). Give every web
+    replica the same key; changing it ends every session's cookie."""
+    import secrets
+
+    print(secrets.token_urlsafe(48))
 
 
 def _password(from_stdin: bool) -> str:
@@ -105,16 +117,30 @@ def user_update(
         bool, typer.Option("--password", help="Set a new password (prompted).")
     ] = False,
     password_stdin: PasswordStdin = False,
+    keep_tokens: Annotated[
+        bool,
+        typer.Option(
+            "--keep-tokens", help="With a new password: keep the user's API tokens valid."
+        ),
+    ] = False,
 ) -> None:
-    """Change a user's role, e-mail address or password."""
+    """Change a user's role, e-mail address or password. A new role or password ends every
+    web session of the user at once; a new password also revokes their API tokens unless
+    --keep-tokens."""
     secret = _password(password_stdin) if (password or password_stdin) else None
-    auth.update_user(mart_engine(), name, role=role, password=secret, email=email)
-    out.print(f"user {name} updated", markup=False)
+    ended = auth.update_user(
+        mart_engine(), name, role=role, password=secret, email=email, keep_tokens=keep_tokens
+    )
+    out.print(
+        f"user {name} updated ({ended['sessions']} session(s) ended, {ended['tokens']} "
+        "token(s) revoked)",
+        markup=False,
+    )
 
 
 @user_app.command("remove")
 def user_remove(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
-    """Remove a user and their API tokens."""
+    """Remove a user, their sessions and their API tokens."""
     auth.remove_user(mart_engine(), name)
     out.print(f"user {name} removed", markup=False)
 
@@ -142,10 +168,20 @@ def user_list(as_json: JsonFlag = False) -> None:
 def token_create(
     name: Annotated[str, typer.Argument(help="The user the token acts as.")],
     label: Annotated[str, typer.Option(help="What the token is for.")] = "api",
+    expires_days: Annotated[
+        int | None,
+        typer.Option(
+            "--expires-days",
+            min=1,
+            max=3660,
+            help="Valid for this many days (default: until revoked).",
+        ),
+    ] = None,
 ) -> None:
     """Create an API token for a user and print it (only now: it is stored hashed). Send it as
-    ``Authorization: Bearer <token>``; it has the user's role."""
-    print(auth.create_token(mart_engine(), name, label))
+    ``Authorization: Bearer <token>``; it has the user's role. A new password of the user
+    revokes it (unless `gim user update --keep-tokens`)."""
+    print(auth.create_token(mart_engine(), name, label, expires_days))
 
 
 @token_app.command("list")
@@ -153,20 +189,22 @@ def token_list(
     name: Annotated[str | None, typer.Argument(help="Only this user's tokens.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """API tokens (never the tokens themselves): id, user, label, created, last used."""
+    """API tokens (never the tokens themselves): id, user, label, created, last used,
+    expires."""
     tokens = auth.list_tokens(mart_engine(), name)
     if as_json:
         print(json.dumps(tokens, default=str, indent=2))
         return
-    table = Table("id", "user", "label", "created", "last used", box=None)
+    table = Table("id", "user", "label", "created", "last used", "expires", box=None)
     for t in tokens:
-        used = t["last_used_at"]
+        used, expires = t["last_used_at"], t["expires_at"]
         table.add_row(
             str(t["id"]),
             t["user"],
             t["label"],
             f"{t['created_at']:%Y-%m-%d %H:%M}",
             f"{used:%Y-%m-%d %H:%M}" if used else "-",
+            f"{expires:%Y-%m-%d %H:%M}" if expires else "never",
         )
     out.print(table)
 

@@ -1,12 +1,19 @@
-"""Least-privilege PostgreSQL role for the web app (issue 11, hardening).
+"""Least-privilege PostgreSQL role for the web app (issue 11; issue "Security hardening").
 
 The schema owner (``gim db upgrade``) is also the role of the beat and the workers: jobs create
 and drop day partitions and aggregate tables, which PostgreSQL allows only to a table's owner.
-The web app needs far less: it reads run history, options and discards, records manager
-operations (runs, stop and cancel requests, re-aggregation requests), edits options and
-notification subscriptions, and checks users and tokens. ``gim db grant-web ROLE`` gives an
-existing login role exactly that, and nothing on facts, staging, dimensions or aggregates; it
-is idempotent and re-run after every upgrade (compose's migrate service does).
+The web app needs far less, and ``gim db grant-web ROLE`` gives an existing login role exactly
+that (idempotent; re-run after every upgrade, as compose's migrate service does):
+
+- runs: read all; record admissions and stop and cancel requests. Column grants limit an
+  update to the stop and cancel columns, and row-level security (migration 0010) limits it to
+  Scheduled and Running runs that stay so or are cancelled before they started: an ended run,
+  its counts or its outcome cannot be rewritten;
+- options: read; change only through ``gim_write_option`` (writes the value and its log row);
+- users and tokens: read (a token's last use is recorded); sessions and failed logins: its own;
+  users and tokens are managed by the owner (``gim user``, ``gim token``);
+- notification subscriptions (admins), re-aggregation requests; nothing on facts, staging,
+  dimensions or aggregates.
 """
 
 from __future__ import annotations
@@ -19,17 +26,24 @@ from gim_tasks.errors import GimError
 #: table -> privileges of the web role. Anything not listed: no access at all.
 WEB_PRIVILEGES: dict[str, str] = {
     "alembic_version": "SELECT",  # gim status / the configuration check: schema at head?
-    "job_run": "SELECT, INSERT, UPDATE",  # M1 admissions, M6 stop and cancel
+    # M1 admissions; M6 stop and cancel (row-level security bounds which rows, migration 0010)
+    "job_run": "SELECT, INSERT, "
+    "UPDATE (state, reason, ended_at, ended_by, stop_requested_at, stop_kind)",
     "agg_request": "SELECT, INSERT",  # M4 re-aggregation requests
-    "option_value": "SELECT, INSERT, UPDATE, DELETE",  # admins edit options
-    "option_change": "SELECT, INSERT",  # ... with the change log
+    "option_value": "SELECT",  # options: written through gim_write_option only
+    "option_change": "SELECT",
     "discard": "SELECT",  # a run's discards (A2, R3)
     "export_mark": "SELECT",  # the retention check
-    "web_user": "SELECT, UPDATE",  # login (rehash on parameter upgrade)
-    "api_token": "SELECT, UPDATE",  # last use of a token
+    "date_time": "SELECT",  # the calendar check (C1)
+    "web_user": "SELECT",  # login
+    "api_token": "SELECT, UPDATE (last_used_at)",  # last use of a token
+    "web_session": "SELECT, INSERT, UPDATE (last_seen_at), DELETE",  # sessions
+    "login_failure": "SELECT, INSERT, DELETE",  # login throttling
     "notification_subscription": "SELECT, INSERT, UPDATE, DELETE",  # A3, admins
     "notification": "SELECT",  # a run's mails
 }
+#: Functions the web role may call (SECURITY DEFINER: they run as the owner).
+WEB_FUNCTIONS = ("gim_write_option(text, text, text, text, text)",)
 
 
 def grant_web(engine: Engine, role: str) -> list[str]:
@@ -54,8 +68,11 @@ def grant_web(engine: Engine, role: str) -> list[str]:
         statements.append(f"REVOKE CREATE ON SCHEMA public FROM {quoted}")
         statements.append("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         statements.append(f"GRANT USAGE ON SCHEMA public TO {quoted}")
+        statements.append(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA public FROM {quoted}")
         for table, privileges in WEB_PRIVILEGES.items():
             statements.append(f"GRANT {privileges} ON {table} TO {quoted}")
+        for function in WEB_FUNCTIONS:
+            statements.append(f"GRANT EXECUTE ON FUNCTION {function} TO {quoted}")
         for statement in statements:
             conn.execute(sa.text(statement))
     return statements

@@ -158,6 +158,39 @@ api_token = Table(
     Column("token_sha256", Text, nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("last_used_at", DateTime(timezone=True)),
+    Column("expires_at", DateTime(timezone=True)),  # None: until revoked
+)
+
+#: Browser sessions (A5). The cookie carries a random session id; only its SHA-256 is kept.
+#: Logout deletes the row; a password or role change deletes every row of the user; removing
+#: the user cascades. ``expires_at`` is the absolute end, ``last_seen_at`` the idle clock.
+web_session = Table(
+    "web_session",
+    metadata,
+    Column("id_sha256", Text, primary_key=True),
+    Column(
+        "user_id",
+        BigInteger,
+        ForeignKey("web_user.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("client", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+#: Failed logins, per account and client address (login throttling, gim_tasks.web.security).
+login_failure = Table(
+    "login_failure",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("account", Text, nullable=False),
+    Column("client", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Index("ix_login_failure_account_at", "account", "at"),
+    Index("ix_login_failure_client_at", "client", "at"),
 )
 
 #: A3: who hears about a job's runs. ``recipient`` is a user name or an e-mail address.

@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
 from sqlalchemy.engine import Engine
 
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
+from gim_tasks.db.roles import grant_web
 from gim_tasks.devtools.demo import demo_options
 from gim_tasks.devtools.stack import DEV_WEB_PASSWORD, DEV_WEB_USER, DevStack
 from gim_tasks.devtools.supervisor import Supervisor
@@ -142,7 +144,12 @@ def up() -> None:
                 f"127.0.0.1:{stack.smtp_port}",
             ],
         )
-        supervisor.start("web", [gim, "web", "--port", str(stack.web_port)])
+        # The web app runs as its least-privilege role, as in production (`gim db grant-web`).
+        supervisor.start(
+            "web",
+            [gim, "web", "--port", str(stack.web_port)],
+            env={"GIM_DATABASE_URL": web_role_url(engine, stack.environment()["GIM_DATABASE_URL"])},
+        )
         supervisor.start(
             "flower",
             [celery, "-A", CELERY_APP, "flower", "--address=127.0.0.1", f"--port={flower_port}"],
@@ -168,6 +175,23 @@ def up() -> None:
         stack.stop(started)
         supervisor.say("dev", f"stopped {', '.join(started) or 'processes'}; nothing left running")
     raise typer.Exit(code)
+
+
+WEB_ROLE = "gim_web"
+
+
+def web_role_url(engine: sa.Engine, owner_url: str) -> str:
+    """The local cluster's web role (created once; trust authentication on loopback), granted
+    exactly the web app's privileges; the URL the web app connects with."""
+    with engine.begin() as conn:
+        exists = conn.execute(
+            sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": WEB_ROLE}
+        ).scalar_one_or_none()
+        if exists is None:
+            conn.execute(sa.text(f"CREATE ROLE {WEB_ROLE} LOGIN"))
+    grant_web(engine, WEB_ROLE)
+    scheme, rest = owner_url.split("://", 1)
+    return f"{scheme}://{WEB_ROLE}@{rest.split('@', 1)[1]}"
 
 
 @cli.command("reliability")

@@ -4,6 +4,7 @@ at them (the "embedded defaults" of ``./dev up``)."""
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,11 +56,22 @@ class DevStack:
             "GIM_FLOWER_USER": DEV_FLOWER_USER,
             "GIM_FLOWER_PASSWORD": DEV_FLOWER_PASSWORD,
             "GIM_OUTPUT_DIRECTORY": str(self.local_dir),
-            "GIM_WEB_SECRET": "dev-only-session-key",
+            "GIM_WEB_SECRET": self.web_secret(),
             "GIM_WEB_BASE_URL": f"http://127.0.0.1:{self.web_port}",
             "GIM_SMTP_HOST": "127.0.0.1",
             "GIM_SMTP_PORT": str(self.smtp_port),
         }
+
+    def web_secret(self) -> str:
+        """This checkout's own random session key, made once and kept in .local/web-secret
+        (mode 0600): never a published one (the web app refuses those)."""
+        path = self.local_dir / "web-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_urlsafe(48) + "\n")
+        return path.read_text().strip()
 
     def start(self) -> list[str]:
         """Start what is not running; return the names of the servers this call started."""

@@ -41,13 +41,14 @@ class Supervisor:
             sys.stdout.write(f"\033[{color}m{name:<{self._width}}|\033[0m {line}\n")
             sys.stdout.flush()
 
-    def start(self, name: str, argv: list[str]) -> None:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        """Start ``argv`` as ``name``; ``env`` overrides some of the supervisor's variables."""
         child = Child(name, argv)
         self._width = max(self._width, len(name) + 1)
         color = COLORS[len(self.children) % len(COLORS)]
         child.process = subprocess.Popen(
             argv,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

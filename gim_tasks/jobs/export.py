@@ -36,6 +36,7 @@ from psycopg import sql
 
 from gim_tasks.db import mart_tables as mart
 from gim_tasks.jobs.base import JobContext
+from gim_tasks.options.paths import confined_directory
 from gim_tasks.options.values import Options
 
 log = logging.getLogger("gim_tasks.jobs.export")
@@ -111,9 +112,9 @@ def chunk_name(start: datetime, end: datetime) -> str:
 
 def resolve_output_directory(options: Options, base: Path) -> Path:
     """The export folder: the option, resolved under ``base`` (GIM_OUTPUT_DIRECTORY) when
-    relative."""
-    configured = Path(str(options.get("gim-export", "output-directory")))
-    return configured if configured.is_absolute() else base / configured
+    relative. It must lie under ``base``: the option is an admin's to set from the web, and
+    must not reach the rest of the host (GimError otherwise)."""
+    return confined_directory(str(options.get("gim-export", "output-directory")), base)
 
 
 def output_directory(ctx: JobContext) -> Path:

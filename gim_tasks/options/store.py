@@ -9,12 +9,13 @@ the transaction starts; an import validates every line first and writes all or n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.db.tables import option_change, option_value
+from gim_tasks.options.paths import check_confined
 from gim_tasks.options.registry import lookup
 from gim_tasks.options.values import Change, Key, Options, parse_ini
 
@@ -53,44 +54,35 @@ def _lock(conn: Connection) -> None:
 
 
 def _write(conn: Connection, key: Key, text: str | None, actor: str) -> OptionUpdate:
+    """Store (or, with ``text`` None, remove) one option and its change-log row, through the
+    database function ``gim_write_option`` (SECURITY DEFINER, migration 0010): the value and
+    its log row are written together, and the web's role, which may call the function but not
+    write either table, cannot forge the log."""
     section, name = key
     spec = lookup(section, name)
-    old_row = conn.execute(
-        sa.select(option_value.c.value).where(
-            option_value.c.section == section, option_value.c.name == name
-        )
-    ).scalar_one_or_none()
-    old = spec.default if old_row is None else old_row
-    if text is None:
-        conn.execute(
-            sa.delete(option_value).where(
-                option_value.c.section == section, option_value.c.name == name
-            )
-        )
-        new = spec.default
-    else:
-        statement = insert(option_value).values(
-            section=section, name=name, value=text, changed_by=actor, changed_at=sa.func.now()
-        )
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["section", "name"],
-                set_={"value": text, "changed_by": actor, "changed_at": sa.func.now()},
-            )
-        )
-        new = text
-    conn.execute(
-        sa.insert(option_change).values(
-            section=section, name=name, old_value=old, new_value=new, changed_by=actor
-        )
-    )
-    return OptionUpdate(section, name, old, new)
+    row = conn.execute(
+        sa.text(
+            "SELECT old_value, new_value FROM gim_write_option(:section, :name, :value, "
+            ":actor, :default)"
+        ),
+        {"section": section, "name": name, "value": text, "actor": actor, "default": spec.default},
+    ).one()
+    return OptionUpdate(section, name, row.old_value, row.new_value)
 
 
-def set_option(engine: Engine, section: str, name: str, text: str, actor: str) -> OptionUpdate:
-    """Validate and store one option; raises ``OptionError`` (nothing stored) when invalid."""
+def set_option(
+    engine: Engine,
+    section: str,
+    name: str,
+    text: str,
+    actor: str,
+    output_base: Path | None = None,
+) -> OptionUpdate:
+    """Validate and store one option; raises ``OptionError`` (nothing stored) when invalid.
+    With ``output_base`` (GIM_OUTPUT_DIRECTORY), a directory option must lie under it."""
     text = text.strip()
     lookup(section, name).parse(text)
+    check_confined(section, name, text, output_base)
     with engine.begin() as conn:
         _lock(conn)
         return _write(conn, (section, name), text, actor)
@@ -104,11 +96,15 @@ def unset_option(engine: Engine, section: str, name: str, actor: str) -> OptionU
         return _write(conn, (section, name), None, actor)
 
 
-def import_options(engine: Engine, text: str, actor: str, source: str) -> list[OptionUpdate]:
+def import_options(
+    engine: Engine, text: str, actor: str, source: str, output_base: Path | None = None
+) -> list[OptionUpdate]:
     """Store every option of an INI text that differs from its current value, in one
     transaction: all of them or, on any problem, none (``parse_ini`` raises before the
     transaction starts)."""
     values = parse_ini(text, source)
+    for (section, name), value in values.items():
+        check_confined(section, name, value, output_base)
     with engine.begin() as conn:
         _lock(conn)
         current = load_options(conn)

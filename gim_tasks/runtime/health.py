@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,6 +14,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from gim_tasks.db.engine import make_engine
+from gim_tasks.errors import GimError
 from gim_tasks.jobs.export import resolve_output_directory
 from gim_tasks.options.check import CheckReport, Finding, Level, check_options
 from gim_tasks.options.values import Options
@@ -33,20 +33,23 @@ def output_directory(options: Options, settings: Settings) -> Path:
     return resolve_output_directory(options, settings.output_directory)
 
 
-def check_output_directory(path: Path) -> str | None:
-    """Why ``path`` cannot take export files, or None when it can (created if missing)."""
-    resolved = path.resolve()
+def check_output_directory(options: Options, settings: Settings) -> str | None:
+    """Why the export folder cannot take export files, or None when it can. Nothing is
+    created (a viewer reading the options must not make directories on the host): the folder,
+    or its nearest existing parent, must be a writable directory. The message is the same
+    whether or not the path exists."""
+    try:
+        resolved = output_directory(options, settings)
+    except GimError as error:
+        return str(error)
     package = (ROOT / "gim_tasks").resolve()
     if resolved == package or package in resolved.parents:
         return f"{resolved} is inside the code tree"
-    try:
-        resolved.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=resolved, prefix=".gim-check-"):
-            pass
-    except OSError as error:
-        return f"{resolved} is not writable: {error.strerror or error}"
-    if not os.access(resolved, os.W_OK | os.X_OK):  # pragma: no cover - caught above
-        return f"{resolved} is not writable"
+    existing = resolved
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return f"{resolved} cannot be created or written by this process"
     return None
 
 
@@ -135,7 +138,7 @@ def server_findings(
     if all(check.ok for check in checks if check.item in ("Info Mart", "schema")):
         findings.extend(check_calendar(options, settings, now))
         findings.extend(check_retention(options, settings, now))
-    problem = check_output_directory(output_directory(options, settings))
+    problem = check_output_directory(options, settings)
     if problem is not None:
         level: Level = "error" if options.get("schedule", "run-export") else "warning"
         findings.append(Finding(level, "[gim-export] output-directory", problem))

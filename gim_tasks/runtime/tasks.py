@@ -1,9 +1,11 @@
 """The six Celery tasks, named exactly as the jobs (SPEC §1).
 
 A task carries a ``run_id`` when the beat or the manager sent it: it claims that run and
-executes it. Without one (``celery -A gim_tasks.runtime.celery_app call Job_ExtractICON``) it is
-a manual start: it goes through the same admission as ``gim run`` (M1-M7) with the actor
-``celery call``, and runs only if admitted as Running.
+executes it (only a run already admitted and waiting as Scheduled can be claimed). Without one
+(``celery -A gim_tasks.runtime.celery_app call Job_ExtractICON``, or a message sent from
+Flower) it is a manual start: it goes through the same admission as ``gim run`` (M0-M7) with
+the actor ``celery call``, and runs only if admitted as Running. Such a message can never
+carry ``force``: forcing is an admin's action through the CLI or the API.
 """
 
 from __future__ import annotations
@@ -42,6 +44,15 @@ def run_job(
     from gim_tasks.schedule.admission import Via
 
     engine = _engine()
+    if run_id is None and force:
+        # A raw message (celery call, Flower) carries no identity: forcing stays an admin's
+        # action through `gim run --force` or the API, recorded with the admin's name (M7).
+        reason = (
+            "force is refused in a task message: an admin forces a run with "
+            "`gim run JOB --force` or the API (M7)"
+        )
+        log.warning("celery call %s refused: %s", job, reason)
+        return {"run_id": None, "state": "Rejected", "reason": reason}
     if run_id is None:
         try:
             admission = request_run(

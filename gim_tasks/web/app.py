@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Form, Query, Request
+from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -53,6 +55,14 @@ from gim_tasks.schedule.localtime import zone
 from gim_tasks.settings import Settings, get_settings
 from gim_tasks.web import auth, notify, views
 from gim_tasks.web.auth import Principal
+from gim_tasks.web.security import (
+    Busy,
+    HashSlots,
+    LoginThrottle,
+    SecurityHeaders,
+    Throttled,
+    check_web_secret,
+)
 
 log = logging.getLogger("gim_tasks.web")
 
@@ -61,6 +71,11 @@ MAX_BODY = 64 * 1024
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 #: Routes anyone may call; every other route must check a role (tests enforce it).
 PUBLIC_PATHS = ("/login", "/healthz", "/static")
+
+
+#: Path ids: bigint in PostgreSQL, so 1 .. 2**63 - 1 (larger ones are a 422, never a 500).
+RunId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1, description="Run id.")]
+SubscriptionId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1, description="Subscription id.")]
 
 
 class ApiError(HTTPException):
@@ -141,10 +156,10 @@ class Subscription(BaseModel):
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or get_settings()
+    secret = check_web_secret(settings.web_secret)  # refuses a missing, short or known key
     engine = engine or make_engine(settings.database_url)
-    secret = settings.web_secret or secrets.token_urlsafe(32)
-    if not settings.web_secret:
-        log.warning("GIM_WEB_SECRET is not set: sessions end when this process restarts")
+    throttle = LoginThrottle(engine, settings.web_login_failures)
+    hash_slots = HashSlots(settings.web_hash_slots)
     app = FastAPI(
         title="gim-tasks Monitor Jobs API",
         version=__version__,
@@ -156,6 +171,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.engine = engine
     app.state.settings = settings
+    app.state.hash_slots = hash_slots
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(categories=CATEGORIES, jobs=JOB_NAMES, states=RUN_STATES)
     templates.env.filters["local"] = lambda value, tz: _local(value, tz)
@@ -172,9 +188,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             if found is None:
                 raise ApiError(401, "invalid API token (Authorization: Bearer <token>)")
             return found
-        user_id = request.session.get("uid")
-        if isinstance(user_id, int):
-            return auth.user_by_id(engine, user_id)
+        # A session is a server-side record (web_session): the signed cookie only names it.
+        session_id = request.session.get("sid")
+        if isinstance(session_id, str):
+            return auth.session_principal(engine, session_id, settings.web_session_idle_minutes)
         return None
 
     def _csrf_ok(request: Request, sent: str | None) -> bool:
@@ -239,6 +256,18 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             "error.html",
             {"status": error.status_code, "message": error.detail, "user": None},
             status_code=error.status_code,
+        )
+
+    @app.exception_handler(sa.exc.DataError)
+    async def bad_data(request: Request, error: sa.exc.DataError) -> Response:
+        """Values PostgreSQL cannot store (NUL bytes in text, out-of-range numbers): the
+        caller's input, answered 400 with one line, never a 500."""
+        problem = str(error.orig).splitlines()[0] if error.orig else "invalid value"
+        message = f"invalid input: {problem}"
+        if _is_api(request):
+            return JSONResponse({"error": message}, status_code=400)
+        return templates.TemplateResponse(
+            request, "error.html", {"status": 400, "message": message, "user": None}, 400
         )
 
     @app.exception_handler(LoginRequired)
@@ -324,27 +353,46 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     ) -> Response:
         if not _csrf_ok(request, csrf):
             raise HTTPException(403, "the login form is stale; reload the page")
-        who = auth.authenticate(engine, name, password)
-        if who is None:
+        client = request.client.host if request.client else "unknown"
+
+        def refuse(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
             return templates.TemplateResponse(
                 request,
                 "login.html",
                 {
                     "next": _safe_next(next),
                     "csrf": request.session["csrf"],
-                    "error": "wrong user name or password",
+                    "error": message,
                     "user": None,
                 },
-                status_code=401,
+                status_code=status,
+                headers=headers,
             )
+
+        try:
+            # Throttled before any hash is computed; hashing is bounded per process.
+            throttle.check(name, client)
+            with hash_slots.slot():
+                who = auth.authenticate(engine, name, password)
+        except Throttled as error:
+            return refuse(str(error), 429, {"Retry-After": str(error.retry_after)})
+        except Busy as error:
+            return refuse(str(error), 503, {"Retry-After": "5"})
+        if who is None:
+            throttle.failed(name, client)
+            return refuse("wrong user name or password", 401)
+        session_id = auth.create_session(engine, who.user_id, client, settings.web_session_hours)
         request.session.clear()  # a new session (and CSRF token) at every login
-        request.session.update(uid=who.user_id, csrf=secrets.token_urlsafe(32))
+        request.session.update(sid=session_id, csrf=secrets.token_urlsafe(32))
         return RedirectResponse(_safe_next(next), status_code=303)
 
     # ----- pages -----------------------------------------------------------------------------
 
     @app.post("/logout", include_in_schema=False)
     def logout(request: Request, who: PageViewer) -> Response:
+        session_id = request.session.get("sid")
+        if isinstance(session_id, str):
+            auth.end_session(engine, session_id)  # the cookie, even copied, is no longer a session
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 
@@ -390,7 +438,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return page(request, "history.html", who, runs=found, filters=filters)
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
-    def run_page(request: Request, who: PageViewer, run_id: int) -> Response:
+    def run_page(request: Request, who: PageViewer, run_id: RunId) -> Response:
         detail = views.run_detail(engine, run_id)
         if detail is None:
             raise HTTPException(404, f"run {run_id} does not exist")
@@ -422,7 +470,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return page(request, "run_job.html", who, selected=job, params=params, reply=reply)
 
     @app.post("/runs/{run_id}/stop", include_in_schema=False)
-    def stop_page(request: Request, who: PageOperator, run_id: int) -> Response:
+    def stop_page(request: Request, who: PageOperator, run_id: RunId) -> Response:
         try:
             notice = manager.stop_run(engine, run_id, who.name)
         except GimError as error:
@@ -430,7 +478,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return back(request, request.headers.get("referer") or "/jobs/running", notice)
 
     @app.post("/runs/{run_id}/cancel", include_in_schema=False)
-    def cancel_page(request: Request, who: PageOperator, run_id: int) -> Response:
+    def cancel_page(request: Request, who: PageOperator, run_id: RunId) -> Response:
         try:
             notice = manager.cancel_run(engine, run_id, who.name)
         except GimError as error:
@@ -476,7 +524,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             if reset:
                 update = store.unset_option(engine, section, name, who.name)
             else:
-                update = store.set_option(engine, section, name, value, who.name)
+                update = store.set_option(
+                    engine, section, name, value, who.name, settings.output_directory
+                )
             notice = f"saved: {update}"
         except (GimError, OptionError) as error:
             notice = f"not saved: {error}"
@@ -504,7 +554,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return back(request, "/notifications", notice)
 
     @app.post("/notifications/{subscription_id}/delete", include_in_schema=False)
-    def notifications_delete(request: Request, who: PageAdmin, subscription_id: int) -> Response:
+    def notifications_delete(
+        request: Request, who: PageAdmin, subscription_id: SubscriptionId
+    ) -> Response:
         try:
             notify.remove_subscription(engine, subscription_id)
             notice = "subscription removed"
@@ -554,7 +606,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             raise gim_error(error) from None
 
     @app.get("/api/runs/{run_id}", tags=["runs"])
-    def api_run(who: Viewer, run_id: int) -> dict[str, Any]:
+    def api_run(who: Viewer, run_id: RunId) -> dict[str, Any]:
         """One run with its counts, error, discards and notification mails."""
         detail = views.run_detail(engine, run_id)
         if detail is None:
@@ -577,7 +629,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return JSONResponse(reply, status_code=409 if admission.state == "Rejected" else 201)
 
     @app.post("/api/runs/{run_id}/stop", tags=["runs"])
-    def api_stop(who: Operator, run_id: int) -> dict[str, str]:
+    def api_stop(who: Operator, run_id: RunId) -> dict[str, str]:
         """Stop a Running run (M6): cooperative, then forced after the grace period."""
         try:
             return {"result": manager.stop_run(engine, run_id, who.name)}
@@ -585,7 +637,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             raise gim_error(error) from None
 
     @app.post("/api/runs/{run_id}/cancel", tags=["runs"])
-    def api_cancel(who: Operator, run_id: int) -> dict[str, str]:
+    def api_cancel(who: Operator, run_id: RunId) -> dict[str, str]:
         """Cancel a Scheduled run (M6)."""
         try:
             return {"result": manager.cancel_run(engine, run_id, who.name)}
@@ -607,7 +659,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     def api_set_option(who: Admin, section: str, name: str, body: OptionValue) -> dict[str, Any]:
         """Set one option (admin). An invalid value is refused and nothing is stored."""
         try:
-            update = store.set_option(engine, section, name, body.value, who.name)
+            update = store.set_option(
+                engine, section, name, body.value, who.name, settings.output_directory
+            )
         except (GimError, OptionError) as error:
             raise gim_error(GimError(str(error))) from None
         return {"option": f"[{section}] {name}", "old": update.old, "new": update.new}
@@ -641,7 +695,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return {"id": sid}
 
     @app.delete("/api/notifications/{subscription_id}", tags=["notifications"])
-    def api_unsubscribe(who: Admin, subscription_id: int) -> dict[str, str]:
+    def api_unsubscribe(who: Admin, subscription_id: SubscriptionId) -> dict[str, str]:
         """Remove a subscription (admin)."""
         try:
             notify.remove_subscription(engine, subscription_id)
@@ -653,11 +707,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         SessionMiddleware,
         secret_key=secret,
         session_cookie="gim_session",
-        max_age=12 * 3600,
+        max_age=settings.web_session_hours * 3600,
         same_site="lax",
         https_only=settings.web_base_url.startswith("https://"),
     )
     app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

@@ -19,7 +19,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.engine import Engine
 
-from gim_tasks.db.tables import ROLES, api_token, web_user
+from gim_tasks.db.tables import ROLES, api_token, web_session, web_user
 from gim_tasks.errors import GimError
 
 _hasher = PasswordHasher()
@@ -103,7 +103,11 @@ def update_user(
     role: str | None = None,
     password: str | None = None,
     email: str | None = None,
-) -> None:
+    keep_tokens: bool = False,
+) -> dict[str, int]:
+    """Change a user. A new password or role ends every session of the user at once; a new
+    password also revokes the user's API tokens unless ``keep_tokens``. Returns how many
+    sessions and tokens ended."""
     values: dict[str, Any] = {}
     if role is not None:
         values["role"] = check_role(role)
@@ -113,11 +117,25 @@ def update_user(
         values["email"] = email or None
     if not values:
         raise GimError("nothing to change: give --role, --password-stdin or --email")
+    ended = {"sessions": 0, "tokens": 0}
     with engine.begin() as conn:
-        if not conn.execute(
-            sa.update(web_user).where(web_user.c.name == name).values(values)
-        ).rowcount:
+        user_id = conn.execute(
+            sa.update(web_user)
+            .where(web_user.c.name == name)
+            .values(values)
+            .returning(web_user.c.id)
+        ).scalar_one_or_none()
+        if user_id is None:
             raise GimError(f"user '{name}' does not exist")
+        if role is not None or password is not None:
+            ended["sessions"] = conn.execute(
+                sa.delete(web_session).where(web_session.c.user_id == user_id)
+            ).rowcount
+        if password is not None and not keep_tokens:
+            ended["tokens"] = conn.execute(
+                sa.delete(api_token).where(api_token.c.user_id == user_id)
+            ).rowcount
+    return ended
 
 
 def remove_user(engine: Engine, name: str) -> None:
@@ -154,32 +172,84 @@ def authenticate(engine: Engine, name: str, password: str) -> Principal | None:
     if row is None:
         return None
     if _hasher.check_needs_rehash(row.password_hash):
-        with engine.begin() as conn:
-            conn.execute(
-                sa.update(web_user)
-                .where(web_user.c.id == row.id)
-                .values(password_hash=_hasher.hash(password))
-            )
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.update(web_user)
+                    .where(web_user.c.id == row.id)
+                    .values(password_hash=_hasher.hash(password))
+                )
+        except sa.exc.ProgrammingError:  # the web's role may not write users: next CLI login
+            pass
     return Principal(row.id, row.name, row.role, "session")
 
 
-def user_by_id(engine: Engine, user_id: int) -> Principal | None:
-    """The session's user as stored now: a removed user or a changed role counts at once."""
-    with engine.connect() as conn:
+# ----- sessions --------------------------------------------------------------------------
+
+
+def create_session(engine: Engine, user_id: int, client: str | None, hours: int) -> str:
+    """A new server-side session; returns its random id (for the cookie; only its SHA-256 is
+    stored). Its absolute end is fixed now: nothing extends it."""
+    session_id = secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(web_session).values(
+                id_sha256=_digest(session_id),
+                user_id=user_id,
+                client=client,
+                expires_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, hours),
+            )
+        )
+        # Expired sessions say nothing: keep the table small.
+        conn.execute(sa.delete(web_session).where(web_session.c.expires_at < sa.func.now()))
+    return session_id
+
+
+def session_principal(engine: Engine, session_id: str, idle_minutes: int) -> Principal | None:
+    """The user of a live session (not ended, not past its absolute end, used within the idle
+    time), as stored now; a removed user, a changed role or password ended it already."""
+    if not isinstance(session_id, str) or len(session_id) > 100:
+        return None
+    digest = _digest(session_id)
+    with engine.begin() as conn:
         row = conn.execute(
-            sa.select(web_user.c.id, web_user.c.name, web_user.c.role).where(
-                web_user.c.id == user_id
+            sa.select(web_user.c.id, web_user.c.name, web_user.c.role, web_session.c.last_seen_at)
+            .join(web_user, web_user.c.id == web_session.c.user_id)
+            .where(
+                web_session.c.id_sha256 == digest,
+                web_session.c.expires_at > sa.func.now(),
+                web_session.c.last_seen_at
+                > sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, idle_minutes),
             )
         ).one_or_none()
-    return Principal(row.id, row.name, row.role, "session") if row else None
+        if row is None:
+            return None
+        # The idle clock, written at most every 30 s (a page view should not always write).
+        conn.execute(
+            sa.update(web_session)
+            .where(
+                web_session.c.id_sha256 == digest,
+                web_session.c.last_seen_at < sa.func.now() - sa.text("interval '30 seconds'"),
+            )
+            .values(last_seen_at=sa.func.now())
+        )
+    return Principal(row.id, row.name, row.role, "session")
+
+
+def end_session(engine: Engine, session_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.delete(web_session).where(web_session.c.id_sha256 == _digest(session_id)))
 
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(engine: Engine, name: str, label: str = "") -> str:
-    """A new API token for user ``name``; the token itself is returned once, never stored."""
+def create_token(
+    engine: Engine, name: str, label: str = "", expires_days: int | None = None
+) -> str:
+    """A new API token for user ``name``, valid until revoked or for ``expires_days``; the
+    token itself is returned once, never stored."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with engine.begin() as conn:
         user_id = conn.execute(
@@ -189,7 +259,12 @@ def create_token(engine: Engine, name: str, label: str = "") -> str:
             raise GimError(f"user '{name}' does not exist; add it with `gim user add`")
         conn.execute(
             sa.insert(api_token).values(
-                user_id=user_id, label=label or "api", token_sha256=_digest(token)
+                user_id=user_id,
+                label=label or "api",
+                token_sha256=_digest(token),
+                expires_at=None
+                if expires_days is None
+                else sa.func.now() + sa.func.make_interval(0, 0, 0, expires_days),
             )
         )
     return token
@@ -201,7 +276,10 @@ def token_principal(engine: Engine, token: str) -> Principal | None:
     with engine.begin() as conn:
         row = conn.execute(
             sa.update(api_token)
-            .where(api_token.c.token_sha256 == _digest(token))
+            .where(
+                api_token.c.token_sha256 == _digest(token),
+                sa.or_(api_token.c.expires_at.is_(None), api_token.c.expires_at > sa.func.now()),
+            )
             .values(last_used_at=sa.func.now())
             .returning(api_token.c.user_id)
         ).one_or_none()
@@ -223,6 +301,7 @@ def list_tokens(engine: Engine, name: str | None = None) -> list[dict[str, Any]]
             api_token.c.label,
             api_token.c.created_at,
             api_token.c.last_used_at,
+            api_token.c.expires_at,
         )
         .join(web_user, web_user.c.id == api_token.c.user_id)
         .order_by(api_token.c.id)

@@ -128,7 +128,8 @@ def test_cli_check_reports_errors_with_items_and_exit_code(
     assert json.loads(capsys.readouterr().out) == {"ok": True, "errors": [], "warnings": []}
     assert gim(["config", "set", "schedule", "maintain-start-time", "12:00"]) == 0
     capsys.readouterr()
-    blocker = tmp_path / "not-a-directory"
+    blocker = Path(gim_env["GIM_OUTPUT_DIRECTORY"]) / "not-a-directory"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
     blocker.write_text("")
     assert gim(["config", "set", "gim-export", "output-directory", str(blocker / "x")]) == 0
     capsys.readouterr()

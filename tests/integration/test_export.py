@@ -49,7 +49,11 @@ def context(url: str, out: Path, **options: str) -> JobContext:
     }
     texts.update({("gim-export", k.replace("_", "-")): v for k, v in options.items()})
     return JobContext(
-        mart=make_engine(url), idb_urls=[], options=Options.from_texts(texts), now=lambda: NOW
+        mart=make_engine(url),
+        idb_urls=[],
+        options=Options.from_texts(texts),
+        now=lambda: NOW,
+        output_base=out.parent,  # GIM_OUTPUT_DIRECTORY: the export folder must lie under it
     )
 
 
@@ -224,7 +228,7 @@ def test_d4_sigkill_during_export_then_rerun_exports_every_interval_once(
 
     from gim_tasks.db.partitions import ensure_partitions
 
-    url, out = gim_env["GIM_DATABASE_URL"], tmp_path / "out"
+    url, out = gim_env["GIM_DATABASE_URL"], Path(gim_env["GIM_OUTPUT_DIRECTORY"]) / "out"
     engine = make_engine(url)
     day = datetime(2026, 11, 20, tzinfo=UTC)
     with engine.begin() as conn:

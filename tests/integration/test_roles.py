@@ -58,9 +58,86 @@ def test_web_role_can_do_what_the_web_app_does_and_nothing_more(gim_env: dict[st
         "DROP TABLE option_change",
         "SELECT * FROM stg_interaction",
     ]
+    with owner.begin() as conn:
+        ended = conn.execute(
+            sa.text(
+                "INSERT INTO job_run (job, trigger, actor, state, started_at, ended_at) VALUES "
+                "('Job_ExtractICON', 'scheduled', 'scheduler', 'Failed', now(), now()) "
+                "RETURNING id"
+            )
+        ).scalar_one()
+        running = conn.execute(
+            sa.text(
+                "INSERT INTO job_run (job, trigger, actor, state, started_at) VALUES "
+                "('Job_TransformGIM', 'scheduled', 'scheduler', 'Running', now()) RETURNING id"
+            )
+        ).scalar_one()
+    forbidden += [
+        # rewrite history: counts, outcomes, who ran it
+        f"UPDATE job_run SET rows_read = 0 WHERE id = {running}",
+        f"UPDATE job_run SET error = NULL WHERE id = {ended}",
+        f"UPDATE job_run SET state = 'Completed' WHERE id = {running}",
+        f"UPDATE job_run SET state = 'Cancelled' WHERE id = {running}",
+        "INSERT INTO job_run (job, trigger, actor, state, started_at) "
+        "VALUES ('Job_ExportGIM', 'manual', 'x', 'Completed', now())",
+        "INSERT INTO job_run (job, trigger, actor, state) "
+        "VALUES ('Job_ExportGIM', 'scheduled', 'scheduler', 'Scheduled')",
+        # make a viewer admin, steal or extend a token, forge the option log
+        "UPDATE web_user SET role = 'admin'",
+        "UPDATE web_user SET password_hash = 'x'",
+        "UPDATE api_token SET user_id = 1",
+        "UPDATE api_token SET expires_at = NULL",
+        "INSERT INTO api_token (user_id, label, token_sha256) VALUES (1, 'x', 'y')",
+        "INSERT INTO option_change (section, name, old_value, new_value, changed_by) "
+        "VALUES ('schedule', 'timezone', 'GMT', 'UTC', 'someone else')",
+        "INSERT INTO option_value (section, name, value, changed_by) "
+        "VALUES ('schedule', 'run-export', 'true', 'x')",
+        "DELETE FROM option_change",
+    ]
     for statement in forbidden:
         with psycopg.connect(web_url, autocommit=True) as conn:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
+    # Row-level security: an ended run is not there to be changed (nothing happens).
+    with psycopg.connect(web_url, autocommit=True) as conn:
+        assert conn.execute(f"UPDATE job_run SET reason = 'x' WHERE id = {ended}").rowcount == 0
+        assert (
+            conn.execute(f"UPDATE job_run SET state = 'Cancelled' WHERE id = {ended}").rowcount == 0
+        )
+    with owner.connect() as conn:
+        assert conn.execute(
+            sa.text(f"SELECT state, reason FROM job_run WHERE id = {ended}")
+        ).one() == ("Failed", None)
+    # What it may do on a Running run: ask it to stop (M6), through the manager.
+    assert "stop requested" in manager.stop_run(web, running, "ops")
+    with pytest.raises(GimError, match=f"run {ended} is Failed"):
+        manager.stop_run(web, ended, "ops")
     web.dispose()
+    owner.dispose()
+
+
+def test_every_route_works_as_the_web_role(gim_env: dict[str, str]) -> None:
+    """The web app as ./dev up and production run it, on its least-privilege role: every
+    route of the role table answers, none fails for a missing grant (a 500)."""
+    from test_web_api import ROUTES, Web, _call
+
+    owner = make_engine(gim_env["GIM_DATABASE_URL"])
+    role = "web_" + gim_env["GIM_DATABASE_URL"].rsplit("/", 1)[1]
+    with owner.begin() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+    grant_web(owner, role)
+    for name in ("viewer", "operator", "admin"):
+        auth.add_user(owner, name, name, "correct horse 1", "test")
+    web_engine = make_engine(
+        gim_env["GIM_DATABASE_URL"].replace("postgresql://gim@", f"postgresql://{role}@", 1)
+    )
+    site = Web(create_app(get_settings(), web_engine), owner)
+    session = site.session("admin")
+    for method, path in ROUTES:
+        for client, csrf in ((site.api("admin"), None), session):
+            reply = _call(client, method, path, csrf)
+            assert reply.status_code < 500, (method, path, reply.text[:300])
+        if path == "/logout":
+            session = site.session("admin")
+    web_engine.dispose()
     owner.dispose()

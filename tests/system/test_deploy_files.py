@@ -15,7 +15,7 @@ PASSWORDS = {
     "POSTGRES_PASSWORD": "pg-secret",
     "REDIS_PASSWORD": "redis-secret",
     "GIM_FLOWER_PASSWORD": "flower-secret",
-    "GIM_WEB_SECRET": "web-secret",
+    "GIM_WEB_SECRET": "Z3xv0C8pOq1tY7n2mB5kR9wE4aL6sD0fH3jK8uP1",
     "GIM_WEB_DB_PASSWORD": "web-db-secret",
 }
 
@@ -119,6 +119,12 @@ def test_kubernetes_manifests_beat_ha_workers_scalable_flower_protected() -> Non
     assert ("HorizontalPodAutoscaler", "gim-tasks-worker-etl") in by_name
     secret = by_name[("Secret", "gim-tasks-settings")]["stringData"]
     assert "FLOWER_BASIC_AUTH" in secret and "CHANGE-ME" in secret["FLOWER_BASIC_AUTH"]
+    # The example ships no usable session key: the web app refuses to start with it (A5).
+    from gim_tasks.errors import SettingsError
+    from gim_tasks.web.security import check_web_secret
+
+    with pytest.raises(SettingsError, match="GIM_WEB_SECRET"):
+        check_web_secret(secret["GIM_WEB_SECRET"])
     images = {
         c["image"]
         for d in docs

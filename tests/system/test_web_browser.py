@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import time
 import urllib.request
@@ -74,7 +75,7 @@ def test_operator_runs_and_stops_a_job_in_the_browser_and_gets_the_mail(
     stack.env.update(
         GIM_SMTP_HOST="127.0.0.1",
         GIM_SMTP_PORT=str(smtp.port),
-        GIM_WEB_SECRET="test-secret",
+        GIM_WEB_SECRET=secrets.token_urlsafe(48),
         GIM_HEARTBEAT_SECONDS="1",
     )
     auth.add_user(stack.engine, "ada", "admin", "password-ada", "test", email="ada@example.com")

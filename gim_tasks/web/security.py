@@ -1,0 +1,189 @@
+"""Hardening of the web app (SPEC A5; issue "Security hardening"): the session-signing key,
+browser security headers, login throttling and bounded password hashing.
+
+- **Key.** ``GIM_WEB_SECRET`` signs the session cookie. The app refuses to start without one,
+  with one shorter than 32 bytes, or with a known placeholder (the bug class of Airflow
+  CVE-2020-17526 and Superset CVE-2023-27524). Sessions are also server-side records
+  (``web_session``), so even a leaked key forges no session: a cookie only names a session
+  that must exist in the database.
+- **Headers.** Every response carries a Content-Security-Policy that allows only the app's own
+  scripts and styles and no framing, ``X-Frame-Options: DENY``, ``nosniff``, a strict
+  ``Referrer-Policy``; every response but static files ``Cache-Control: no-store``.
+- **Throttling.** Failed logins are recorded (``login_failure``) per account and per client
+  address; the sixth within a minute for either is answered 429 with ``Retry-After``, before
+  any password is hashed. Several web replicas share the count (it is in PostgreSQL).
+- **Bounded hashing.** argon2id costs 64 MiB per verification: at most ``web_hash_slots``
+  verifications run at once per process, so anonymous requests cannot exhaust its memory; a
+  request that waits longer than a few seconds for a slot is answered 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gim_tasks.db.tables import login_failure
+from gim_tasks.errors import SettingsError
+
+MIN_SECRET_BYTES = 32
+#: Keys shipped in examples and earlier versions: never accepted.
+KNOWN_PLACEHOLDERS = frozenset(
+    {
+        "CHANGE-ME",
+        "change-me",
+        "changeme",
+        "CHANGEME",
+        "dev-only-session-key",
+        "web-secret",
+        "secret",
+        "a-long-random-string",
+    }
+)
+HOW_TO_MAKE = "make one with `gim web-secret` (48 random bytes, URL-safe)"
+
+
+def check_web_secret(secret: str) -> str:
+    """The key, or :class:`SettingsError` naming GIM_WEB_SECRET and how to make one."""
+    if not secret:
+        raise SettingsError(
+            f"GIM_WEB_SECRET is not set: the web app signs sessions with it; {HOW_TO_MAKE}"
+        )
+    if secret in KNOWN_PLACEHOLDERS or "change-me" in secret.lower():
+        raise SettingsError(f"GIM_WEB_SECRET is a published placeholder; {HOW_TO_MAKE}")
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise SettingsError(
+            f"GIM_WEB_SECRET is {len(secret.encode())} bytes; at least {MIN_SECRET_BYTES} are "
+            f"needed; {HOW_TO_MAKE}"
+        )
+    if len(set(secret)) < 8:
+        raise SettingsError(f"GIM_WEB_SECRET repeats a few characters; {HOW_TO_MAKE}")
+    return secret
+
+
+# ----- headers --------------------------------------------------------------------------------
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
+
+
+class SecurityHeaders:
+    """Adds the headers above to every response; ``Cache-Control: no-store`` to every
+    response but the static files (pages and API answers may hold what a role may read)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = str(scope.get("path", "")).startswith("/static/")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if static or k.lower() != b"cache-control"
+                ]
+                headers.extend(SECURITY_HEADERS)
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+# ----- login throttling --------------------------------------------------------------------
+
+
+class Throttled(Exception):
+    def __init__(self, retry_after: int, what: str) -> None:
+        super().__init__(what)
+        self.retry_after = retry_after
+
+
+class LoginThrottle:
+    """At most ``limit`` failed logins per ``window`` for an account and for a client address;
+    the next attempt is refused (429) until the oldest of them leaves the window."""
+
+    def __init__(
+        self, engine: Engine, limit: int = 5, window: timedelta = timedelta(minutes=1)
+    ) -> None:
+        self.engine, self.limit, self.window = engine, limit, window
+
+    def check(self, account: str, client: str, now: datetime | None = None) -> None:
+        """Raise :class:`Throttled` when the account or the client is over the limit."""
+        now = now or datetime.now(UTC)
+        since = now - self.window
+        with self.engine.connect() as conn:
+            for column, value, what in (
+                (login_failure.c.account, account, "this account"),
+                (login_failure.c.client, client, "this address"),
+            ):
+                times = (
+                    conn.execute(
+                        sa.select(login_failure.c.at)
+                        .where(column == value, login_failure.c.at > since)
+                        .order_by(login_failure.c.at.desc())
+                        .limit(self.limit)
+                    )
+                    .scalars()
+                    .all()
+                )
+                if len(times) >= self.limit:
+                    oldest = times[-1]
+                    retry = max(1, int((oldest + self.window - now).total_seconds()) + 1)
+                    raise Throttled(
+                        retry,
+                        f"too many failed logins for {what}: try again in {retry} s",
+                    )
+
+    def failed(self, account: str, client: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(login_failure).values(account=account[:64], client=client))
+            # Keep the table small: failures older than a day say nothing about now.
+            conn.execute(
+                sa.delete(login_failure).where(
+                    login_failure.c.at < sa.func.now() - sa.text("interval '1 day'")
+                )
+            )
+
+
+# ----- bounded hashing -----------------------------------------------------------------------
+
+
+class Busy(Exception):
+    """No password-hashing slot became free in time."""
+
+
+class HashSlots:
+    def __init__(self, slots: int, wait: float = 5.0) -> None:
+        self._semaphore = threading.BoundedSemaphore(slots)
+        self.wait = wait
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if not self._semaphore.acquire(timeout=self.wait):
+            raise Busy("the server is busy checking passwords; try again in a few seconds")
+        try:
+            yield
+        finally:
+            self._semaphore.release()
