@@ -10,6 +10,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -62,6 +63,16 @@ def _finding(check: Check) -> list[Finding]:
     return findings
 
 
+def _mart_value(settings: Settings, query: str) -> Any:
+    """One value from the Info Mart, on a connection of its own (the check runs rarely)."""
+    engine = make_engine(settings.database_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(query)).scalar_one_or_none()
+    finally:
+        engine.dispose()
+
+
 def check_retention(
     options: Options, settings: Settings, now: datetime | None = None
 ) -> list[Finding]:
@@ -70,16 +81,10 @@ def check_retention(
         return []
     now = now or datetime.now(UTC)
     keep = int(options.get("gim-etl", "days-to-keep-facts"))
-    engine = make_engine(settings.database_url, poolclass=sa.pool.NullPool)
     try:
-        with engine.connect() as conn:
-            through = conn.execute(
-                sa.text("SELECT exported_through FROM export_mark WHERE id = 1")
-            ).scalar_one_or_none()
+        through = _mart_value(settings, "SELECT exported_through FROM export_mark WHERE id = 1")
     except sa.exc.SQLAlchemyError:
         return []  # the reachability checks report the database
-    finally:
-        engine.dispose()
     oldest_kept = now - timedelta(days=keep)
     if through is not None and through < oldest_kept:
         return [
@@ -101,16 +106,10 @@ def check_calendar(
     now = now or datetime.now(UTC)
     days = int(options.get("gim-etl", "date-time-min-days-ahead"))
     needed = now + timedelta(days=days)
-    engine = make_engine(settings.database_url, poolclass=sa.pool.NullPool)
     try:
-        with engine.connect() as conn:
-            newest = conn.execute(
-                sa.text("SELECT to_timestamp(max(date_time_key)) FROM date_time")
-            ).scalar_one()
+        newest = _mart_value(settings, "SELECT to_timestamp(max(date_time_key)) FROM date_time")
     except sa.exc.SQLAlchemyError:
         return []  # the reachability and schema checks report the database
-    finally:
-        engine.dispose()
     if newest is not None and newest >= needed:
         return []
     reach = f"reaches {newest:%Y-%m-%d} only" if newest is not None else "is empty"

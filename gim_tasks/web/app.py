@@ -18,6 +18,7 @@ Security (A5):
 """
 
 import hmac
+import importlib.resources
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -30,8 +31,13 @@ import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Form, Query, Request
 from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
@@ -56,6 +62,7 @@ from gim_tasks.settings import Settings, get_settings
 from gim_tasks.web import auth, notify, views
 from gim_tasks.web.auth import Principal
 from gim_tasks.web.security import (
+    DOCS_CONTENT_SECURITY_POLICY,
     Busy,
     HashSlots,
     LoginThrottle,
@@ -73,6 +80,10 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 PUBLIC_PATHS = ("/login", "/healthz", "/static")
 
 
+#: The Swagger UI files /api/docs loads, vendored by the fastapi-offline package (Swagger UI
+#: 5, which reads OpenAPI 3.1): served by this app, so the docs work without internet.
+DOCS_DIR = Path(str(importlib.resources.files("fastapi_offline") / "static"))
+DOCS_ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js")
 #: Path ids: bigint in PostgreSQL, so 1 .. 2**63 - 1 (larger ones are a 422, never a 500).
 RunId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1, description="Run id.")]
 SubscriptionId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1, description="Subscription id.")]
@@ -571,8 +582,21 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return JSONResponse(app.openapi())
 
     @app.get("/api/docs", include_in_schema=False)
-    def docs(who: Viewer) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/api/openapi.json", title=app.title)
+    def docs(request: Request, who: Viewer) -> Response:
+        """Swagger UI from the vendored files (fastapi-offline): no CDN, so it works
+        air-gapped; its one script of our own is /static/swagger-init.js."""
+        return templates.TemplateResponse(
+            request,
+            "api_docs.html",
+            {"title": app.title},
+            headers={"Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY},
+        )
+
+    @app.get("/api/docs/assets/{name}", include_in_schema=False)
+    def docs_asset(who: Viewer, name: str) -> Response:
+        if name not in DOCS_ASSETS:
+            raise ApiError(404, f"no such file; the docs' files are {', '.join(DOCS_ASSETS)}")
+        return FileResponse(DOCS_DIR / name)
 
     @app.get("/api/me", tags=["session"])
     def me(who: Viewer) -> dict[str, str]:

@@ -82,8 +82,16 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
+#: The API docs page (Swagger UI, served from the vendored files) sets inline style
+#: attributes; it alone relaxes style-src. Scripts stay 'self' only.
+DOCS_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
+    "style-src 'self'", "style-src 'self' 'unsafe-inline'"
+)
+
+
 class SecurityHeaders:
-    """Adds the headers above to every response; ``Cache-Control: no-store`` to every
+    """Adds the headers above to every response (a route may set a stricter or page-specific
+    Content-Security-Policy of its own, which is kept); ``Cache-Control: no-store`` to every
     response but the static files (pages and API answers may hold what a role may read)."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -102,7 +110,8 @@ class SecurityHeaders:
                     for k, v in message.get("headers", [])
                     if static or k.lower() != b"cache-control"
                 ]
-                headers.extend(SECURITY_HEADERS)
+                own = {k.lower() for k, _ in headers}
+                headers.extend((k, v) for k, v in SECURITY_HEADERS if k not in own)
                 if not static:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers

@@ -158,8 +158,15 @@ def test_c2_an_unreachable_idb_blocks_manual_runs_naming_it(
     assert "Rejected: configuration check failed" in out and "IDB 1" in out
 
 
-def _local_env(gim_env: dict[str, str]) -> dict[str, str]:
-    return {**os.environ, **gim_env, "GIM_HEARTBEAT_SECONDS": "0.3", "GIM_LEASE_SECONDS": "2"}
+def start_local(gim_env: dict[str, str], job: str) -> subprocess.Popen[str]:
+    """`gim run JOB --local` in its own process, heartbeating every 0.3 s (lease 2 s)."""
+    return subprocess.Popen(
+        [GIM, "run", job, "--local"],
+        env={**os.environ, **gim_env, "GIM_HEARTBEAT_SECONDS": "0.3", "GIM_LEASE_SECONDS": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_m0_r2_local_run_holds_its_lease_then_sigterm_ends_it_stopped(
@@ -169,13 +176,7 @@ def test_m0_r2_local_run_holds_its_lease_then_sigterm_ends_it_stopped(
     never taken for a lost worker; `timeout -s TERM` (a container stop) ends it Stopped, kind
     shutdown, within seconds."""
     engine = make_engine(gim_env["GIM_DATABASE_URL"])
-    process = subprocess.Popen(
-        [GIM, "run", "Job_AggregateGIM", "--local"],
-        env=_local_env(gim_env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_local(gim_env, "Job_AggregateGIM")
     try:
         wait_for(lambda: bool(rows(engine, "state = 'Running'")), 60, "the local run to start")
         (run,) = rows(engine, "state = 'Running'")
@@ -200,13 +201,7 @@ def test_m6_gim_stop_stops_a_local_run_as_the_operator(
     gim_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     engine = make_engine(gim_env["GIM_DATABASE_URL"])
-    process = subprocess.Popen(
-        [GIM, "run", "Job_AggregateGIM", "--local"],
-        env=_local_env(gim_env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_local(gim_env, "Job_AggregateGIM")
     try:
         wait_for(lambda: bool(rows(engine, "state = 'Running'")), 60, "the local run to start")
         (run,) = rows(engine, "state = 'Running'")
@@ -236,13 +231,7 @@ def test_m5_s13_local_run_waits_for_maintenance_then_runs(gim_env: dict[str, str
                 "RETURNING id"
             )
         ).scalar_one()
-    process = subprocess.Popen(
-        [GIM, "run", "Job_TransformGIM", "--local"],
-        env=_local_env(gim_env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_local(gim_env, "Job_TransformGIM")
     try:
         where = "job = 'Job_TransformGIM'"
         wait_for(lambda: bool(rows(engine, where)), 60, "the local request")
@@ -279,12 +268,7 @@ def test_r2_a_waiting_local_request_whose_process_died_is_cancelled(
                 "VALUES ('Job_MaintainGIM', 'manual', 'erin', 'Running', now(), now())"
             )
         )
-    process = subprocess.Popen(
-        [GIM, "run", "Job_ExtractICON", "--local"],
-        env=_local_env(gim_env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_local(gim_env, "Job_ExtractICON")
     where = "job = 'Job_ExtractICON' AND state = 'Scheduled'"
     wait_for(lambda: bool(rows(engine, where)), 60, "the waiting request")
     process.kill()

@@ -46,6 +46,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/notifications/{subscription_id}/delete"): "admin",
     ("GET", "/api/openapi.json"): "viewer",
     ("GET", "/api/docs"): "viewer",
+    ("GET", "/api/docs/assets/{name}"): "viewer",
     ("GET", "/api/me"): "viewer",
     ("GET", "/api/jobs/scheduled"): "viewer",
     ("GET", "/api/runs"): "viewer",

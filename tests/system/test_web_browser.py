@@ -104,6 +104,22 @@ def test_operator_runs_and_stops_a_job_in_the_browser_and_gets_the_mail(
         expect(page.locator("#scheduled tbody tr")).to_have_count(6)
         _shot(page, "scheduled")
 
+        # API docs work air-gapped: Swagger UI from the app's own files, nothing else
+        # requested, no Content-Security-Policy violation.
+        elsewhere: list[str] = []
+        violations: list[str] = []
+        page.on("request", lambda r: None if r.url.startswith(url) else elsewhere.append(r.url))
+        page.on(
+            "console",
+            lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        page.goto(url + "/api/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("gim-tasks")
+        expect(page.locator(".opblock-summary-path").first).to_be_visible()
+        _shot(page, "api-docs")
+        assert elsewhere == [] and violations == [], (elsewhere, violations)
+        page.goto(url + "/jobs/scheduled")
+
         # Run Job: continuous aggregation (run-aggregates=false, M3) runs until stopped.
         page.click("#tab-run")
         page.select_option("#job", "Job_AggregateGIM")
