@@ -9,6 +9,21 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+#: Run states of SPEC R1 (the ``job_run.state`` constraint is built from this).
+RUN_STATES = (
+    "Scheduled",
+    "Running",
+    "Completed",
+    "Completed with warnings",
+    "Failed",
+    "Stopped",
+    "Cancelled",
+    "Rejected",
+)
+
+#: Roles of SPEC A5, weakest first: each role may do what the ones before it may.
+ROLES = ("viewer", "operator", "admin")
+
 
 class StopKind(StrEnum):
     WINDOW_END = "window-end"  # S7: the aggregation window ended

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out
-from gim_tasks.db.engine import connect
+from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out, settings
 from gim_tasks.errors import GimError
-from gim_tasks.options import store
-from gim_tasks.options.check import CheckReport, check_options
-from gim_tasks.options.registry import OPTIONS, SECTIONS, OptionError, lookup
-from gim_tasks.runtime.health import check_deployment
-from gim_tasks.settings import get_settings
+
+if TYPE_CHECKING:
+    from gim_tasks.options.check import CheckReport
+
+# Heavy modules (SQLAlchemy, the option store, the server checks) are imported inside the
+# commands: `gim --help` must not pay for them (cli/common.py).
 
 app = typer.Typer(help="Operator options: show, set, import, export, check.", no_args_is_help=True)
 
 
 def _print_report(report: CheckReport, as_json: bool = False) -> None:
+    from rich.markup import escape
+
     if as_json:
         print(
             json.dumps(
@@ -52,6 +52,13 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """Show every option's value, default and who last changed it."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from gim_tasks.db.engine import connect
+    from gim_tasks.options import store
+    from gim_tasks.options.registry import OPTIONS, SECTIONS, lookup
+
     if section is not None and section not in SECTIONS:
         lookup(section, "")
     with connect(mart_engine()) as conn:
@@ -101,6 +108,10 @@ def set_(
 ) -> None:
     """Set one option. An invalid value is refused and nothing is stored. The scheduler uses
     the new value from its next tick. The configuration check runs afterwards."""
+    from gim_tasks.db.engine import connect
+    from gim_tasks.options import store
+    from gim_tasks.options.check import check_options
+
     engine = mart_engine()
     update = store.set_option(
         engine,
@@ -108,7 +119,7 @@ def set_(
         option,
         value,
         actor or current_actor(),
-        output_base=get_settings().output_directory,
+        output_base=settings().output_directory,
     )
     out.print(str(update), markup=False)
     with connect(engine) as conn:
@@ -122,6 +133,8 @@ def unset(
     actor: ActorOption = "",
 ) -> None:
     """Return one option to its default."""
+    from gim_tasks.options import store
+
     update = store.unset_option(mart_engine(), section, option, actor or current_actor())
     out.print(str(update) + " (default)", markup=False)
 
@@ -140,13 +153,15 @@ def import_(
     actor: ActorOption = "",
 ) -> None:
     """Import options from an INI file: all of them, or none if any line is invalid."""
+    from gim_tasks.options import store
+
     text = file.read_text(encoding="utf-8")
     updates = store.import_options(
         mart_engine(),
         text,
         actor or current_actor(),
         str(file),
-        output_base=get_settings().output_directory,
+        output_base=settings().output_directory,
     )
     for update in updates:
         out.print(str(update), markup=False)
@@ -160,6 +175,9 @@ def export(
     ] = None,
 ) -> None:
     """Print every option as INI (readable back with `gim config import`)."""
+    from gim_tasks.db.engine import connect
+    from gim_tasks.options import store
+
     with connect(mart_engine()) as conn:
         text = store.load_options(conn).to_ini()
     if output is None:
@@ -173,7 +191,10 @@ def export(
 def check(as_json: JsonFlag = False) -> None:
     """Run the configuration check (C1): options, schema, Info Mart, IDBs, Redis, output
     directory. Exit code 1 when it reports an error (no run may start then, C2)."""
-    settings = get_settings()
+    from gim_tasks.db.engine import connect
+    from gim_tasks.options import store
+    from gim_tasks.runtime.health import check_deployment
+
     try:
         with connect(mart_engine()) as conn:
             options = store.load_options(conn)
@@ -181,7 +202,7 @@ def check(as_json: JsonFlag = False) -> None:
         from gim_tasks.options.values import Options
 
         options = Options.defaults()  # the report below names the unreachable database
-    report = check_deployment(options, settings)
+    report = check_deployment(options, settings())
     _print_report(report, as_json)
     if not report.ok:
         raise typer.Exit(1)
@@ -192,6 +213,12 @@ def history(
     limit: Annotated[int, typer.Option(help="How many changes.")] = 20, as_json: JsonFlag = False
 ) -> None:
     """The newest option changes: who, when, old and new value."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from gim_tasks.db.engine import connect
+    from gim_tasks.options import store
+
     with connect(mart_engine()) as conn:
         rows = store.option_history(conn, limit)
     if as_json:
@@ -226,6 +253,8 @@ def history(
 
 def reference_markdown() -> str:
     """The option reference table of the README (generated; a test keeps them equal)."""
+    from gim_tasks.options.registry import OPTIONS
+
     lines = ["| section | option | type / allowed | default | meaning |", "|---|---|---|---|---|"]
     for spec in OPTIONS:
         default = f"`{spec.default}`" if spec.default else "(empty)"
@@ -242,4 +271,4 @@ def reference() -> None:
     print(reference_markdown(), end="")
 
 
-__all__ = ["OptionError", "app", "reference_markdown"]
+__all__ = ["app", "reference_markdown"]

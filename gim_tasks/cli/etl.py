@@ -5,39 +5,39 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import psycopg
-import sqlalchemy as sa
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out
-from gim_tasks.db import mart_tables as mart
-from gim_tasks.db.engine import connect, make_engine
-from gim_tasks.db.migrate import schema_state
-from gim_tasks.db.tables import job_run
+from gim_tasks.cli.common import (
+    ActorOption,
+    JsonFlag,
+    console,
+    current_actor,
+    mart_engine,
+    out,
+    settings,
+)
 from gim_tasks.errors import GimError
-from gim_tasks.idb.generator import generate
-from gim_tasks.idb.schema import init_idb
-from gim_tasks.idb.simulate import simulate
-from gim_tasks.jobs.base import JobContext
-from gim_tasks.jobs.extract import idb_name
-from gim_tasks.jobs.registry import body_of
-from gim_tasks.options import store
-from gim_tasks.runtime.health import output_directory
-from gim_tasks.runtime.local import LocalOutcome, run_in_process
 from gim_tasks.schedule.admission import Via
 from gim_tasks.schedule.jobs import JOB_NAMES
-from gim_tasks.settings import get_settings, redact
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from rich.progress import Progress
+
+    from gim_tasks.jobs.base import JobContext
+    from gim_tasks.runtime.local import LocalOutcome
+
+# Heavy modules (SQLAlchemy, psycopg, the job bodies, the runtime) are imported inside the
+# commands: `gim --help` and the light commands must not pay for them (cli/common.py).
 
 idb_app = typer.Typer(help="Source IDB databases: schema and traffic.", no_args_is_help=True)
 etl_app = typer.Typer(help="ETL state: marks, lag, pending rows, facts.", no_args_is_help=True)
 
 
 def _idb_urls() -> list[str]:
-    urls = get_settings().idb_urls
+    urls = settings().idb_urls
     if not urls:
         raise GimError("GIM_IDB_URLS is empty: set it to the IDB database URLs, comma-separated")
     return urls
@@ -56,6 +56,10 @@ IdbOption = Annotated[int, typer.Option("--idb", help="Which IDB of GIM_IDB_URLS
 @idb_app.command("init")
 def idb_init() -> None:
     """Create (or complete) the IDB schema in every database of GIM_IDB_URLS."""
+    from gim_tasks.db.engine import connect, make_engine
+    from gim_tasks.idb.schema import init_idb
+    from gim_tasks.settings import redact
+
     for url in _idb_urls():
         engine = make_engine(url)
         with connect(engine, "IDB"):
@@ -85,6 +89,10 @@ def idb_generate(
     as_json: JsonFlag = False,
 ) -> None:
     """Write deterministic, realistic traffic into one IDB and print what was written."""
+    import psycopg
+
+    from gim_tasks.idb.generator import generate
+
     try:
         begin = datetime.fromisoformat(start)
     except ValueError:
@@ -128,6 +136,9 @@ def idb_simulate(
 ) -> None:
     """Trickle live calls into an IDB in real time (concurrent writers commit out of id order,
     calls are updated when they end). Ctrl-C stops it."""
+    from gim_tasks.idb.simulate import simulate
+    from gim_tasks.settings import redact
+
     url = _pick_idb(idb)
     out.print(f"simulating {rate} calls/h into {redact(url)} with {writers} writers", markup=False)
     counts = simulate(url, rate_per_hour=rate, writers=writers, duration=duration)
@@ -135,12 +146,14 @@ def idb_simulate(
 
 
 def _progress() -> Progress:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         TextColumn("{task.completed:,.0f} rows"),
         TimeElapsedColumn(),
-        console=out,
+        console=console(),
         transient=True,
     )
 
@@ -157,7 +170,11 @@ def run_local(
     """Run ``job`` in this process as a real run (M0): the same admission as every path, then
     claim, heartbeat, fencing and a cooperative stop on SIGINT/SIGTERM
     (:mod:`gim_tasks.runtime.local`). A run that must wait says what it waits for."""
-    settings = get_settings()
+    from gim_tasks.db.migrate import schema_state
+    from gim_tasks.jobs.registry import body_of
+    from gim_tasks.runtime.local import run_in_process
+
+    idb_urls = settings().idb_urls
     engine = mart_engine()
     state = schema_state(engine)
     if not state.at_head:
@@ -175,7 +192,7 @@ def run_local(
             job,
             actor,
             body or body_of(job) if job in JOB_NAMES else _no_body,
-            settings.idb_urls,
+            idb_urls,
             params=params,
             force=force,
             via=via,
@@ -196,6 +213,11 @@ def _no_body(ctx: JobContext) -> None:  # pragma: no cover - an unknown job is n
 
 def etl_status_data(engine: sa.Engine) -> dict[str, Any]:
     """Marks per IDB and table, pending rows, lag, last cycle durations, fact row counts."""
+    import sqlalchemy as sa
+
+    from gim_tasks.db import mart_tables as mart
+    from gim_tasks.db.tables import job_run
+
     with engine.connect() as conn:
         names: dict[int, str] = {
             row.idb_id: row.name for row in conn.execute(sa.select(mart.idb_source)).all()
@@ -270,6 +292,8 @@ def etl_status_data(engine: sa.Engine) -> dict[str, Any]:
 def etl_status(as_json: JsonFlag = False) -> None:
     """Per IDB marks, rows waiting for Transform, lag (newest staged vs newest fact), recent
     Extract/Transform durations, fact row counts."""
+    from rich.table import Table
+
     data = etl_status_data(mart_engine())
     if as_json:
         print(json.dumps(data, indent=2))
@@ -315,21 +339,25 @@ def report_local(outcome: LocalOutcome, job: str, quiet: bool = False) -> None:
         raise typer.Exit(130 if outcome.state == "Stopped" else 1)
 
 
-__all__ = ["etl_app", "idb_app", "idb_name", "report_local", "run_local"]
+__all__ = ["etl_app", "idb_app", "report_local", "run_local"]
 
 
 export_app = typer.Typer(help="CSV export: progress and files.", no_args_is_help=True)
 
 
 def export_status_data() -> dict[str, Any]:
-    settings = get_settings()
+    import sqlalchemy as sa
+
+    from gim_tasks.options import store
+    from gim_tasks.runtime.health import output_directory
+
     engine = mart_engine()
     with engine.connect() as conn:
         options = store.load_options(conn)
         mark = conn.execute(
             sa.text("SELECT exported_through, last_chunk FROM export_mark WHERE id = 1")
         ).one_or_none()
-    base = output_directory(options, settings)
+    base = output_directory(options, settings())
     chunks = sorted(base.glob("chunk-*")) if base.exists() else []
     files = [f for chunk in chunks for f in chunk.iterdir() if f.is_file()]
     return {
@@ -362,6 +390,8 @@ aggregate_app = typer.Typer(
 def aggregate_status(as_json: JsonFlag = False) -> None:
     """Pending intervals, oldest pending, queued re-aggregation requests, last pass, and per
     hierarchy the newest aggregated interval (freshness)."""
+    import sqlalchemy as sa
+
     from gim_tasks.aggregate.compute import ensure_tables
     from gim_tasks.aggregate.registry import HIERARCHIES
 

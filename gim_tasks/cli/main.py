@@ -12,10 +12,7 @@ import os
 import sys
 from typing import Annotated
 
-import redis
-import sqlalchemy as sa
 import typer
-from rich.table import Table
 
 from gim_tasks import __version__
 from gim_tasks.cli import config as config_cli
@@ -23,12 +20,8 @@ from gim_tasks.cli import etl as etl_cli
 from gim_tasks.cli import runs as runs_cli
 from gim_tasks.cli import schedule as schedule_cli
 from gim_tasks.cli import web as web_cli
-from gim_tasks.cli.common import JsonFlag, out
-from gim_tasks.db import migrate
-from gim_tasks.db.engine import connection_problem, make_engine
+from gim_tasks.cli.common import JsonFlag, mart_engine, out, settings
 from gim_tasks.errors import GimError
-from gim_tasks.settings import get_settings
-from gim_tasks.status import run_checks
 
 app = typer.Typer(
     help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False
@@ -58,7 +51,7 @@ app.command("beat", context_settings=_passthrough)(runs_cli.beat_command)
 @app.command()
 def version() -> None:
     """Print the gim-tasks version."""
-    out.print(__version__)
+    print(__version__)  # plain print: rich is not needed to say a version
 
 
 @app.command()
@@ -67,7 +60,11 @@ def status(as_json: JsonFlag = False) -> None:
 
     Exit code 0 when everything is up and current, 1 otherwise.
     """
-    checks = run_checks(get_settings())
+    from rich.table import Table
+
+    from gim_tasks.status import run_checks
+
+    checks = run_checks(settings())
     if as_json:
         print(
             json.dumps(
@@ -98,8 +95,9 @@ def db_upgrade(
 
     Safe to run from several processes at once (an advisory lock serialises them).
     """
-    engine = make_engine(get_settings().database_url)
-    state = migrate.upgrade(engine, revision)
+    from gim_tasks.db import migrate
+
+    state = migrate.upgrade(mart_engine(), revision)
     out.print(f"schema {state.describe()}")
 
 
@@ -112,14 +110,16 @@ def db_grant_web(
     Run as the schema owner after every upgrade; idempotent."""
     from gim_tasks.db.roles import grant_web
 
-    statements = grant_web(make_engine(get_settings().database_url), role)
+    statements = grant_web(mart_engine(), role)
     out.print(f"{role}: {len(statements)} grant/revoke statements applied", markup=False)
 
 
 @db_app.command("check")
 def db_check(as_json: JsonFlag = False) -> None:
     """Say whether the database schema is at head. Exit code 1 when it is not."""
-    state = migrate.schema_state(make_engine(get_settings().database_url))
+    from gim_tasks.db import migrate
+
+    state = migrate.schema_state(mart_engine())
     if as_json:
         print(json.dumps({"current": state.current, "head": state.head, "at_head": state.at_head}))
     else:
@@ -149,9 +149,13 @@ def main(argv: list[str] | None = None) -> int:
 def _describe(error: Exception) -> tuple[str, int]:
     if isinstance(error, GimError):
         return str(error), error.exit_code
-    if isinstance(error, sa.exc.OperationalError):
+    # Only a command that loaded SQLAlchemy or redis can raise their errors: no import here.
+    sa_exc, redis_module = sys.modules.get("sqlalchemy.exc"), sys.modules.get("redis")
+    if sa_exc is not None and isinstance(error, sa_exc.OperationalError):
+        from gim_tasks.db.engine import connection_problem
+
         return f"database unreachable: {connection_problem(error)}", 3
-    if isinstance(error, redis.RedisError):
+    if redis_module is not None and isinstance(error, redis_module.RedisError):
         return f"Redis unreachable: {str(error).splitlines()[0]}", 3
     logging.getLogger("gim_tasks").exception("unexpected error")
     return f"unexpected {type(error).__name__}: {error} (run with GIM_DEBUG=1 for details)", 1

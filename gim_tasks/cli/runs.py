@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out
 from gim_tasks.cli.etl import report_local, run_local
 from gim_tasks.errors import GimError
-from gim_tasks.runtime import manager
 from gim_tasks.runtime.queues import QUEUES
 from gim_tasks.schedule.admission import Via
+
+# The manager (SQLAlchemy), Celery's client and rich are imported inside the commands.
 
 CELERY_APP = "gim_tasks.runtime.celery_app"
 SCHEDULER = "gim_tasks.runtime.beat:GimScheduler"
@@ -40,13 +39,17 @@ def _describe(run: dict[str, Any]) -> str:
 
 
 def _get(run_id: int) -> dict[str, Any]:
-    for run in manager.list_runs(mart_engine(), "all", limit=1, run_id=run_id):
+    from gim_tasks.runtime.listing import list_runs
+
+    for run in list_runs(mart_engine(), "all", limit=1, run_id=run_id):
         return run
     raise GimError(f"run {run_id} does not exist")
 
 
 def wait_for(run_id: int, timeout: float | None = None) -> dict[str, Any]:
     """Follow a run to its end with a progress line."""
+    from rich.markup import escape
+
     deadline = None if timeout is None else time.monotonic() + timeout
     shown = ""
     with out.status("") as status:
@@ -94,12 +97,14 @@ def run_command(
     run that must wait (M5, S13) waits here, saying for what.
     Exit code: 0 admitted (with --wait or --local: completed), 1 rejected, cancelled or
     failed, 2 malformed request (nothing recorded), 130 stopped."""
+    from gim_tasks.runtime import manager
+
     who = actor or current_actor()
     if local:
         report_local(run_local(job, who, force=force, params=params), job)
         return
-    from gim_tasks.runtime.beat import send
     from gim_tasks.runtime.celery_app import app as celery_app
+    from gim_tasks.runtime.dispatch import send
 
     engine = mart_engine()
     admission = manager.request_run(engine, job, who, params, force=force, via=Via.CLI)
@@ -121,6 +126,8 @@ def stop_command(
 ) -> None:
     """Stop a Running run (M6): it stops at its next safe point, keeping committed work; after
     a grace period the beat revokes it with terminate. A Scheduled run is cancelled."""
+    from gim_tasks.runtime import manager
+
     out.print(manager.stop_run(mart_engine(), run_id, actor or current_actor()), markup=False)
 
 
@@ -128,6 +135,8 @@ def cancel_command(
     run_id: Annotated[int, typer.Argument(help="Run id.")], actor: ActorOption = ""
 ) -> None:
     """Cancel a Scheduled run (M6): it leaves the scheduled list and is recorded Cancelled."""
+    from gim_tasks.runtime import manager
+
     out.print(manager.cancel_run(mart_engine(), run_id, actor or current_actor()), markup=False)
 
 
@@ -143,10 +152,15 @@ def jobs_command(
     as_json: JsonFlag = False,
 ) -> None:
     """List runs, newest first (A2): id, job, state, trigger, actor, start, end, counts."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from gim_tasks.runtime.listing import list_runs
+
     if sum((running, scheduled, history)) > 1:
         raise GimError("choose at most one of --running, --scheduled, --history")
     which = "running" if running else "scheduled" if scheduled else "history" if history else "all"
-    runs = manager.list_runs(mart_engine(), which, category, job, limit)
+    runs = list_runs(mart_engine(), which, category, job, limit)
     if as_json:
         print(json.dumps(runs, indent=2))
         return

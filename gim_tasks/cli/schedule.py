@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from gim_tasks.cli.common import JsonFlag, mart_engine, out
-from gim_tasks.db.engine import connect
 from gim_tasks.errors import GimError
-from gim_tasks.options import store
 from gim_tasks.options.values import Options, ScheduleOptions, parse_ini
 from gim_tasks.schedule.plan import next_run_table, parse_start, period, plan
+
+# The schedule is pure and light; SQLAlchemy is loaded only to read the stored options.
 
 app = typer.Typer(
     help="The schedule: timeline of a period, Next Run of every job.", no_args_is_help=True
@@ -37,6 +36,9 @@ def _schedule_options(options_file: Path | None) -> ScheduleOptions:
     if options_file is not None:
         texts = parse_ini(options_file.read_text(encoding="utf-8"), str(options_file))
         return Options.from_texts(texts).schedule()
+    from gim_tasks.db.engine import connect
+    from gim_tasks.options import store
+
     with connect(mart_engine()) as conn:
         return store.load_options(conn).schedule()
 
@@ -66,6 +68,8 @@ def plan_command(
     if as_json:
         print(json.dumps([event.as_dict() for event in events], indent=2))
         return
+    from rich.table import Table
+
     table = Table("at", "job", "event", box=None)
     for event in events:
         table.add_row(event.at.strftime("%Y-%m-%d %H:%M %Z"), event.job, event.event)
@@ -99,6 +103,8 @@ def next_command(
     if as_json:
         print(json.dumps([row.as_dict() for row in rows], indent=2))
         return
+    from rich.table import Table
+
     table = Table("active", "job", "schedule", "next run", box=None)
     for row in rows:
         table.add_row(

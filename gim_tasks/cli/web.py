@@ -9,13 +9,12 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out
-from gim_tasks.db.tables import ROLES
+from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out, settings
 from gim_tasks.errors import GimError
-from gim_tasks.settings import get_settings
-from gim_tasks.web import auth, notify
+from gim_tasks.lifecycle import ROLES
+
+# The web app, users (argon2), notifications and rich are imported inside the commands.
 
 user_app = typer.Typer(help="Users of the web app and API, and their roles.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (Authorization: Bearer).", no_args_is_help=True)
@@ -51,8 +50,8 @@ def web_command(
 
     from gim_tasks.web.security import check_web_secret
 
-    settings = get_settings()
-    check_web_secret(settings.web_secret)
+    config = settings()
+    check_web_secret(config.web_secret)
     out.print(f"Monitor Jobs on http://{host}:{port} (API docs: /api/docs)", markup=False)
     uvicorn.run(
         "gim_tasks.web.app:create_app",
@@ -60,7 +59,7 @@ def web_command(
         host=host,
         port=port,
         workers=workers,
-        log_level=settings.log_level.lower(),
+        log_level=config.log_level.lower(),
         proxy_headers=True,
     )
 
@@ -97,6 +96,8 @@ def user_add(
 ) -> None:
     """Add a user. The password comes from a prompt (or --password-stdin) and is stored as an
     argon2 hash."""
+    from gim_tasks.web import auth
+
     auth.check_name(name)
     auth.check_role(role)
     password = _password(password_stdin)
@@ -127,6 +128,8 @@ def user_update(
     """Change a user's role, e-mail address or password. A new role or password ends every
     web session of the user at once; a new password also revokes their API tokens unless
     --keep-tokens."""
+    from gim_tasks.web import auth
+
     secret = _password(password_stdin) if (password or password_stdin) else None
     ended = auth.update_user(
         mart_engine(), name, role=role, password=secret, email=email, keep_tokens=keep_tokens
@@ -141,6 +144,8 @@ def user_update(
 @user_app.command("remove")
 def user_remove(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
     """Remove a user, their sessions and their API tokens."""
+    from gim_tasks.web import auth
+
     auth.remove_user(mart_engine(), name)
     out.print(f"user {name} removed", markup=False)
 
@@ -148,6 +153,10 @@ def user_remove(name: Annotated[str, typer.Argument(help="User name.")]) -> None
 @user_app.command("list")
 def user_list(as_json: JsonFlag = False) -> None:
     """Users, roles and e-mail addresses."""
+    from rich.table import Table
+
+    from gim_tasks.web import auth
+
     users = auth.list_users(mart_engine())
     if as_json:
         print(json.dumps(users, default=str, indent=2))
@@ -181,6 +190,8 @@ def token_create(
     """Create an API token for a user and print it (only now: it is stored hashed). Send it as
     ``Authorization: Bearer <token>``; it has the user's role. A new password of the user
     revokes it (unless `gim user update --keep-tokens`)."""
+    from gim_tasks.web import auth
+
     print(auth.create_token(mart_engine(), name, label, expires_days))
 
 
@@ -191,6 +202,10 @@ def token_list(
 ) -> None:
     """API tokens (never the tokens themselves): id, user, label, created, last used,
     expires."""
+    from rich.table import Table
+
+    from gim_tasks.web import auth
+
     tokens = auth.list_tokens(mart_engine(), name)
     if as_json:
         print(json.dumps(tokens, default=str, indent=2))
@@ -214,6 +229,8 @@ def token_revoke(
     token_id: Annotated[int, typer.Argument(help="Token id (gim token list).")],
 ) -> None:
     """Revoke an API token at once."""
+    from gim_tasks.web import auth
+
     auth.revoke_token(mart_engine(), token_id)
     out.print(f"token {token_id} revoked", markup=False)
 
@@ -231,6 +248,8 @@ def notify_add(
     actor: ActorOption = "",
 ) -> None:
     """Subscribe a recipient to a job's run ends (or change an existing subscription)."""
+    from gim_tasks.web import notify
+
     notify.add_subscription(
         mart_engine(), job, recipient, on_success, on_error, actor or current_actor()
     )
@@ -240,6 +259,8 @@ def notify_add(
 @notify_app.command("remove")
 def notify_remove(subscription_id: Annotated[int, typer.Argument(help="Subscription id.")]) -> None:
     """Remove a subscription."""
+    from gim_tasks.web import notify
+
     notify.remove_subscription(mart_engine(), subscription_id)
     out.print(f"subscription {subscription_id} removed", markup=False)
 
@@ -247,6 +268,10 @@ def notify_remove(subscription_id: Annotated[int, typer.Argument(help="Subscript
 @notify_app.command("list")
 def notify_list(as_json: JsonFlag = False) -> None:
     """Subscriptions: job, recipient, on success, on error."""
+    from rich.table import Table
+
+    from gim_tasks.web import notify
+
     rows = notify.list_subscriptions(mart_engine())
     if as_json:
         print(json.dumps(rows, default=str, indent=2))
@@ -268,7 +293,9 @@ def notify_list(as_json: JsonFlag = False) -> None:
 def notify_send() -> None:
     """Send every due notification mail now, in this process (the workers do this on their
     own; for operators checking SMTP settings)."""
-    sent, pending = notify.deliver(mart_engine(), get_settings())
+    from gim_tasks.web import notify
+
+    sent, pending = notify.deliver(mart_engine(), settings())
     out.print(f"{sent} mail(s) sent, {pending} still pending after a failed attempt", markup=False)
     if pending:
         raise typer.Exit(1)

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from gim_tasks.lifecycle import STOP_KINDS
+from gim_tasks.lifecycle import ROLES, RUN_STATES, STOP_KINDS
 
 # Stable constraint names, so migrations can refer to them.
 metadata = MetaData(
@@ -37,17 +37,6 @@ metadata = MetaData(
     }
 )
 
-#: Run states of SPEC R1. The state machine itself lives in ``gim_tasks.runtime.runs``.
-RUN_STATES = (
-    "Scheduled",
-    "Running",
-    "Completed",
-    "Completed with warnings",
-    "Failed",
-    "Stopped",
-    "Cancelled",
-    "Rejected",
-)
 
 #: Operator job options (SPEC §2), one row per option that differs from its default.
 option_value = Table(
@@ -130,8 +119,6 @@ job_run = Table(
     Index("ix_job_run_state", "state"),
 )
 
-#: Roles of SPEC A5, weakest first: each role may do what the ones before it may.
-ROLES = ("viewer", "operator", "admin")
 
 #: Users of the web app and API (A5). Passwords are argon2 hashes (gim_tasks.web.auth).
 web_user = Table(

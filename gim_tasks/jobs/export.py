@@ -36,8 +36,7 @@ from psycopg import sql
 
 from gim_tasks.db import mart_tables as mart
 from gim_tasks.jobs.base import JobContext
-from gim_tasks.options.paths import confined_directory
-from gim_tasks.options.values import Options
+from gim_tasks.options.paths import resolve_output_directory
 
 log = logging.getLogger("gim_tasks.jobs.export")
 
@@ -108,13 +107,6 @@ VIEW_EXPORTS = (
 def chunk_name(start: datetime, end: datetime) -> str:
     """A file-system-safe name made of the interval only (never of data values)."""
     return f"chunk-{start:%Y%m%dT%H%M%SZ}-{end:%Y%m%dT%H%M%SZ}"
-
-
-def resolve_output_directory(options: Options, base: Path) -> Path:
-    """The export folder: the option, resolved under ``base`` (GIM_OUTPUT_DIRECTORY) when
-    relative. It must lie under ``base``: the option is an admin's to set from the web, and
-    must not reach the rest of the host (GimError otherwise)."""
-    return confined_directory(str(options.get("gim-export", "output-directory")), base)
 
 
 def output_directory(ctx: JobContext) -> Path:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gim_tasks.options.registry import OptionError
+
+if TYPE_CHECKING:
+    from gim_tasks.options.values import Options
 
 #: (section, option) whose value is a directory that must lie under GIM_OUTPUT_DIRECTORY.
 CONFINED = {("gim-export", "output-directory")}
@@ -28,3 +32,10 @@ def check_confined(section: str, name: str, text: str, base: Path | None) -> Non
     """Refuse (OptionError, nothing stored) a confined option's value outside ``base``."""
     if base is not None and (section, name) in CONFINED:
         confined_directory(text.strip(), base)
+
+
+def resolve_output_directory(options: Options, base: Path) -> Path:
+    """The export folder: the option, resolved under ``base`` (GIM_OUTPUT_DIRECTORY) when
+    relative. It must lie under ``base``: the option is an admin's to set from the web, and
+    must not reach the rest of the host (GimError otherwise)."""
+    return confined_directory(str(options.get("gim-export", "output-directory")), base)

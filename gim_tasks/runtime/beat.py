@@ -30,8 +30,10 @@ from gim_tasks.db.engine import make_engine, session_name
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.registry import BODIES
 from gim_tasks.options import store
+from gim_tasks.runtime.dispatch import send
 from gim_tasks.runtime.execution import LEASE_SECONDS
 from gim_tasks.runtime.health import CachedServerCheck
+from gim_tasks.runtime.locks import ADMISSION_LOCK_KEY
 from gim_tasks.runtime.state import load_state
 from gim_tasks.schedule.engine import Hold, Launch, Release, Skip, Stop, Tick, decide
 from gim_tasks.schedule.jobs import BY_NAME
@@ -41,8 +43,6 @@ from gim_tasks.web import notify
 log = logging.getLogger("gim_tasks.runtime.beat")
 
 CURSORS_KEY = "gim:cursors"
-#: Serialises admission decisions of the beat and of manual starts (manager.py).
-ADMISSION_LOCK_KEY = 0x67696D5F61646D  # "gim_adm"
 STOP_GRACE_SECONDS = 60.0  # M6: cooperative stop first, revoke(terminate) after this
 
 
@@ -232,10 +232,6 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def send(app: Any, job: str, run_id: int) -> None:
-    app.send_task(job, kwargs={"run_id": run_id}, queue=BY_NAME[job].queue)
 
 
 MIRROR_PREFIX = "gim-next:"

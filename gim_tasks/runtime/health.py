@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from gim_tasks.db.engine import make_engine
 from gim_tasks.errors import GimError
-from gim_tasks.jobs.export import resolve_output_directory
 from gim_tasks.options.check import CheckReport, Finding, Level, check_options
+from gim_tasks.options.paths import resolve_output_directory
 from gim_tasks.options.values import Options
 from gim_tasks.schedule.jobs import MAINTAIN
 from gim_tasks.settings import Settings

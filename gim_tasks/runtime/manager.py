@@ -17,17 +17,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from gim_tasks.db.mart_tables import agg_request
 from gim_tasks.db.tables import job_run
 from gim_tasks.errors import GimError
 from gim_tasks.lifecycle import StopKind
 from gim_tasks.options import store
-from gim_tasks.runtime.beat import ADMISSION_LOCK_KEY
+from gim_tasks.runtime.locks import ADMISSION_LOCK_KEY
 from gim_tasks.runtime.runs import worker_name
 from gim_tasks.runtime.state import load_state
 from gim_tasks.schedule.admission import RunRequest, Via, admit
 from gim_tasks.schedule.engine import open_window
-from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME
+from gim_tasks.schedule.jobs import AGGREGATE
 from gim_tasks.schedule.localtime import zone
 from gim_tasks.settings import Settings, get_settings
 
@@ -98,6 +97,8 @@ def request_run(
         if decision.invalid:
             raise InvalidRequest(decision.reason or "invalid request")
         if decision.reaggregation is not None:
+            from gim_tasks.db.mart_tables import agg_request  # the M4 queue (heavy module)
+
             queued = conn.execute(
                 sa.insert(agg_request)
                 .values(params=decision.reaggregation.as_dict(), requested_by=actor)
@@ -246,60 +247,3 @@ def _cancel(conn: Connection, row: sa.Row[Any], actor: str) -> str:
         )
     )
     return f"run {row.id} ({row.job}): Cancelled"
-
-
-def list_runs(
-    engine: Engine,
-    which: str = "all",
-    category: str | None = None,
-    job: str | None = None,
-    limit: int = 50,
-    run_id: int | None = None,
-) -> list[dict[str, Any]]:
-    """Runs newest first: ``running``, ``scheduled``, ``history`` (ended) or ``all``."""
-    query = sa.select(job_run).order_by(job_run.c.id.desc()).limit(limit)
-    if which == "running":
-        query = query.where(job_run.c.state == "Running")
-    elif which == "scheduled":
-        query = query.where(job_run.c.state == "Scheduled")
-    elif which == "history":
-        query = query.where(job_run.c.ended_at.is_not(None))
-    if category is not None:
-        jobs = [name for name, info in BY_NAME.items() if info.category.lower() == category.lower()]
-        if not jobs:
-            categories = sorted({info.category for info in BY_NAME.values()})
-            raise GimError(f"unknown category '{category}'; categories are {', '.join(categories)}")
-        query = query.where(job_run.c.job.in_(jobs))
-    if job is not None:
-        query = query.where(job_run.c.job == job)
-    if run_id is not None:
-        query = query.where(job_run.c.id == run_id)
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-
-    def iso(value: Any) -> str | None:
-        return value.isoformat() if value is not None else None
-
-    return [
-        {
-            "id": r.id,
-            "job": r.job,
-            "state": r.state,
-            "trigger": r.trigger,
-            "actor": r.actor,
-            "reason": r.reason,
-            "planned_at": iso(r.planned_at),
-            "started_at": iso(r.started_at),
-            "ended_at": iso(r.ended_at),
-            "ended_by": r.ended_by,
-            "rows_read": r.rows_read,
-            "rows_written": r.rows_written,
-            "rows_discarded": r.rows_discarded,
-            "warnings": r.warnings,
-            "error": r.error,
-            "forced": r.forced,
-            "stop_kind": r.stop_kind,
-            "in_process": r.in_process,
-        }
-        for r in rows
-    ]

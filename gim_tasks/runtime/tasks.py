@@ -15,11 +15,11 @@ from typing import Any
 
 from celery import Celery
 
-from gim_tasks.db.engine import make_engine
-from gim_tasks.jobs.registry import BODIES
-from gim_tasks.runtime.execution import claim, run_claimed
 from gim_tasks.schedule.jobs import JOBS
 from gim_tasks.settings import get_settings
+
+# The job bodies and the execution machinery are imported when a task runs, not when the
+# app is made: a process that only sends tasks (`gim run`, the web app) never loads them.
 
 log = logging.getLogger("gim_tasks.runtime.tasks")
 
@@ -27,6 +27,8 @@ _engines: dict[str, Any] = {}
 
 
 def _engine() -> Any:
+    from gim_tasks.db.engine import make_engine
+
     url = get_settings().database_url
     if url not in _engines:
         _engines[url] = make_engine(url)
@@ -40,6 +42,8 @@ def run_job(
     params: str | dict[str, Any] | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
+    from gim_tasks.jobs.registry import BODIES
+    from gim_tasks.runtime.execution import claim, run_claimed
     from gim_tasks.runtime.manager import InvalidRequest, request_run
     from gim_tasks.schedule.admission import Via
 
@@ -157,8 +161,6 @@ def register(app: Celery) -> None:
         notify_task
     )
     for info in JOBS:
-        if info.name not in BODIES:
-            continue
 
         def task(
             self: Any,

@@ -19,14 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from gim_tasks.aggregate.params import ParamError, Reaggregation
-from gim_tasks.aggregate.params import parse as parse_params
 from gim_tasks.options.values import ScheduleOptions
 from gim_tasks.schedule.engine import ActiveRun, SchedulerState, open_window
 from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOB_NAMES, MAINTAIN
 from gim_tasks.schedule.localtime import zone
+
+if TYPE_CHECKING:
+    from gim_tasks.aggregate.params import Reaggregation
 
 #: The [schedule] option that schedules each job that is not run manually (M7).
 SCHEDULED_BY = {"Job_UpdateStats": "update-stats-schedule", "Job_ExportGIM": "export-schedule"}
@@ -106,6 +107,11 @@ def admit(
         return _reject(f"unknown job '{job}'; jobs are {', '.join(JOB_NAMES)}", invalid=True)
     reaggregation = None
     if request.params.strip():
+        # The hierarchy registry comes with SQLAlchemy: loaded only when parameters are given
+        # (the command line imports this module for Via, and must start fast).
+        from gim_tasks.aggregate.params import ParamError
+        from gim_tasks.aggregate.params import parse as parse_params
+
         if job != AGGREGATE:
             return _reject(f"only {AGGREGATE} takes parameters; {job} takes none (M4)", True)
         try:

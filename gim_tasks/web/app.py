@@ -331,8 +331,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             raise ApiError(403, "forcing a run (M7) needs the admin role")
         admission = manager.request_run(engine, job, who.name, params, force=force, via=Via.API)
         if admission.state == "Running":
-            from gim_tasks.runtime.beat import send
             from gim_tasks.runtime.celery_app import app as celery_app
+            from gim_tasks.runtime.dispatch import send
 
             send(celery_app, job, admission.run_id)
         return admission
