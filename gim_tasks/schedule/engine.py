@@ -526,18 +526,21 @@ def _fire_export(tick: _Tick, fid: str, planned: datetime) -> None:
         return
     reason = _maintenance_gate(tick)
     if reason is not None:
-        tick.add(Hold(EXPORT, fid, planned, reason + " (S8)"))
+        tick.add(Hold(EXPORT, fid, planned, reason))
         return
     tick.add(Launch(EXPORT, fid, planned, SCHEDULED, "export schedule (S8)"))
 
 
 def _maintenance_gate(tick: _Tick) -> str | None:
-    """Why a job other than ETL and UpdateStats may not start now because of maintenance:
-    maintenance runs (S4, S13), or waits to run (writer preference, so it is not starved)."""
+    """Why a job other than ETL and UpdateStats may not start now because of maintenance,
+    with the rule: scheduled maintenance runs (S8) or manual maintenance runs (S13), or
+    maintenance waits to run (writer preference, so it is not starved)."""
     if (maintenance := tick.maintenance) is not None:
-        return f"waiting for maintenance run {maintenance.run_id}"
+        if not maintenance.by_scheduler:
+            return f"waiting for manual maintenance run {maintenance.run_id} (S13)"
+        return f"waiting for maintenance run {maintenance.run_id} (S8)"
     if (waiting := tick.state.waiting_job(MAINTAIN)) is not None:
-        return f"maintenance run {waiting.run_id} is waiting to start"
+        return f"maintenance run {waiting.run_id} is waiting to start (S8)"
     return None
 
 

@@ -231,8 +231,15 @@ def test_r2_sweep_ends_the_sessions_of_a_paused_process_that_hold_its_locks(
                 "now(), now(), 'pausedhost:4242', 1) RETURNING id"
             )
         ).scalar_one()
+        conn.execute(
+            sa.text(
+                "INSERT INTO extract_mark (idb_id, table_name, done_snapshot) "
+                "VALUES (1, 'party_segment', '1:1:')"
+            )
+        )
     paused.execute("SELECT 1 FROM job_run WHERE id = %s FOR SHARE", (run_id,))  # the fence
-    paused.execute("SELECT * FROM extract_mark FOR UPDATE")
+    locked = paused.execute("SELECT * FROM extract_mark FOR UPDATE").fetchall()
+    assert len(locked) == 1  # the paused process really holds an extraction-mark lock
     bystander = psycopg.connect(
         gim_env["GIM_DATABASE_URL"], application_name="gim-tasks otherhost:1"
     )
@@ -247,6 +254,9 @@ def test_r2_sweep_ends_the_sessions_of_a_paused_process_that_hold_its_locks(
     with pytest.raises(psycopg.OperationalError):
         paused.execute("SELECT 1")  # its session was ended, its locks released
     assert bystander.execute("SELECT 1").fetchone() == (1,)  # other processes untouched
+    # The mark is free again: the next Extract can take it at once (no lock wait).
+    bystander.execute("SET lock_timeout = '1s'")
+    assert len(bystander.execute("SELECT * FROM extract_mark FOR UPDATE NOWAIT").fetchall()) == 1
     bystander.close()
     engine.dispose()
 

@@ -230,7 +230,9 @@ def test_d4_sigkill_during_export_then_rerun_exports_every_interval_once(
 
     url, out = gim_env["GIM_DATABASE_URL"], Path(gim_env["GIM_OUTPUT_DIRECTORY"]) / "out"
     engine = make_engine(url)
-    day = datetime(2026, 11, 20, tzinfo=UTC)
+    # Relative to today: a fixed date would fall out of the 14-day output retention one day,
+    # and the exactly-once check would then compare removed chunks (a time bomb).
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
     with engine.begin() as conn:
         ensure_partitions(conn, "interaction_segment_fact", [day.date()])
         conn.execute(
@@ -245,7 +247,7 @@ def test_d4_sigkill_during_export_then_rerun_exports_every_interval_once(
         for name, value in (
             ("output-directory", str(out)),
             ("chunk-size-seconds", "3600"),
-            ("start-date", "2026-11-20"),
+            ("start-date", day.date().isoformat()),
         ):
             conn.execute(
                 sa.text("INSERT INTO option_value VALUES ('gim-export', :n, :v, 't', now())"),

@@ -165,7 +165,11 @@ def test_s1_s3_s11_two_beats_run_cycles_once_each_and_r2_worker_lost(stack: Stac
     for run in stack.runs("job = 'Job_TransformGIM' AND trigger = 'scheduled'"):
         extract = [r for r in extracts if r.planned_at == run.planned_at][0]
         assert extract.ended_at <= run.started_at  # S3: Transform after Extract
-    assert planned[1] - planned[0] == timedelta(minutes=1) or planned[1] > planned[0]
+    # S1: every minute slot has exactly one firing row (started, held, or skipped as the rules
+    # require), on the grid and one minute apart; none missing, none twice.
+    every = sorted(r.planned_at for r in extracts)
+    assert all(at.second == 0 and at.microsecond == 0 for at in every), every
+    assert all(b - a == timedelta(minutes=1) for a, b in zip(every, every[1:], strict=False)), every
 
     # R2: a worker killed mid-run leaves no run Running: it ends Failed (worker lost).
     with stack.engine.begin() as conn:

@@ -313,10 +313,10 @@ def test_s13_scheduled_launches_wait_for_manual_maintenance() -> None:
     result = tick(options, "2026-11-23 06:30", running=running)
     assert sorted(kinds(result)) == [("Hold", EXPORT), ("Hold", EXTRACT), ("Hold", UPDATE_STATS)]
     assert not result.of(Stop)  # manual maintenance is not preempted
-    assert all(
-        "manual maintenance run 12 (S13)" in a.reason or "maintenance run 12" in a.reason
-        for a in result.actions
-    )
+    assert {a.job: a.reason for a in result.actions} == {
+        job: "waiting for manual maintenance run 12 (S13)"
+        for job in (EXPORT, EXTRACT, UPDATE_STATS)
+    }
 
 
 def test_c2_configuration_error_blocks_every_start_and_names_the_item() -> None:
