@@ -21,18 +21,12 @@ from sqlalchemy.engine import Engine
 
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.base import Counts, JobContext, StopRequested
-from gim_tasks.lifecycle import StopKind
+from gim_tasks.lifecycle import RUN_STATES, StopKind
 
 log = logging.getLogger("gim_tasks.runtime.runs")
 
-FINAL_STATES = (
-    "Completed",
-    "Completed with warnings",
-    "Failed",
-    "Stopped",
-    "Cancelled",
-    "Rejected",
-)
+#: Every state but Scheduled and Running (R1).
+FINAL_STATES = RUN_STATES[2:]
 
 
 @dataclass(frozen=True)
