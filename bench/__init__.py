@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import shutil
 import statistics
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def servers() -> Iterator[tuple[Path, Any, Any]]:
+    """A throw-away PostgreSQL and Redis on free ports: (scratch directory, PostgresServer,
+    RedisServer); both stopped and the directory removed afterwards."""
+    from gim_tasks.localstack import PostgresServer, RedisServer, free_port
+
+    base = Path(tempfile.mkdtemp(prefix="gim-bench-"))
+    base.chmod(0o755)  # PostgreSQL may run as another user (we may be root)
+    pg = PostgresServer(base / "pg", free_port(), fast=True)
+    rd = RedisServer(base / "redis", free_port(), persistent=False)
+    pg.start()
+    rd.start()
+    try:
+        yield base, pg, rd
+    finally:
+        rd.stop()
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def median_per_history(

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from bench import servers
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
-from gim_tasks.localstack import PostgresServer, RedisServer, free_port
 
 BIN = Path(sys.executable).parent
 TARGETS = {"version": 2.5, "--help": 2.5, "schedule next": 4.0, "jobs --json": 6.0}
@@ -45,13 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="gim-bench-"))
-    base.chmod(0o755)
-    pg = PostgresServer(base / "pg", free_port(), fast=True)
-    rd = RedisServer(base / "redis", free_port(), persistent=False)
-    pg.start()
-    rd.start()
-    try:
+    with servers() as (base, pg, rd):
         url = pg.url("gim")
         migrate.upgrade(make_engine(url))
         ini = base / "schedule.ini"
@@ -83,10 +75,6 @@ def main() -> None:
             )
         if missed:
             raise SystemExit(1)
-    finally:
-        rd.stop()
-        pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -17,22 +17,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 import sqlalchemy as sa
 
+from bench import servers
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
-from gim_tasks.localstack import PostgresServer, RedisServer, free_port
 from gim_tasks.options import store
 from gim_tasks.options.check import check_options
 from gim_tasks.runtime.beat import carry_out, overdue_stops, sweep_abandoned_waits, sweep_lost
@@ -139,119 +138,120 @@ def main() -> None:
         "--tick-only", action="store_true", help="Only the beat tick cost (no processes)."
     )
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="gim-bench-"))
-    base.chmod(0o755)
-    pg = PostgresServer(base / "pg", free_port(), fast=True)
-    rd = RedisServer(base / "redis", free_port(), persistent=False)
-    pg.start()
-    rd.start()
     processes: list[subprocess.Popen[bytes]] = []
-    try:
-        url = pg.url("gim")
-        migrate.upgrade(make_engine(url))
-        for name in ("idb",):
-            pg.create_database(name)
-        env = {
-            **os.environ,
-            "GIM_DATABASE_URL": url,
-            "GIM_REDIS_URL": rd.url(0),
-            "GIM_IDB_URLS": pg.url("idb"),
-            "GIM_LOG_LEVEL": "WARNING",
-        }
-        subprocess.run([str(BIN / "gim"), "idb", "init"], env=env, check=True, capture_output=True)
-        os.environ.update({k: v for k, v in env.items() if k.startswith("GIM_")})
-        get_settings.cache_clear()
-        engine = make_engine(url)
-        if args.tick_only:
-            report_tick_cost(url, rd.url(0))
-            return
-        for option, value in (
-            ("etl-start-time", "00:00"),
-            ("etl-end-time", "00:00"),
-            ("etl-frequency", "1"),
-            ("update-stats-schedule", "* *"),
-            ("run-maintain", "false"),
-        ):
-            store.set_option(engine, "schedule", option, value, "bench")
-        logs = (base / "processes.log").open("wb")
-        processes.append(
-            subprocess.Popen(
-                [str(BIN / "gim"), "worker", "--concurrency", "4"],
-                env=env,
-                stdout=logs,
-                stderr=logs,
-                start_new_session=True,
-            )
-        )
-        processes.append(
-            subprocess.Popen(
-                [str(BIN / "gim"), "beat"],
-                env=env,
-                stdout=logs,
-                stderr=logs,
-                start_new_session=True,
-            )
-        )
-        time.sleep(args.minutes * 60)
-        with engine.connect() as conn:
-            scheduled = [
-                row[0]
-                for row in conn.execute(
-                    sa.text(
-                        "SELECT extract(epoch FROM started_at - planned_at) FROM job_run "
-                        "WHERE trigger = 'scheduled' AND started_at IS NOT NULL "
-                        "AND planned_at IS NOT NULL "
-                        "AND job IN ('Job_ExtractICON', 'Job_UpdateStats') AND planned_at > "
-                        "(SELECT min(created_at) FROM job_run) + interval '5 seconds'"
-                    )
-                )
-            ]
-        store.set_option(engine, "schedule", "run-scheduler", "false", "bench")
-        manual = []
-        for _ in range(20):
-            done = subprocess.run(
-                [str(BIN / "gim"), "run", "Job_UpdateStats", "--force", "--wait"],
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            assert done.returncode == 0, done.stdout + done.stderr
-        with engine.connect() as conn:
-            manual = [
-                row[0]
-                for row in conn.execute(
-                    sa.text(
-                        "SELECT extract(epoch FROM started_at - created_at) FROM job_run "
-                        "WHERE forced"
-                    )
-                )
-            ]
-        print(
-            f"scheduled firings: {len(scheduled)} (ETL and UpdateStats every minute, "
-            "1 beat, 4 worker processes)"
-        )
-        if scheduled:
-            print(
-                f"  planned instant -> body start: p50 {percentile(scheduled, 0.5):.3f} s, "
-                f"p99 {percentile(scheduled, 0.99):.3f} s, max {max(scheduled):.3f} s "
-                "(target p99 < 1 s)"
-            )
-        print(
-            f"manual runs: {len(manual)}: admission -> body start p50 "
-            f"{percentile(manual, 0.5):.3f} s, p99 {percentile(manual, 0.99):.3f} s"
-        )
-        for process in processes:
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            process.wait(timeout=30)
-        processes.clear()
+    with servers() as (base, pg, rd):
+        try:
+            run(args, base, pg, rd, processes)
+        finally:
+            for process in processes:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def run(
+    args: argparse.Namespace,
+    base: Path,
+    pg: Any,
+    rd: Any,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    url = pg.url("gim")
+    migrate.upgrade(make_engine(url))
+    for name in ("idb",):
+        pg.create_database(name)
+    env = {
+        **os.environ,
+        "GIM_DATABASE_URL": url,
+        "GIM_REDIS_URL": rd.url(0),
+        "GIM_IDB_URLS": pg.url("idb"),
+        "GIM_LOG_LEVEL": "WARNING",
+    }
+    subprocess.run([str(BIN / "gim"), "idb", "init"], env=env, check=True, capture_output=True)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("GIM_")})
+    get_settings.cache_clear()
+    engine = make_engine(url)
+    if args.tick_only:
         report_tick_cost(url, rd.url(0))
-    finally:
-        for process in processes:
-            os.killpg(process.pid, signal.SIGKILL)
-        rd.stop()
-        pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        return
+    for option, value in (
+        ("etl-start-time", "00:00"),
+        ("etl-end-time", "00:00"),
+        ("etl-frequency", "1"),
+        ("update-stats-schedule", "* *"),
+        ("run-maintain", "false"),
+    ):
+        store.set_option(engine, "schedule", option, value, "bench")
+    logs = (base / "processes.log").open("wb")
+    processes.append(
+        subprocess.Popen(
+            [str(BIN / "gim"), "worker", "--concurrency", "4"],
+            env=env,
+            stdout=logs,
+            stderr=logs,
+            start_new_session=True,
+        )
+    )
+    processes.append(
+        subprocess.Popen(
+            [str(BIN / "gim"), "beat"],
+            env=env,
+            stdout=logs,
+            stderr=logs,
+            start_new_session=True,
+        )
+    )
+    time.sleep(args.minutes * 60)
+    with engine.connect() as conn:
+        scheduled = [
+            row[0]
+            for row in conn.execute(
+                sa.text(
+                    "SELECT extract(epoch FROM started_at - planned_at) FROM job_run "
+                    "WHERE trigger = 'scheduled' AND started_at IS NOT NULL "
+                    "AND planned_at IS NOT NULL "
+                    "AND job IN ('Job_ExtractICON', 'Job_UpdateStats') AND planned_at > "
+                    "(SELECT min(created_at) FROM job_run) + interval '5 seconds'"
+                )
+            )
+        ]
+    store.set_option(engine, "schedule", "run-scheduler", "false", "bench")
+    manual = []
+    for _ in range(20):
+        done = subprocess.run(
+            [str(BIN / "gim"), "run", "Job_UpdateStats", "--force", "--wait"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    with engine.connect() as conn:
+        manual = [
+            row[0]
+            for row in conn.execute(
+                sa.text(
+                    "SELECT extract(epoch FROM started_at - created_at) FROM job_run WHERE forced"
+                )
+            )
+        ]
+    print(
+        f"scheduled firings: {len(scheduled)} (ETL and UpdateStats every minute, "
+        "1 beat, 4 worker processes)"
+    )
+    if scheduled:
+        print(
+            f"  planned instant -> body start: p50 {percentile(scheduled, 0.5):.3f} s, "
+            f"p99 {percentile(scheduled, 0.99):.3f} s, max {max(scheduled):.3f} s "
+            "(target p99 < 1 s)"
+        )
+    print(
+        f"manual runs: {len(manual)}: admission -> body start p50 "
+        f"{percentile(manual, 0.5):.3f} s, p99 {percentile(manual, 0.99):.3f} s"
+    )
+    for process in processes:
+        os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        process.wait(timeout=30)
+    processes.clear()
+    report_tick_cost(url, rd.url(0))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from sqlalchemy.engine import Engine
 
+    from gim_tasks.settings import Settings
+
 
 _console: list[Console] = []
 
@@ -67,7 +69,7 @@ def mart_engine() -> Engine:
     return make_engine(get_settings().database_url)
 
 
-def settings() -> Any:
+def settings() -> Settings:
     """The process settings (``GIM_*``), loaded on first use."""
     from gim_tasks.settings import get_settings
 

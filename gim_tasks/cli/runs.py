@@ -97,19 +97,14 @@ def run_command(
     run that must wait (M5, S13) waits here, saying for what.
     Exit code: 0 admitted (with --wait or --local: completed), 1 rejected, cancelled or
     failed, 2 malformed request (nothing recorded), 130 stopped."""
-    from gim_tasks.runtime import manager
 
     who = actor or current_actor()
     if local:
         report_local(run_local(job, who, force=force, params=params), job)
         return
-    from gim_tasks.runtime.celery_app import app as celery_app
-    from gim_tasks.runtime.dispatch import send
+    from gim_tasks.runtime.dispatch import request_and_send
 
-    engine = mart_engine()
-    admission = manager.request_run(engine, job, who, params, force=force, via=Via.CLI)
-    if admission.state == "Running":
-        send(celery_app, job, admission.run_id)
+    admission = request_and_send(mart_engine(), job, who, params, force, via=Via.CLI)
     line = f"run {admission.run_id} ({job}): {admission.state}"
     out.print(line + (f": {admission.reason}" if admission.reason else ""), markup=False)
     if admission.state == "Rejected":

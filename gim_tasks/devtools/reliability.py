@@ -49,7 +49,9 @@ from gim_tasks.idb.schema import init_idb
 from gim_tasks.localstack import PostgresServer, RedisServer, free_port
 from gim_tasks.options import store
 from gim_tasks.runtime import manager
-from gim_tasks.runtime.beat import GimScheduler, send, sweep_lost
+from gim_tasks.runtime.beat import GimScheduler, sweep_lost
+from gim_tasks.runtime.dispatch import request_and_send
+from gim_tasks.schedule.admission import Via
 from gim_tasks.schedule.jobs import (
     AGGREGATE,
     EXPORT,
@@ -263,12 +265,15 @@ class Lab:
     # ----- runs --------------------------------------------------------------------------------
 
     def request(self, job: str, force: bool = False) -> manager.Admission:
-        admission = manager.request_run(
-            self.engine, job, "reliability", force=force, settings=self.settings
+        return request_and_send(
+            self.engine,
+            job,
+            "reliability",
+            force=force,
+            via=Via.CLI,
+            settings=self.settings,
+            app=self.celery,
         )
-        if admission.state == "Running":
-            send(self.celery, job, admission.run_id)
-        return admission
 
     def run(self, run_id: int) -> sa.Row[Any]:
         with self.engine.connect() as conn:

@@ -40,7 +40,7 @@ POLL_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class LocalOutcome:
-    run_id: int | None
+    run_id: int
     state: str  # a final state, or Rejected
     reason: str | None = None
     error: str | None = None

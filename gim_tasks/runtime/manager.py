@@ -172,7 +172,9 @@ def stop_run(engine: Engine, run_id: int, actor: str) -> str:
     """M6: ask a Running run to stop (cooperative; the beat revokes it after a grace period),
     or cancel it when it is still Scheduled. Returns what happened, in words."""
     with engine.begin() as conn:
-        row = _lock_live(conn, run_id, "only Running or Scheduled runs can be stopped")
+        row = _lock_live(
+            conn, run_id, ("Running", "Scheduled"), "only Running or Scheduled runs can be stopped"
+        )
         if row.state == "Scheduled":
             return _cancel(conn, row, actor)
         conn.execute(
@@ -203,36 +205,34 @@ def cancel_run(engine: Engine, run_id: int, actor: str) -> str:
     """M6: a Scheduled run leaves the scheduled list and is recorded Cancelled."""
     with engine.begin() as conn:
         row = _lock_live(
-            conn, run_id, "only Scheduled runs can be cancelled (use `gim stop` for a Running run)"
+            conn,
+            run_id,
+            ("Scheduled",),
+            "only Scheduled runs can be cancelled (use `gim stop` for a Running run)",
         )
-        if row.state != "Scheduled":
-            raise GimError(
-                f"run {run_id} is {row.state}; only Scheduled runs can be "
-                "cancelled (use `gim stop` for a Running run)"
-            )
         return _cancel(conn, row, actor)
 
 
-def _lock_live(conn: Connection, run_id: int, allowed: str) -> sa.Row[Any]:
-    """The run's row, locked, when it is Running or Scheduled; else the error says what it
-    is. (Read first without the lock: for the web's role, row-level security hides ended runs
-    from a locking read, and the message must still say what the run is.)"""
+def _lock_live(conn: Connection, run_id: int, states: tuple[str, ...], allowed: str) -> sa.Row[Any]:
+    """The run's row, locked, when it is in one of ``states``; else the error says what it is.
+    (Read first without the lock: for the web's role, row-level security hides ended runs from
+    a locking read, and the message must still say what the run is.)"""
     state = conn.execute(
         sa.select(job_run.c.state).where(job_run.c.id == run_id)
     ).scalar_one_or_none()
     if state is None:
         raise GimError(f"run {run_id} does not exist")
-    row = None
-    if state in ("Running", "Scheduled"):
+    if state in states:
         row = conn.execute(
             sa.select(job_run)
-            .where(job_run.c.id == run_id, job_run.c.state.in_(("Running", "Scheduled")))
+            .where(job_run.c.id == run_id, job_run.c.state.in_(states))
             .with_for_update()
         ).one_or_none()
-    if row is None:
-        ended = conn.execute(sa.select(job_run.c.state).where(job_run.c.id == run_id)).scalar_one()
-        raise GimError(f"run {run_id} is {ended}; {allowed}")
-    return row
+        if row is not None:
+            return row
+        # It changed state since the first read (it ended, or was claimed).
+        state = conn.execute(sa.select(job_run.c.state).where(job_run.c.id == run_id)).scalar_one()
+    raise GimError(f"run {run_id} is {state}; {allowed}")
 
 
 def _cancel(conn: Connection, row: sa.Row[Any], actor: str) -> str:

@@ -1,9 +1,9 @@
 """Run records (SPEC R1, M8) and running a job body under them.
 
-A run is a ``job_run`` row. Starting one inserts it as Running; the partial unique index
+A run is a ``job_run`` row, recorded by admission (runtime/manager.py) or the beat and claimed
+by the process that executes it (runtime/execution.py); the partial unique index
 ``uq_job_run_one_running`` makes the database refuse a second Running run of the same job
-(S2), whoever starts it, so the refusal is race-free. A refused start is recorded as Rejected
-with the reason.
+(S2), whoever claims it. Here: ending a run, executing a body, the local sweep of lost runs.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import os
 import socket
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -29,13 +27,6 @@ log = logging.getLogger("gim_tasks.runtime.runs")
 FINAL_STATES = RUN_STATES[2:]
 
 
-@dataclass(frozen=True)
-class RunStart:
-    run_id: int
-    state: str  # Running | Rejected
-    reason: str | None = None
-
-
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -45,65 +36,6 @@ def running_run(engine: Engine, job: str) -> int | None:
         return conn.execute(
             sa.select(job_run.c.id).where(job_run.c.job == job, job_run.c.state == "Running")
         ).scalar_one_or_none()
-
-
-def reject(
-    engine: Engine,
-    job: str,
-    trigger: str,
-    actor: str,
-    reason: str,
-    params: dict[str, Any] | None = None,
-) -> RunStart:
-    with engine.begin() as conn:
-        run_id = conn.execute(
-            sa.insert(job_run)
-            .values(
-                job=job,
-                trigger=trigger,
-                actor=actor,
-                params=params or {},
-                state="Rejected",
-                reason=reason,
-                ended_at=sa.func.now(),
-            )
-            .returning(job_run.c.id)
-        ).scalar_one()
-    return RunStart(run_id, "Rejected", reason)
-
-
-def start_run(
-    engine: Engine,
-    job: str,
-    trigger: str,
-    actor: str,
-    params: dict[str, Any] | None = None,
-    forced: bool = False,
-) -> RunStart:
-    """Insert a Running run, or a Rejected one when the job already runs (S2)."""
-    try:
-        with engine.begin() as conn:
-            run_id = conn.execute(
-                sa.insert(job_run)
-                .values(
-                    job=job,
-                    trigger=trigger,
-                    actor=actor,
-                    params=params or {},
-                    state="Running",
-                    forced=forced,
-                    started_at=sa.func.now(),
-                    heartbeat_at=sa.func.now(),
-                    worker=worker_name(),
-                )
-                .returning(job_run.c.id)
-            ).scalar_one()
-        return RunStart(run_id, "Running")
-    except sa.exc.IntegrityError as error:
-        if "uq_job_run_one_running" not in str(error):
-            raise
-        other = running_run(engine, job)
-        return reject(engine, job, trigger, actor, f"already running as run {other} (S2)", params)
 
 
 def finish_run(

@@ -54,6 +54,7 @@ from gim_tasks.errors import GimError
 from gim_tasks.options import store
 from gim_tasks.options.registry import OPTIONS, OptionError
 from gim_tasks.runtime import manager
+from gim_tasks.runtime.dispatch import request_and_send
 from gim_tasks.runtime.health import check_deployment
 from gim_tasks.schedule.admission import Via
 from gim_tasks.schedule.jobs import CATEGORIES, JOB_NAMES
@@ -329,13 +330,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     def admit(job: str, params: str, force: bool, who: Principal) -> manager.Admission:
         if force and not who.may("admin"):
             raise ApiError(403, "forcing a run (M7) needs the admin role")
-        admission = manager.request_run(engine, job, who.name, params, force=force, via=Via.API)
-        if admission.state == "Running":
-            from gim_tasks.runtime.celery_app import app as celery_app
-            from gim_tasks.runtime.dispatch import send
-
-            send(celery_app, job, admission.run_id)
-        return admission
+        return request_and_send(engine, job, who.name, params, force, via=Via.API)
 
     # ----- public ----------------------------------------------------------------------------
 
