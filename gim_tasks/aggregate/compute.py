@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -66,11 +68,25 @@ def ensure_tables(conn: Connection) -> None:
         ).one()
         if span[0] is None:
             continue
+        # D5: only the days whose facts are still held (older days keep 0 for the measure:
+        # rebuilding them from purged facts would empty them).
+        from gim_tasks.aggregate.retention import load_holdings
+        from gim_tasks.aggregate.safety import first_whole_day
+        from gim_tasks.options.store import load_options
+
+        options = load_options(conn)
+        held = load_holdings(conn, options, datetime.now(UTC), calendar=False)
+        start = max(
+            span[0],
+            first_whole_day(held.facts_from, ZoneInfo(options.text("schedule", "timezone"))),
+        )
+        if start > span[1]:
+            continue
         params = {
             "hierarchies": [name],
             "level": "SUBHOUR",
             "flavor": None,
-            "start": span[0].isoformat(),
+            "start": start.isoformat(),
             "end": span[1].isoformat(),
         }
         conn.execute(

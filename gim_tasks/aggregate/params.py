@@ -41,6 +41,17 @@ class Reaggregation:
             "end": self.end.isoformat(),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Reaggregation:
+        """The request as queued (:meth:`as_dict`)."""
+        return cls(
+            tuple(str(name) for name in data["hierarchies"]),  # type: ignore[attr-defined]
+            str(data["level"]),
+            None if data.get("flavor") is None else str(data["flavor"]),
+            date.fromisoformat(str(data["start"])),
+            date.fromisoformat(str(data["end"])),
+        )
+
 
 def _date(token: str, what: str) -> date:
     try:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -279,6 +280,20 @@ agg_request = Table(
     Column("requested_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("done_at", DateTime(timezone=True)),
     Column("run_id", BigInteger),
+    #: D5: why the aggregation job refused the request when it came to it (nothing deleted).
+    Column("refused", Text),
+)
+
+#: D5: the instant before which maintenance removed facts (``facts``: whole day partitions
+#: dropped) or aggregates below DAY (``aggregates``). Retention options may be raised after a
+#: purge; the mark keeps "the oldest day still held" true.
+purge_mark = Table(
+    "purge_mark",
+    metadata,
+    Column("what", Text, primary_key=True),
+    Column("purged_before", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("what IN ('facts', 'aggregates')", name="what"),
 )
 
 #: Source rows Transform could not load, with the reason (R3).

@@ -30,6 +30,7 @@ WEB_PRIVILEGES: dict[str, str] = {
     "job_run": "SELECT, INSERT, "
     "UPDATE (state, reason, ended_at, ended_by, stop_requested_at, stop_kind)",
     "agg_request": "SELECT, INSERT",  # M4 re-aggregation requests
+    "purge_mark": "SELECT",  # D5: what a re-aggregation could be rebuilt from
     "option_value": "SELECT",  # options: written through gim_write_option only
     "option_change": "SELECT",
     "discard": "SELECT",  # a run's discards (A2, R3)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +23,11 @@ from gim_tasks.aggregate.compute import (
     open_intervals,
     rebuild,
 )
+from gim_tasks.aggregate.params import Reaggregation
 from gim_tasks.aggregate.registry import BY_NAME, HIERARCHIES
+from gim_tasks.aggregate.retention import load_holdings, lock_purge
+from gim_tasks.aggregate.safety import effective_range
+from gim_tasks.aggregate.safety import refusal as destroys
 from gim_tasks.jobs.base import JobContext
 from gim_tasks.schedule.localtime import wall, zone
 
@@ -43,18 +46,29 @@ def _request(ctx: JobContext, conn: Connection) -> dict[str, Any] | None:
     ).one_or_none()
     if row is None:
         return None
-    params = row.params
-    start, end = date.fromisoformat(params["start"]), date.fromisoformat(params["end"])
-    today = wall(ctx.now(), zone(str(ctx.options.get("schedule", "timezone")))).date()
-    if params.get("flavor") == "Online":
-        start = max(start, today)
-    elif params.get("flavor") == "Offline":
-        end = min(end, date.fromordinal(today.toordinal() - 1))
+    request = Reaggregation.from_dict(row.params)
+    tz = zone(str(ctx.options.get("schedule", "timezone")))
+    today = wall(ctx.now(), tz).date()
+    # D5 again at processing: maintenance may have purged while the request waited for its
+    # window. The purge lock, taken shared here until this transaction commits, keeps
+    # maintenance from dropping partitions between this check and the rebuild.
+    holdings = load_holdings(conn, ctx.options, ctx.now(), lock=True)
+    if (why := destroys(request, holdings, tz, today)) is not None:
+        log.warning("re-aggregation request %s refused: %s", row.id, why)
+        conn.execute(
+            sa.text(
+                "UPDATE agg_request SET done_at = now(), run_id = :run, refused = :why "
+                "WHERE id = :id"
+            ),
+            {"run": ctx.run_id, "id": row.id, "why": why},
+        )
+        return {"request": row.id, "rows": 0, "refused": why}
+    start, end = effective_range(request, today)
     written = 0
     keys = open_intervals(conn, *keys_for_days(start, end)) if start <= end else None
     if keys is not None:
-        for name in params["hierarchies"]:
-            written += rebuild(conn, BY_NAME[name], keys, params["level"])
+        for name in request.hierarchies:
+            written += rebuild(conn, BY_NAME[name], keys, request.level)
         close_intervals(conn)
     conn.execute(
         sa.text("UPDATE agg_request SET done_at = now(), run_id = :run WHERE id = :id"),
@@ -73,6 +87,15 @@ def _pending(ctx: JobContext, conn: Connection) -> dict[str, Any] | None:
             "SELECT * FROM taken"
         ),
         {"n": BATCH_INTERVALS},
+    )
+    # D5: an interval whose facts maintenance purged since Transform queued it is dropped,
+    # not rebuilt (its aggregates would come back empty); the purge lock as in _request.
+    lock_purge(conn, shared=True)
+    conn.execute(
+        sa.text(
+            "DELETE FROM agg_batch WHERE date_time_key < (SELECT coalesce(max(extract(epoch "
+            "FROM purged_before)), 0) FROM purge_mark WHERE what = 'facts')"
+        )
     )
     facts = [row[0] for row in conn.execute(sa.text("SELECT DISTINCT fact FROM agg_batch"))]
     if not facts:
@@ -98,6 +121,7 @@ def run(ctx: JobContext, once: bool = False) -> None:
     with ctx.mart.begin() as conn:
         ensure_tables(conn)
     passes = requests = 0
+    refused: list[str] = []
     while True:
         ctx.stop.check()
         began = time.perf_counter()
@@ -105,6 +129,8 @@ def run(ctx: JobContext, once: bool = False) -> None:
             done = _request(ctx, conn)
             if done is not None:
                 requests += 1
+                if "refused" in done:
+                    refused.append(f"request {done['request']}: {done['refused']}")
             else:
                 done = _pending(ctx, conn)
             if done is not None:
@@ -122,6 +148,8 @@ def run(ctx: JobContext, once: bool = False) -> None:
             "requests": requests,
             "last_batch_seconds": round(time.perf_counter() - began, 3),
         }
+        if refused:
+            ctx.counts.summary["refused_requests"] = refused
         ctx.progress("aggregate", passes, None)
 
 

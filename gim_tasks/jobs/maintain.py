@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.aggregate.registry import HIERARCHIES
+from gim_tasks.aggregate.retention import lock_purge, mark_purged
 from gim_tasks.db import calendar
 from gim_tasks.db import mart_tables as mart
 from gim_tasks.db.partitions import (
@@ -97,13 +98,18 @@ def step_expired_partitions(ctx: JobContext, conn: Connection) -> dict[str, obje
     keep = int(ctx.options.get("gim-etl", "days-to-keep-facts"))
     oldest_kept = _today(ctx) - timedelta(days=keep)
     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PARTITION_LOCK_KEY)))
+    lock_purge(conn, shared=False)  # D5: no rebuild reads holdings while partitions go
     dropped = []
+    purged_before = date.min
     for table in mart.FACTS:
         for name in sorted(existing_partitions(conn, table.name)):
             day = datetime.strptime(name.rsplit("_p", 1)[1], "%Y%m%d").date()  # noqa: DTZ007
             if day < oldest_kept:  # the whole day lies before the retention window
                 conn.execute(sa.text(f'DROP TABLE "{name}"'))
                 dropped.append(name)
+                purged_before = max(purged_before, day + timedelta(days=1))
+    if dropped:  # D5: in the transaction that drops them, under the partition lock
+        mark_purged(conn, "facts", datetime.combine(purged_before, time(0), UTC))
     return {"dropped": dropped, "kept_from": oldest_kept.isoformat()}
 
 
@@ -157,8 +163,13 @@ def step_retention(ctx: JobContext) -> dict[str, object]:
     # Aggregates below DAY (SUBHOUR, HOUR) older than days-to-keep-aggregates; DAY and above
     # are small and kept. Tables exist once aggregation ran.
     aggregates_cutoff = cutoff("days-to-keep-aggregates")
-    with ctx.mart.connect() as conn:
+    with ctx.mart.begin() as conn:
         existing = set(sa.inspect(conn).get_table_names())
+        lock_purge(conn, shared=False)
+        # D5: marked before the batches delete (a crash between them leaves the mark ahead of
+        # the rows, which only refuses more), so re-aggregation never rebuilds from a level
+        # that is partly gone after the retention option is raised again.
+        mark_purged(conn, "aggregates", aggregates_cutoff)
     for hierarchy in HIERARCHIES:
         subhour, hour = hierarchy.table("SUBHOUR"), hierarchy.table("HOUR")
         if subhour in existing:

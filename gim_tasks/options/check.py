@@ -132,6 +132,31 @@ def check_options(options: Options) -> CheckReport:
             )
         )
 
+    keep_facts = options.get("gim-etl", "days-to-keep-facts")
+    keep_aggregates = options.get("gim-etl", "days-to-keep-aggregates")
+    if keep_aggregates > keep_facts:
+        findings.append(
+            Finding(
+                "warning",
+                "[gim-etl] days-to-keep-aggregates",
+                f"SUBHOUR and HOUR aggregates are kept {keep_aggregates} days but the facts "
+                f"they are rebuilt from only {keep_facts} (days-to-keep-facts): re-aggregation "
+                f"of days older than {keep_facts} is refused, since it would empty them for "
+                "good (D5); DAY and above are kept forever",
+            )
+        )
+
+    if not schedule.run_maintain:
+        findings.append(
+            Finding(
+                "warning",
+                "[schedule] run-maintain",
+                "false: nothing creates partitions or fills DATE_TIME ahead, and nothing "
+                "purges expired facts, staging or history (D2); when DATE_TIME runs short the "
+                "check blocks every job but Job_MaintainGIM (C2): run it by hand",
+            )
+        )
+
     if not schedule.run_scheduler:
         findings.append(
             Finding(

@@ -91,9 +91,15 @@ def request_run(
     refused = refusal if refusal is not None else deployment_refusal(engine, settings)
     with engine.begin() as conn:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADMISSION_LOCK_KEY)))
-        options = store.load_options(conn).schedule()
+        all_options = store.load_options(conn)
         state = load_state(conn, {})
-        decision = admit(options, now or datetime.now(UTC), state, request, refused)
+        at = now or datetime.now(UTC)
+        holdings = None
+        if request.params.strip():  # D5: what a re-aggregation could be rebuilt from
+            from gim_tasks.aggregate.retention import load_holdings
+
+            holdings = load_holdings(conn, all_options, at)
+        decision = admit(all_options.schedule(), at, state, request, refused, holdings)
         if decision.invalid:
             raise InvalidRequest(decision.reason or "invalid request")
         if decision.reaggregation is not None:

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Literal
 from gim_tasks.options.values import ScheduleOptions
 from gim_tasks.schedule.engine import ActiveRun, SchedulerState, open_window
 from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOB_NAMES, MAINTAIN
-from gim_tasks.schedule.localtime import zone
+from gim_tasks.schedule.localtime import wall, zone
 
 if TYPE_CHECKING:
     from gim_tasks.aggregate.params import Reaggregation
+    from gim_tasks.aggregate.safety import Holdings
 
 #: The [schedule] option that schedules each job that is not run manually (M7).
 SCHEDULED_BY = {"Job_UpdateStats": "update-stats-schedule", "Job_ExportGIM": "export-schedule"}
@@ -87,6 +88,7 @@ def admit(
     state: SchedulerState,
     request: RunRequest,
     refusal: Callable[[str], str | None] = lambda job: None,
+    holdings: Holdings | None = None,
 ) -> Admission:
     """Decide a manual run request.
 
@@ -96,6 +98,7 @@ def admit(
         state: Running runs (with Scheduled ones already sent to a worker) and waiting ones.
         request: what is asked, by whom, through which path.
         refusal: C2: why the configuration check refuses a new run of a job, or None.
+        holdings: D5: what the mart still holds; required when the request re-aggregates.
 
     Returns:
         The verdict with the reason the operator reads, ending with its rule id.
@@ -118,6 +121,14 @@ def admit(
             reaggregation = parse_params(request.params)
         except ParamError as error:
             return _reject(str(error), invalid=True)  # names the bad token (M4)
+        if holdings is None:
+            raise ValueError("a re-aggregation is admitted against the mart's holdings (D5)")
+        from gim_tasks.aggregate.safety import refusal as destroys
+
+        tz = zone(options.timezone)
+        # D5 before anything else, --force included: nothing overrides it.
+        if (why := destroys(reaggregation, holdings, tz, wall(now, tz).date())) is not None:
+            return _reject(why)
     info = BY_NAME[job]
     if not info.manual and not request.force:
         return _reject(

@@ -14,15 +14,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from gim_tasks.cli.main import main as gim
 from gim_tasks.db.engine import make_engine
+from gim_tasks.jobs.base import JobContext
 from gim_tasks.runtime import tasks
 from gim_tasks.runtime.beat import sweep_abandoned_waits, sweep_lost
 from gim_tasks.settings import get_settings
@@ -52,8 +56,12 @@ def empty_calendar(engine: sa.Engine) -> None:
         conn.execute(sa.text("DELETE FROM date_time"))
 
 
-def via_cli(job: str) -> str:
-    code = gim(["run", job])
+def with_params(argv: list[str], params: str) -> list[str]:
+    return argv + ["--params", params] if params else argv
+
+
+def via_cli(job: str, params: str = "") -> str:
+    code = gim(with_params(["run", job], params))
     assert code == 1
     return rows_text()
 
@@ -65,30 +73,30 @@ def rows_text() -> str:
     return f"{last.state}: {last.reason}"
 
 
-def via_local(job: str) -> str:
-    assert gim(["run", job, "--local"]) == 1
+def via_local(job: str, params: str = "") -> str:
+    assert gim(with_params(["run", job, "--local"], params)) == 1
     return rows_text()
 
 
-def via_aggregate_once(job: str) -> str:
-    assert gim(["aggregate", "once"]) == 1
+def via_aggregate_once(job: str, params: str = "") -> str:
+    assert gim(with_params(["aggregate", "once"], params)) == 1
     return rows_text()
 
 
-def via_api(job: str) -> str:
+def via_api(job: str, params: str = "") -> str:
     engine = make_engine(get_settings().database_url)
-    auth.add_user(engine, "ops", "operator", "correct horse 1", "test")
+    if not auth.list_users(engine):
+        auth.add_user(engine, "ops", "operator", "correct horse 1", "test")
     token = auth.create_token(engine, "ops")
     client = TestClient(create_app(get_settings(), engine), base_url="http://testserver")
-    reply = client.post(
-        "/api/runs", json={"job": job}, headers={"Authorization": f"Bearer {token}"}
-    )
+    body = {"job": job} | ({"params": params} if params else {})
+    reply = client.post("/api/runs", json=body, headers={"Authorization": f"Bearer {token}"})
     assert reply.status_code == 409, reply.text
     return f"{reply.json()['state']}: {reply.json()['reason']}"
 
 
-def via_celery_call(job: str) -> str:
-    reply = tasks.run_job(job, task_id=None)  # what a raw `celery call Job_X` executes
+def via_celery_call(job: str, params: str = "") -> str:
+    reply = tasks.run_job(job, task_id=None, params=params or None)  # a raw `celery call`
     return f"{reply['state']}: {reply['reason']}"
 
 
@@ -278,4 +286,168 @@ def test_r2_a_waiting_local_request_whose_process_died_is_cancelled(
     assert sweep_abandoned_waits(engine, lease=LEASE) == [lost.id]
     (cancelled,) = rows(engine, f"id = {lost.id}")
     assert cancelled.state == "Cancelled" and "waiting process is gone" in cancelled.reason
+    engine.dispose()
+
+
+# -- D5: re-aggregation that would destroy what it cannot rebuild, refused on every path --
+
+
+def aggregates_fingerprint(engine: sa.Engine) -> dict[str, tuple[int, str]]:
+    """Row count and a digest of every aggregate table's rows."""
+    from gim_tasks.aggregate.registry import HIERARCHIES, LEVELS
+
+    with engine.connect() as conn:
+        return {
+            table: tuple(
+                conn.execute(
+                    sa.text(
+                        f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY "
+                        f"t::text)), '') FROM {table} t"
+                    )
+                ).one()
+            )
+            for table in (h.table(level) for h in HIERARCHIES for level in LEVELS)
+        }
+
+
+@pytest.fixture
+def purged_mart(gim_env: dict[str, str], make_database: Callable[..., str]) -> date:
+    """Thirty hours of traffic from 06:00 UTC on a day 20 days ago, loaded and aggregated;
+    then days-to-keep-facts=19 and maintenance dropped that first day's partitions (the
+    aggregates of every level stay: they are kept 800 days). Returns the purged day."""
+    from gim_tasks.idb.generator import generate
+    from gim_tasks.idb.schema import init_idb
+    from gim_tasks.jobs import aggregate, extract, maintain, transform
+    from gim_tasks.jobs.base import JobContext
+    from gim_tasks.options import store
+
+    engine = make_engine(gim_env["GIM_DATABASE_URL"])
+    idb = make_database(migrated=False)
+    init_idb(make_engine(idb))
+    purged = datetime.now(UTC).date() - timedelta(days=20)
+    with psycopg.connect(idb, autocommit=True) as conn:
+        start = datetime.combine(purged, dtime(6), UTC)
+        generate(conn, start, 30, agents=8, queues=3, rate=120, seed=5)
+    store.set_option(engine, "gim-etl", "days-to-keep-facts", "19", "test")
+    with engine.connect() as conn:
+        options = store.load_options(conn)
+    for body in (extract.run, transform.run):
+        body(JobContext(mart=engine, idb_urls=[idb], options=options))
+    aggregate.run(JobContext(mart=engine, idb_urls=[], options=options), once=True)
+    with engine.begin() as conn:
+        before = conn.execute(sa.text("SELECT count(*) FROM agg_h_queue_subhour")).scalar_one()
+        dropped = maintain.step_expired_partitions(
+            JobContext(mart=engine, idb_urls=[], options=options), conn
+        )
+    assert before > 0 and len(dropped["dropped"]) == 6  # one day of each fact table
+    engine.dispose()
+    return purged
+
+
+def process_queue(engine: sa.Engine) -> JobContext:
+    from gim_tasks.jobs import aggregate
+    from gim_tasks.jobs.base import JobContext
+    from gim_tasks.options import store
+
+    with engine.connect() as conn:
+        options = store.load_options(conn)
+    ctx = JobContext(mart=engine, idb_urls=[], options=options)
+    aggregate.run(ctx, once=True)
+    return ctx
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_d5_every_path_refuses_a_reaggregation_it_could_not_rebuild(
+    purged_mart: date, gim_env: dict[str, str], path: str
+) -> None:
+    engine = make_engine(gim_env["GIM_DATABASE_URL"])
+    held = purged_mart + timedelta(days=1)
+    far = datetime.now(UTC).date() + timedelta(days=400)  # beyond date-time-max-days-ahead
+    before = aggregates_fingerprint(engine)
+    cases = [
+        (f"ALLSETS:{purged_mart}:{purged_mart}", f"needs the facts of {purged_mart}, which"),
+        (f"H_QUEUE-SUBHOUR:{purged_mart}:{held}", f"needs the facts of {purged_mart}, which"),
+        (f"H_AGENT-MONTH:{far}:{far}", "lies outside DATE_TIME, which holds"),
+    ]
+    for agr_set, words in cases:
+        text = PATHS[path]("Job_AggregateGIM", f"-insertPendingAgg {agr_set}")
+        assert text.startswith(f"Rejected: -insertPendingAgg range {agr_set.split(':', 1)[1]}")
+        assert words in text and text.endswith("nothing was changed (D5)"), text
+        if "facts" in words:
+            assert f"the oldest day still held is {held}" in text
+            assert "([gim-etl] days-to-keep-facts=19)" in text
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM agg_request")).scalar_one() == 0
+    process_queue(engine)
+    assert aggregates_fingerprint(engine) == before  # nothing deleted, nothing rewritten
+    engine.dispose()
+
+
+def test_d5_a_request_queued_before_the_purge_is_refused_when_taken(
+    purged_mart: date, gim_env: dict[str, str]
+) -> None:
+    """A request waits in the queue for its window while maintenance purges: the aggregation
+    job checks again when it takes it, records why, and deletes nothing. An interval Transform
+    queued for a purged day is dropped, not rebuilt empty. A held range still rebuilds."""
+    from gim_tasks.aggregate.params import parse
+
+    engine = make_engine(gim_env["GIM_DATABASE_URL"])
+    before = aggregates_fingerprint(engine)
+    held = purged_mart + timedelta(days=1)
+    with engine.begin() as conn:
+        for text in (
+            f"-insertPendingAgg ALLSETS:{purged_mart}:{held}",
+            f"-insertPendingAgg H_QUEUE-SUBHOUR:{held}:{held}",
+        ):
+            conn.execute(
+                sa.text("INSERT INTO agg_request (params, requested_by) VALUES (:p, 'test')"),
+                {"p": json.dumps(parse(text).as_dict())},
+            )
+        conn.execute(
+            sa.text(
+                "INSERT INTO agg_pending (fact, date_time_key) VALUES "
+                "('interaction_segment_fact', :k)"
+            ),
+            {"k": int(datetime.combine(purged_mart, dtime(12), UTC).timestamp())},
+        )
+        conn.execute(sa.text("UPDATE agg_h_queue_subhour SET offered = offered + 1000"))
+        damaged_held = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM agg_h_queue_subhour a JOIN date_time d USING "
+                "(date_time_key) WHERE d.local_date = :d"
+            ),
+            {"d": held},
+        ).scalar_one()
+    assert damaged_held > 0
+    ctx = process_queue(engine)
+    with engine.connect() as conn:
+        requests = (
+            conn.execute(sa.text("SELECT refused FROM agg_request ORDER BY id")).scalars().all()
+        )
+        pending = conn.execute(sa.text("SELECT count(*) FROM agg_pending")).scalar_one()
+        old_days = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM agg_h_queue_subhour a JOIN date_time d USING "
+                "(date_time_key) WHERE d.local_date = :d AND a.offered >= 1000"
+            ),
+            {"d": purged_mart},
+        ).scalar_one()
+    assert requests[0] is not None and f"needs the facts of {purged_mart}" in requests[0]
+    assert requests[1] is None  # the held day was rebuilt
+    assert pending == 0
+    assert ctx.counts.summary["refused_requests"] == [f"request 1: {requests[0]}"]
+    after = aggregates_fingerprint(engine)
+    # The purged day's rows are exactly as they were before (damage included: D5 keeps what
+    # it cannot rebuild); the held day's SUBHOUR rows were rebuilt from the facts.
+    assert old_days > 0
+    with engine.connect() as conn:
+        wrong = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM agg_h_queue_subhour a JOIN date_time d USING "
+                "(date_time_key) WHERE d.local_date = :d AND a.offered >= 1000"
+            ),
+            {"d": held},
+        ).scalar_one()
+    assert wrong == 0
+    assert after["agg_h_agent_day"] == before["agg_h_agent_day"]  # not asked for: untouched
     engine.dispose()

@@ -250,11 +250,12 @@ def test_m3_m4_manual_rules(idb: str, gim_env: dict[str, str]) -> None:
             "alice",
             {"params": "-insertPendingAgg H_QUEUEZ-HOUR:2026-01-01:2026-01-02"},
         )
+    today = datetime.now(UTC).date()  # in DATE_TIME (filled from yesterday), facts held (D5)
     started = manager.request_run(
         engine,
         "Job_AggregateGIM",
         "alice",
-        {"params": "-insertPendingAgg ALLSETS:2026-01-01:2026-01-02"},
+        {"params": f"-insertPendingAgg ALLSETS:{today}:{today}"},
     )
     assert started.state == "Running" and "request is queued (M4)" in (started.reason or "")
     with engine.begin() as conn:
@@ -269,7 +270,7 @@ def test_m3_m4_manual_rules(idb: str, gim_env: dict[str, str]) -> None:
         engine,
         "Job_AggregateGIM",
         "bob",
-        {"params": "-insertPendingAgg H_AGENT-DAY:2026-01-01:2026-01-01"},
+        {"params": f"-insertPendingAgg H_AGENT-DAY:{today}:{today}"},
     )
     assert queued.run_id == started.run_id
     assert f"(run {started.run_id}) processes it (M4)" in (queued.reason or "")
@@ -385,7 +386,11 @@ def test_d3_property_random_traffic_and_random_reaggregation(
                 {"p": json.dumps(parse(text).as_dict())},
             )
         if damage:  # repair what the damage touched, whatever the random requests were
-            first_day, last_day = begin.date() - timedelta(days=1), begin.date() + timedelta(days=2)
+            # (random ones reaching outside DATE_TIME are refused whole, changing nothing: D5)
+            first_day, last_day = conn.execute(
+                sa.text("SELECT min(local_date), least(max(local_date), :d) FROM date_time"),
+                {"d": begin.date() + timedelta(days=2)},
+            ).one()
             text = f"-insertPendingAgg ALLSETS:{first_day}:{last_day}"
             conn.execute(
                 sa.text("INSERT INTO agg_request (params, requested_by) VALUES (:p, 'test')"),

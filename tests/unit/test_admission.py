@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
+from gim_tasks.aggregate.safety import Holdings
 from gim_tasks.options.values import Options, ScheduleOptions
 from gim_tasks.schedule.admission import RunRequest, Via, admit
 from gim_tasks.schedule.engine import ActiveRun, SchedulerState, WaitingRun
@@ -41,6 +42,24 @@ def at(text: str) -> datetime:
     return resolve(datetime.strptime(text, "%Y-%m-%d %H:%M"), TZ)
 
 
+KEEP = {"days-to-keep-facts": 400, "days-to-keep-aggregates": 800}
+#: Everything the cases re-aggregate is held.
+HELD = Holdings(
+    datetime(2020, 1, 1, tzinfo=UTC),
+    datetime(2020, 1, 1, tzinfo=UTC),
+    (date(2020, 1, 1), date(2027, 12, 31)),
+    KEEP,
+)
+#: Facts purged before 2026-01-01 UTC midnight (01:00 Berlin), SUBHOUR before 2025-06-01;
+#: DATE_TIME from 2025-01-01 to 2027-11-23.
+PURGED = Holdings(
+    datetime(2026, 1, 1, tzinfo=UTC),
+    datetime(2025, 6, 1, tzinfo=UTC),
+    (date(2025, 1, 1), date(2027, 11, 23)),
+    KEEP,
+)
+
+
 def no_refusal(job: str) -> str | None:
     return None
 
@@ -56,6 +75,7 @@ class Case:
     options: dict[str, str] = field(default_factory=dict)
     now: str = "2026-11-23 12:00"
     running: tuple[ActiveRun, ...] = ()
+    holdings: Holdings = HELD
     waiting: tuple[WaitingRun, ...] = ()
     refusal: Callable[[str], str | None] = no_refusal
     invalid: bool = False
@@ -123,6 +143,82 @@ CASES = [
         "(run 7) processes it (M4)",
         params="-insertPendingAgg ALLSETS:2026-01-01:2026-01-02",
         running=(ActiveRun(7, AGGREGATE, "manual"),),
+    ),
+    Case(
+        "D5 purged range refused",
+        AGGREGATE,
+        "Rejected",
+        "needs the facts of 2025-11-01 to 2025-11-30, which were purged: the oldest day still "
+        "held is 2026-01-02 ([gim-etl] days-to-keep-facts=400)",
+        params="-insertPendingAgg ALLSETS:2025-11-01:2025-11-30",
+        holdings=PURGED,
+    ),
+    Case(
+        "D5 partly purged range refused whole",
+        AGGREGATE,
+        "Rejected",
+        "needs the facts of 2025-12-20 to 2026-01-01, which were purged",
+        params="-insertPendingAgg H_AGENT-SUBHOUR:2025-12-20:2026-01-10",
+        holdings=PURGED,
+    ),
+    Case(
+        "D5 force does not override",
+        AGGREGATE,
+        "Rejected",
+        "the oldest day still held is 2026-01-02",
+        params="-insertPendingAgg ALLSETS:2025-12-31:2025-12-31",
+        force=True,
+        holdings=PURGED,
+    ),
+    Case(
+        "D5 HOUR is rebuilt from SUBHOUR, held longer",
+        AGGREGATE,
+        "Running",
+        "request is queued (M4)",
+        params="-insertPendingAgg H_QUEUE-HOUR:2025-12-01:2025-12-31",
+        holdings=PURGED,
+    ),
+    Case(
+        "D5 HOUR from purged SUBHOUR refused",
+        AGGREGATE,
+        "Rejected",
+        "needs the SUBHOUR aggregates of 2025-05-30, which were purged: the oldest day "
+        "still held is 2025-06-02 ([gim-etl] days-to-keep-aggregates=800)",
+        params="-insertPendingAgg H_QUEUE-HOUR:2025-05-30:2025-05-30",
+        holdings=PURGED,
+    ),
+    Case(
+        "D5 MONTH is rebuilt from DAY, kept forever",
+        AGGREGATE,
+        "Running",
+        "request is queued (M4)",
+        params="-insertPendingAgg H_QUEUE-MONTH:2025-01-01:2025-01-31",
+        holdings=PURGED,
+    ),
+    Case(
+        "D5 outside DATE_TIME refused",
+        AGGREGATE,
+        "Rejected",
+        "-insertPendingAgg range 2027-12-01:2027-12-31 lies outside DATE_TIME, which holds "
+        "2025-01-01 to 2027-11-23",
+        params="-insertPendingAgg H_QUEUE-MONTH:2027-12-01:2027-12-31",
+        holdings=PURGED,
+    ),
+    Case(
+        "D5 reaching outside DATE_TIME refused",
+        AGGREGATE,
+        "Rejected",
+        "reaches outside DATE_TIME",
+        params="-insertPendingAgg H_QUEUE-MONTH:2024-12-31:2025-01-31",
+        holdings=PURGED,
+    ),
+    Case(
+        "D5 Online flavor leaves only held days",
+        AGGREGATE,
+        "Running",
+        "request is queued (M4)",
+        params="-insertPendingAgg H_AGENT-SUBHOUR.Online:2025-11-01:2026-11-30",
+        holdings=PURGED,
     ),
     Case("M7 statistics not manual", UPDATE_STATS, "Rejected", "update-stats-schedule"),
     Case("M7 export not manual", EXPORT, "Rejected", "export-schedule when run-export=true"),
@@ -223,7 +319,9 @@ CASES = [
 def test_m0_every_path_gets_the_same_decision_for_every_rule(case: Case, via: Via) -> None:
     request = RunRequest(case.job, "alice", via, case.params, case.force)
     state = SchedulerState(running=case.running, waiting=case.waiting)
-    decision = admit(opts(**case.options), at(case.now), state, request, case.refusal)
+    decision = admit(
+        opts(**case.options), at(case.now), state, request, case.refusal, case.holdings
+    )
     assert decision.verdict == case.verdict, decision
     assert decision.invalid == case.invalid
     if case.reason is None:
@@ -236,7 +334,7 @@ def test_m4_the_parsed_request_is_returned_for_queueing() -> None:
     request = RunRequest(
         AGGREGATE, "a", Via.LOCAL, "-insertPendingAgg H_AGENT-DAY:2026-01-01:2026-01-03"
     )
-    decision = admit(opts(), at("2026-11-23 12:00"), SchedulerState(), request)
+    decision = admit(opts(), at("2026-11-23 12:00"), SchedulerState(), request, holdings=HELD)
     assert decision.reaggregation is not None
     assert decision.reaggregation.hierarchies == ("H_AGENT",)
     assert decision.reaggregation.level == "DAY"

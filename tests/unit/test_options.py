@@ -76,8 +76,25 @@ def test_ini_import_collects_every_problem_and_accepts_nothing() -> None:
         parse_ini("etl-frequency = 5\n", "flat.ini")
 
 
+#: On the defaults: SUBHOUR and HOUR aggregates (800 days) outlive their facts (400): D5.
+KEEP = ("warning", "[gim-etl] days-to-keep-aggregates")
+
+
 def finding_items(options: Options) -> list[tuple[str, str]]:
     return [(f.level, f.item) for f in check_options(options).findings]
+
+
+def test_d5_aggregates_kept_longer_than_their_facts_and_no_maintenance_are_warnings() -> None:
+    defaults = Options.defaults()
+    assert finding_items(defaults) == [KEEP]
+    (finding,) = check_options(defaults).findings
+    assert "kept 800 days" in finding.message and "only 400 (days-to-keep-facts)" in finding.message
+    assert "(D5)" in finding.message
+    equal = defaults.with_text("gim-etl", "days-to-keep-aggregates", "400")
+    assert finding_items(equal) == []
+    unmaintained = equal.with_text("schedule", "run-maintain", "false")
+    assert finding_items(unmaintained) == [("warning", "[schedule] run-maintain")]
+    assert check_options(unmaintained).ok  # warnings never block (C2)
 
 
 def test_c1_maintain_start_inside_etl_span_is_an_error() -> None:
@@ -86,7 +103,7 @@ def test_c1_maintain_start_inside_etl_span_is_an_error() -> None:
     report = check_options(options)
     assert report.refusal() is not None and "[schedule] maintain-start-time" in report.refusal()
     off = options.with_text("schedule", "run-maintain", "false")
-    assert finding_items(off) == []
+    assert finding_items(off) == [KEEP, ("warning", "[schedule] run-maintain")]
 
 
 def test_c1_round_the_clock_etl_leaves_no_room_for_maintenance() -> None:
@@ -100,10 +117,10 @@ def test_c1_aggregation_window_covering_maintenance_is_a_warning() -> None:
         .with_text("schedule", "run-aggregates", "true")
         .with_text("schedule", "aggregate-duration", "24:00")
     )
-    assert finding_items(options) == [("warning", "[schedule] aggregate-duration")]
+    assert finding_items(options) == [("warning", "[schedule] aggregate-duration"), KEEP]
     assert check_options(options).ok  # warnings never block (C2)
     sample = Options.defaults().with_text("schedule", "run-aggregates", "true")
-    assert finding_items(sample) == []  # 04:00 + 23:00 ends exactly at 03:00
+    assert finding_items(sample) == [KEEP]  # 04:00 + 23:00 ends exactly at 03:00
 
 
 def test_c1_other_rules() -> None:
@@ -121,7 +138,7 @@ def test_c1_other_rules() -> None:
     )
     assert ("warning", "[schedule] etl-frequency") in finding_items(short)
     paused = Options.defaults().with_text("schedule", "run-scheduler", "false")
-    assert finding_items(paused) == [("warning", "[schedule] run-scheduler")]
+    assert finding_items(paused) == [KEEP, ("warning", "[schedule] run-scheduler")]
 
 
 def test_bad_stored_value_falls_back_to_default_and_is_an_error() -> None:
@@ -129,7 +146,7 @@ def test_bad_stored_value_falls_back_to_default_and_is_an_error() -> None:
         {("schedule", "etl-frequency"): "0", ("schedule", "retired-option"): "1"}
     )
     assert options.get("schedule", "etl-frequency") == 30
-    assert [f.level for f in check_options(options).findings] == ["error", "error"]
+    assert [f.level for f in check_options(options).findings] == ["error", "error", "warning"]
 
 
 def test_readme_option_reference_is_the_generated_one() -> None:
