@@ -144,7 +144,7 @@ def import_(
     file: Annotated[
         Path,
         typer.Argument(
-            help="INI file with [schedule], [gim-etl], [gim-export] sections.",
+            help="INI file with [schedule], [gim-etl], [gim-export] (and GIM's [date-time]).",
             exists=True,
             dir_okay=False,
             readable=True,
@@ -152,17 +152,25 @@ def import_(
     ],
     actor: ActorOption = "",
 ) -> None:
-    """Import options from an INI file: all of them, or none if any line is invalid."""
+    """Import options from an INI file: all of them, or none if any line is invalid.
+
+    A Genesys Info Mart option file is read as GIM wrote it: GIM options gim-tasks does not
+    use are reported and skipped, [date-time] options go to [gim-etl], Java time zones
+    (PST, GMT+02:00) are stored as the IANA zone Java means, with a warning."""
     from gim_tasks.options import store
 
     text = file.read_text(encoding="utf-8")
+    notes: list[str] = []
     updates = store.import_options(
         mart_engine(),
         text,
         actor or current_actor(),
         str(file),
         output_base=settings().output_directory,
+        notes=notes,
     )
+    for note in notes:
+        out.print(note if note.startswith("warning: ") else f"note: {note}", markup=False)
     for update in updates:
         out.print(str(update), markup=False)
     out.print(f"imported {sum(u.changed for u in updates)} change(s) from {file}")

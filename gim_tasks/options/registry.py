@@ -8,6 +8,7 @@ scheduler reads. [decision] marks a default or meaning the source documents leav
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,7 @@ class OptionSpec:
             detail = str(error)
             # Cron errors are already specific; other reasons are short and the allowed
             # form says the rest.
-            reason = f" ({detail})" if detail.startswith("cron ") else ""
+            reason = f" ({detail})" if detail.startswith(("cron ", "GIM")) else ""
             raise OptionError(
                 f"[{self.section}] {self.name} = '{raw}' is invalid{reason}: allowed is "
                 f"{self.type.allowed}"
@@ -305,8 +306,9 @@ def section_names() -> str:
     return ", ".join(f"[{name}]" for name in SECTIONS)
 
 
-def lookup(section: str, name: str) -> OptionSpec:
-    """The spec of ``[section] name``, or :class:`OptionError` listing what exists."""
+def lookup(section: str, name: str, also: Iterable[str] = ()) -> OptionSpec:
+    """The spec of ``[section] name``, or :class:`OptionError` listing what exists. ``also``:
+    more names to suggest from (GIM's, on import)."""
     if section not in SECTIONS:
         hint = difflib.get_close_matches(section, SECTIONS, n=1)
         suggestion = f" (did you mean [{hint[0]}]?)" if hint else ""
@@ -316,7 +318,7 @@ def lookup(section: str, name: str) -> OptionSpec:
     spec = BY_KEY.get((section, name))
     if spec is None:
         names = [s.name for s in OPTIONS if s.section == section]
-        hint = difflib.get_close_matches(name, names, n=1)
+        hint = difflib.get_close_matches(name, [*names, *also], n=1)
         suggestion = f" (did you mean {hint[0]}?)" if hint else ""
         raise OptionError(
             f"[{section}] {name} is not an option{suggestion}; options of "

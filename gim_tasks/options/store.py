@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from gim_tasks.db.tables import option_change, option_value
 from gim_tasks.options.paths import check_confined
 from gim_tasks.options.registry import lookup
-from gim_tasks.options.values import Change, Key, Options, parse_ini
+from gim_tasks.options.values import Change, Key, Options, read_ini
 
 #: pg_advisory_xact_lock key serialising option writes ("gim_opt").
 OPTIONS_LOCK_KEY = 0x67696D5F6F7074
@@ -97,12 +97,21 @@ def unset_option(engine: Engine, section: str, name: str, actor: str) -> OptionU
 
 
 def import_options(
-    engine: Engine, text: str, actor: str, source: str, output_base: Path | None = None
+    engine: Engine,
+    text: str,
+    actor: str,
+    source: str,
+    output_base: Path | None = None,
+    notes: list[str] | None = None,
 ) -> list[OptionUpdate]:
-    """Store every option of an INI text that differs from its current value, in one
-    transaction: all of them or, on any problem, none (``parse_ini`` raises before the
-    transaction starts)."""
-    values = parse_ini(text, source)
+    """Store every option of an INI text (a GIM option file too) that differs from its current
+    value, in one transaction: all of them or, on any problem, none (``read_ini`` raises before
+    the transaction starts). ``notes`` receives what the operator should read: GIM options not
+    used here, options moved, Java time zones mapped."""
+    read = read_ini(text, source)
+    values = read.values
+    if notes is not None:
+        notes.extend(read.notes)
     for (section, name), value in values.items():
         check_confined(section, name, value, output_base)
     with engine.begin() as conn:

@@ -129,6 +129,16 @@ class TimeZone(OptionType):
         try:
             zone(name)
         except (ZoneInfoNotFoundError, ValueError):
+            from gim_tasks.options.gim_compat import java_zone
+
+            try:
+                mapped = java_zone(name)
+            except ValueError as error:
+                raise ValueError(f"GIM/Java time zone: {error}") from None
+            if mapped is not None:
+                raise ValueError(
+                    f"GIM/Java time zone: {name} is {mapped[0]} in IANA terms; set {mapped[0]}"
+                ) from None
             raise ValueError("unknown time zone") from None
         return name
 

@@ -108,9 +108,22 @@ class Options:
         return "\n".join(lines) + "\n"
 
 
-def parse_ini(text: str, source: str = "input") -> dict[Key, str]:
-    """Option texts from INI; every problem (syntax, unknown section or option, bad value) is
-    collected and raised together as one :class:`OptionError`, so nothing is half-applied."""
+@dataclass(frozen=True)
+class IniOptions:
+    """What an INI text sets, and the notes for the operator: GIM options not used here,
+    ``[date-time]`` options moved to ``[gim-etl]``, Java time zones mapped (see
+    :mod:`gim_tasks.options.gim_compat`)."""
+
+    values: dict[Key, str]
+    notes: tuple[str, ...] = ()
+
+
+def read_ini(text: str, source: str = "input") -> IniOptions:
+    """Option texts from INI, GIM option files included; every problem (syntax, unknown
+    section or option, bad value) is collected and raised together as one
+    :class:`OptionError`, so nothing is half-applied."""
+    from gim_tasks.options import gim_compat
+
     parser = configparser.ConfigParser(
         interpolation=None,
         delimiters=("=",),
@@ -124,24 +137,65 @@ def parse_ini(text: str, source: str = "input") -> dict[Key, str]:
         raise OptionError(f"{source}: not a valid INI file: {str(error).splitlines()[0]}") from None
     result: dict[Key, str] = {}
     problems: list[str] = []
+    notes: list[str] = []
     for section in parser.sections():
-        try:
-            lookup(section, "")
-        except OptionError as error:
-            if "is not an option section" in str(error):
-                problems.append(str(error))
-                continue
-        for name, value in parser.items(section, raw=True):
+        gim_only = section in gim_compat.GIM_SECTIONS
+        if not gim_only:
             try:
-                lookup(section, name).parse(value)
-                result[(section, name)] = value.strip()
+                lookup(section, "")
+            except OptionError as error:
+                if "is not an option section" in str(error):
+                    problems.append(str(error))
+                    continue
+        for name, value in parser.items(section, raw=True):
+            key: Key = (section, name)
+            if key in gim_compat.UNUSED:
+                why = gim_compat.UNUSED[key]
+                notes.append(f"[{section}] {name} is not used by gim-tasks ({why}); not stored")
+                continue
+            if key in gim_compat.MOVED:
+                key = gim_compat.MOVED[key]
+                notes.append(f"[{section}] {name} is [{key[0]}] {key[1]} in gim-tasks: imported so")
+            try:
+                if key[0] in gim_compat.GIM_SECTIONS:
+                    raise OptionError(
+                        f"[{section}] {name} is not an option GIM has in [{section}]; known "
+                        f"there: {', '.join(gim_compat.gim_names(section))}"
+                    )
+                spec = lookup(*key, also=gim_compat.gim_names(key[0]))
+                text_value = value.strip()
+                if spec.name in ("timezone", "date-time-extra-time-zones"):
+                    text_value = _iana_zones(spec.section, spec.name, text_value, notes)
+                spec.parse(text_value)
+                result[key] = text_value
             except OptionError as error:
                 problems.append(str(error))
+            except ValueError as error:  # a Java zone IANA cannot express
+                problems.append(f"[{section}] {name} = '{value.strip()}' is invalid: {error}")
     if problems:
         raise OptionError(
             f"{source}: nothing imported, {len(problems)} problem(s):\n  " + "\n  ".join(problems)
         )
-    return result
+    return IniOptions(result, tuple(notes))
+
+
+def _iana_zones(section: str, name: str, text: str, notes: list[str]) -> str:
+    """``text`` with every Java time-zone ID replaced by its IANA zone, noting each."""
+    from gim_tasks.options.gim_compat import java_zone
+
+    zones = []
+    for part in (p.strip() for p in text.split(",")):
+        mapped = java_zone(part) if part else None
+        if mapped is not None:
+            notes.append(f"warning: [{section}] {name}: {mapped[1]}")
+            part = mapped[0]
+        zones.append(part)
+    return ",".join(zones)
+
+
+def parse_ini(text: str, source: str = "input") -> dict[Key, str]:
+    """The option texts of :func:`read_ini` (notes dropped)."""
+    return read_ini(text, source).values
 
 
 @dataclass(frozen=True)

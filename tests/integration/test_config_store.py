@@ -125,7 +125,9 @@ def test_cli_check_reports_errors_with_items_and_exit_code(
     gim_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert gim(["config", "check", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"ok": True, "errors": [], "warnings": []}
+    report = json.loads(capsys.readouterr().out)
+    assert (report["ok"], report["errors"]) == (True, [])
+    assert [w["item"] for w in report["warnings"]] == ["[gim-etl] days-to-keep-aggregates"]
     assert gim(["config", "set", "schedule", "maintain-start-time", "12:00"]) == 0
     capsys.readouterr()
     blocker = Path(gim_env["GIM_OUTPUT_DIRECTORY"]) / "not-a-directory"
@@ -136,7 +138,10 @@ def test_cli_check_reports_errors_with_items_and_exit_code(
     assert gim(["config", "check", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert [e["item"] for e in report["errors"]] == ["[schedule] maintain-start-time"]
-    assert [w["item"] for w in report["warnings"]] == ["[gim-export] output-directory"]
+    assert [w["item"] for w in report["warnings"]] == [
+        "[gim-etl] days-to-keep-aggregates",
+        "[gim-export] output-directory",
+    ]
     assert gim(["config", "set", "schedule", "run-export", "true"]) == 0
     capsys.readouterr()
     assert gim(["config", "check", "--json"]) == 1
@@ -191,3 +196,37 @@ def test_c1_retention_that_would_purge_unexported_facts_warns(gim_env: dict[str,
     store.set_option(engine, "gim-etl", "days-to-keep-facts", "90", "t")
     with engine.connect() as conn:
         assert check_retention(store.load_options(conn), get_settings(), now) == []
+
+
+def test_gim_option_file_from_the_readme_imports_with_notes(
+    engine: sa.Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gim config import` of the README's GIM sample: exit 0, each GIM-only option reported
+    and not stored, PST stored as America/Los_Angeles with a warning, [date-time] moved."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    match = re.search(r"<!-- gim-sample-options -->\n```ini\n(.*?)```", readme, re.S)
+    assert match
+    path = tmp_path / "gim-options.ini"
+    path.write_text(match.group(1))
+    capsys.readouterr()
+    assert gim(["config", "import", str(path), "--actor", "migration"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("is not used by gim-tasks") == 5
+    assert "warning: [schedule] timezone: GIM's (Java's) PST is America/Los_Angeles" in printed
+    from gim_tasks.options.values import Options, read_ini
+
+    values = read_ini(match.group(1)).values
+    changes = sum(Options.defaults().texts[key] != text for key, text in values.items())
+    assert changes == 6 and f"imported {changes} change(s)" in printed  # the rest are defaults
+    stored = {(row[0], row[1]): row[2] for row in rows(engine, option_value)}
+    assert stored[("schedule", "timezone")] == "America/Los_Angeles"
+    assert stored[("gim-etl", "date-time-min-days-ahead")] == "120"
+    assert not {name for _, name in stored} & {"on-demand-migration", "first-day-of-week"}
+    assert len(rows(engine, option_change)) == changes
+    # An unknown name still refuses the whole file, naming the closest known name.
+    path.write_text(match.group(1) + "thread-pool-sise = 3\n")  # in the last section
+    assert gim(["config", "import", str(path)]) == 2
+    assert "did you mean thread-pool-size?" in capsys.readouterr().err
+    assert len(rows(engine, option_change)) == changes
