@@ -222,7 +222,23 @@ def etl_status_data(engine: sa.Engine) -> dict[str, Any]:
         names: dict[int, str] = {
             row.idb_id: row.name for row in conn.execute(sa.select(mart.idb_source)).all()
         }
-        marks = conn.execute(sa.select(mart.extract_mark)).all()
+        marks = conn.execute(
+            sa.select(mart.extract_mark).order_by(
+                mart.extract_mark.c.idb_id, mart.extract_mark.c.table_name
+            )
+        ).all()
+        # Per IDB (several IDBs: voice, multimedia, outbound): segment facts and discards.
+        loaded = {
+            row.idb_id: (row.facts, row.discards)
+            for row in conn.execute(
+                sa.text(
+                    "SELECT s.idb_id, (SELECT count(*) FROM interaction_segment_fact f WHERE "
+                    "f.idb_id = s.idb_id) AS facts, (SELECT count(*) FROM discard d WHERE "
+                    "d.idb_id = s.idb_id AND d.source_table = 'interaction_segment_fact') "
+                    "AS discards FROM idb_source s"
+                )
+            )
+        }
         pending = {
             name: conn.execute(
                 sa.text(
@@ -273,6 +289,19 @@ def etl_status_data(engine: sa.Engine) -> dict[str, Any]:
             }
             for m in marks
         ],
+        "idbs": [
+            {
+                "idb": name,
+                "tables": len(mine),
+                "rows_extracted": sum(m.rows_extracted for m in mine),
+                "in_progress": any(m.pending_snapshot is not None for m in mine),
+                "last_extract": max(m.updated_at for m in mine).isoformat() if mine else None,
+                "segment_facts": loaded.get(idb_id, (0, 0))[0],
+                "segment_discards": loaded.get(idb_id, (0, 0))[1],
+            }
+            for idb_id, name in sorted(names.items())
+            for mine in [[m for m in marks if m.idb_id == idb_id]]
+        ],
         "pending_transform": sum(pending.values()),
         "pending_by_table": pending,
         "lag_seconds": lag,
@@ -298,6 +327,19 @@ def etl_status(as_json: JsonFlag = False) -> None:
     if as_json:
         print(json.dumps(data, indent=2))
         return
+    idbs = Table(
+        "IDB", "tables", "rows extracted", "last extract", "segment facts", "discarded", box=None
+    )
+    for idb in data["idbs"]:
+        idbs.add_row(
+            idb["idb"] + (" (extracting)" if idb["in_progress"] else ""),
+            str(idb["tables"]),
+            f"{idb['rows_extracted']:,}",
+            (idb["last_extract"] or "-")[:19],
+            f"{idb['segment_facts']:,}",
+            f"{idb['segment_discards']:,}",
+        )
+    out.print(idbs)
     table = Table("IDB", "table", "rows extracted", "updated", "state", box=None)
     for mark in data["marks"]:
         table.add_row(

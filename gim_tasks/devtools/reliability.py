@@ -160,6 +160,22 @@ class Lab:
         self.restarts: list[str] = []
         self.celery = Celery(broker=self.env["GIM_REDIS_URL"])
         self.cycles = 0
+        self.cleanups: list[Callable[[], None]] = []
+
+    def add_idb(self, server: PostgresServer, name: str, seed: int) -> str:
+        """Another IDB, on ``server``, of another shape (fewer agents, more queues), appended
+        to GIM_IDB_URLS; call before starting processes. Returns its URL."""
+        server.create_database(name)
+        url = server.url(name)
+        init_idb(make_engine(url))
+        with psycopg.connect(url, autocommit=True) as conn:
+            day = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
+            generate(conn, day - timedelta(days=1), 6, agents=25, queues=14, rate=2500, seed=seed)
+        self.env["GIM_IDB_URLS"] = f"{self.env['GIM_IDB_URLS']},{url}"
+        self.settings = self.settings.model_copy(
+            update={"idb_urls": [*self.settings.idb_urls, url]}
+        )
+        return url
 
     def backlog(self, hours: int = 3) -> None:
         """More source traffic (earlier days, new seed), so the next job has real work."""
@@ -404,6 +420,8 @@ class Lab:
     def close(self) -> None:
         self.stop_all()
         self.engine.dispose()
+        for cleanup in self.cleanups:
+            cleanup()
 
 
 class Reference:
@@ -583,6 +601,35 @@ def restart_postgres(lab: Lab, result: Result, full: bool) -> None:
         lab.cycle()
 
 
+def idb_restart(lab: Lab, result: Result, full: bool) -> None:
+    """Restart the PostgreSQL server of one of two IDBs (another shape) while Extract runs."""
+    rng = random.Random(9)
+    server = PostgresServer(lab.root / "idb2-postgres", free_port(), fast=False)
+    server.start()
+    lab.cleanups.append(server.stop)
+    lab.add_idb(server, "idb2", seed=91)
+    _beat_worker_traffic(lab)
+    for _ in range(2 if full else 1):
+        lab.cycle()
+        # The second IDB gets its own backlog, so its extraction is under way at the fault.
+        with psycopg.connect(server.url("idb2"), autocommit=True) as conn:
+            day = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
+            generate(
+                conn,
+                day - timedelta(days=2 + lab.backlogs),
+                3,
+                agents=25,
+                queues=14,
+                rate=4000,
+                seed=92 + lab.backlogs,
+            )
+        run_id = _fault_during(lab, result, EXTRACT, lambda _: _restart(server, 1), rng)
+        if run_id is not None:
+            lab.wait_end(run_id)
+        lab.sweep()
+        lab.cycle()  # refused (C2: IDB 2 unreachable) until the server is back, then runs
+
+
 def _etl_every_minute(lab: Lab) -> None:
     """Scheduled ETL cycles every minute round the clock, nothing else scheduled."""
     lab.options(
@@ -743,6 +790,7 @@ SCENARIOS: dict[str, Scenario] = {
     "sigstop-worker": sigstop_worker,
     "restart-redis": restart_redis,
     "restart-postgres": restart_postgres,
+    "idb-restart": idb_restart,
     "kill-active-beat": kill_active_beat,
     "stop-at-random-points": stop_at_random_points,
     "export-unwritable": export_unwritable,
