@@ -11,8 +11,13 @@
    of seven new hours, alternating between the two, after a steady-state VACUUM ANALYZE).
 3. Peak resident memory of this process (the job runs in it): streaming keeps it flat.
 
+``--scale-against M`` (the scale check, e.g. ``--segments 10000000 --scale-against 1000000``)
+instead loads M and then N segments, each Extract + Transform in a fresh process (so each peak
+RSS is that load's own), and prints the time per segment and the peak RSS of N as ratios to M.
+Targets: time per segment <= 1.15x, peak RSS <= 1.2x.
+
 Runs its own PostgreSQL on a free port in a temporary directory; stops it at the end.
-Run: ./dev bench etl [--segments N] [--parallel N]
+Run: ./dev bench etl [--segments N] [--parallel N] [--scale-against M]
 """
 
 from __future__ import annotations
@@ -65,6 +70,56 @@ def cycle(mart_url: str, idb_url: str) -> float:
     elapsed = time.perf_counter() - began
     engine.dispose()
     return elapsed
+
+
+def cycle_in_process(mart_url: str, idb_url: str, parallel: int | None) -> tuple[float, float]:
+    """One Extract + Transform in this (fresh) process: seconds, peak RSS in MB."""
+    global OPTIONS
+    if parallel:
+        OPTIONS = Options.from_texts({("gim-etl", "parallel-tables"): str(parallel)})
+    return cycle(mart_url, idb_url), rss_mb()
+
+
+def scale(segments: int, against: int, parallel: int | None) -> None:
+    """Time per segment and peak RSS of a full load of ``segments`` against ``against``."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    results = {}
+    with scratch_postgres("gim-bench-") as server:
+        for n in (against, segments):
+            began = time.perf_counter()
+            idb = make_db(server, f"scale_idb_{n}", mart=False)
+            mart = make_db(server, f"scale_mart_{n}", mart=True)
+            rate = 40_000
+            with psycopg.connect(idb, autocommit=True) as conn:
+                written = generate(
+                    conn, START, hours_for(n, rate), agents=500, queues=40, rate=rate, seed=5
+                )
+                conn.execute("VACUUM ANALYZE")
+            print(
+                f"generated {written['party_segments']:,} party segments in "
+                f"{time.perf_counter() - began:.0f} s",
+                flush=True,
+            )
+            with spawn.Pool(1) as pool:
+                seconds, rss = pool.apply(cycle_in_process, (mart, idb, parallel))
+            results[n] = (written["party_segments"], seconds, rss)
+            print(
+                f"  extract+transform: {seconds:.1f} s, "
+                f"{seconds / written['party_segments'] * 1e6:.2f} us/segment, "
+                f"peak RSS {rss:.0f} MB",
+                flush=True,
+            )
+            with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+                for name in (f"scale_idb_{n}", f"scale_mart_{n}"):  # room for the next size
+                    conn.execute(f'DROP DATABASE "{name}"')
+    (small, small_s, small_rss), (big, big_s, big_rss) = results[against], results[segments]
+    per_segment = (big_s / big) / (small_s / small)
+    print(
+        f"scale {big:,} vs {small:,} segments: time per segment x{per_segment:.2f} "
+        f"(target <= 1.15), peak RSS x{big_rss / small_rss:.2f} (target <= 1.2)"
+    )
 
 
 def hours_for(segments: int, rate: int) -> int:
@@ -205,7 +260,15 @@ def main() -> None:
         default=600,
         help="calls/h at peak for the history of the incremental test",
     )
+    parser.add_argument(
+        "--scale-against",
+        type=int,
+        help="compare a full load of --segments with one of this many (time/segment, RSS)",
+    )
     args = parser.parse_args()
+    if args.scale_against:
+        scale(args.segments, args.scale_against, args.parallel)
+        return
     global OPTIONS
     if args.parallel:
         OPTIONS = Options.from_texts({("gim-etl", "parallel-tables"): str(args.parallel)})

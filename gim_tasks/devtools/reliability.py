@@ -141,8 +141,9 @@ class Lab:
             output_directory=self.env["GIM_OUTPUT_DIRECTORY"],  # type: ignore[arg-type]
         )
         migrate.upgrade(self.engine)
-        init_idb(make_engine(self.env["GIM_IDB_URLS"]))
-        with psycopg.connect(self.env["GIM_IDB_URLS"], autocommit=True) as conn:
+        self.idb_url = self.env["GIM_IDB_URLS"]  # the first IDB: backlogs and live traffic
+        init_idb(make_engine(self.idb_url))
+        with psycopg.connect(self.idb_url, autocommit=True) as conn:
             # Yesterday's busy hours: enough rows that every job runs for a while.
             day = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
             generate(conn, day - timedelta(days=1), 6, agents=60, queues=8, rate=3000, seed=11)
@@ -181,7 +182,7 @@ class Lab:
         """More source traffic (earlier days, new seed), so the next job has real work."""
         self.backlogs += 1
         day = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
-        with psycopg.connect(self.env["GIM_IDB_URLS"], autocommit=True) as conn:
+        with psycopg.connect(self.idb_url, autocommit=True) as conn:
             generate(
                 conn,
                 day - timedelta(days=1 + self.backlogs),

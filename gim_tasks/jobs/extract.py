@@ -300,19 +300,30 @@ def run(ctx: JobContext) -> None:
         with psycopg.connect(url, autocommit=False) as source:
             source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = str(source.execute("SELECT pg_current_snapshot()::text").fetchone()[0])  # type: ignore[index]
+            # Configuration (dimension) tables first, each committed, then the traffic: a
+            # Transform started while Extract runs (M2) then finds the queue, agent, ... of every
+            # traffic row it can see. (Before, it discarded such rows as "unknown queue" for
+            # good, and the facts differed from a clean load: D1.) They are small.
+            configuration = [t for t in idb.TABLES if t.name not in TRAFFIC_SOURCES]
+            traffic = sorted(
+                (t for t in idb.TABLES if t.name in TRAFFIC_SOURCES),
+                key=lambda t: TRAFFIC_SOURCES.index(t.name),  # interactions, then segments, ...
+            )
+            total = sum(
+                extract_table(ctx, source, snapshot, idb_id, table, counting)
+                for table in configuration
+            )
             if parallel == 1:
-                total = sum(
+                total += sum(
                     extract_table(ctx, source, snapshot, idb_id, table, counting)
-                    for table in idb.TABLES
+                    for table in traffic
                 )
             else:
                 exported = str(source.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
-                # The largest tables first, so that they do not start last.
-                tables = sorted(idb.TABLES, key=lambda t: t.name not in TRAFFIC_SOURCES)
-                total = sum(
+                total += sum(
                     in_parallel(
                         parallel,
-                        tables,
+                        traffic,
                         partial(_extract_as_of, ctx, url, exported, snapshot, idb_id, counting),
                         "extract",
                     )

@@ -220,6 +220,13 @@ CASES = [
         params="-insertPendingAgg H_AGENT-SUBHOUR.Online:2025-11-01:2026-11-30",
         holdings=PURGED,
     ),
+    Case(
+        "M2 Transform starts while Extract runs",
+        TRANSFORM,
+        "Running",
+        None,
+        running=(ActiveRun(3, EXTRACT, "scheduled"),),
+    ),
     Case("M7 statistics not manual", UPDATE_STATS, "Rejected", "update-stats-schedule"),
     Case("M7 export not manual", EXPORT, "Rejected", "export-schedule when run-export=true"),
     Case("M7 forced export admitted", EXPORT, "Running", None, force=True),
