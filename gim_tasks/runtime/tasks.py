@@ -161,14 +161,54 @@ def register(app: Celery) -> None:
         notify_task
     )
     for info in JOBS:
+        app.task(name=info.name, bind=True, acks_late=True, shared=False)(_task_for(info.name))
 
-        def task(
-            self: Any,
-            run_id: int | None = None,
-            params: str | dict[str, Any] | None = None,
-            force: bool = False,
-            _job: str = info.name,
-        ) -> dict[str, Any]:
-            return run_job(_job, self.request.id, run_id, params, force)
 
-        app.task(name=info.name, bind=True, acks_late=True, shared=False)(task)
+#: The keyword arguments a job task takes; anything else is refused, naming it.
+TASK_ARGUMENTS = ("run_id", "params", "force")
+
+
+def bad_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """Why a task message's arguments are refused (a raw ``celery call`` or a Flower message
+    can carry anything), or None. Nothing is recorded for a refused message."""
+    if args:
+        return (
+            "positional arguments are not accepted; pass keyword arguments, e.g. celery call "
+            'Job_AggregateGIM --kwargs \'{"params": "-insertPendingAgg ..."}\''
+        )
+    unknown = sorted(set(kwargs) - set(TASK_ARGUMENTS))
+    if unknown:
+        return (
+            f"unknown argument(s) {', '.join(unknown)}; a job task takes "
+            f"{', '.join(TASK_ARGUMENTS)}"
+        )
+    run_id = kwargs.get("run_id")
+    if run_id is not None and (isinstance(run_id, bool) or not isinstance(run_id, int)):
+        return f"run_id must be an integer, got {run_id!r}"
+    params = kwargs.get("params")
+    if params is not None and not isinstance(params, str | dict):
+        return f"params must be a string, got {params!r}"
+    if not isinstance(kwargs.get("force", False), bool):
+        return f"force must be true or false, got {kwargs['force']!r}"
+    return None
+
+
+def _task_for(job: str) -> Any:
+    """The Celery task of ``job``. The job is bound here, not taken from the message: a
+    message cannot make one job's task run another."""
+
+    def task(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        problem = bad_arguments(args, kwargs)
+        if problem is not None:
+            log.warning("task %s refused: %s", job, problem)
+            return {"run_id": None, "state": "Rejected", "reason": problem}
+        return run_job(
+            job,
+            self.request.id,
+            kwargs.get("run_id"),
+            kwargs.get("params"),
+            bool(kwargs.get("force", False)),
+        )
+
+    task.__name__ = task.__qualname__ = f"task_{job}"
+    return task

@@ -451,3 +451,30 @@ def test_d5_a_request_queued_before_the_purge_is_refused_when_taken(
     assert wrong == 0
     assert after["agg_h_agent_day"] == before["agg_h_agent_day"]  # not asked for: untouched
     engine.dispose()
+
+
+def test_m0_celery_call_refuses_unknown_and_malformed_arguments(gim_env: dict[str, str]) -> None:
+    """A raw task message (`celery call Job_X --kwargs …`, Flower) can carry anything: every
+    argument but run_id, params and force is refused naming it, nothing recorded; the job is
+    the task's own (a message cannot make Extract's task run maintenance)."""
+    from gim_tasks.runtime.celery_app import create_app
+
+    app = create_app(get_settings())
+    extract_task = app.tasks["Job_ExtractICON"]
+    cases: list[tuple[tuple[Any, ...], dict[str, Any], str]] = [
+        ((), {"bogus": 1}, "unknown argument(s) bogus; a job task takes run_id, params, force"),
+        ((), {"_job": "Job_MaintainGIM"}, "unknown argument(s) _job"),
+        ((), {"run_id": "7"}, "run_id must be an integer, got '7'"),
+        ((), {"run_id": True}, "run_id must be an integer"),
+        ((), {"params": 5}, "params must be a string, got 5"),
+        ((), {"force": "yes"}, "force must be true or false, got 'yes'"),
+        ((7,), {}, "positional arguments are not accepted"),
+    ]
+    for args, kwargs, words in cases:
+        reply = extract_task(*args, **kwargs)
+        assert reply["state"] == "Rejected" and words in reply["reason"], (kwargs, reply)
+    engine = make_engine(gim_env["GIM_DATABASE_URL"])
+    assert rows(engine) == []  # nothing recorded, nothing run
+    reply = app.tasks["Job_ExportGIM"](force=True)  # a known argument, refused by its rule
+    assert reply["state"] == "Rejected" and "force is refused in a task message" in reply["reason"]
+    engine.dispose()

@@ -3,6 +3,7 @@ S4, S5, S6, S11, S12, S13 as carried out (rows in job_run, messages on the queue
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -304,3 +305,58 @@ def test_m3_manual_aggregation_paused_for_maintenance_resumes_after_it(beat: Bea
         (f"Job_AggregateGIM:resume-of-run-{aggregation}", "restart", "Scheduled")
     ]
     assert resumed[0].dispatched_at is not None and beat.queued("aggregate") == 1
+
+
+def test_s11_resend_puts_a_lost_message_on_the_broker_once(beat: Beat) -> None:
+    """The lost-message resend really sends: a run sent three minutes ago and never started
+    is on the etl queue again after a tick (a message in Redis), and only once."""
+    with beat.engine.begin() as conn:
+        lost = conn.execute(
+            sa.text(
+                "INSERT INTO job_run (job, trigger, actor, state, dispatched_at) VALUES "
+                "('Job_ExtractICON', 'manual', 't', 'Scheduled', now() - interval '3 minutes') "
+                "RETURNING id"
+            )
+        ).scalar_one()
+    assert beat.queued("etl") == 0
+    beat.cursors("2026-11-23 10:01:00")
+    beat.tick("2026-11-23 10:01:30")  # between slots: nothing else is sent
+    assert beat.queued("etl") == 1
+    message = json.loads(beat.redis.lindex("etl", 0))
+    assert message["headers"]["task"] == "Job_ExtractICON"
+    assert str(lost) in json.dumps(message["headers"]["kwargsrepr"])
+    beat.tick("2026-11-23 10:01:40")
+    assert beat.queued("etl") == 1  # marked sent again: not resent every tick
+
+
+def test_m6_a_stop_not_honoured_within_the_grace_is_revoked_as_terminated(beat: Beat) -> None:
+    """M6: a stop request older than the 60 s grace on a worker's run leads to revoke
+    (terminate) and the stop kind `terminated` (R4); one within the grace and an in-process
+    run (no task to revoke) are left to stop cooperatively."""
+    ids = []
+    for age, in_process in ((61, False), (30, False), (61, True)):
+        with beat.engine.begin() as conn:
+            ids.append(
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO job_run (job, trigger, actor, state, started_at, "
+                        "heartbeat_at, fencing_token, task_id, in_process, stop_requested_at) "
+                        "VALUES (:j, 'manual', 'x', 'Running', now(), now() + interval '1 day', "
+                        "1, :t, :p, now() - make_interval(secs => :age)) RETURNING id"
+                    ),
+                    {
+                        "j": ("Job_AggregateGIM", "Job_ExportGIM", "Job_MaintainGIM")[len(ids)],
+                        "t": f"task-{len(ids)}",
+                        "p": in_process,
+                        "age": age,
+                    },
+                ).scalar_one()
+            )
+    beat.cursors("2026-11-23 10:01:00")
+    beat.tick("2026-11-23 10:01:30")
+    kinds = {
+        row.id: row.stop_kind
+        for job in ("Job_AggregateGIM", "Job_ExportGIM", "Job_MaintainGIM")
+        for row in beat.rows(job)
+    }
+    assert [kinds[i] for i in ids] == ["terminated", None, None]
