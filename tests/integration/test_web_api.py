@@ -392,3 +392,124 @@ def test_running_tab_shows_live_progress_and_stop(web: Web) -> None:
     assert "1,500" in page and 'class="stop"' not in page  # a viewer may not stop
     operator, _ = web.session("operator")
     assert 'class="stop"' in operator.get("/jobs/running").text
+
+
+def test_a2_history_shows_state_trigger_actor_start_end_duration_counts_and_error(
+    web: Web,
+) -> None:
+    """A2: every column of the History view, through the API and on the page, for a run that
+    completed with counts and one that failed with an error."""
+    with web.engine.begin() as conn:
+        done, failed = (
+            conn.execute(
+                sa.insert(job_run)
+                .values(
+                    job=job,
+                    trigger=trigger,
+                    actor=actor,
+                    state=state,
+                    created_at=sa.text("now() - interval '10 minutes'"),
+                    started_at=sa.text("now() - interval '10 minutes'"),
+                    ended_at=sa.text("now() - interval '10 minutes' + interval '83.5 seconds'"),
+                    rows_read=read,
+                    rows_written=written,
+                    rows_discarded=discarded,
+                    warnings=warnings,
+                    error=error,
+                )
+                .returning(job_run.c.id)
+            ).scalar_one()
+            for job, trigger, actor, state, read, written, discarded, warnings, error in (
+                (
+                    "Job_TransformGIM",
+                    "scheduled",
+                    "scheduler",
+                    "Completed with warnings",
+                    1200,
+                    1187,
+                    13,
+                    1,
+                    None,
+                ),
+                (
+                    "Job_ExportGIM",
+                    "forced",
+                    "admin",
+                    "Failed",
+                    0,
+                    0,
+                    0,
+                    0,
+                    "output directory /x is not writable",
+                ),
+            )
+        )
+    history = {r["id"]: r for r in web.api("viewer").get("/api/runs?which=history").json()}
+    assert {
+        k: history[done][k]
+        for k in (
+            "state",
+            "trigger",
+            "actor",
+            "duration_seconds",
+            "rows_read",
+            "rows_written",
+            "rows_discarded",
+            "warnings",
+            "error",
+        )
+    } == {
+        "state": "Completed with warnings",
+        "trigger": "scheduled",
+        "actor": "scheduler",
+        "duration_seconds": 83.5,
+        "rows_read": 1200,
+        "rows_written": 1187,
+        "rows_discarded": 13,
+        "warnings": 1,
+        "error": None,
+    }
+    assert history[done]["started_at"] and history[done]["ended_at"]
+    assert (history[failed]["state"], history[failed]["trigger"], history[failed]["error"]) == (
+        "Failed",
+        "forced",
+        "output directory /x is not writable",
+    )
+    client, _ = web.session("viewer")
+    page = client.get("/jobs/history").text
+    for text in ("Completed with warnings", "scheduler", "1,187", "output directory /x is not"):
+        assert text in page, text
+
+
+def test_m8_every_start_stop_and_cancel_records_who_and_when(web: Web) -> None:
+    """M8: who and when, for a manual start, a stop and a cancel (a scheduled start records
+    `scheduler`: test_beat_tick, test_a2 above)."""
+    from gim_tasks.runtime import manager
+
+    started = manager.request_run(web.engine, "Job_MaintainGIM", "alice")
+    waiting = manager.request_run(web.engine, "Job_ExtractICON", "bob")
+    assert (started.state, waiting.state) == ("Running", "Scheduled")
+    with web.engine.begin() as conn:
+        conn.execute(
+            sa.update(job_run)
+            .where(job_run.c.id == started.run_id)
+            .values(state="Running", started_at=sa.func.now(), dispatched_at=None)
+        )
+    manager.stop_run(web.engine, started.run_id, "carol")
+    manager.cancel_run(web.engine, waiting.run_id, "dave")
+    with web.engine.connect() as conn:
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                sa.select(job_run).where(job_run.c.id.in_((started.run_id, waiting.run_id)))
+            )
+        }
+    start, cancel = rows[started.run_id], rows[waiting.run_id]
+    assert (start.actor, start.trigger, start.created_at is not None) == ("alice", "manual", True)
+    assert (start.ended_by, start.stop_kind, start.stop_requested_at is not None) == (
+        "carol",
+        "operator",
+        True,
+    )
+    assert (cancel.actor, cancel.state, cancel.ended_by) == ("bob", "Cancelled", "dave")
+    assert cancel.ended_at is not None and cancel.ended_at >= cancel.created_at
