@@ -261,13 +261,30 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
+        # The error's headers are kept: a 405 carries Allow (RFC 9110), a 401 WWW-Authenticate.
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:
+            # Every method some route of this path takes (Starlette names only the first
+            # route's: GET /api/runs and POST /api/runs are two routes).
+            from starlette.routing import Match
+
+            allowed = {
+                method
+                for route in app.router.routes
+                if route.matches(request.scope)[0] != Match.NONE
+                for method in getattr(route, "methods", None) or ()
+            }
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
         if _is_api(request) or isinstance(error, ApiError) and error.status_code == 413:
-            return JSONResponse({"error": error.detail}, status_code=error.status_code)
+            return JSONResponse(
+                {"error": error.detail}, status_code=error.status_code, headers=headers
+            )
         return templates.TemplateResponse(
             request,
             "error.html",
             {"status": error.status_code, "message": error.detail, "user": None},
             status_code=error.status_code,
+            headers=headers,
         )
 
     @app.exception_handler(sa.exc.DataError)

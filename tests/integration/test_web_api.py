@@ -513,3 +513,18 @@ def test_m8_every_start_stop_and_cancel_records_who_and_when(web: Web) -> None:
     )
     assert (cancel.actor, cancel.state, cancel.ended_by) == ("bob", "Cancelled", "dave")
     assert cancel.ended_at is not None and cancel.ended_at >= cancel.created_at
+
+
+def test_405_names_the_allowed_methods_in_allow(web: Web) -> None:
+    """RFC 9110: a 405 carries Allow; the API's JSON error body and the pages' error page
+    both keep it."""
+    viewer = web.api("viewer")
+    for method, path, allowed in (
+        ("TRACE", "/api/summary", {"GET"}),
+        ("DELETE", "/api/runs", {"GET", "POST"}),
+        ("PUT", "/jobs/history", {"GET"}),
+    ):
+        reply = viewer.request(method, path)
+        assert reply.status_code == 405, (method, path)
+        assert set(reply.headers["allow"].replace(" ", "").split(",")) >= allowed, reply.headers
+    assert "error" in viewer.request("TRACE", "/api/summary").json()

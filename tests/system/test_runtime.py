@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -228,10 +227,13 @@ def test_r2_worker_killed_mid_run_ends_failed_and_next_run_completes_exactly(
     run_id = stack.runs("job = 'Job_ExtractICON'")[0].id
     stack.wait(lambda: stack.runs(f"id = {run_id}")[0].rows_read > 0, 60, "run progressing")
     os.killpg(worker.pid, signal.SIGKILL)  # the worker and its pool, mid-run
-    killed_at = time.monotonic()
     stack.wait(lambda: stack.runs(f"id = {run_id}")[0].state == "Failed", 30, "run Failed")
-    assert time.monotonic() - killed_at < 4 + 10  # lease + a few beat ticks
-    assert "worker lost" in stack.runs(f"id = {run_id}")[0].error
+    lost = stack.runs(f"id = {run_id}")[0]
+    assert "worker lost" in lost.error
+    # Declared lost only once its lease (4 s) had run out since the last heartbeat, never
+    # before (was: "within 14 s of the kill", a timing assertion that flaked on a busy VM;
+    # the wait above bounds how late).
+    assert (lost.ended_at - lost.heartbeat_at).total_seconds() >= 4
     stack.worker("w2")
     for job in ("Job_ExtractICON", "Job_TransformGIM"):
         result = stack.gim("run", job, "--wait", timeout=300)
@@ -272,8 +274,10 @@ def test_s7_aggregation_window_restarts_a_stopped_run_and_stops_at_window_end(
     """S7 with real processes: inside an open window the beat starts aggregation, starts it
     again within a tick after an operator stopped it (M6 warns that it would), and stops it
     gracefully when the window ends."""
-    now = datetime.now(UTC)
-    opening = now.replace(second=0, microsecond=0) - timedelta(minutes=1 if now.second < 35 else 0)
+    # The window opened at the start of this minute and ends two minutes later: at least 60 s
+    # for the beat to start aggregation, the stop and the restart (was: the previous minute
+    # when the second was below 35, which left as little as 25 s on a loaded machine).
+    opening = datetime.now(UTC).replace(second=0, microsecond=0)
     window_end = opening + timedelta(minutes=2)
     for option, value in (
         ("run-aggregates", "true"),
