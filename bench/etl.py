@@ -72,12 +72,43 @@ def cycle(mart_url: str, idb_url: str) -> float:
     return elapsed
 
 
-def cycle_in_process(mart_url: str, idb_url: str, parallel: int | None) -> tuple[float, float]:
-    """One Extract + Transform in this (fresh) process: seconds, peak RSS in MB."""
+PROFILE_SQL = """
+SELECT sum(heap_blks_read), sum(heap_blks_hit), sum(idx_blks_read), sum(idx_blks_hit)
+FROM pg_statio_user_tables
+"""
+
+
+def cycle_in_process(
+    mart_url: str, idb_url: str, parallel: int | None
+) -> tuple[float, float, dict[str, float]]:
+    """One Extract + Transform in this (fresh) process: seconds, peak RSS in MB, and the
+    profile: each job's seconds, the Info Mart's block reads (from disk or the OS cache) and
+    hits (shared buffers) over heap and indexes, checkpoints requested."""
     global OPTIONS
     if parallel:
         OPTIONS = Options.from_texts({("gim-etl", "parallel-tables"): str(parallel)})
-    return cycle(mart_url, idb_url), rss_mb()
+    engine = make_engine(mart_url)
+    profile: dict[str, float] = {}
+    began = time.perf_counter()
+    for name, body in (("extract", extract.run), ("transform", transform.run)):
+        start = time.perf_counter()
+        body(JobContext(mart=engine, idb_urls=[idb_url], options=OPTIONS))
+        profile[f"{name}_s"] = round(time.perf_counter() - start, 1)
+    elapsed = time.perf_counter() - began
+    engine.dispose()
+    with psycopg.connect(mart_url) as conn:
+        heap_read, heap_hit, idx_read, idx_hit = conn.execute(PROFILE_SQL).fetchone()  # type: ignore[misc]
+        profile["heap_hit_ratio"] = round(heap_hit / max(heap_hit + heap_read, 1), 3)
+        profile["index_hit_ratio"] = round(idx_hit / max(idx_hit + idx_read, 1), 3)
+        profile["blocks_read_mb"] = round((heap_read + idx_read) * 8 / 1024)
+        row = conn.execute("SELECT checkpoints_req, checkpoints_timed FROM pg_stat_bgwriter")
+        profile["checkpoints"] = sum(row.fetchone() or (0, 0))
+        profile["shared_buffers_mb"] = float(
+            conn.execute(
+                "SELECT setting::int * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'"
+            ).fetchone()[0]  # type: ignore[index]
+        )
+    return elapsed, rss_mb(), profile
 
 
 def scale(segments: int, against: int, parallel: int | None) -> None:
@@ -102,18 +133,20 @@ def scale(segments: int, against: int, parallel: int | None) -> None:
                 f"{time.perf_counter() - began:.0f} s",
                 flush=True,
             )
+            with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+                conn.execute("SELECT pg_stat_reset_shared('bgwriter')")
             with spawn.Pool(1) as pool:
-                seconds, rss = pool.apply(cycle_in_process, (mart, idb, parallel))
+                seconds, rss, profile = pool.apply(cycle_in_process, (mart, idb, parallel))
             results[n] = (written["party_segments"], seconds, rss)
             print(
                 f"  extract+transform: {seconds:.1f} s, "
                 f"{seconds / written['party_segments'] * 1e6:.2f} us/segment, "
-                f"peak RSS {rss:.0f} MB",
+                f"peak RSS {rss:.0f} MB; profile {profile}",
                 flush=True,
             )
             with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
                 for name in (f"scale_idb_{n}", f"scale_mart_{n}"):  # room for the next size
-                    conn.execute(f'DROP DATABASE "{name}"')
+                    conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     (small, small_s, small_rss), (big, big_s, big_rss) = results[against], results[segments]
     per_segment = (big_s / big) / (small_s / small)
     print(
