@@ -320,7 +320,7 @@ def test_stop_between_batches(idb: str, database_url: str) -> None:
     assert mismatches(database_url) == []
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     seed=st.integers(0, 10_000),
     start_hour=st.integers(0, 23),

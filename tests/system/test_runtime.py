@@ -274,10 +274,10 @@ def test_s7_aggregation_window_restarts_a_stopped_run_and_stops_at_window_end(
     """S7 with real processes: inside an open window the beat starts aggregation, starts it
     again within a tick after an operator stopped it (M6 warns that it would), and stops it
     gracefully when the window ends."""
-    # The window opened at the start of this minute and ends two minutes later: at least 60 s
-    # for the beat to start aggregation, the stop and the restart (was: the previous minute
-    # when the second was below 35, which left as little as 25 s on a loaded machine).
-    opening = datetime.now(UTC).replace(second=0, microsecond=0)
+    # A two-minute window, open now, ending 45 to 105 s from now: time enough for the beat to
+    # start aggregation, the stop and the restart on a loaded machine (was: as little as 25 s).
+    now = datetime.now(UTC)
+    opening = now.replace(second=0, microsecond=0) - timedelta(minutes=1 if now.second <= 15 else 0)
     window_end = opening + timedelta(minutes=2)
     for option, value in (
         ("run-aggregates", "true"),
