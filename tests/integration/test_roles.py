@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -36,6 +38,18 @@ def test_web_role_can_do_what_the_web_app_does_and_nothing_more(gim_env: dict[st
     admission = manager.request_run(web, "Job_MaintainGIM", "ops")
     assert admission.state == "Running"
     assert manager.cancel_run(web, admission.run_id, "ops").endswith("Cancelled")
+    # A re-aggregation reads what the mart holds (D5: purge marks, DATE_TIME's span).
+    today = datetime.now(UTC).date()
+    queued = manager.request_run(
+        web, "Job_AggregateGIM", "ops", {"params": f"-insertPendingAgg ALLSETS:{today}:{today}"}
+    )
+    assert queued.state == "Running" and "request is queued (M4)" in (queued.reason or "")
+    assert manager.cancel_run(web, queued.run_id, "ops").endswith("Cancelled")
+    far = today + timedelta(days=5 * 366)  # beyond date-time-max-days-ahead
+    refused = manager.request_run(
+        web, "Job_AggregateGIM", "ops", {"params": f"-insertPendingAgg ALLSETS:{far}:{far}"}
+    )
+    assert refused.state == "Rejected" and "outside DATE_TIME" in (refused.reason or "")
     store.set_option(web, "schedule", "run-export", "true", "ops")
     store.unset_option(web, "schedule", "run-export", "ops")
     notify.add_subscription(web, "Job_ExportGIM", "a@example.com", True, True, "ops")
