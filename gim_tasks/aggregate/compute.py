@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -60,6 +59,9 @@ def ensure_tables(conn: Connection) -> None:
                     )
                     if h.name not in stale:
                         stale.append(h.name)
+    if not stale:
+        return
+    held_from = _first_day_of_held_facts(conn)
     for name in stale:
         span = conn.execute(
             sa.text(
@@ -70,16 +72,7 @@ def ensure_tables(conn: Connection) -> None:
             continue
         # D5: only the days whose facts are still held (older days keep 0 for the measure:
         # rebuilding them from purged facts would empty them).
-        from gim_tasks.aggregate.retention import load_holdings
-        from gim_tasks.aggregate.safety import first_whole_day
-        from gim_tasks.options.store import load_options
-
-        options = load_options(conn)
-        held = load_holdings(conn, options, datetime.now(UTC), calendar=False)
-        start = max(
-            span[0],
-            first_whole_day(held.facts_from, ZoneInfo(options.text("schedule", "timezone"))),
-        )
+        start = max(span[0], held_from)
         if start > span[1]:
             continue
         params = {
@@ -96,6 +89,18 @@ def ensure_tables(conn: Connection) -> None:
             ),
             {"p": json.dumps(params)},
         )
+
+
+def _first_day_of_held_facts(conn: Connection) -> date:
+    """D5: the first local day whose facts are all still held (the options in force, now)."""
+    from gim_tasks.aggregate.retention import load_holdings
+    from gim_tasks.aggregate.safety import first_whole_day
+    from gim_tasks.options.store import load_options
+    from gim_tasks.schedule.localtime import zone
+
+    options = load_options(conn)
+    held = load_holdings(conn, options, datetime.now(UTC), calendar=False)
+    return first_whole_day(held.facts_from, zone(options.text("schedule", "timezone")))
 
 
 def _groups(h: Hierarchy) -> tuple[str, str]:

@@ -90,11 +90,8 @@ def refusal(request: Reaggregation, holdings: Holdings, tz: ZoneInfo, today: dat
     oldest = first_whole_day(held_from, tz)
     if start >= oldest:
         return None
-    lost = (
-        f"{start}"
-        if min(end, oldest - timedelta(days=1)) == start
-        else (f"{start} to {min(end, oldest - timedelta(days=1))}")
-    )
+    last_lost = min(end, oldest - timedelta(days=1))
+    lost = f"{start}" if last_lost == start else f"{start} to {last_lost}"
     return (
         f"{asked} needs the {source} of {lost}, which were purged: the oldest day still held "
         f"is {oldest} ([gim-etl] {option}={holdings.keep[option]}); rebuilding would empty "

@@ -77,6 +77,12 @@ FACTS = (
 FINAL = ("Completed", "Completed with warnings", "Failed", "Stopped", "Cancelled", "Rejected")
 
 
+def _eight_today() -> datetime:
+    """08:00 UTC today: source traffic is written from this hour on earlier days (busy
+    hours, so that every job has real work)."""
+    return datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
+
+
 @dataclass
 class Result:
     scenario: str
@@ -153,7 +159,7 @@ class Lab:
         init_idb(make_engine(self.idb_url))
         with psycopg.connect(self.idb_url, autocommit=True) as conn:
             # Yesterday's busy hours: enough rows that every job runs for a while.
-            day = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
+            day = _eight_today()
             generate(conn, day - timedelta(days=1), hours, agents=60, queues=8, rate=3000, seed=11)
         self.options(
             {
@@ -178,7 +184,7 @@ class Lab:
         url = server.url(name)
         init_idb(make_engine(url))
         with psycopg.connect(url, autocommit=True) as conn:
-            day = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
+            day = _eight_today()
             generate(conn, day - timedelta(days=1), 6, agents=25, queues=14, rate=2500, seed=seed)
         self.env["GIM_IDB_URLS"] = f"{self.env['GIM_IDB_URLS']},{url}"
         self.settings = self.settings.model_copy(
@@ -189,7 +195,7 @@ class Lab:
     def backlog(self, hours: int = 3) -> None:
         """More source traffic (earlier days, new seed), so the next job has real work."""
         self.backlogs += 1
-        day = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
+        day = _eight_today()
         with psycopg.connect(self.idb_url, autocommit=True) as conn:
             generate(
                 conn,
@@ -622,7 +628,7 @@ def idb_restart(lab: Lab, result: Result, full: bool) -> None:
         lab.cycle()
         # The second IDB gets its own backlog, so its extraction is under way at the fault.
         with psycopg.connect(server.url("idb2"), autocommit=True) as conn:
-            day = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
+            day = _eight_today()
             generate(
                 conn,
                 day - timedelta(days=2 + lab.backlogs),

@@ -47,12 +47,13 @@ def _request(ctx: JobContext, conn: Connection) -> dict[str, Any] | None:
     if row is None:
         return None
     request = Reaggregation.from_dict(row.params)
+    now = ctx.now()
     tz = zone(str(ctx.options.get("schedule", "timezone")))
-    today = wall(ctx.now(), tz).date()
+    today = wall(now, tz).date()
     # D5 again at processing: maintenance may have purged while the request waited for its
     # window. The purge lock, taken shared here until this transaction commits, keeps
     # maintenance from dropping partitions between this check and the rebuild.
-    holdings = load_holdings(conn, ctx.options, ctx.now(), lock=True)
+    holdings = load_holdings(conn, ctx.options, now, lock=True)
     if (why := destroys(request, holdings, tz, today)) is not None:
         log.warning("re-aggregation request %s refused: %s", row.id, why)
         conn.execute(

@@ -108,7 +108,7 @@ def step_expired_partitions(ctx: JobContext, conn: Connection) -> dict[str, obje
                 conn.execute(sa.text(f'DROP TABLE "{name}"'))
                 dropped.append(name)
                 purged_before = max(purged_before, day + timedelta(days=1))
-    if dropped:  # D5: in the transaction that drops them, under the partition lock
+    if dropped:  # D5: in the transaction that drops them, under the purge lock
         mark_purged(conn, "facts", datetime.combine(purged_before, time(0), UTC))
     return {"dropped": dropped, "kept_from": oldest_kept.isoformat()}
 

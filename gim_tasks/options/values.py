@@ -13,6 +13,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from gim_tasks.options.registry import OPTIONS, OptionError, lookup
+from gim_tasks.options.types import TimeZone, TimeZoneList
 from gim_tasks.schedule.cron import Cron
 from gim_tasks.schedule.etl import EtlGrid
 
@@ -164,7 +165,7 @@ def read_ini(text: str, source: str = "input") -> IniOptions:
                     )
                 spec = lookup(*key, also=gim_compat.gim_names(key[0]))
                 text_value = value.strip()
-                if spec.name in ("timezone", "date-time-extra-time-zones"):
+                if isinstance(spec.type, TimeZone | TimeZoneList):
                     text_value = _iana_zones(spec.section, spec.name, text_value, notes)
                 spec.parse(text_value)
                 result[key] = text_value

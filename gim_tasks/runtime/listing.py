@@ -41,30 +41,33 @@ def list_runs(
         query = query.where(job_run.c.id == run_id)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
+    return [run_record(r) for r in rows]
 
-    def iso(value: Any) -> str | None:
-        return value.isoformat() if value is not None else None
 
-    return [
-        {
-            "id": r.id,
-            "job": r.job,
-            "state": r.state,
-            "trigger": r.trigger,
-            "actor": r.actor,
-            "reason": r.reason,
-            "planned_at": iso(r.planned_at),
-            "started_at": iso(r.started_at),
-            "ended_at": iso(r.ended_at),
-            "ended_by": r.ended_by,
-            "rows_read": r.rows_read,
-            "rows_written": r.rows_written,
-            "rows_discarded": r.rows_discarded,
-            "warnings": r.warnings,
-            "error": r.error,
-            "forced": r.forced,
-            "stop_kind": r.stop_kind,
-            "in_process": r.in_process,
-        }
-        for r in rows
-    ]
+def iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def run_record(r: Any) -> dict[str, Any]:
+    """A run as ``gim jobs --json`` prints it; the web's run dictionary adds to it
+    (``gim_tasks.web.views.run_dict``)."""
+    return {
+        "id": r.id,
+        "job": r.job,
+        "state": r.state,
+        "trigger": r.trigger,
+        "actor": r.actor,
+        "reason": r.reason,
+        "planned_at": iso(r.planned_at),
+        "started_at": iso(r.started_at),
+        "ended_at": iso(r.ended_at),
+        "ended_by": r.ended_by,
+        "rows_read": r.rows_read,
+        "rows_written": r.rows_written,
+        "rows_discarded": r.rows_discarded,
+        "warnings": r.warnings,
+        "error": r.error,
+        "forced": r.forced,
+        "stop_kind": r.stop_kind,  # R4: why a Stopped run stopped
+        "in_process": r.in_process,  # M0: ran in the requesting process (gim run --local)
+    }

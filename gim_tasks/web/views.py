@@ -14,6 +14,7 @@ from gim_tasks.db.tables import RUN_STATES, job_run
 from gim_tasks.errors import GimError
 from gim_tasks.options import store
 from gim_tasks.options.values import Options
+from gim_tasks.runtime.listing import iso, run_record
 from gim_tasks.schedule.jobs import (
     AGGREGATE,
     BY_NAME,
@@ -125,37 +126,18 @@ def history_filter(
 
 
 def run_dict(r: Any) -> dict[str, Any]:
-    def iso(value: datetime | None) -> str | None:
-        return value.isoformat() if value is not None else None
-
+    """A run for the pages and the API: ``gim jobs``'s record and what the web shows more."""
     duration = None
     if r.started_at is not None and r.ended_at is not None:
         duration = round((r.ended_at - r.started_at).total_seconds(), 3)
     return {
-        "id": r.id,
-        "job": r.job,
+        **run_record(r),
         "category": BY_NAME[r.job].category if r.job in BY_NAME else None,
-        "state": r.state,
-        "trigger": r.trigger,
-        "actor": r.actor,
         "params": r.params,
-        "reason": r.reason,
-        "planned_at": iso(r.planned_at),
         "created_at": iso(r.created_at),
-        "started_at": iso(r.started_at),
-        "ended_at": iso(r.ended_at),
         "duration_seconds": duration,
-        "ended_by": r.ended_by,
-        "rows_read": r.rows_read,
-        "rows_written": r.rows_written,
-        "rows_discarded": r.rows_discarded,
-        "warnings": r.warnings,
-        "error": r.error,
-        "forced": r.forced,
         "worker": r.worker,
         "stop_requested": r.stop_requested_at is not None,
-        "stop_kind": r.stop_kind,  # R4: why a Stopped run stopped
-        "in_process": r.in_process,  # M0: ran in the requesting process (gim run --local)
         "summary": r.summary,
     }
 

@@ -383,6 +383,20 @@ def test_d5_every_path_refuses_a_reaggregation_it_could_not_rebuild(
     engine.dispose()
 
 
+def queue_subhour_rows(conn: sa.Connection, day: date, damaged: bool = False) -> int:
+    """H_QUEUE's SUBHOUR rows of a local day; ``damaged``: only those the test inflated."""
+    return int(
+        conn.execute(
+            sa.text(
+                "SELECT count(*) FROM agg_h_queue_subhour a JOIN date_time d USING "
+                "(date_time_key) WHERE d.local_date = :d"
+                + (" AND a.offered >= 1000" if damaged else "")
+            ),
+            {"d": day},
+        ).scalar_one()
+    )
+
+
 def test_d5_a_request_queued_before_the_purge_is_refused_when_taken(
     purged_mart: date, gim_env: dict[str, str]
 ) -> None:
@@ -411,13 +425,7 @@ def test_d5_a_request_queued_before_the_purge_is_refused_when_taken(
             {"k": int(datetime.combine(purged_mart, dtime(12), UTC).timestamp())},
         )
         conn.execute(sa.text("UPDATE agg_h_queue_subhour SET offered = offered + 1000"))
-        damaged_held = conn.execute(
-            sa.text(
-                "SELECT count(*) FROM agg_h_queue_subhour a JOIN date_time d USING "
-                "(date_time_key) WHERE d.local_date = :d"
-            ),
-            {"d": held},
-        ).scalar_one()
+        damaged_held = queue_subhour_rows(conn, held)
     assert damaged_held > 0
     ctx = process_queue(engine)
     with engine.connect() as conn:
@@ -425,13 +433,7 @@ def test_d5_a_request_queued_before_the_purge_is_refused_when_taken(
             conn.execute(sa.text("SELECT refused FROM agg_request ORDER BY id")).scalars().all()
         )
         pending = conn.execute(sa.text("SELECT count(*) FROM agg_pending")).scalar_one()
-        old_days = conn.execute(
-            sa.text(
-                "SELECT count(*) FROM agg_h_queue_subhour a JOIN date_time d USING "
-                "(date_time_key) WHERE d.local_date = :d AND a.offered >= 1000"
-            ),
-            {"d": purged_mart},
-        ).scalar_one()
+        old_days = queue_subhour_rows(conn, purged_mart, damaged=True)
     assert requests[0] is not None and f"needs the facts of {purged_mart}" in requests[0]
     assert requests[1] is None  # the held day was rebuilt
     assert pending == 0
@@ -441,13 +443,7 @@ def test_d5_a_request_queued_before_the_purge_is_refused_when_taken(
     # it cannot rebuild); the held day's SUBHOUR rows were rebuilt from the facts.
     assert old_days > 0
     with engine.connect() as conn:
-        wrong = conn.execute(
-            sa.text(
-                "SELECT count(*) FROM agg_h_queue_subhour a JOIN date_time d USING "
-                "(date_time_key) WHERE d.local_date = :d AND a.offered >= 1000"
-            ),
-            {"d": held},
-        ).scalar_one()
+        wrong = queue_subhour_rows(conn, held, damaged=True)
     assert wrong == 0
     assert after["agg_h_agent_day"] == before["agg_h_agent_day"]  # not asked for: untouched
     engine.dispose()
