@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -150,10 +151,12 @@ def run_claimed(
     idb_urls: list[str],
     stop: StopToken | None = None,
     progress: Callable[[str, int, int | None], None] | None = None,
+    output_base: Path | None = None,
 ) -> tuple[str, JobContext, str | None]:
     """Execute a claimed run to its end state, on a worker or in the requesting process (M0:
     the same claim, heartbeat, lease, fencing and end either way). ``stop`` lets the caller
-    stop it (signal handlers); ``progress`` also receives the body's progress. Returns the end
+    stop it (signal handlers); ``progress`` also receives the body's progress; ``output_base``
+    defaults to the process settings' output directory. Returns the end
     state, the job context (counts) and the error summary."""
     with engine.connect() as conn:
         options = store.load_options(conn)
@@ -163,7 +166,7 @@ def run_claimed(
         options=options,
         run_id=run_id,
         fence=fence_for(run_id, token),
-        output_base=get_settings().output_directory,
+        output_base=output_base or get_settings().output_directory,
     )
     if stop is not None:
         ctx.stop = stop

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -82,6 +83,7 @@ def run_in_process(
     progress: Callable[[str, int, int | None], None] | None = None,
     on_wait: Callable[[int, str], None] = lambda run_id, reason: None,
     poll: float = POLL_SECONDS,
+    output_base: Path | None = None,
     **admission: Any,
 ) -> LocalOutcome:
     """Admit, wait if the rules say so, claim and execute ``body`` here; the outcome. A
@@ -109,7 +111,14 @@ def run_in_process(
                 ).one()
             return LocalOutcome(run_id, row.state, row.reason)
         state, ctx, error = run_claimed(
-            engine, run_id, token, body, idb_urls, stop=stop, progress=progress
+            engine,
+            run_id,
+            token,
+            body,
+            idb_urls,
+            stop=stop,
+            progress=progress,
+            output_base=output_base,
         )
     return LocalOutcome(run_id, state, ctx.stop.reason or None, error, ctx.counts)
 
