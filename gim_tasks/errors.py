@@ -33,3 +33,12 @@ class SchemaError(GimError):
 
 class LocalStackError(GimError):
     """The local development servers could not be set up or started."""
+
+
+class NotFound(GimError):
+    """The object named (a run, a subscription, a user) does not exist (the API's 404)."""
+
+
+class Conflict(GimError):
+    """The request is well formed but the object's current state refuses it (the API's 409):
+    stopping a run that already ended, subscribing a user without an e-mail address."""

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.db.tables import job_run
-from gim_tasks.errors import GimError
+from gim_tasks.errors import Conflict, GimError, NotFound
 from gim_tasks.lifecycle import StopKind
 from gim_tasks.options import store
 from gim_tasks.runtime.locks import ADMISSION_LOCK_KEY
@@ -227,7 +227,7 @@ def _lock_live(conn: Connection, run_id: int, states: tuple[str, ...], allowed: 
         sa.select(job_run.c.state).where(job_run.c.id == run_id)
     ).scalar_one_or_none()
     if state is None:
-        raise GimError(f"run {run_id} does not exist")
+        raise NotFound(f"run {run_id} does not exist")
     if state in states:
         row = conn.execute(
             sa.select(job_run)
@@ -238,7 +238,7 @@ def _lock_live(conn: Connection, run_id: int, states: tuple[str, ...], allowed: 
             return row
         # It changed state since the first read (it ended, or was claimed).
         state = conn.execute(sa.select(job_run.c.state).where(job_run.c.id == run_id)).scalar_one()
-    raise GimError(f"run {run_id} is {state}; {allowed}")
+    raise Conflict(f"run {run_id} is {state}; {allowed}")
 
 
 def _cancel(conn: Connection, row: sa.Row[Any], actor: str) -> str:

@@ -23,8 +23,10 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from datetime import date as datetime_date
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -40,7 +42,6 @@ from fastapi.responses import (
 )
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -50,7 +51,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gim_tasks import __version__
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.tables import RUN_STATES
-from gim_tasks.errors import GimError
+from gim_tasks.errors import Conflict, GimError, NotFound
 from gim_tasks.options import store
 from gim_tasks.options.registry import OPTIONS, OptionError
 from gim_tasks.runtime import manager
@@ -61,7 +62,9 @@ from gim_tasks.schedule.jobs import CATEGORIES, JOB_NAMES
 from gim_tasks.schedule.localtime import zone
 from gim_tasks.settings import Settings, get_settings
 from gim_tasks.web import auth, notify, views
+from gim_tasks.web import schemas as sc
 from gim_tasks.web.auth import Principal
+from gim_tasks.web.schemas import errors, ok
 from gim_tasks.web.security import (
     DOCS_CONTENT_SECURITY_POLICY,
     Busy,
@@ -86,8 +89,11 @@ PUBLIC_PATHS = ("/login", "/healthz", "/static")
 DOCS_DIR = Path(str(importlib.resources.files("fastapi_offline") / "static"))
 DOCS_ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js")
 #: Path ids: bigint in PostgreSQL, so 1 .. 2**63 - 1 (larger ones are a 422, never a 500).
-RunId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1, description="Run id.")]
-SubscriptionId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1, description="Subscription id.")]
+RunId = Annotated[int, FastApiPath(ge=1, le=sc.MAX_ID, description="Run id.")]
+SubscriptionId = Annotated[int, FastApiPath(ge=1, le=sc.MAX_ID, description="Subscription id.")]
+#: Every authenticated operation may answer these.
+AUTH = errors(401, 403)
+OPTION_KEYS = frozenset(spec.key for spec in OPTIONS)
 
 
 class ApiError(HTTPException):
@@ -97,6 +103,28 @@ class ApiError(HTTPException):
 class LoginRequired(Exception):
     def __init__(self, target: str) -> None:
         self.target = target
+
+
+class HeadAsGet:
+    """HEAD on every GET route (RFC 9110 9.3.2): the GET's status and headers, no body. Other
+    paths answer HEAD as they answer GET: 405 with Allow."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headless(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body"):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headless)
 
 
 class BodyLimit:
@@ -138,34 +166,6 @@ async def _empty_receive() -> Message:
     return {"type": "http.request", "body": b""}
 
 
-# ---------------------------------------------------------------------------------------------
-# Payloads of the API (pydantic validates them; errors come back as 422 naming the field).
-
-
-class RunRequest(BaseModel):
-    job: str = Field(max_length=64, description="Job name, e.g. Job_ExtractICON.")
-    params: str = Field(
-        default="",
-        max_length=2000,
-        description="Job_AggregateGIM only: '-insertPendingAgg <AGR_SET>:<START>:<END>' (M4).",
-    )
-    force: bool = Field(default=False, description="Admin only: force a non-manual job (M7).")
-
-
-class OptionValue(BaseModel):
-    value: str = Field(max_length=2000)
-
-
-class Subscription(BaseModel):
-    job: str = Field(max_length=64)
-    recipient: str = Field(max_length=320, description="A user name or an e-mail address.")
-    on_success: bool = True
-    on_error: bool = True
-
-
-# ---------------------------------------------------------------------------------------------
-
-
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or get_settings()
     secret = check_web_secret(settings.web_secret)  # refuses a missing, short or known key
@@ -176,7 +176,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         title="gim-tasks Monitor Jobs API",
         version=__version__,
         description="Run, stop and follow the jobs of the Info Mart. Authenticate with "
-        "`Authorization: Bearer <token>` (`gim token create NAME`).",
+        "`Authorization: Bearer <token>` (`gim token create NAME`). Errors are JSON "
+        '`{"error": "..."}` with the statuses each operation declares; a 422 also lists the '
+        "bad fields. Every GET also answers HEAD (same status and headers, no body); a method "
+        "a path does not take is a 405 with `Allow`. Bodies are limited to 64 KiB (413).",
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -274,6 +277,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 if route.matches(request.scope)[0] != Match.NONE
                 for method in getattr(route, "methods", None) or ()
             }
+            if "GET" in allowed:
+                allowed.add("HEAD")  # HeadAsGet
             headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
         if _is_api(request) or isinstance(error, ApiError) and error.status_code == 413:
             return JSONResponse(
@@ -316,8 +321,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return JSONResponse({"error": f"invalid request: {text}", "details": details}, 422)
 
     def gim_error(error: GimError) -> ApiError:
-        message = str(error)
-        return ApiError(404 if "does not exist" in message else 400, message)
+        """404 for what does not exist, 409 for what the current state refuses, 400 else."""
+        status = 404 if isinstance(error, NotFound) else 409 if isinstance(error, Conflict) else 400
+        return ApiError(status, str(error))
+
+    def known_option(section: Enum, name: Enum) -> tuple[str, str]:
+        """The option's section and name as text; a 404 when the section has no such name."""
+        key = (str(section.value), str(name.value))
+        if key not in OPTION_KEYS:
+            names = ", ".join(spec.name for spec in OPTIONS if spec.section == key[0])
+            raise ApiError(404, f"[{key[0]}] has no option '{key[1]}'; its options are {names}")
+        return key
 
     # ----- helpers ---------------------------------------------------------------------------
 
@@ -610,38 +624,53 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             raise ApiError(404, f"no such file; the docs' files are {', '.join(DOCS_ASSETS)}")
         return FileResponse(DOCS_DIR / name)
 
-    @app.get("/api/me", tags=["session"])
+    @app.get(
+        "/api/me", tags=["session"], response_model=None, responses={**ok(sc.Me, "You."), **AUTH}
+    )
     def me(who: Viewer) -> dict[str, str]:
         """Who you are and your role."""
         return {"name": who.name, "role": who.role, "via": who.via}
 
-    @app.get("/api/jobs/scheduled", tags=["jobs"])
+    @app.get(
+        "/api/jobs/scheduled",
+        tags=["jobs"],
+        response_model=None,
+        responses={**ok(list[sc.ScheduledJob], "One object per job."), **AUTH, **errors(422)},
+    )
     def api_scheduled(
-        who: Viewer, category: Annotated[str | None, Query(max_length=32)] = None
+        who: Viewer, category: Annotated[sc.Category | None, Query()] = None
     ) -> list[dict[str, Any]]:
         """The Scheduled tab (A1): one object per job, Next Run in the schedule's zone."""
-        try:
-            return views.scheduled_jobs(engine, datetime.now(UTC), category)
-        except GimError as error:
-            raise gim_error(error) from None
+        return views.scheduled_jobs(engine, datetime.now(UTC), _text(category))
 
-    @app.get("/api/runs", tags=["runs"])
+    @app.get(
+        "/api/runs",
+        tags=["runs"],
+        response_model=None,
+        responses={**ok(list[sc.Run], "Runs newest first."), **AUTH, **errors(422)},
+    )
     def api_runs(
         who: Viewer,
-        which: Annotated[str, Query(pattern="^(all|running|scheduled|history)$")] = "all",
-        job: Annotated[str | None, Query(max_length=64)] = None,
-        category: Annotated[str | None, Query(max_length=32)] = None,
-        state: Annotated[str | None, Query(max_length=32)] = None,
-        date: Annotated[str | None, Query(max_length=10, description="YYYY-MM-DD")] = None,
+        which: Annotated[Literal["all", "running", "scheduled", "history"], Query()] = "all",
+        job: Annotated[sc.JobName | None, Query()] = None,
+        category: Annotated[sc.Category | None, Query()] = None,
+        state: Annotated[sc.RunState | None, Query()] = None,
+        date: Annotated[
+            datetime_date | None,
+            Query(description="A local day of the schedule's zone, YYYY-MM-DD."),
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         """Runs newest first (A2), filtered by job, category, state and local date."""
-        try:
-            return views.runs(engine, which, job, category, state, date, limit)
-        except GimError as error:
-            raise gim_error(error) from None
+        day = date.isoformat() if date else None
+        return views.runs(engine, which, _text(job), _text(category), _text(state), day, limit)
 
-    @app.get("/api/runs/{run_id}", tags=["runs"])
+    @app.get(
+        "/api/runs/{run_id}",
+        tags=["runs"],
+        response_model=None,
+        responses={**ok(sc.RunDetail, "The run."), **AUTH, **errors(404, 422)},
+    )
     def api_run(who: Viewer, run_id: RunId) -> dict[str, Any]:
         """One run with its counts, error, discards and notification mails."""
         detail = views.run_detail(engine, run_id)
@@ -649,12 +678,23 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             raise ApiError(404, f"run {run_id} does not exist")
         return detail
 
-    @app.post("/api/runs", tags=["runs"], status_code=201)
-    def api_run_job(who: Operator, body: RunRequest) -> JSONResponse:
+    @app.post(
+        "/api/runs",
+        tags=["runs"],
+        status_code=201,
+        response_model=None,
+        responses={
+            **ok(sc.Admission, "Admitted: Running, or Scheduled with what it waits for.", 201),
+            409: {"model": sc.Rejection, "description": "Rejected by the rules, with the reason."},
+            **AUTH,
+            **errors(400, 404, 413, 422),
+        },
+    )
+    def api_run_job(who: Operator, body: sc.RunRequest) -> JSONResponse:
         """Run a job now (M1): Running, Scheduled (with the reason) or Rejected (with the
-        reason; answered 409)."""
+        reason; answered 409). Forcing (M7) needs the admin role."""
         try:
-            admission = admit(body.job, body.params.strip(), body.force, who)
+            admission = admit(body.job.value, body.params.strip(), body.force, who)
         except GimError as error:
             raise gim_error(error) from None
         reply = {
@@ -662,9 +702,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             "state": admission.state,
             "reason": admission.reason,
         }
-        return JSONResponse(reply, status_code=409 if admission.state == "Rejected" else 201)
+        if admission.state == "Rejected":
+            return JSONResponse({**reply, "error": admission.reason}, status_code=409)
+        return JSONResponse(reply, status_code=201)
 
-    @app.post("/api/runs/{run_id}/stop", tags=["runs"])
+    @app.post(
+        "/api/runs/{run_id}/stop",
+        tags=["runs"],
+        response_model=None,
+        responses={**ok(sc.Result, "Stop requested."), **AUTH, **errors(404, 409, 422)},
+    )
     def api_stop(who: Operator, run_id: RunId) -> dict[str, str]:
         """Stop a Running run (M6): cooperative, then forced after the grace period."""
         try:
@@ -672,7 +719,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         except GimError as error:
             raise gim_error(error) from None
 
-    @app.post("/api/runs/{run_id}/cancel", tags=["runs"])
+    @app.post(
+        "/api/runs/{run_id}/cancel",
+        tags=["runs"],
+        response_model=None,
+        responses={**ok(sc.Result, "Cancelled."), **AUTH, **errors(404, 409, 422)},
+    )
     def api_cancel(who: Operator, run_id: RunId) -> dict[str, str]:
         """Cancel a Scheduled run (M6)."""
         try:
@@ -680,38 +732,74 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         except GimError as error:
             raise gim_error(error) from None
 
-    @app.get("/api/summary", tags=["jobs"])
+    @app.get(
+        "/api/summary",
+        tags=["jobs"],
+        response_model=None,
+        responses={**ok(sc.Summary, "Per category."), **AUTH, **errors(422)},
+    )
     def api_summary(who: Viewer, days: Annotated[int, Query(ge=1, le=366)] = 7) -> dict[str, Any]:
         """Status summary (A4): per category, runs and failures of the last N days."""
         return views.summary(engine, days)
 
-    @app.get("/api/options", tags=["options"])
+    @app.get(
+        "/api/options",
+        tags=["options"],
+        response_model=None,
+        responses={**ok(sc.OptionsReply, "Options and findings."), **AUTH},
+    )
     def api_options(who: Viewer) -> dict[str, Any]:
         """Every option with its value, and the configuration check's findings."""
         rows, report = option_rows()
         return {"options": rows, "check": [f.as_dict() for f in report.findings]}
 
-    @app.put("/api/options/{section}/{name}", tags=["options"])
-    def api_set_option(who: Admin, section: str, name: str, body: OptionValue) -> dict[str, Any]:
-        """Set one option (admin). An invalid value is refused and nothing is stored."""
+    @app.put(
+        "/api/options/{section}/{name}",
+        tags=["options"],
+        response_model=None,
+        responses={
+            **ok(sc.OptionUpdate, "Stored."),
+            **AUTH,
+            **errors(400, 404, 413, 422),
+        },
+    )
+    def api_set_option(
+        who: Admin, section: sc.OptionSection, name: sc.OptionName, body: sc.OptionValue
+    ) -> dict[str, Any]:
+        """Set one option (admin). An invalid value is refused (400, naming what is allowed)
+        and nothing is stored; a name the section does not have is a 404."""
+        section_text, name_text = known_option(section, name)
         try:
             update = store.set_option(
-                engine, section, name, body.value, who.name, settings.output_directory
+                engine, section_text, name_text, body.value, who.name, settings.output_directory
             )
         except (GimError, OptionError) as error:
             raise gim_error(GimError(str(error))) from None
         return {"option": f"[{section}] {name}", "old": update.old, "new": update.new}
 
-    @app.delete("/api/options/{section}/{name}", tags=["options"])
-    def api_unset_option(who: Admin, section: str, name: str) -> dict[str, Any]:
+    @app.delete(
+        "/api/options/{section}/{name}",
+        tags=["options"],
+        response_model=None,
+        responses={**ok(sc.OptionUpdate, "Back to its default."), **AUTH, **errors(404, 422)},
+    )
+    def api_unset_option(
+        who: Admin, section: sc.OptionSection, name: sc.OptionName
+    ) -> dict[str, Any]:
         """Return one option to its default (admin)."""
+        section_text, name_text = known_option(section, name)
         try:
-            update = store.unset_option(engine, section, name, who.name)
+            update = store.unset_option(engine, section_text, name_text, who.name)
         except (GimError, OptionError) as error:
             raise gim_error(GimError(str(error))) from None
         return {"option": f"[{section}] {name}", "old": update.old, "new": update.new}
 
-    @app.get("/api/notifications", tags=["notifications"])
+    @app.get(
+        "/api/notifications",
+        tags=["notifications"],
+        response_model=None,
+        responses={**ok(list[sc.SubscriptionRow], "Subscriptions."), **AUTH},
+    )
     def api_subscriptions(who: Viewer) -> list[dict[str, Any]]:
         """Notification subscriptions (A3)."""
         return [
@@ -719,18 +807,33 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             for row in notify.list_subscriptions(engine)
         ]
 
-    @app.post("/api/notifications", tags=["notifications"], status_code=201)
-    def api_subscribe(who: Admin, body: Subscription) -> dict[str, Any]:
+    @app.post(
+        "/api/notifications",
+        tags=["notifications"],
+        status_code=201,
+        response_model=None,
+        responses={
+            **ok(sc.Created, "Subscribed (or updated).", 201),
+            **AUTH,
+            **errors(400, 404, 409, 413, 422),
+        },
+    )
+    def api_subscribe(who: Admin, body: sc.Subscription) -> dict[str, Any]:
         """Subscribe a user or an address to a job's successes and/or errors (admin)."""
         try:
             sid = notify.add_subscription(
-                engine, body.job, body.recipient, body.on_success, body.on_error, who.name
+                engine, body.job.value, body.recipient, body.on_success, body.on_error, who.name
             )
         except GimError as error:
             raise gim_error(error) from None
         return {"id": sid}
 
-    @app.delete("/api/notifications/{subscription_id}", tags=["notifications"])
+    @app.delete(
+        "/api/notifications/{subscription_id}",
+        tags=["notifications"],
+        response_model=None,
+        responses={**ok(sc.Result, "Removed."), **AUTH, **errors(404, 422)},
+    )
     def api_unsubscribe(who: Admin, subscription_id: SubscriptionId) -> dict[str, str]:
         """Remove a subscription (admin)."""
         try:
@@ -739,6 +842,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             raise gim_error(error) from None
         return {"result": f"subscription {subscription_id} removed"}
 
+    app.add_middleware(HeadAsGet)
     app.add_middleware(
         SessionMiddleware,
         secret_key=secret,
@@ -750,6 +854,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     app.add_middleware(SecurityHeaders)
     return app
+
+
+def _text(value: Enum | None) -> str | None:
+    """An enumerated parameter as the plain text the views take."""
+    return None if value is None else str(value.value)
 
 
 def _safe_next(target: str) -> str:

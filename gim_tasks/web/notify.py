@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.db.tables import job_run, notification, notification_subscription, web_user
-from gim_tasks.errors import GimError
+from gim_tasks.errors import Conflict, GimError, NotFound
 from gim_tasks.options import store
 from gim_tasks.schedule.jobs import JOB_NAMES
 from gim_tasks.schedule.localtime import zone
@@ -68,12 +68,12 @@ def add_subscription(
             sa.select(web_user.c.email).where(web_user.c.name == recipient)
         ).one_or_none()
         if user is None and not _is_address(recipient):
-            raise GimError(
+            raise NotFound(
                 f"recipient '{recipient}' is neither a user nor an e-mail address "
                 "(name@example.com)"
             )
         if user is not None and not user.email:
-            raise GimError(
+            raise Conflict(
                 f"user '{recipient}' has no e-mail address; set one with "
                 f"`gim user update {recipient} --email ADDRESS`"
             )
@@ -101,7 +101,7 @@ def remove_subscription(engine: Engine, subscription_id: int) -> None:
             )
         ).rowcount
     if not deleted:
-        raise GimError(f"subscription {subscription_id} does not exist")
+        raise NotFound(f"subscription {subscription_id} does not exist")
 
 
 def list_subscriptions(engine: Engine, job: str | None = None) -> list[dict[str, Any]]:

@@ -1,0 +1,290 @@
+"""The API's contract (issue 23): every input's constraints and every answer's shape, declared
+so that ``/api/openapi.json`` says what the API accepts and returns.
+
+The response models here are declared in the document but the routes return plain data
+(:mod:`gim_tasks.web.views`): the schema-driven test (``tests/integration/test_api_contract.py``)
+then checks real answers against the document, instead of the models shaping the answers to fit.
+Models forbid extra properties, so a field added to an answer without its declaration fails
+that test, and a field removed fails the contract snapshot test (README "API changes").
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gim_tasks.lifecycle import RUN_STATES, STOP_KINDS
+from gim_tasks.options.registry import OPTIONS
+from gim_tasks.schedule.jobs import CATEGORIES, JOB_NAMES
+
+#: Largest id PostgreSQL's bigint holds: larger path ids are a 422, never a 500.
+MAX_ID = 2**63 - 1
+
+# Enumerations, built from the registries the code checks against, so the document cannot
+# drift from them. (StrEnum members compare equal to their text.)
+JobName = StrEnum("JobName", {name: name for name in JOB_NAMES})  # type: ignore[misc]
+Category = StrEnum("Category", {name: name for name in CATEGORIES})  # type: ignore[misc]
+RunState = StrEnum("RunState", {name: name for name in RUN_STATES})  # type: ignore[misc]
+StopKindName = StrEnum("StopKindName", {name: name for name in STOP_KINDS})  # type: ignore[misc]
+OptionSection = StrEnum(  # type: ignore[misc]
+    "OptionSection", {name: name for name in dict.fromkeys(spec.section for spec in OPTIONS)}
+)
+OptionName = StrEnum(  # type: ignore[misc]
+    "OptionName", {name: name for name in sorted({spec.name for spec in OPTIONS})}
+)
+Trigger = Literal["scheduled", "manual", "forced", "restart"]
+
+
+class Closed(BaseModel):
+    """Answers declare every property: a new one must be declared, and clients see it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----- errors ------------------------------------------------------------------------------------
+
+
+class ErrorBody(Closed):
+    error: str = Field(description="What is wrong and, where it applies, what is allowed.")
+
+
+class FieldProblem(Closed):
+    field: str = Field(description="Where: 'query.limit', 'path.run_id', 'job' (body), ...")
+    message: str
+
+
+class ValidationErrorBody(Closed):
+    error: str = Field(description="Every problem in one line.")
+    details: list[FieldProblem] = Field(description="One entry per bad field.")
+
+
+#: What each error status means on this API (the descriptions in the document).
+ERRORS: dict[int, tuple[type[BaseModel], str]] = {
+    400: (
+        ErrorBody,
+        "A value the schema cannot check is invalid: an option's value for its type, the "
+        "syntax of re-aggregation parameters, text PostgreSQL cannot store (NUL bytes).",
+    ),
+    401: (ErrorBody, "No credentials, or an unknown, expired or revoked token."),
+    403: (ErrorBody, "The caller's role may not do this, or a session call lacks X-CSRF-Token."),
+    404: (ErrorBody, "The run, subscription, option or recipient does not exist."),
+    409: (ErrorBody, "Refused by the current state: the rules (M0) or the object's state."),
+    413: (ErrorBody, "The request body is larger than 64 KiB."),
+    422: (ValidationErrorBody, "A parameter or body field is outside its schema."),
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of an operation: the given error statuses with their body schema."""
+    return {
+        code: {"model": ERRORS[code][0], "description": ERRORS[code][1]} for code in sorted(codes)
+    }
+
+
+def ok(model: Any, description: str, code: int = 200) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": model, "description": description}}
+
+
+# ----- requests ----------------------------------------------------------------------------------
+
+
+class RunRequest(Closed):
+    job: JobName = Field(description="The job to run.")
+    params: str = Field(
+        default="",
+        max_length=2000,
+        description=(
+            "Job_AggregateGIM only: '-insertPendingAgg <AGR_SET>:<START>:<END>' (M4); a "
+            "malformed value is a 400 naming the bad token."
+        ),
+    )
+    force: bool = Field(default=False, description="Admin only: force a non-manual job (M7).")
+
+
+class OptionValue(Closed):
+    value: str = Field(
+        max_length=2000,
+        description="The new value; its allowed values are in GET /api/options ('allowed').",
+    )
+
+
+class Subscription(Closed):
+    """At least one of on_success and on_error is true."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "not": {
+                "required": ["on_success", "on_error"],
+                "properties": {"on_success": {"const": False}, "on_error": {"const": False}},
+            }
+        },
+    )
+
+    job: JobName
+    recipient: str = Field(
+        min_length=1,
+        max_length=320,
+        description="A user name (with an e-mail address) or an e-mail address.",
+    )
+    on_success: bool = True
+    on_error: bool = True
+
+    @model_validator(mode="after")
+    def some_event(self) -> Subscription:
+        if not (self.on_success or self.on_error):
+            raise ValueError("choose on_success, on_error or both")
+        return self
+
+
+# ----- answers -----------------------------------------------------------------------------------
+
+
+class Me(Closed):
+    name: str
+    role: Literal["viewer", "operator", "admin"]
+    via: Literal["token", "session"]
+
+
+class ScheduledJob(Closed):
+    name: JobName
+    category: Category
+    active: bool
+    creator: str = Field(description="Who last changed the job's schedule; '-' if built-in.")
+    schedule: str = Field(description="The schedule in words.")
+    next_run: str | None = Field(json_schema_extra={"format": "date-time"})
+    manual: bool = Field(description="Whether an operator may start it without force (M7).")
+
+
+class Run(Closed):
+    id: int
+    job: str
+    state: RunState
+    trigger: Trigger
+    actor: str = Field(description="Who started it: a user name or 'scheduler' (M8).")
+    reason: str | None
+    planned_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    started_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    ended_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    ended_by: str | None
+    rows_read: int
+    rows_written: int
+    rows_discarded: int
+    warnings: int
+    error: str | None
+    forced: bool
+    stop_kind: StopKindName | None = Field(description="Why a Stopped run stopped (R4).")
+    in_process: bool = Field(description="Ran in the requesting process (gim run --local).")
+    category: Category | None
+    params: dict[str, Any] = Field(description="Job parameters as queued (M4).")
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    duration_seconds: float | None
+    worker: str | None
+    stop_requested: bool
+    summary: dict[str, Any] = Field(description="What the job reports: counts, progress.")
+
+
+class Discard(Closed):
+    source_table: str
+    source_id: int
+    idb_id: int
+    reason: str
+
+
+class Mail(Closed):
+    recipient: str
+    state: str
+    attempts: int
+    last_error: str | None
+    sent_at: str | None = Field(json_schema_extra={"format": "date-time"})
+
+
+class RunDetail(Run):
+    discard_count: int
+    discards: list[Discard] = Field(description="The first 100 discards of the run.")
+    notifications: list[Mail]
+
+
+class Admission(Closed):
+    run_id: int
+    state: Literal["Running", "Scheduled"]
+    reason: str | None
+
+
+class Rejection(Closed):
+    """A run the rules refused (M0): recorded as Rejected with the reason."""
+
+    run_id: int
+    state: Literal["Rejected"]
+    reason: str
+    error: str = Field(description="The reason again, as every error body carries it.")
+
+
+class Result(Closed):
+    result: str
+
+
+class FailedRun(Closed):
+    id: int
+    job: JobName
+    state: RunState
+    ended_at: str = Field(json_schema_extra={"format": "date-time"})
+    error: str | None
+
+
+class CategorySummary(Closed):
+    category: Category
+    runs: int
+    failures: int
+    failed: list[FailedRun]
+
+
+class Summary(Closed):
+    days: int
+    since: str = Field(json_schema_extra={"format": "date-time"})
+    categories: list[CategorySummary]
+
+
+class OptionRow(Closed):
+    section: OptionSection
+    name: OptionName
+    value: str
+    default: str
+    stored: bool
+    description: str
+    allowed: str
+    changed_by: str
+
+
+class CheckFinding(Closed):
+    level: Literal["error", "warning"]
+    item: str
+    message: str
+    spares: list[str]
+
+
+class OptionsReply(Closed):
+    options: list[OptionRow]
+    check: list[CheckFinding]
+
+
+class OptionUpdate(Closed):
+    option: str = Field(description="'[section] name'.")
+    old: str = Field(description="The value in force before (its default if it was unset).")
+    new: str = Field(description="The value in force now.")
+
+
+class SubscriptionRow(Closed):
+    id: int
+    job: JobName
+    recipient: str
+    on_success: bool
+    on_error: bool
+    created_by: str
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class Created(Closed):
+    id: int
