@@ -286,6 +286,24 @@ def keys_for_days(start: Any, end: Any) -> tuple[str, dict[str, Any]]:
     )
 
 
+def fact_day_span(conn: Connection) -> tuple[date, date] | None:
+    """The first and last local day holding facts (what ``verify`` checks by default), or None
+    without facts. ``date_time_key`` is the interval's epoch, so the smallest and largest keys
+    of each fact table are its first and last intervals (index lookups, no scan)."""
+    keys = " UNION ALL ".join(
+        f"(SELECT min(date_time_key) AS k FROM {fact}) UNION ALL "
+        f"(SELECT max(date_time_key) FROM {fact})"
+        for fact in sorted({h.fact for h in HIERARCHIES})
+    )
+    first, last = conn.execute(
+        sa.text(
+            "SELECT min(d.local_date), max(d.local_date) FROM date_time d "
+            f"WHERE d.date_time_key IN ({keys})"
+        )
+    ).one()
+    return None if first is None else (first, last)
+
+
 def verify(conn: Connection, h: Hierarchy, start: Any, end: Any) -> list[dict[str, Any]]:
     """Compare each level of ``h`` over local days start..end with a direct recomputation from
     the facts. Returns one entry per table with differences."""

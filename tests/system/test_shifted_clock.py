@@ -1,0 +1,77 @@
+"""No test depends on today's date (issue 24): the tests that read the real clock (data and
+retention relative to now, runs admitted now, maintenance of today's partitions) run again with
+every clock of every process a month and a half ahead, under libfaketime (``LD_PRELOAD``, so the
+PostgreSQL and Redis servers the inner run starts see the same shifted time), and must pass with
+the same number of tests, none skipped.
+
+The inner pytest collects first, unshifted, to know how many tests there are; the shifted run
+must report exactly that many passed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Six weeks ahead: past the export test's 14-day output retention and a month boundary.
+SHIFT = "+45d"
+#: The tests that take "now" from the real clock with data or retention relative to it.
+DATE_SENSITIVE = (
+    "tests/integration/test_export.py",
+    "tests/integration/test_maintain.py",
+    "tests/integration/test_admission_paths.py::test_d5_refusals_on_every_path",
+)
+
+
+def _pytest(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_date_sensitive_tests_pass_with_the_clock_shifted() -> None:
+    faketime = shutil.which("faketime")
+    if faketime is None:
+        if os.environ.get("CI"):
+            pytest.fail("faketime is missing in CI (./dev setup installs it)")
+        pytest.skip("faketime is not installed (apt-get install faketime)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    collected = _pytest("--collect-only", *DATE_SENSITIVE, env=env)
+    match = re.search(r"(\d+) tests? collected", collected.stdout)
+    assert match, collected.stdout[-2000:]
+    expected = int(match.group(1))
+    assert expected >= 10, collected.stdout[-2000:]
+    shifted = subprocess.run(
+        [faketime, "-f", SHIFT, sys.executable, "-c", "import time; print(time.time())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert float(shifted.stdout) > __import__("time").time() + 44 * 86400  # really shifted
+    run = subprocess.run(
+        [faketime, "-f", SHIFT, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+        + list(DATE_SENSITIVE),
+        cwd=ROOT,
+        # Monotonic clocks stay real: timeouts and sleeps measure true durations.
+        env={**env, "FAKETIME_DONT_FAKE_MONOTONIC": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    tail = run.stdout[-4000:] + run.stderr[-2000:]
+    assert run.returncode == 0, tail
+    summary = re.search(r"(\d+) passed(?:, (\d+) \w+)*", run.stdout)
+    assert summary and int(summary.group(1)) == expected, tail
+    assert "skipped" not in run.stdout.splitlines()[-1], tail
