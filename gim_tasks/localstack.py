@@ -296,7 +296,10 @@ class RedisServer:
             "",
         ]
         argv += ["--appendonly", "yes" if self.persistent else "no"]
-        result = subprocess.run(argv, capture_output=True, text=True)
+        # Not under libfaketime (the shifted-clock tests preload it): redis-server's daemonize
+        # hangs with it, and Redis needs no shifted clock (its expiries are relative).
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "FAKETIME")}
+        result = subprocess.run(argv, capture_output=True, text=True, env=env)
         if result.returncode != 0:
             raise LocalStackError(
                 f"redis-server failed: {(result.stderr or result.stdout).strip()}"

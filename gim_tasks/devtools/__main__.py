@@ -204,6 +204,12 @@ def reliability(
         list[str] | None,
         typer.Option("--scenario", help="Run only this scenario (repeatable)."),
     ] = None,
+    lanes: Annotated[
+        int,
+        typer.Option(
+            "--lanes", min=1, max=4, help="Scenarios run at once, each lane on its own servers."
+        ),
+    ] = 2,
 ) -> None:
     """Fault scenarios against a real local stack; exit code 1 if any loses, duplicates,
     overlaps, double-fires or leaves a run stuck."""
@@ -219,7 +225,9 @@ def reliability(
             f"unknown scenario {', '.join(unknown)}; scenarios are {', '.join(suite.SCENARIOS)}"
         )
     console = Console(stderr=True)
-    results = suite.run(names, full=not quick, say=lambda text: console.print(text, markup=False))
+    results = suite.run(
+        names, full=not quick, say=lambda text: console.print(text, markup=False), lanes=lanes
+    )
     if as_json:
         print(suite.as_json(results))
     else:

@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -858,28 +859,70 @@ def servers(root: Path) -> Iterator[tuple[PostgresServer, RedisServer]]:
         pg.stop()
 
 
-def run(names: list[str], full: bool, say: Callable[[str], None]) -> list[Result]:
-    results = []
+def run(names: list[str], full: bool, say: Callable[[str], None], lanes: int = 2) -> list[Result]:
+    """Run the scenarios, ``lanes`` at a time. Each lane has its own PostgreSQL and Redis
+    servers (restart-postgres and restart-redis restart them), and takes the next scenario
+    when its last one ends; results come back in the order of ``names``."""
     root = Path(tempfile.mkdtemp(prefix="gim-reliability-"))
     root.chmod(0o755)
-    with servers(root) as (pg, redis):
-        for number, name in enumerate(names, start=1):
-            result = Result(name)
-            started = time.monotonic()
-            say(f"{name}: {SCENARIOS[name].__doc__.splitlines()[0]}")  # type: ignore[union-attr]
-            # --quick (CI): half the base traffic; each fault still gets its own backlog.
-            lab = Lab(root, pg, redis, name, number, hours=6 if full else 3)
+    numbers = {name: number for number, name in enumerate(names, start=1)}
+    todo, results, failures = list(names), {}, []
+    lock = threading.Lock()
+
+    def lane(index: int) -> None:
+        try:
+            with lock:  # free ports are picked one lane at a time
+                stack = servers(root / f"lane-{index}")
+                pg, redis = stack.__enter__()
             try:
-                SCENARIOS[name](lab, result, full)
-                lab.measure(result)
-            except Exception as error:  # a scenario that cannot finish is a failure, reported
-                result.error = f"{type(error).__name__}: {error}"
+                while True:
+                    with lock:
+                        if not todo:
+                            return
+                        name = todo.pop(0)
+                    results[name] = _scenario(root, pg, redis, name, numbers[name], full, say)
             finally:
-                lab.close()
-            result.seconds = round(time.monotonic() - started, 1)
-            say(f"{name}: {'ok' if result.ok else 'FAILED'} in {result.seconds} s")
-            results.append(result)
-    return results
+                stack.__exit__(None, None, None)
+        except Exception as error:  # servers that cannot start: reported after the join
+            failures.append(error)
+
+    threads = [
+        threading.Thread(target=lane, args=(index,), name=f"lane-{index}")
+        for index in range(max(1, min(lanes, len(names))))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return [results[name] for name in names]
+
+
+def _scenario(
+    root: Path,
+    pg: PostgresServer,
+    redis: RedisServer,
+    name: str,
+    number: int,
+    full: bool,
+    say: Callable[[str], None],
+) -> Result:
+    result = Result(name)
+    started = time.monotonic()
+    say(f"{name}: {SCENARIOS[name].__doc__.splitlines()[0]}")  # type: ignore[union-attr]
+    # --quick (CI): half the base traffic; each fault still gets its own backlog.
+    lab = Lab(root, pg, redis, name, number, hours=6 if full else 3)
+    try:
+        SCENARIOS[name](lab, result, full)
+        lab.measure(result)
+    except Exception as error:  # a scenario that cannot finish is a failure, reported
+        result.error = f"{type(error).__name__}: {error}"
+    finally:
+        lab.close()
+    result.seconds = round(time.monotonic() - started, 1)
+    say(f"{name}: {'ok' if result.ok else 'FAILED'} in {result.seconds} s")
+    return result
 
 
 def as_json(results: list[Result]) -> str:
