@@ -36,3 +36,19 @@ class StopKind(StrEnum):
 
 STOP_KINDS = tuple(kind.value for kind in StopKind)
 PLANNED_STOPS = (StopKind.WINDOW_END, StopKind.MAINTENANCE, StopKind.PREEMPTED)
+
+
+class Via(StrEnum):
+    """The ways to start a run by hand; each one is enumerated by the tests (M0). (Here, not in
+    the admission module, so the command line names them without importing the decision.)"""
+
+    CLI = "gim run"
+    LOCAL = "gim run --local"
+    AGGREGATE_ONCE = "gim aggregate once"
+    API = "api"
+    CELERY_CALL = "celery call"
+
+    @property
+    def in_process(self) -> bool:
+        """The run executes in the requesting process (never sent to a worker)."""
+        return self in (Via.LOCAL, Via.AGGREGATE_ONCE)

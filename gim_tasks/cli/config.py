@@ -17,7 +17,11 @@ if TYPE_CHECKING:
 # Heavy modules (SQLAlchemy, the option store, the server checks) are imported inside the
 # commands: `gim --help` must not pay for them (cli/common.py).
 
-app = typer.Typer(help="Operator options: show, set, import, export, check.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,
+    help="Operator options: show, set, import, export, check.",
+    no_args_is_help=True,
+)
 
 
 def _print_report(report: CheckReport, as_json: bool = False) -> None:

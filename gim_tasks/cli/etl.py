@@ -19,7 +19,7 @@ from gim_tasks.cli.common import (
     settings,
 )
 from gim_tasks.errors import GimError
-from gim_tasks.schedule.admission import Via
+from gim_tasks.lifecycle import Via
 from gim_tasks.schedule.jobs import JOB_NAMES
 
 if TYPE_CHECKING:
@@ -32,8 +32,12 @@ if TYPE_CHECKING:
 # Heavy modules (SQLAlchemy, psycopg, the job bodies, the runtime) are imported inside the
 # commands: `gim --help` and the light commands must not pay for them (cli/common.py).
 
-idb_app = typer.Typer(help="Source IDB databases: schema and traffic.", no_args_is_help=True)
-etl_app = typer.Typer(help="ETL state: marks, lag, pending rows, facts.", no_args_is_help=True)
+idb_app = typer.Typer(
+    rich_markup_mode=None, help="Source IDB databases: schema and traffic.", no_args_is_help=True
+)
+etl_app = typer.Typer(
+    rich_markup_mode=None, help="ETL state: marks, lag, pending rows, facts.", no_args_is_help=True
+)
 
 
 def _idb_urls() -> list[str]:
@@ -384,7 +388,9 @@ def report_local(outcome: LocalOutcome, job: str, quiet: bool = False) -> None:
 __all__ = ["etl_app", "idb_app", "report_local", "run_local"]
 
 
-export_app = typer.Typer(help="CSV export: progress and files.", no_args_is_help=True)
+export_app = typer.Typer(
+    rich_markup_mode=None, help="CSV export: progress and files.", no_args_is_help=True
+)
 
 
 def export_status_data() -> dict[str, Any]:
@@ -424,7 +430,7 @@ def export_status(as_json: JsonFlag = False) -> None:
 
 
 aggregate_app = typer.Typer(
-    help="Aggregation: status, one pass, verification.", no_args_is_help=True
+    rich_markup_mode=None, help="Aggregation: status, one pass, verification.", no_args_is_help=True
 )
 
 

@@ -14,8 +14,8 @@ import typer
 from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out
 from gim_tasks.cli.etl import report_local, run_local
 from gim_tasks.errors import GimError
+from gim_tasks.lifecycle import Via
 from gim_tasks.runtime.queues import QUEUES
-from gim_tasks.schedule.admission import Via
 
 # The manager (SQLAlchemy), Celery's client and rich are imported inside the commands.
 

@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gim_tasks.cli.common import JsonFlag, mart_engine, out
 from gim_tasks.errors import GimError
-from gim_tasks.options.values import Options, ScheduleOptions, parse_ini
-from gim_tasks.schedule.plan import next_run_table, parse_start, period, plan
+
+if TYPE_CHECKING:
+    from gim_tasks.options.values import ScheduleOptions
 
 # The schedule is pure and light; SQLAlchemy is loaded only to read the stored options.
 
 app = typer.Typer(
-    help="The schedule: timeline of a period, Next Run of every job.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="The schedule: timeline of a period, Next Run of every job.",
+    no_args_is_help=True,
 )
 
 OptionsFile = Annotated[
@@ -33,6 +36,8 @@ OptionsFile = Annotated[
 
 
 def _schedule_options(options_file: Path | None) -> ScheduleOptions:
+    from gim_tasks.options.values import Options, parse_ini
+
     if options_file is not None:
         texts = parse_ini(options_file.read_text(encoding="utf-8"), str(options_file))
         return Options.from_texts(texts).schedule()
@@ -59,6 +64,8 @@ def plan_command(
     """The ideal timeline for the period, assuming runs take no time: ETL cycles (as starts of
     Job_ExtractICON), aggregation windows (start/stop of Job_AggregateGIM), maintenance,
     statistics and export firings, honouring run-scheduler and the run-* flags."""
+    from gim_tasks.schedule.plan import parse_start, period, plan
+
     options = _schedule_options(options_file)
     try:
         begin, end = period(options, parse_start(start), days)
@@ -90,6 +97,8 @@ def next_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Each job's Next Run (in the schedule's time zone) and its schedule in words."""
+    from gim_tasks.schedule.plan import next_run_table
+
     options = _schedule_options(options_file)
     instant = datetime.now(UTC)
     if now is not None:

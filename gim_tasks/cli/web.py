@@ -16,10 +16,18 @@ from gim_tasks.lifecycle import ROLES
 
 # The web app, users (argon2), notifications and rich are imported inside the commands.
 
-user_app = typer.Typer(help="Users of the web app and API, and their roles.", no_args_is_help=True)
-token_app = typer.Typer(help="API tokens (Authorization: Bearer).", no_args_is_help=True)
+user_app = typer.Typer(
+    rich_markup_mode=None,
+    help="Users of the web app and API, and their roles.",
+    no_args_is_help=True,
+)
+token_app = typer.Typer(
+    rich_markup_mode=None, help="API tokens (Authorization: Bearer).", no_args_is_help=True
+)
 notify_app = typer.Typer(
-    help="E-mail notifications of run ends per job (A3).", no_args_is_help=True
+    rich_markup_mode=None,
+    help="E-mail notifications of run ends per job (A3).",
+    no_args_is_help=True,
 )
 
 RoleOption = Annotated[

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
+from gim_tasks.lifecycle import Via
 from gim_tasks.options.values import ScheduleOptions
 from gim_tasks.schedule.engine import ActiveRun, SchedulerState, open_window
 from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOB_NAMES, MAINTAIN
@@ -32,21 +32,6 @@ if TYPE_CHECKING:
 
 #: The [schedule] option that schedules each job that is not run manually (M7).
 SCHEDULED_BY = {"Job_UpdateStats": "update-stats-schedule", "Job_ExportGIM": "export-schedule"}
-
-
-class Via(StrEnum):
-    """The ways to start a run by hand; each one is enumerated by the tests (M0)."""
-
-    CLI = "gim run"
-    LOCAL = "gim run --local"
-    AGGREGATE_ONCE = "gim aggregate once"
-    API = "api"
-    CELERY_CALL = "celery call"
-
-    @property
-    def in_process(self) -> bool:
-        """The run executes in the requesting process (never sent to a worker)."""
-        return self in (Via.LOCAL, Via.AGGREGATE_ONCE)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-#: Never needed to print a version or help. (pydantic itself is typer's: typer 0.29 coerces
-#: parameters with it; pydantic_settings is ours.)
-SERVER_STACK = ("sqlalchemy", "psycopg", "pydantic_settings", "redis")
+#: Never needed to print a version or help. (pydantic comes with our settings; typer 0.29
+#: coerced parameters with it, which is why pyproject keeps typer below 0.29.)
+SERVER_STACK = ("sqlalchemy", "psycopg", "pydantic", "pydantic_settings", "redis")
 #: The worker and beat side, the web app, the job bodies, password hashing.
 WORKER = ("celery", "kombu", "redbeat")
 WEB = ("fastapi", "starlette", "uvicorn", "gim_tasks.web.app", "argon2")
