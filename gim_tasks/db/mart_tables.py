@@ -147,7 +147,6 @@ date_time = Table(
     Column("month", SmallInteger, nullable=False),
     Column("quarter", SmallInteger, nullable=False),
     Column("year", SmallInteger, nullable=False),
-    Index("ix_date_time_local_date", "local_date"),  # days selected by local day (0012)
 )
 
 
