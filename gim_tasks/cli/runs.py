@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out
+from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out, settings
 from gim_tasks.cli.etl import report_local, run_local
 from gim_tasks.errors import GimError
 from gim_tasks.lifecycle import Via
@@ -41,7 +41,7 @@ def _describe(run: dict[str, Any]) -> str:
 def _get(run_id: int) -> dict[str, Any]:
     from gim_tasks.runtime.listing import list_runs
 
-    for run in list_runs(mart_engine(), "all", limit=1, run_id=run_id):
+    for run in list_runs(settings().database_url, "all", limit=1, run_id=run_id):
         return run
     raise GimError(f"run {run_id} does not exist")
 
@@ -155,7 +155,7 @@ def jobs_command(
     if sum((running, scheduled, history)) > 1:
         raise GimError("choose at most one of --running, --scheduled, --history")
     which = "running" if running else "scheduled" if scheduled else "history" if history else "all"
-    runs = list_runs(mart_engine(), which, category, job, limit)
+    runs = list_runs(settings().database_url, which, category, job, limit)
     if as_json:
         print(json.dumps(runs, indent=2))
         return

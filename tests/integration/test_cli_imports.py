@@ -36,7 +36,7 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
         SERVER_STACK + WORKER + WEB + BODIES,
     ),
     ("status", ["status", "--json"], WORKER + WEB + BODIES),
-    ("jobs", ["jobs", "--json"], WORKER + WEB + BODIES),
+    ("jobs", ["jobs", "--json"], ("sqlalchemy", *WORKER, *WEB, *BODIES)),
     ("config show", ["config", "show", "--json"], WORKER + WEB + BODIES),
     ("run (on a worker)", ["run", "Job_TransformGIM"], WEB + BODIES),
 ]
