@@ -37,6 +37,24 @@ class StopKind(StrEnum):
 STOP_KINDS = tuple(kind.value for kind in StopKind)
 PLANNED_STOPS = (StopKind.WINDOW_END, StopKind.MAINTENANCE, StopKind.PREEMPTED)
 
+#: R4 outcomes of an ended run: success, failure, or an operator's stop (neither).
+SUCCESS, FAILURE, OPERATOR_STOP = "success", "failure", "operator"
+
+
+def outcome(state: str, stop_kind: str | None) -> str | None:
+    """R4: what an ended run means. Completed (with or without warnings) and a planned stop
+    are successes; Failed and a stop nobody planned are failures; an operator's stop is
+    neither. None for a run that has not ended, or never ran (Cancelled, Rejected)."""
+    if state in ("Completed", "Completed with warnings"):
+        return SUCCESS
+    if state == "Failed":
+        return FAILURE
+    if state == "Stopped":
+        if stop_kind in PLANNED_STOPS:
+            return SUCCESS
+        return OPERATOR_STOP if stop_kind == StopKind.OPERATOR else FAILURE
+    return None
+
 
 class Via(StrEnum):
     """The ways to start a run by hand; each one is enumerated by the tests (M0). (Here, not in

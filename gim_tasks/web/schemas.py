@@ -184,6 +184,10 @@ class Run(Closed):
     worker: str | None
     stop_requested: bool
     summary: dict[str, Any] = Field(description="What the job reports: counts, progress.")
+    outcome: Literal["success", "failure", "operator"] | None = Field(
+        description="R4: a planned stop is a success, an operator's stop neither; null while "
+        "the run has not ended, or when it never ran (Cancelled, Rejected)."
+    )
 
 
 class Discard(Closed):

@@ -12,9 +12,11 @@ from sqlalchemy.engine import Engine
 from gim_tasks.db.mart_tables import discard
 from gim_tasks.db.tables import RUN_STATES, job_run
 from gim_tasks.errors import GimError
+from gim_tasks.lifecycle import FAILURE, outcome
 from gim_tasks.options import store
 from gim_tasks.options.values import Options
 from gim_tasks.runtime.listing import iso, run_record
+from gim_tasks.schedule.engine import RESTART, SCHEDULED
 from gim_tasks.schedule.jobs import (
     AGGREGATE,
     BY_NAME,
@@ -139,6 +141,7 @@ def run_dict(r: Any) -> dict[str, Any]:
         "worker": r.worker,
         "stop_requested": r.stop_requested_at is not None,
         "summary": r.summary,
+        "outcome": outcome(r.state, r.stop_kind),  # R4
     }
 
 
@@ -203,22 +206,27 @@ def run_detail(engine: Engine, run_id: int, discards: int = 100) -> dict[str, An
     return detail
 
 
-FAILURE_STATES = ("Failed", "Stopped")
-
-
 def summary(engine: Engine, days: int, now: datetime | None = None) -> dict[str, Any]:
-    """A4: the last ``days`` days per category: runs ended, failures, the failed runs."""
+    """A4: the last ``days`` days per category: scheduled runs ended (manual runs are not
+    counted, as in Alma), failures by R4 (a planned stop is a success, an operator's stop
+    neither), the failed runs."""
     if not 1 <= days <= 366:
         raise GimError(f"days must be 1-366, not {days}")
     since = (now or datetime.now(UTC)) - timedelta(days=days)
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(
-                job_run.c.id, job_run.c.job, job_run.c.state, job_run.c.ended_at, job_run.c.error
+                job_run.c.id,
+                job_run.c.job,
+                job_run.c.state,
+                job_run.c.stop_kind,
+                job_run.c.ended_at,
+                job_run.c.error,
             )
             .where(
                 job_run.c.ended_at >= since,
                 job_run.c.state.not_in(("Rejected", "Cancelled")),
+                job_run.c.trigger.in_((SCHEDULED, RESTART)),
             )
             .order_by(job_run.c.id.desc())
         ).all()
@@ -226,7 +234,7 @@ def summary(engine: Engine, days: int, now: datetime | None = None) -> dict[str,
     for row in rows:
         entry: dict[str, Any] = categories[BY_NAME[row.job].category]
         entry["runs"] += 1
-        if row.state in FAILURE_STATES:
+        if outcome(row.state, row.stop_kind) == FAILURE:
             entry["failures"] += 1
             entry["failed"].append(
                 {

@@ -142,3 +142,35 @@ def test_a3_subscription_rules(engine: sa.Engine, gim_env: dict[str, str]) -> No
     assert first == again
     (row,) = notify.list_subscriptions(engine)
     assert (row["on_success"], row["on_error"], row["created_by"]) == (False, True, "u")
+
+
+@pytest.mark.parametrize(
+    ("stop_kind", "mailed"),
+    [
+        ("window-end", []),  # R4: planned stops are successes, mailed to nobody
+        ("maintenance", []),
+        ("preempted", []),
+        ("operator", ["errors@example.com"]),  # neither success nor failure: error subscribers
+        ("shutdown", ["errors@example.com"]),  # failures
+        ("terminated", ["errors@example.com"]),
+    ],
+)
+def test_r4_a3_planned_stops_send_no_mail_other_stops_go_to_error_subscribers(
+    engine: sa.Engine, stop_kind: str, mailed: list[str]
+) -> None:
+    notify.add_subscription(engine, "Job_AggregateGIM", "errors@example.com", False, True, "a")
+    notify.add_subscription(engine, "Job_AggregateGIM", "all@example.com", True, False, "a")
+    with engine.begin() as conn:
+        run_id = conn.execute(
+            sa.insert(job_run)
+            .values(
+                job="Job_AggregateGIM",
+                trigger="scheduled",
+                actor="scheduler",
+                state="Running",
+                started_at=sa.func.now(),
+            )
+            .returning(job_run.c.id)
+        ).scalar_one()
+    assert finish_run(engine, run_id, "Stopped", Counts(), stop_kind=stop_kind, ended_by="ops")
+    assert [m.recipient for m in _mails(engine, run_id)] == mailed

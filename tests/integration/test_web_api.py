@@ -350,35 +350,54 @@ def test_bad_payloads_get_clear_errors_and_store_nothing(web: Web) -> None:
 
 
 def test_a4_summary_counts_runs_and_failures_per_category(web: Web) -> None:
+    """A4 with R4: scheduled runs only (manual ones are not counted); a planned stop is a
+    success, an operator's stop neither, a shutdown a failure."""
     with web.engine.begin() as conn:
-        for job, state in [
-            ("Job_ExtractICON", "Completed"),
-            ("Job_ExtractICON", "Failed"),
-            ("Job_TransformGIM", "Completed with warnings"),
-            ("Job_MaintainGIM", "Stopped"),
-            ("Job_ExportGIM", "Rejected"),
+        for job, state, trigger, stop_kind in [
+            ("Job_ExtractICON", "Completed", "scheduled", None),
+            ("Job_ExtractICON", "Failed", "scheduled", None),
+            ("Job_TransformGIM", "Completed with warnings", "scheduled", None),
+            ("Job_ExtractICON", "Failed", "manual", None),  # manual: not counted
+            ("Job_MaintainGIM", "Stopped", "scheduled", "shutdown"),
+            ("Job_MaintainGIM", "Stopped", "scheduled", "preempted"),  # planned: a success
+            ("Job_AggregateGIM", "Stopped", "restart", "window-end"),  # planned: a success
+            ("Job_AggregateGIM", "Stopped", "scheduled", "operator"),  # neither
+            ("Job_ExportGIM", "Rejected", "scheduled", None),
         ]:
             conn.execute(
                 sa.insert(job_run).values(
                     job=job,
-                    trigger="manual",
+                    trigger=trigger,
                     actor="t",
                     state=state,
                     ended_at=sa.func.now(),
                     error="boom" if state == "Failed" else None,
-                    stop_kind="operator" if state == "Stopped" else None,
+                    stop_kind=stop_kind,
+                    ended_by="ops" if stop_kind == "operator" else None,
                 )
             )
     summary = web.api("viewer").get("/api/summary", params={"days": 3}).json()
     by = {c["category"]: c for c in summary["categories"]}
     assert (by["ETL"]["runs"], by["ETL"]["failures"]) == (3, 1)
-    assert (by["Maintenance"]["runs"], by["Maintenance"]["failures"]) == (1, 1)
+    assert (by["Maintenance"]["runs"], by["Maintenance"]["failures"]) == (2, 1)
+    assert (by["Aggregation"]["runs"], by["Aggregation"]["failures"]) == (2, 0)
     assert by["Export"]["runs"] == 0  # a rejected request is not a run
     assert [f["job"] for f in by["ETL"]["failed"]] == ["Job_ExtractICON"]
+    outcomes = {
+        (r["job"], r["stop_kind"], r["trigger"]): r["outcome"]
+        for r in web.api("viewer").get("/api/runs").json()
+    }
+    assert outcomes[("Job_AggregateGIM", "window-end", "restart")] == "success"
+    assert outcomes[("Job_AggregateGIM", "operator", "scheduled")] == "operator"
+    assert outcomes[("Job_MaintainGIM", "shutdown", "scheduled")] == "failure"
+    assert outcomes[("Job_ExportGIM", None, "scheduled")] is None
     client, _ = web.session("viewer")
     page = client.get("/jobs/history?category=ETL").text
     assert 'href="/jobs/history?category=ETL"' in page and "2 failed jobs" in page
-    assert page.count('data-run="') == 3
+    assert page.count('data-run="') == 4
+    aggregation = client.get("/jobs/history?category=Aggregation").text
+    assert aggregation.count("outcome-failure") == 0  # planned and operator stops: not red
+    assert aggregation.count("outcome-success") == 1 and "operator by ops" in aggregation
 
 
 def test_running_tab_shows_live_progress_and_stop(web: Web) -> None:

@@ -16,6 +16,9 @@ from conftest import CELERY, Stack
 from gim_tasks.db.engine import make_engine
 from gim_tasks.idb.generator import generate
 from gim_tasks.options import store
+from gim_tasks.schedule.jobs import AGGREGATE
+from gim_tasks.web import notify
+from gim_tasks.web.views import summary
 
 
 def test_m1_manual_run_on_a_worker_and_s2_and_m7(stack: Stack) -> None:
@@ -289,6 +292,8 @@ def test_s7_aggregation_window_restarts_a_stopped_run_and_stops_at_window_end(
         ("etl-end-time", "05:01"),
     ):
         store.set_option(stack.engine, "schedule", option, value, "test")
+    # R4, A3: error subscribers hear of the operator's stop, not of the window's end.
+    notify.add_subscription(stack.engine, AGGREGATE, "errors@example.com", False, True, "test")
     stack.env["GIM_HEARTBEAT_SECONDS"] = "1"
     stack.worker()
     stack.start("beat1", "beat")
@@ -314,3 +319,15 @@ def test_s7_aggregation_window_restarts_a_stopped_run_and_stops_at_window_end(
     assert ended.reason == "aggregation window ended (S7)"
     assert ended.ended_at >= window_end
     assert not running("restart") and not running("scheduled")
+    # R4: the window's end is a planned stop: a success, no error mail; the operator's stop
+    # is neither success nor failure and goes to error subscribers.
+    assert ended.stop_kind == "window-end"
+    with stack.engine.connect() as conn:
+        mailed = dict(
+            conn.execute(sa.text("SELECT run_id, count(*) FROM notification GROUP BY run_id")).all()
+        )
+    assert mailed == {first.id: 1}
+    (aggregation,) = [
+        c for c in summary(stack.engine, 1)["categories"] if c["category"] == "Aggregation"
+    ]
+    assert aggregation["failures"] == 0 and aggregation["runs"] >= 2

@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from conftest import Smtp, Stack
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from gim_tasks.db.tables import job_run
 from gim_tasks.localstack import free_port
 from gim_tasks.web import auth, notify
 
@@ -146,21 +148,41 @@ def test_operator_runs_and_stops_a_job_in_the_browser_and_gets_the_mail(
         history = page.locator(f"#history tr[data-run='{run_id}'] td.state")
         while time.monotonic() < deadline:
             page.goto(url + "/jobs/history?job=Job_AggregateGIM")
-            if history.count() and history.inner_text() == "Stopped":
+            if history.count() and history.inner_text().startswith("Stopped"):
                 break
             time.sleep(0.5)
-        expect(history).to_have_text("Stopped")
+        # R4: an operator's stop is neither success nor failure: grey, saying by whom.
+        expect(history).to_have_text(re.compile(r"^Stopped\s+operator by ada\s*$"))
+        expect(page.locator(f"#history tr[data-run='{run_id}']")).to_have_class(
+            re.compile(r"\boutcome-operator\b")
+        )
         _shot(page, "history")
         page.click(f"#history tr[data-run='{run_id}'] a")
         expect(page.locator("#run-state")).to_have_text("Stopped")
         expect(page.locator("#run-detail")).to_contain_text("stopped by ada")
         _shot(page, "run-detail")
 
-        # Status summary (A4): the stopped run counts as a failure; the pop-up links to it.
+        # Status summary (A4, R4): a manual run stopped by an operator is not counted; a
+        # scheduled run that failed is, and the pop-up links to it.
+        page.goto(url + "/options")
+        expect(page.locator("#summary a[data-category=Aggregation]")).not_to_contain_text("failed")
+        with stack.engine.begin() as conn:
+            failed_id = conn.execute(
+                sa.insert(job_run)
+                .values(
+                    job="Job_AggregateGIM",
+                    trigger="scheduled",
+                    actor="scheduler",
+                    state="Failed",
+                    ended_at=sa.func.now(),
+                    error="boom",
+                )
+                .returning(job_run.c.id)
+            ).scalar_one()
         page.goto(url + "/options")
         expect(page.locator("#summary a[data-category=Aggregation]")).to_contain_text("1 failed")
         page.click("#failed-jobs summary")
-        expect(page.locator("#failed-jobs a").first).to_have_attribute("href", f"/runs/{run_id}")
+        expect(page.locator("#failed-jobs a").first).to_have_attribute("href", f"/runs/{failed_id}")
         _shot(page, "options")
         page.goto(url + "/notifications")
         expect(page.locator("#subscriptions")).to_contain_text("Job_AggregateGIM")
