@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,11 +52,19 @@ def schema_state(engine: Engine) -> SchemaState:
     return SchemaState(current=current, head=head_revision())
 
 
+#: Alembic installs its ``context`` and ``op`` proxies as module globals for the length of a
+#: command, so two threads of one process running commands at once corrupt each other
+#: (``KeyError: 'config'``; the reliability suite's lanes did). One command per process at a
+#: time; across processes the advisory lock of ``env.py`` serialises them.
+_ALEMBIC = threading.Lock()
+
+
 def _run(engine: Engine, action: str, revision: str) -> SchemaState:
-    """Run an Alembic command on one connection. Safe to run from several processes at once:
-    ``env.py`` holds a PostgreSQL advisory lock for the whole migration."""
+    """Run an Alembic command on one connection. Safe to run from several threads (the lock
+    above) and several processes at once (``env.py`` holds a PostgreSQL advisory lock for the
+    whole migration)."""
     config = alembic_config()
-    with connect(engine) as conn:
+    with _ALEMBIC, connect(engine) as conn:
         config.attributes["connection"] = conn
         getattr(command, action)(config, revision)
         conn.commit()

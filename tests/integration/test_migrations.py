@@ -62,6 +62,35 @@ def test_concurrent_upgrades_from_several_processes_are_serialised(
     assert migrate.schema_state(make_engine(url)).at_head
 
 
+def test_upgrades_from_several_threads_of_one_process(make_database: object) -> None:
+    """Alembic's proxies are module globals: two threads migrating two databases at once
+    raised KeyError: 'config' (the reliability suite's two lanes did) before migrate.py
+    serialised its commands per process."""
+    import threading
+
+    urls = [make_database(migrated=False) for _ in range(3)]  # type: ignore[operator]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(urls))
+
+    def upgrade(url: str) -> None:
+        engine = make_engine(url)
+        barrier.wait()
+        try:
+            migrate.upgrade(engine)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=upgrade, args=(url,)) for url in urls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert all(migrate.schema_state(make_engine(url)).at_head for url in urls)
+
+
 def test_db_check_command_exit_codes(
     make_database: object,
     redis_url: str,
