@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from gim_tasks.db.sessions import (
+    CONNECT_TIMEOUT_SECONDS,
+    connection_problem,
+    session_name,
+)
 from gim_tasks.errors import ServiceUnavailable
 from gim_tasks.settings import redact, sqlalchemy_url
-
-CONNECT_TIMEOUT_SECONDS = 5
 
 
 def idle_transaction_timeout_ms() -> int:
@@ -47,18 +49,6 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         cparams["application_name"] = session_name()
 
     return engine
-
-
-def session_name(worker: str | None = None) -> str:
-    """``application_name`` of this process's sessions: ``gim-tasks HOST:PID``."""
-    return f"gim-tasks {worker or f'{socket.gethostname()}:{os.getpid()}'}"
-
-
-def connection_problem(error: BaseException) -> str:
-    """The first line of a driver error, without the driver's boilerplate."""
-    original = getattr(error, "orig", None) or error
-    text = str(original).strip().splitlines()
-    return text[0] if text else type(original).__name__
 
 
 def display_url(engine: Engine) -> str:

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -871,18 +871,15 @@ def run(names: list[str], full: bool, say: Callable[[str], None], lanes: int = 2
 
     def lane(index: int) -> None:
         try:
-            with lock:  # free ports are picked one lane at a time
-                stack = servers(root / f"lane-{index}")
-                pg, redis = stack.__enter__()
-            try:
+            with ExitStack() as stack:
+                with lock:  # free ports are picked one lane at a time
+                    pg, redis = stack.enter_context(servers(root / f"lane-{index}"))
                 while True:
                     with lock:
                         if not todo:
                             return
                         name = todo.pop(0)
                     results[name] = _scenario(root, pg, redis, name, numbers[name], full, say)
-            finally:
-                stack.__exit__(None, None, None)
         except Exception as error:  # servers that cannot start: reported after the join
             failures.append(error)
 

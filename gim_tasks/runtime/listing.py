@@ -3,16 +3,12 @@ of imports at every start) or the manager's admission machinery (issue 25, cli/c
 
 from __future__ import annotations
 
-import os
-import socket
 from typing import Any
 
+from gim_tasks.db.sessions import CONNECT_TIMEOUT_SECONDS, connection_problem, session_name
 from gim_tasks.errors import GimError, ServiceUnavailable
 from gim_tasks.schedule.jobs import BY_NAME
 from gim_tasks.settings import redact
-
-#: As gim_tasks.db.engine.CONNECT_TIMEOUT_SECONDS (not imported: it loads SQLAlchemy).
-CONNECT_TIMEOUT_SECONDS = 5
 
 
 def list_runs(
@@ -55,14 +51,13 @@ def list_runs(
         with psycopg.connect(
             url.replace("postgresql+psycopg://", "postgresql://", 1),
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            application_name=f"gim-tasks {socket.gethostname()}:{os.getpid()}",
+            application_name=session_name(),
             row_factory=namedtuple_row,
         ) as conn:
             rows = conn.execute(query, [*args, limit]).fetchall()
     except psycopg.OperationalError as error:
-        problem = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ServiceUnavailable(
-            f"Info Mart database {redact(url)} is unreachable: {problem}"
+            f"Info Mart database {redact(url)} is unreachable: {connection_problem(error)}"
         ) from None
     return [run_record(r) for r in rows]
 
