@@ -149,6 +149,22 @@ def gim_env(
 
 
 @pytest.fixture
+def web_role_url(gim_env: dict[str, str]) -> str:
+    """The URL of this test's database as a least-privilege web role (``gim db grant-web``),
+    as ./dev up and production run the web app. Roles are cluster-wide: one per database."""
+    from gim_tasks.db.roles import grant_web
+
+    owner_url = gim_env["GIM_DATABASE_URL"]
+    role = "web_" + owner_url.rsplit("/", 1)[1]
+    owner = make_engine(owner_url)
+    with owner.begin() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+    grant_web(owner, role)
+    owner.dispose()
+    return owner_url.replace("postgresql://gim@", f"postgresql://{role}@", 1)
+
+
+@pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No ``GIM_*`` variable and no ``.env`` file in sight."""
     for key in list(os.environ):

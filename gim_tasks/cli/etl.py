@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -23,7 +23,6 @@ from gim_tasks.lifecycle import Via
 from gim_tasks.schedule.jobs import JOB_NAMES
 
 if TYPE_CHECKING:
-    import sqlalchemy as sa
     from rich.progress import Progress
 
     from gim_tasks.jobs.base import JobContext
@@ -215,124 +214,27 @@ def _no_body(ctx: JobContext) -> None:  # pragma: no cover - an unknown job is n
     raise GimError("unknown job")
 
 
-def etl_status_data(engine: sa.Engine) -> dict[str, Any]:
-    """Marks per IDB and table, pending rows, lag, last cycle durations, fact row counts."""
-    import sqlalchemy as sa
-
-    from gim_tasks.db import mart_tables as mart
-    from gim_tasks.db.tables import job_run
-
-    with engine.connect() as conn:
-        names: dict[int, str] = {
-            row.idb_id: row.name for row in conn.execute(sa.select(mart.idb_source)).all()
-        }
-        marks = conn.execute(
-            sa.select(mart.extract_mark).order_by(
-                mart.extract_mark.c.idb_id, mart.extract_mark.c.table_name
-            )
-        ).all()
-        # Per IDB (several IDBs: voice, multimedia, outbound): segment facts and discards.
-        loaded = {
-            row.idb_id: (row.facts, row.discards)
-            for row in conn.execute(
-                sa.text(
-                    "SELECT s.idb_id, (SELECT count(*) FROM interaction_segment_fact f WHERE "
-                    "f.idb_id = s.idb_id) AS facts, (SELECT count(*) FROM discard d WHERE "
-                    "d.idb_id = s.idb_id AND d.source_table = 'interaction_segment_fact') "
-                    "AS discards FROM idb_source s"
-                )
-            )
-        }
-        pending = {
-            name: conn.execute(
-                sa.text(
-                    f"SELECT count(*) FROM stg_{name} WHERE load_seq > coalesce((SELECT "
-                    f"last_load_seq FROM transform_mark WHERE source = 'stg_{name}'), 0)"
-                )
-            ).scalar_one()
-            for name in (
-                "interaction",
-                "party_segment",
-                "agent_session",
-                "agent_state",
-                "campaign_attempt",
-            )
-        }
-        facts = {
-            table.name: conn.execute(sa.text(f"SELECT count(*) FROM {table.name}")).scalar_one()
-            for table in mart.FACTS
-        }
-        newest_fact = conn.execute(
-            sa.text("SELECT max(start_ts) FROM interaction_segment_fact")
-        ).scalar_one()
-        newest_staged = conn.execute(
-            sa.text("SELECT max(queued_at) FROM stg_party_segment")
-        ).scalar_one()
-        cycles = conn.execute(
-            sa.select(job_run.c.job, job_run.c.started_at, job_run.c.ended_at, job_run.c.state)
-            .where(
-                job_run.c.job.in_(("Job_ExtractICON", "Job_TransformGIM")),
-                job_run.c.ended_at.is_not(None),
-                job_run.c.started_at.is_not(None),
-            )
-            .order_by(job_run.c.id.desc())
-            .limit(10)
-        ).all()
-    lag = None
-    if newest_staged is not None:
-        lag = max(0.0, (newest_staged - (newest_fact or newest_staged)).total_seconds())
-    return {
-        "marks": [
-            {
-                "idb": names.get(m.idb_id, str(m.idb_id)),
-                "table": m.table_name,
-                "snapshot": m.done_snapshot,
-                "in_progress": m.pending_snapshot is not None,
-                "rows_extracted": m.rows_extracted,
-                "updated_at": m.updated_at.isoformat(),
-            }
-            for m in marks
-        ],
-        "idbs": [
-            {
-                "idb": name,
-                "tables": len(mine),
-                "rows_extracted": sum(m.rows_extracted for m in mine),
-                "in_progress": any(m.pending_snapshot is not None for m in mine),
-                "last_extract": max(m.updated_at for m in mine).isoformat() if mine else None,
-                "segment_facts": loaded.get(idb_id, (0, 0))[0],
-                "segment_discards": loaded.get(idb_id, (0, 0))[1],
-            }
-            for idb_id, name in sorted(names.items())
-            for mine in [[m for m in marks if m.idb_id == idb_id]]
-        ],
-        "pending_transform": sum(pending.values()),
-        "pending_by_table": pending,
-        "lag_seconds": lag,
-        "facts": facts,
-        "last_runs": [
-            {
-                "job": c.job,
-                "state": c.state,
-                "seconds": round((c.ended_at - c.started_at).total_seconds(), 3),
-            }
-            for c in cycles
-        ],
-    }
-
-
 @etl_app.command("status")
 def etl_status(as_json: JsonFlag = False) -> None:
     """Per IDB marks, rows waiting for Transform, lag (newest staged vs newest fact), recent
     Extract/Transform durations, fact row counts."""
     from rich.table import Table
 
+    from gim_tasks.mart_status import etl_status as etl_status_data
+
     data = etl_status_data(mart_engine())
     if as_json:
         print(json.dumps(data, indent=2))
         return
     idbs = Table(
-        "IDB", "tables", "rows extracted", "last extract", "segment facts", "discarded", box=None
+        "IDB",
+        "tables",
+        "rows extracted",
+        "last extract",
+        "pending transform",
+        "segment facts",
+        "discarded",
+        box=None,
     )
     for idb in data["idbs"]:
         idbs.add_row(
@@ -340,6 +242,7 @@ def etl_status(as_json: JsonFlag = False) -> None:
             str(idb["tables"]),
             f"{idb['rows_extracted']:,}",
             (idb["last_extract"] or "-")[:19],
+            f"{idb['pending_transform']:,}",
             f"{idb['segment_facts']:,}",
             f"{idb['segment_discards']:,}",
         )
@@ -438,45 +341,21 @@ aggregate_app = typer.Typer(
 def aggregate_status(as_json: JsonFlag = False) -> None:
     """Pending intervals, oldest pending, queued re-aggregation requests, last pass, and per
     hierarchy the newest aggregated interval (freshness)."""
-    import sqlalchemy as sa
+    from gim_tasks.mart_status import aggregate_status as aggregate_status_data
 
-    from gim_tasks.aggregate.compute import ensure_tables
-    from gim_tasks.aggregate.registry import HIERARCHIES
-
-    engine = mart_engine()
-    with engine.begin() as conn:
-        ensure_tables(conn)
-        pending, oldest = conn.execute(
-            sa.text("SELECT count(*), min(date_time_key) FROM agg_pending")
-        ).one()
-        requests = conn.execute(
-            sa.text("SELECT count(*) FROM agg_request WHERE done_at IS NULL")
-        ).scalar_one()
-        last = conn.execute(
-            sa.text(
-                "SELECT summary FROM job_run WHERE job = 'Job_AggregateGIM' AND summary ? "
-                "'last_batch_seconds' ORDER BY id DESC LIMIT 1"
-            )
-        ).scalar_one_or_none()
-        fresh = {
-            h.name: conn.execute(
-                sa.text(f"SELECT to_timestamp(max(date_time_key)) FROM {h.table('SUBHOUR')}")
-            ).scalar_one()
-            for h in HIERARCHIES
-        }
-    data = {
-        "pending_intervals": pending,
-        "oldest_pending": datetime.fromtimestamp(oldest, UTC).isoformat() if oldest else None,
-        "queued_requests": requests,
-        "last_pass_seconds": (last or {}).get("last_batch_seconds"),
-        "freshness": {k: v.isoformat() if v else None for k, v in fresh.items()},
-    }
+    data = aggregate_status_data(mart_engine())
     if as_json:
         print(json.dumps(data, indent=2))
         return
     for key, value in data.items():
-        if key != "freshness":
+        if key not in ("freshness", "requests", "last_runs"):
             out.print(f"{key.replace('_', ' ')}: {value if value is not None else '-'}")
+    for request in data["requests"]:
+        out.print(
+            f"  request {request['id']} by {request['requested_by']} at "
+            f"{request['requested_at'][:19]}: {request['params']}",
+            markup=False,
+        )
     for name, at in data["freshness"].items():
         out.print(f"  {name}: newest interval {at or '-'}")
 

@@ -12,8 +12,9 @@ that (idempotent; re-run after every upgrade, as compose's migrate service does)
 - options: read; change only through ``gim_write_option`` (writes the value and its log row);
 - users and tokens: read (a token's last use is recorded); sessions and failed logins: its own;
   users and tokens are managed by the owner (``gim user``, ``gim token``);
-- notification subscriptions (admins), re-aggregation requests; nothing on facts, staging,
-  dimensions or aggregates.
+- notification subscriptions (admins), re-aggregation requests; extraction marks and the
+  aggregation queue (status pages); nothing on facts, staging, dimensions or aggregates: their
+  counts and freshness come from two SECURITY DEFINER functions (migration 0013).
 """
 
 from __future__ import annotations
@@ -42,9 +43,17 @@ WEB_PRIVILEGES: dict[str, str] = {
     "login_failure": "SELECT, INSERT, DELETE",  # login throttling
     "notification_subscription": "SELECT, INSERT, UPDATE, DELETE",  # A3, admins
     "notification": "SELECT",  # a run's mails
+    # ETL and aggregation status pages (metadata, no data rows; counts through the functions)
+    "idb_source": "SELECT",
+    "extract_mark": "SELECT",
+    "agg_pending": "SELECT",
 }
 #: Functions the web role may call (SECURITY DEFINER: they run as the owner).
-WEB_FUNCTIONS = ("gim_write_option(text, text, text, text, text)",)
+WEB_FUNCTIONS = (
+    "gim_write_option(text, text, text, text, text)",
+    "gim_etl_counts()",  # counts over staging and facts (migration 0013)
+    "gim_aggregate_freshness()",  # newest interval per aggregate table (migration 0013)
+)
 
 
 def grant_web(engine: Engine, role: str) -> list[str]:

@@ -48,7 +48,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gim_tasks import __version__
+from gim_tasks import __version__, mart_status
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.tables import RUN_STATES
 from gim_tasks.errors import Conflict, GimError, NotFound
@@ -474,6 +474,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         filters = {"job": job, "category": category, "state": state, "date": date}
         return page(request, "history.html", who, runs=found, filters=filters)
 
+    @app.get("/etl", response_class=HTMLResponse, include_in_schema=False)
+    def etl_page(request: Request, who: PageViewer) -> Response:
+        return page(request, "etl.html", who, etl=mart_status.etl_status(engine))
+
+    @app.get("/aggregation", response_class=HTMLResponse, include_in_schema=False)
+    def aggregation_page(request: Request, who: PageViewer) -> Response:
+        return page(request, "aggregation.html", who, agg=mart_status.aggregate_status(engine))
+
     @app.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
     def run_page(request: Request, who: PageViewer, run_id: RunId) -> Response:
         detail = views.run_detail(engine, run_id)
@@ -741,6 +749,29 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     def api_summary(who: Viewer, days: Annotated[int, Query(ge=1, le=366)] = 7) -> dict[str, Any]:
         """Status summary (A4): per category, runs and failures of the last N days."""
         return views.summary(engine, days)
+
+    @app.get(
+        "/api/etl/status",
+        tags=["status"],
+        response_model=None,
+        responses={**ok(sc.EtlStatus, "ETL status."), **AUTH},
+    )
+    def api_etl_status(who: Viewer) -> dict[str, Any]:
+        """What `gim etl status --json` shows: per IDB and table extraction marks and rows
+        waiting for Transform, segment facts and discards per IDB, lag, fact counts, the last
+        Extract and Transform runs."""
+        return mart_status.etl_status(engine)
+
+    @app.get(
+        "/api/aggregate/status",
+        tags=["status"],
+        response_model=None,
+        responses={**ok(sc.AggregateStatus, "Aggregation status."), **AUTH},
+    )
+    def api_aggregate_status(who: Viewer) -> dict[str, Any]:
+        """What `gim aggregate status --json` shows: pending intervals, queued re-aggregation
+        requests, the last batch's duration, recent runs, freshness per hierarchy."""
+        return mart_status.aggregate_status(engine)
 
     @app.get(
         "/api/options",

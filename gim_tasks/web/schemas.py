@@ -251,6 +251,76 @@ class Summary(Closed):
     categories: list[CategorySummary]
 
 
+class IdbStatus(Closed):
+    idb: str = Field(description="host:port/database of the IDB, no credentials.")
+    tables: int
+    rows_extracted: int
+    in_progress: bool = Field(description="An extraction of this IDB is under way.")
+    last_extract: str | None = Field(json_schema_extra={"format": "date-time"})
+    pending_transform: int = Field(description="Staged rows of this IDB Transform has not read.")
+    segment_facts: int
+    segment_discards: int
+
+
+class ExtractMark(Closed):
+    idb: str
+    table: str
+    snapshot: str | None = Field(description="The IDB snapshot of the last complete extraction.")
+    in_progress: bool
+    rows_extracted: int
+    updated_at: str = Field(json_schema_extra={"format": "date-time"})
+    pending_transform: int
+
+
+class CycleRun(Closed):
+    run_id: int
+    job: JobName
+    state: RunState
+    started_at: str = Field(json_schema_extra={"format": "date-time"})
+    seconds: float
+
+
+class EtlStatus(Closed):
+    idbs: list[IdbStatus] = Field(description="One entry per IDB, in registration order.")
+    marks: list[ExtractMark] = Field(description="One entry per IDB and table.")
+    pending_transform: int
+    pending_by_table: dict[str, int]
+    lag_seconds: float | None = Field(
+        description="How far the newest segment fact is behind the newest staged segment."
+    )
+    newest_fact: str | None = Field(json_schema_extra={"format": "date-time"})
+    facts: dict[str, int] = Field(description="Rows per fact table.")
+    last_runs: list[CycleRun] = Field(description="The last ten Extract and Transform runs.")
+
+
+class AggregateRequest(Closed):
+    id: int
+    params: dict[str, Any]
+    requested_by: str
+    requested_at: str = Field(json_schema_extra={"format": "date-time"})
+    run_id: int | None
+
+
+class AggregateRun(Closed):
+    run_id: int
+    state: RunState
+    stop_kind: StopKindName | None
+    started_at: str = Field(json_schema_extra={"format": "date-time"})
+    ended_at: str | None = Field(json_schema_extra={"format": "date-time"})
+
+
+class AggregateStatus(Closed):
+    pending_intervals: int = Field(description="15-minute intervals waiting for aggregation.")
+    oldest_pending: str | None = Field(json_schema_extra={"format": "date-time"})
+    queued_requests: int
+    requests: list[AggregateRequest] = Field(description="Queued re-aggregations (M4), in order.")
+    last_pass_seconds: float | None
+    last_runs: list[AggregateRun]
+    freshness: dict[str, str | None] = Field(
+        description="Per hierarchy, the start of the newest aggregated 15-minute interval."
+    )
+
+
 class OptionRow(Closed):
     section: OptionSection
     name: OptionName

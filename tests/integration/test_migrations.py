@@ -186,3 +186,19 @@ def test_r4_upgrade_gives_existing_stopped_runs_the_kind_their_reason_names(
     with engine.connect() as conn:
         kinds = dict(conn.execute(sa.text("SELECT reason, stop_kind FROM job_run")).all())
     assert kinds == reasons
+
+
+def test_status_functions_cover_every_staging_and_fact_table() -> None:
+    """Migration 0013's counting functions name the staging and fact tables of their time: a
+    table added to the mart without a migration updating them fails here, not on a status
+    page that silently leaves it out."""
+    import importlib
+
+    from gim_tasks.db import mart_tables as mart
+    from gim_tasks.jobs import transform
+
+    status = importlib.import_module("gim_tasks.db.migrations.versions.0013_status_functions")
+    for table in mart.FACTS:
+        assert f"'{table.name}'" in status.ETL_COUNTS, table.name
+    for spec in transform.FACTS:  # the staging tables Transform keeps a mark for
+        assert f"'{spec.source}'" in status.ETL_COUNTS, spec.source

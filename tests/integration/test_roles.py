@@ -130,21 +130,15 @@ def test_web_role_can_do_what_the_web_app_does_and_nothing_more(gim_env: dict[st
     owner.dispose()
 
 
-def test_every_route_works_as_the_web_role(gim_env: dict[str, str]) -> None:
+def test_every_route_works_as_the_web_role(gim_env: dict[str, str], web_role_url: str) -> None:
     """The web app as ./dev up and production run it, on its least-privilege role: every
     route of the role table answers, none fails for a missing grant (a 500)."""
     from test_web_api import ROUTES, Web, _call
 
     owner = make_engine(gim_env["GIM_DATABASE_URL"])
-    role = "web_" + gim_env["GIM_DATABASE_URL"].rsplit("/", 1)[1]
-    with owner.begin() as conn:
-        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
-    grant_web(owner, role)
     for name in ("viewer", "operator", "admin"):
         auth.add_user(owner, name, name, "correct horse 1", "test")
-    web_engine = make_engine(
-        gim_env["GIM_DATABASE_URL"].replace("postgresql://gim@", f"postgresql://{role}@", 1)
-    )
+    web_engine = make_engine(web_role_url)
     site = Web(create_app(get_settings(), web_engine), owner)
     session = site.session("admin")
     for method, path in ROUTES:

@@ -214,3 +214,89 @@ def test_c2_an_idb_down_blocks_new_runs_and_after_it_returns_nothing_is_lost_or_
     cycle(reference, idbs)
     assert facts(mart_url) == facts(reference)
     assert_each_idb_loaded_once(mart_url, idbs)
+
+
+def test_etl_and_aggregation_status_per_idb_alike_in_cli_api_and_pages_as_the_web_role(
+    idbs: list[str],
+    gim_env: dict[str, str],
+    web_role_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 18 item 5 / issue 17 part 2: what `gim etl status` shows (per IDB rows waiting for
+    Transform, facts, discards) the web role's API and page show too, though the web role reads
+    no staging or fact row; the aggregation status lists a queued re-aggregation request."""
+    from fastapi.testclient import TestClient
+
+    from gim_tasks.runtime import manager
+    from gim_tasks.web import auth
+    from gim_tasks.web.app import create_app
+
+    monkeypatch.setenv("GIM_IDB_URLS", ",".join(idbs))
+    get_settings.cache_clear()
+    owner = make_engine(gim_env["GIM_DATABASE_URL"])
+    auth.add_user(owner, "viewer", "viewer", "correct horse 1", "test")
+    web = make_engine(web_role_url)
+    client = TestClient(create_app(get_settings(), web))
+    headers = {"Authorization": f"Bearer {auth.create_token(owner, 'viewer')}"}
+
+    def cli(*args: str) -> dict[str, object]:
+        capsys.readouterr()
+        assert gim([*args, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    assert gim(["run", "Job_ExtractICON", "--local"]) == 0
+    status = cli("etl", "status")
+    assert client.get("/api/etl/status", headers=headers).json() == status
+    staged = {}
+    with owner.connect() as conn:
+        for row in conn.execute(
+            sa.text(
+                "SELECT s.name, (SELECT count(*) FROM stg_party_segment p WHERE p.idb_id = "
+                "s.idb_id) AS n FROM idb_source s"
+            )
+        ):
+            staged[row.name] = row.n
+    shown = {i["idb"]: i for i in status["idbs"]}  # type: ignore[union-attr]
+    assert list(shown) == [extract.idb_name(url) for url in idbs]
+    for name, idb in shown.items():
+        assert idb["pending_transform"] > staged[name] > 0  # segments and the other tables
+        assert idb["segment_facts"] == 0
+    segment_marks = [m for m in status["marks"] if m["table"] == "party_segment"]  # type: ignore[union-attr]
+    assert [m["pending_transform"] for m in segment_marks] == [staged[n] for n in shown]
+    page = client.get("/etl", headers=headers)
+    assert page.status_code == 200
+    for name, idb in shown.items():
+        assert f'data-idb="{name}"' in page.text
+        assert f'<td class="num pending">{idb["pending_transform"]:,}</td>' in page.text
+
+    assert gim(["run", "Job_TransformGIM", "--local"]) == 0
+    status = cli("etl", "status")
+    assert client.get("/api/etl/status", headers=headers).json() == status
+    assert status["pending_transform"] == 0
+    loaded = loaded_per_idb(gim_env["GIM_DATABASE_URL"])
+    for idb in status["idbs"]:  # type: ignore[union-attr]
+        assert idb["pending_transform"] == 0
+        assert idb["segment_facts"] + idb["segment_discards"] == loaded[idb["idb"]] > 0
+    assert [r["job"] for r in status["last_runs"]] == ["Job_TransformGIM", "Job_ExtractICON"]  # type: ignore[union-attr]
+
+    before = cli("aggregate", "status")
+    assert before["pending_intervals"] > 0 and set(before["freshness"].values()) == {None}  # type: ignore[union-attr]
+    day = START.date().isoformat()
+    queued = manager.request_run(
+        web, "Job_AggregateGIM", "viewer", {"params": f"-insertPendingAgg ALLSETS:{day}:{day}"}
+    )
+    assert "re-aggregation request" in (queued.reason or "")
+    status = cli("aggregate", "status")
+    assert client.get("/api/aggregate/status", headers=headers).json() == status
+    assert status["queued_requests"] == 1 and status["requests"][0]["requested_by"] == "viewer"  # type: ignore[index]
+    page = client.get("/aggregation", headers=headers).text
+    assert f"SUBHOUR {day} to {day}" in page
+    manager.cancel_run(owner, queued.run_id, "test")
+    assert gim(["aggregate", "once"]) == 0
+    status = cli("aggregate", "status")
+    assert status["pending_intervals"] == 0 and status["queued_requests"] == 0
+    assert all(status["freshness"].values())  # type: ignore[union-attr]
+    assert client.get("/api/aggregate/status", headers=headers).json() == status
+    web.dispose()
+    owner.dispose()
