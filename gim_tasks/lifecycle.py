@@ -37,14 +37,27 @@ class StopKind(StrEnum):
 STOP_KINDS = tuple(kind.value for kind in StopKind)
 PLANNED_STOPS = (StopKind.WINDOW_END, StopKind.MAINTENANCE, StopKind.PREEMPTED)
 
+
+class SkipKind(StrEnum):
+    """Why the scheduler recorded a firing that starts nothing (a Rejected run, R4)."""
+
+    RULE = "rule"  # a rule requires the skip (S1, S2, S6, S9, S12): not in History, no failure
+    BLOCKED = "blocked"  # the configuration check blocks every start (C2): a failure
+
+
+SKIP_KINDS = tuple(kind.value for kind in SkipKind)
+
 #: R4 outcomes of an ended run: success, failure, or an operator's stop (neither).
 SUCCESS, FAILURE, OPERATOR_STOP = "success", "failure", "operator"
 
 
-def outcome(state: str, stop_kind: str | None) -> str | None:
+def outcome(state: str, stop_kind: str | None, skip: str | None = None) -> str | None:
     """R4: what an ended run means. Completed (with or without warnings) and a planned stop
-    are successes; Failed and a stop nobody planned are failures; an operator's stop is
-    neither. None for a run that has not ended, or never ran (Cancelled, Rejected)."""
+    are successes; Failed, a stop nobody planned and a scheduled firing blocked by the
+    configuration check (C2) are failures; an operator's stop is neither. None for a run that
+    has not ended, or never ran (Cancelled, Rejected by a rule or on request)."""
+    if state == "Rejected" and skip == SkipKind.BLOCKED:
+        return FAILURE
     if state in ("Completed", "Completed with warnings"):
         return SUCCESS
     if state == "Failed":

@@ -139,6 +139,14 @@ def jobs_command(
     running: Annotated[bool, typer.Option("--running", help="Only Running runs.")] = False,
     scheduled: Annotated[bool, typer.Option("--scheduled", help="Only Scheduled runs.")] = False,
     history: Annotated[bool, typer.Option("--history", help="Only ended runs.")] = False,
+    skipped: Annotated[
+        bool,
+        typer.Option(
+            "--skipped",
+            help="Only firings a rule made the scheduler skip (S1, S2, S6, S9, S12); the other "
+            "lists leave them out.",
+        ),
+    ] = False,
     category: Annotated[
         str | None, typer.Option(help="ETL, Aggregation, Maintenance, Statistics or Export.")
     ] = None,
@@ -152,9 +160,19 @@ def jobs_command(
 
     from gim_tasks.runtime.listing import list_runs
 
-    if sum((running, scheduled, history)) > 1:
-        raise GimError("choose at most one of --running, --scheduled, --history")
-    which = "running" if running else "scheduled" if scheduled else "history" if history else "all"
+    if sum((running, scheduled, history, skipped)) > 1:
+        raise GimError("choose at most one of --running, --scheduled, --history, --skipped")
+    which = (
+        "running"
+        if running
+        else "scheduled"
+        if scheduled
+        else "history"
+        if history
+        else "skipped"
+        if skipped
+        else "all"
+    )
     runs = list_runs(settings().database_url, which, category, job, limit)
     if as_json:
         print(json.dumps(runs, indent=2))

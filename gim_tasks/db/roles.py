@@ -43,6 +43,7 @@ WEB_PRIVILEGES: dict[str, str] = {
     "login_failure": "SELECT, INSERT, DELETE",  # login throttling
     "notification_subscription": "SELECT, INSERT, UPDATE, DELETE",  # A3, admins
     "notification": "SELECT",  # a run's mails
+    "incident": "SELECT",  # open blocks of the configuration check (R4)
     # ETL and aggregation status pages (metadata, no data rows; counts through the functions)
     "idb_source": "SELECT",
     "extract_mark": "SELECT",

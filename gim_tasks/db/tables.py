@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from gim_tasks.lifecycle import ROLES, RUN_STATES, STOP_KINDS
+from gim_tasks.lifecycle import ROLES, RUN_STATES, SKIP_KINDS, STOP_KINDS
 
 # Stable constraint names, so migrations can refer to them.
 metadata = MetaData(
@@ -100,6 +100,9 @@ job_run = Table(
     Column("stop_kind", Text),
     # M0: executes in the process that asked for it (gim run --local), never sent to a worker.
     Column("in_process", Boolean, nullable=False, server_default=text("false")),
+    # R4: a firing the scheduler recorded without starting it (Rejected): required by a rule,
+    # or blocked by the configuration check (C2, a failure). NULL for every other run.
+    Column("skip", Text),
     CheckConstraint(
         "state IN (" + ", ".join(f"'{state}'" for state in RUN_STATES) + ")", name="state"
     ),
@@ -107,6 +110,8 @@ job_run = Table(
         "stop_kind IN (" + ", ".join(f"'{kind}'" for kind in STOP_KINDS) + ")", name="stop_kind"
     ),
     CheckConstraint("state <> 'Stopped' OR stop_kind IS NOT NULL", name="stopped_has_kind"),
+    CheckConstraint("skip IN (" + ", ".join(f"'{kind}'" for kind in SKIP_KINDS) + ")", name="skip"),
+    CheckConstraint("skip IS NULL OR state = 'Rejected'", name="skip_is_rejected"),
     Index(
         "uq_job_run_firing_id",
         "firing_id",
@@ -212,7 +217,37 @@ notification = Table(
     ),
     Column("sent_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
-    UniqueConstraint("run_id", "recipient", name="uq_notification_run_recipient"),
+    # What the mail is about: the run's end, or an incident the run opened (``blocked``: the
+    # configuration check blocks the job's firings) and its resolution (``unblocked``).
+    Column("kind", Text, nullable=False, server_default=text("'end'")),
+    UniqueConstraint("run_id", "recipient", "kind", name="uq_notification_run_recipient"),
+    CheckConstraint("kind IN ('end', 'blocked', 'unblocked')", name="kind"),
     CheckConstraint("state IN ('pending', 'sent', 'failed')", name="state"),
     Index("ix_notification_pending", "next_attempt_at", postgresql_where=text("state = 'pending'")),
+)
+
+
+#: Conditions that repeat every slot until they clear, opened once and resolved once (R4: a
+#: block of the configuration check mails when it starts and when it clears, not per slot).
+#: The partial unique index keeps one open incident per job and condition, whichever beat
+#: records it (two beats insert ON CONFLICT DO NOTHING under the admission lock anyway).
+incident = Table(
+    "incident",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("job", Text, nullable=False),
+    Column("condition", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("run_id", BigInteger, ForeignKey("job_run.id", ondelete="CASCADE"), nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("firings", Integer, nullable=False, server_default=text("1")),
+    CheckConstraint("condition IN ('blocked')", name="condition"),
+    Index(
+        "uq_incident_open",
+        "job",
+        "condition",
+        unique=True,
+        postgresql_where=text("resolved_at IS NULL"),
+    ),
 )

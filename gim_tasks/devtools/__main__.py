@@ -13,6 +13,7 @@ import sqlalchemy as sa
 import typer
 from sqlalchemy.engine import Engine
 
+from gim_tasks import notify
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.roles import grant_web
@@ -23,7 +24,7 @@ from gim_tasks.errors import GimError
 from gim_tasks.idb.schema import init_idb
 from gim_tasks.localstack import port_open
 from gim_tasks.options.store import import_options
-from gim_tasks.web import auth, notify
+from gim_tasks.web import auth
 
 CELERY_APP = "gim_tasks.runtime.celery_app"
 

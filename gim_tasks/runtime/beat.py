@@ -26,10 +26,13 @@ from redbeat.schedulers import RedBeatSchedulerEntry, get_redis
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Engine
 
+from gim_tasks import notify
 from gim_tasks.db.engine import make_engine, session_name
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.registry import BODIES
+from gim_tasks.lifecycle import SkipKind
 from gim_tasks.options import store
+from gim_tasks.runtime import incidents
 from gim_tasks.runtime.dispatch import send
 from gim_tasks.runtime.execution import LEASE_SECONDS
 from gim_tasks.runtime.health import CachedServerCheck
@@ -38,7 +41,6 @@ from gim_tasks.runtime.state import load_state
 from gim_tasks.schedule.engine import Hold, Launch, Release, Skip, Stop, Tick, decide
 from gim_tasks.schedule.jobs import BY_NAME
 from gim_tasks.settings import get_settings
-from gim_tasks.web import notify
 
 log = logging.getLogger("gim_tasks.runtime.beat")
 
@@ -161,6 +163,7 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
     """Record and send each decision. Runs under the admission lock, so a manual start cannot
     interleave with the beat's view of the state."""
     to_send: list[tuple[str, int]] = []
+    to_mail: list[int] = []
     actions = [a for a in tick.actions if not (isinstance(a, Launch) and a.job not in BODIES)]
     for missing in {a.job for a in tick.actions if isinstance(a, Launch)} - set(BODIES):
         log.warning("%s is due but cannot run in this version yet: not launched", missing)
@@ -182,6 +185,7 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
                     values["dispatched_at"] = sa.func.now()
                 if isinstance(action, Skip):
                     values["ended_at"] = sa.func.now()
+                    values["skip"] = SkipKind.BLOCKED if action.blocked else SkipKind.RULE
                 # S11: unique firing id; a second beat's (or a repeated tick's) insert is a no-op.
                 run_id = conn.execute(
                     insert(job_run)
@@ -193,6 +197,9 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
                 ).scalar_one_or_none()
                 if run_id is not None and isinstance(action, Launch):
                     to_send.append((action.job, run_id))
+                if run_id is not None and isinstance(action, Skip) and action.blocked:
+                    mailed = incidents.blocked_firing(conn, action.job, run_id, action.reason)
+                    to_mail.extend(mailed)
                 log.info("%s %s: %s", type(action).__name__.lower(), action.job, action.reason)
             elif isinstance(action, Release):
                 released = conn.execute(
@@ -226,8 +233,11 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
                     )
                 )
                 log.info("stop run %s (%s): %s", action.run_id, action.job, action.reason)
+        to_mail.extend(incidents.resolve_cleared(conn, tick.blocked))
     for job, run_id in to_send:  # after commit: the worker must find the row
         send(app, job, run_id)
+    for run_id in to_mail:  # after commit: the notify task must find the rows
+        notify.send_task(app, run_id)
 
 
 def _text(value: bytes | str) -> str:

@@ -35,7 +35,7 @@ class GimCelery(Celery):
 
 
 def create_app(settings: Settings) -> Celery:
-    from gim_tasks.web.notify import NOTIFY_TASK
+    from gim_tasks.notify import NOTIFY_TASK
 
     app = GimCelery("gim_tasks")
     app.conf.update(

@@ -19,8 +19,9 @@ def list_runs(
     limit: int = 50,
     run_id: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Runs newest first: ``running``, ``scheduled``, ``history`` (ended) or ``all``, from the
-    Info Mart at ``url`` (a ``postgresql://`` URL, as GIM_DATABASE_URL)."""
+    """Runs newest first: ``running``, ``scheduled``, ``history`` (ended), ``skipped`` (firings
+    a rule skipped, which the others leave out) or ``all``, from the Info Mart at ``url`` (a
+    ``postgresql://`` URL, as GIM_DATABASE_URL)."""
     import psycopg
     from psycopg.rows import namedtuple_row
 
@@ -32,6 +33,11 @@ def list_runs(
         where.append("state = 'Scheduled'")
     elif which == "history":
         where.append("ended_at IS NOT NULL")
+    # R4: skips a rule requires (S1, S2, S6, S9, S12) are listed only when asked for.
+    if which == "skipped":
+        where.append("skip = 'rule'")
+    elif run_id is None:
+        where.append("skip IS DISTINCT FROM 'rule'")
     if category is not None:
         jobs = [name for name, info in BY_NAME.items() if info.category.lower() == category.lower()]
         if not jobs:
@@ -87,5 +93,6 @@ def run_record(r: Any) -> dict[str, Any]:
         "error": r.error,
         "forced": r.forced,
         "stop_kind": r.stop_kind,  # R4: why a Stopped run stopped
+        "skip": r.skip,  # R4: a firing recorded without starting: rule or blocked (C2)
         "in_process": r.in_process,  # M0: ran in the requesting process (gim run --local)
     }

@@ -30,6 +30,7 @@ from gim_tasks.schedule.jobs import (
     AGGREGATE,
     EXPORT,
     EXTRACT,
+    JOB_NAMES,
     MAINTAIN,
     TRANSFORM,
     UPDATE_STATS,
@@ -177,12 +178,15 @@ class Stop:
 
 @dataclass(frozen=True)
 class Skip:
-    """A firing that starts nothing, recorded (as a Rejected run) so it stays visible."""
+    """A firing that starts nothing, recorded (as a Rejected run) so it stays queryable. A
+    rule's skip (S1, S2, S6, S9, S12) is expected; a firing ``blocked`` by the configuration
+    check (C2) is a failure (R4) and opens an incident."""
 
     job: str
     firing_id: str
     planned_at: datetime
     reason: str
+    blocked: bool = False
 
 
 Action = Launch | Hold | Release | Stop | Skip
@@ -193,6 +197,9 @@ class Tick:
     actions: tuple[Action, ...]
     cursors: Mapping[str, datetime]
     next_runs: Mapping[str, datetime | None]
+    #: C2: the jobs the configuration check blocks at this tick, with the reason (an open
+    #: block incident of a job not listed here is resolved).
+    blocked: Mapping[str, str] = field(default_factory=dict)
 
     def of(self, kind: type) -> list[Action]:
         return [action for action in self.actions if isinstance(action, kind)]
@@ -368,7 +375,8 @@ def decide(
             if latest is not None:
                 tick.cursors[job] = latest
     cursors = {**state.cursors, **tick.cursors}
-    return Tick(tuple(tick.actions), cursors, next_runs(options, now))
+    blocked = {job: why for job in JOB_NAMES if (why := tick.refused(job)) is not None}
+    return Tick(tuple(tick.actions), cursors, next_runs(options, now), blocked)
 
 
 def _due(tick: _Tick, job: str, stream: Stream) -> datetime | None:
@@ -411,7 +419,7 @@ def _handle_stream(tick: _Tick, job: str, stream: Stream) -> None:
         tick.add(Skip(job, fid, planned, late))
         return
     if (refused := tick.refused(job)) is not None:
-        tick.add(Skip(job, fid, planned, refused))
+        tick.add(Skip(job, fid, planned, refused, blocked=True))
         return
     {
         EXTRACT: _fire_etl,

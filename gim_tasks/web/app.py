@@ -27,7 +27,7 @@ from datetime import date as datetime_date
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Form, Query, Request
@@ -48,7 +48,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gim_tasks import __version__, mart_status
+from gim_tasks import __version__, mart_status, notify
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.tables import RUN_STATES
 from gim_tasks.errors import Conflict, GimError, NotFound
@@ -58,10 +58,10 @@ from gim_tasks.runtime import manager
 from gim_tasks.runtime.dispatch import request_and_send
 from gim_tasks.runtime.health import check_deployment
 from gim_tasks.schedule.admission import Via
-from gim_tasks.schedule.jobs import CATEGORIES, JOB_NAMES
+from gim_tasks.schedule.jobs import CATEGORIES, JOB_NAMES, JOBS
 from gim_tasks.schedule.localtime import zone
 from gim_tasks.settings import Settings, get_settings
-from gim_tasks.web import auth, notify, views
+from gim_tasks.web import auth, views
 from gim_tasks.web import schemas as sc
 from gim_tasks.web.auth import Principal
 from gim_tasks.web.schemas import errors, ok
@@ -93,6 +93,9 @@ RunId = Annotated[int, FastApiPath(ge=1, le=sc.MAX_ID, description="Run id.")]
 SubscriptionId = Annotated[int, FastApiPath(ge=1, le=sc.MAX_ID, description="Subscription id.")]
 #: Every authenticated operation may answer these.
 AUTH = errors(401, 403)
+#: History's page size unless ?limit= says otherwise; the API's largest offset.
+HISTORY_PAGE = 50
+MAX_OFFSET = 10_000_000
 OPTION_KEYS = frozenset(spec.key for spec in OPTIONS)
 
 
@@ -313,7 +316,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         details = [
             {
                 "field": ".".join(str(part) for part in e["loc"] if part != "body"),
-                "message": e["msg"],
+                "message": sc.readable(e),
             }
             for e in error.errors()
         ]
@@ -337,6 +340,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     def tz_name() -> str:
         return views.schedule_zone(engine)
+
+    def startable(who: Principal) -> list[tuple[str, bool]]:
+        """Run Job's choices: (job, needs force). Operators start the jobs M7 lets anyone run
+        by hand; admins also the others, forced."""
+        return [(job.name, not job.manual) for job in JOBS if job.manual or who.may("admin")]
 
     def page(request: Request, name: str, who: Principal, **context: Any) -> Response:
         days = _days(request.query_params.get("days"))
@@ -441,38 +449,78 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     def scheduled_page(request: Request, who: PageViewer, category: str = "") -> Response:
         try:
             rows = views.scheduled_jobs(engine, datetime.now(UTC), category)
-            queued = views.runs(engine, "scheduled", category=category or None)
+            queued = views.runs(engine, views.RunQuery.parse("scheduled", category=category))
         except GimError as error:
             raise HTTPException(400, str(error)) from None
         return page(request, "scheduled.html", who, rows=rows, queued=queued, category=category)
 
     @app.get("/jobs/running", response_class=HTMLResponse, include_in_schema=False)
-    def running_page(request: Request, who: PageViewer) -> Response:
-        return page(request, "running.html", who, runs=views.runs(engine, "running"))
-
-    @app.get("/jobs/history", response_class=HTMLResponse, include_in_schema=False)
-    def history_page(
-        request: Request,
-        who: PageViewer,
-        job: str = "",
-        category: str = "",
-        state: str = "",
-        date: str = "",
-    ) -> Response:
+    def running_page(request: Request, who: PageViewer, category: str = "") -> Response:
         try:
-            found = views.runs(
-                engine,
-                "history",
-                job or None,
-                category or None,
-                state or None,
-                date or None,
-                limit=200,
-            )
+            found = views.runs(engine, views.RunQuery.parse("running", category=category))
         except GimError as error:
             raise HTTPException(400, str(error)) from None
-        filters = {"job": job, "category": category, "state": state, "date": date}
-        return page(request, "history.html", who, runs=found, filters=filters)
+        return page(request, "running.html", who, runs=found, category=category)
+
+    @app.get("/jobs/history", response_class=HTMLResponse, include_in_schema=False)
+    def history_page(request: Request, who: PageViewer) -> Response:
+        """A6: filters (several states at once), a date range, sort and pages; every value in
+        the query string, so a view can be bookmarked and the summary can link to one."""
+        params = request.query_params
+        filters = {
+            name: params.get(name, "")
+            for name in ("job", "category", "date", "from", "to", "outcome", "trigger")
+        }
+        filters |= {"ended_since": params.get("ended_since", ""), "sort": params.get("sort", "")}
+        states = [s for value in params.getlist("state") for s in value.split(",") if s]
+        try:
+            size = int(params.get("limit") or HISTORY_PAGE)
+            offset = int(params.get("offset") or 0)
+        except ValueError:
+            raise HTTPException(400, "limit and offset must be whole numbers") from None
+        try:
+            query = views.RunQuery.parse(
+                "history",
+                filters["job"],
+                filters["category"],
+                ",".join(states),
+                filters["date"],
+                filters["from"],
+                filters["to"],
+                filters["outcome"],
+                filters["trigger"],
+                filters["ended_since"],
+                filters["sort"],
+                size,
+                offset,
+            )
+            found = views.page_of_runs(engine, query)
+        except GimError as error:
+            raise HTTPException(400, str(error)) from None
+        kept = [(k, v) for k, v in params.multi_items() if k not in ("offset",) and v]
+
+        def at(offset: int) -> str:
+            return "/jobs/history?" + urlencode([*kept, ("offset", str(offset))])
+
+        pages = {
+            "first": found["offset"] + 1 if found["runs"] else 0,
+            "last": found["offset"] + len(found["runs"]),
+            "total": found["total"],
+            "previous": at(max(0, offset - size)) if offset > 0 else None,
+            "next": at(offset + size) if offset + size < found["total"] else None,
+        }
+        return page(
+            request,
+            "history.html",
+            who,
+            runs=found["runs"],
+            filters=filters,
+            chosen_states=states,
+            pages=pages,
+            size=size,
+            sorts=views.SORTS,
+            outcomes=views.OUTCOMES,
+        )
 
     @app.get("/etl", response_class=HTMLResponse, include_in_schema=False)
     def etl_page(request: Request, who: PageViewer) -> Response:
@@ -491,7 +539,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.get("/jobs/run", response_class=HTMLResponse, include_in_schema=False)
     def run_job_form(request: Request, who: PageOperator, job: str = "") -> Response:
-        return page(request, "run_job.html", who, selected=job, params="", reply=None)
+        return page(
+            request,
+            "run_job.html",
+            who,
+            selected=job,
+            params="",
+            reply=None,
+            startable=startable(who),
+        )
 
     @app.post("/jobs/run", response_class=HTMLResponse, include_in_schema=False)
     def run_job_page(
@@ -512,7 +568,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             reply = {"run_id": None, "state": "Rejected", "reason": str(error)}
         except ApiError as error:
             reply = {"run_id": None, "state": "Rejected", "reason": error.detail}
-        return page(request, "run_job.html", who, selected=job, params=params, reply=reply)
+        return page(
+            request,
+            "run_job.html",
+            who,
+            selected=job,
+            params=params,
+            reply=reply,
+            startable=startable(who),
+        )
 
     @app.post("/runs/{run_id}/stop", include_in_schema=False)
     def stop_page(request: Request, who: PageOperator, run_id: RunId) -> Response:
@@ -655,23 +719,103 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         "/api/runs",
         tags=["runs"],
         response_model=None,
-        responses={**ok(list[sc.Run], "Runs newest first."), **AUTH, **errors(422)},
+        responses={
+            200: {
+                "model": list[sc.Run],
+                "description": "One page of runs, in the order asked for.",
+                "headers": {
+                    "X-Total-Count": {
+                        "description": "How many runs the filters select in all pages.",
+                        "schema": {"type": "integer", "minimum": 0},
+                    }
+                },
+            },
+            **AUTH,
+            **errors(400, 422),
+        },
     )
     def api_runs(
         who: Viewer,
-        which: Annotated[Literal["all", "running", "scheduled", "history"], Query()] = "all",
+        response: Response,
+        which: Annotated[
+            Literal["all", "running", "scheduled", "history", "skipped"],
+            Query(
+                description="skipped: firings a rule required the scheduler to skip (S1, S2, "
+                "S6, S9, S12), which no other list shows."
+            ),
+        ] = "all",
         job: Annotated[sc.JobName | None, Query()] = None,
         category: Annotated[sc.Category | None, Query()] = None,
-        state: Annotated[sc.RunState | None, Query()] = None,
+        state: Annotated[
+            str | None,
+            Query(
+                pattern=sc.csv_pattern(RUN_STATES),
+                description="One state or several, comma-separated: Failed,Stopped.",
+            ),
+        ] = None,
         date: Annotated[
             datetime_date | None,
-            Query(description="A local day of the schedule's zone, YYYY-MM-DD."),
+            Query(description="A local day of the schedule's zone, YYYY-MM-DD (from = to)."),
         ] = None,
+        since: Annotated[
+            datetime_date | None,
+            Query(alias="from", description="First local day (included), YYYY-MM-DD."),
+        ] = None,
+        until: Annotated[
+            datetime_date | None,
+            Query(alias="to", description="Last local day (included), YYYY-MM-DD."),
+        ] = None,
+        outcome: Annotated[
+            str | None,
+            Query(
+                pattern=sc.csv_pattern(views.OUTCOMES),
+                description="R4 outcomes, comma-separated: success, failure, operator.",
+            ),
+        ] = None,
+        trigger: Annotated[
+            str | None,
+            Query(
+                pattern=sc.csv_pattern(views.TRIGGERS),
+                description="Triggers, comma-separated: scheduled, manual, forced, restart.",
+            ),
+        ] = None,
+        ended_since: Annotated[
+            datetime | None,
+            Query(description="Runs that ended at or after this instant (with its offset)."),
+        ] = None,
+        sort: Annotated[
+            Literal["-started_at", "started_at", "state"],
+            Query(description="Start time newest or oldest first, or state."),
+        ] = "-started_at",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> list[dict[str, Any]]:
-        """Runs newest first (A2), filtered by job, category, state and local date."""
-        day = date.isoformat() if date else None
-        return views.runs(engine, which, _text(job), _text(category), _text(state), day, limit)
+        """Runs (A2, A6), filtered by job, category, states, local days, outcome, trigger;
+        sorted; one page of `limit` from `offset`. The `X-Total-Count` header says how many
+        runs the filters select in all."""
+        if ended_since is not None and ended_since.tzinfo is None:
+            raise ApiError(400, "ended_since needs a UTC offset (…Z or +01:00)")
+        try:
+            query = views.RunQuery.parse(
+                which,
+                _text(job),
+                _text(category),
+                state,
+                date.isoformat() if date else None,
+                since.isoformat() if since else None,
+                until.isoformat() if until else None,
+                outcome,
+                trigger,
+                ended_since.isoformat() if ended_since else None,
+                sort,
+                limit,
+                offset,
+            )
+        except GimError as error:
+            raise gim_error(error) from None
+        found = views.page_of_runs(engine, query)
+        response.headers["X-Total-Count"] = str(found["total"])
+        return list(found["runs"])
 
     @app.get(
         "/api/runs/{run_id}",

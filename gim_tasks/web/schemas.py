@@ -83,6 +83,25 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def csv_pattern(values: tuple[str, ...]) -> str:
+    """A pattern for one of ``values`` or several, comma-separated. (The values are words,
+    spaces and hyphens: no escaping, which ECMA-262 patterns would refuse for a space.)"""
+    assert all(v.replace(" ", "").replace("-", "").isalnum() for v in values), values
+    one = "(" + "|".join(values) + ")"
+    return f"^{one}(,{one})*$"
+
+
+def readable(error: Any) -> str:
+    """A validation error's message; a comma-separated list that does not match names what
+    is allowed instead of quoting the pattern."""
+    pattern = (error.get("ctx") or {}).get("pattern", "")
+    if error.get("type") == "string_pattern_mismatch" and pattern.startswith("^("):
+        allowed = pattern[2:].split(")", 1)[0].split("|")
+        got = error.get("input")
+        return f"'{got}' is not one or several (comma-separated) of {', '.join(allowed)}"
+    return str(error["msg"])
+
+
 def ok(model: Any, description: str, code: int = 200) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": model, "description": description}}
 
@@ -184,9 +203,15 @@ class Run(Closed):
     worker: str | None
     stop_requested: bool
     summary: dict[str, Any] = Field(description="What the job reports: counts, progress.")
+    skip: Literal["rule", "blocked"] | None = Field(
+        description="A scheduled firing recorded without starting (Rejected): required by a "
+        "rule (S1, S2, S6, S9, S12; listed only with which=skipped) or blocked by the "
+        "configuration check (C2, a failure)."
+    )
     outcome: Literal["success", "failure", "operator"] | None = Field(
-        description="R4: a planned stop is a success, an operator's stop neither; null while "
-        "the run has not ended, or when it never ran (Cancelled, Rejected)."
+        description="R4: a planned stop is a success, an operator's stop neither, a firing "
+        "blocked by the configuration check a failure; null while the run has not ended, or "
+        "when it never ran (Cancelled, Rejected on request or by a rule)."
     )
 
 

@@ -3,6 +3,7 @@ HTML pages and the JSON API cannot disagree."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -12,7 +13,16 @@ from sqlalchemy.engine import Engine
 from gim_tasks.db.mart_tables import discard
 from gim_tasks.db.tables import RUN_STATES, job_run
 from gim_tasks.errors import GimError
-from gim_tasks.lifecycle import FAILURE, outcome
+from gim_tasks.lifecycle import (
+    FAILURE,
+    OPERATOR_STOP,
+    PLANNED_STOPS,
+    SUCCESS,
+    SkipKind,
+    StopKind,
+    outcome,
+)
+from gim_tasks.notify import notifications_of
 from gim_tasks.options import store
 from gim_tasks.options.values import Options
 from gim_tasks.runtime.listing import iso, run_record
@@ -29,7 +39,10 @@ from gim_tasks.schedule.jobs import (
 )
 from gim_tasks.schedule.localtime import zone
 from gim_tasks.schedule.plan import next_run_table
-from gim_tasks.web.notify import notifications_of
+
+#: Triggers of runs the status summary counts (A4: scheduled ones; a restart is the scheduler's).
+SUMMARY_TRIGGERS = (SCHEDULED, RESTART)
+TRIGGERS = ("scheduled", "manual", "forced", "restart")
 
 _ETL = ("timezone", "run-scheduler", "etl-start-time", "etl-end-time", "etl-frequency")
 #: The [schedule] options that make up each job's schedule: who changed one last is the
@@ -99,32 +112,164 @@ def schedule_zone(engine: Engine) -> str:
         return store.load_options(conn).schedule().timezone
 
 
-def history_filter(
-    job: str | None, category: str | None, state: str | None, day: str | None, tz_name: str
-) -> list[sa.ColumnElement[bool]]:
-    """A2 filters; every bad value is named with what is allowed."""
-    where: list[sa.ColumnElement[bool]] = []
-    if job:
-        if job not in BY_NAME:
+#: Sort orders of History (A6): by start time (runs that never started by creation), newest
+#: or oldest first, or by state (then newest first).
+SORTS = ("-started_at", "started_at", "state")
+OUTCOMES = (SUCCESS, FAILURE, OPERATOR_STOP)
+LISTS = ("all", "running", "scheduled", "history", "skipped")
+
+
+def _csv(text: str | None, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """Comma-separated values, each one of ``allowed``; bad ones named with what is allowed."""
+    values = tuple(v.strip() for v in (text or "").split(",") if v.strip())
+    for value in values:
+        if value not in allowed:
+            raise GimError(f"unknown {what} '{value}'; {what}s are {', '.join(allowed)}")
+    return values
+
+
+def _day(text: str | None, name: str) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise GimError(f"{name} '{text}' is not a date (YYYY-MM-DD)") from None
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """What History (A6) and ``GET /api/runs`` select: filters, order and page. Built from
+    text by :meth:`parse`, which names every bad value and what is allowed."""
+
+    which: str = "all"
+    job: str | None = None
+    category: str | None = None
+    states: tuple[str, ...] = ()
+    since_day: date | None = None  # local days of the schedule's zone, both included
+    until_day: date | None = None
+    outcomes: tuple[str, ...] = ()
+    triggers: tuple[str, ...] = ()
+    ended_since: datetime | None = None  # the summary's window: exactly its runs
+    sort: str = "-started_at"
+    limit: int = 100
+    offset: int = 0
+
+    @classmethod
+    def parse(
+        cls,
+        which: str = "all",
+        job: str | None = None,
+        category: str | None = None,
+        state: str | None = None,
+        day: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        outcome: str | None = None,
+        trigger: str | None = None,
+        ended_since: str | None = None,
+        sort: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> RunQuery:
+        if which not in LISTS:
+            raise GimError(f"unknown list '{which}'; lists are {', '.join(LISTS)}")
+        if job and job not in BY_NAME:
             raise GimError(f"unknown job '{job}'; jobs are {', '.join(BY_NAME)}")
-        where.append(job_run.c.job == job)
-    known = check_category(category)
-    if known:
-        where.append(job_run.c.job.in_([n for n, i in BY_NAME.items() if i.category == known]))
-    if state:
-        if state not in RUN_STATES:
-            raise GimError(f"unknown state '{state}'; states are {', '.join(RUN_STATES)}")
-        where.append(job_run.c.state == state)
-    if day:
-        try:
-            first = date.fromisoformat(day)
-        except ValueError:
-            raise GimError(f"date '{day}' is not YYYY-MM-DD") from None
+        first, last = _day(since, "from"), _day(until, "to")
+        if day:  # one local day: from = to = day
+            first = last = _day(day, "date")
+        if first and last and first > last:
+            raise GimError(f"from {first} is after to {last}")
+        instant = None
+        if ended_since:
+            try:
+                instant = datetime.fromisoformat(ended_since)
+            except ValueError:
+                raise GimError(f"ended_since '{ended_since}' is not an ISO instant") from None
+            if instant.tzinfo is None:
+                raise GimError(f"ended_since '{ended_since}' needs a UTC offset")
+        if sort and sort not in SORTS:
+            raise GimError(f"unknown sort '{sort}'; sorts are {', '.join(SORTS)}")
+        if not 1 <= limit <= 1000 or offset < 0:
+            raise GimError(f"limit must be 1-1000 and offset 0 or more, not {limit}, {offset}")
+        return cls(
+            which=which,
+            job=job or None,
+            category=check_category(category),
+            states=_csv(state, RUN_STATES, "state"),
+            since_day=first,
+            until_day=last,
+            outcomes=_csv(outcome, OUTCOMES, "outcome"),
+            triggers=_csv(trigger, TRIGGERS, "trigger"),
+            ended_since=instant,
+            sort=sort or "-started_at",
+            limit=limit,
+            offset=offset,
+        )
+
+    def where(self, tz_name: str) -> list[sa.ColumnElement[bool]]:
+        c = job_run.c
+        where: list[sa.ColumnElement[bool]] = []
+        if self.which == "running":
+            where.append(c.state == "Running")
+        elif self.which == "scheduled":
+            where.append(c.state == "Scheduled")
+        elif self.which == "history":
+            where.append(c.ended_at.is_not(None))
+        # R4: skips a rule requires are expected, not events: only the skipped list shows them.
+        if self.which == "skipped":
+            where.append(c.skip == SkipKind.RULE)
+        else:
+            where.append(c.skip.is_distinct_from(SkipKind.RULE))
+        if self.job:
+            where.append(c.job == self.job)
+        if self.category:
+            where.append(c.job.in_([n for n, i in BY_NAME.items() if i.category == self.category]))
+        if self.states:
+            where.append(c.state.in_(self.states))
         tz = zone(tz_name)
-        begin = datetime.combine(first, time(), tz)
-        end = datetime.combine(first + timedelta(days=1), time(), tz)
-        where.append(sa.and_(job_run.c.created_at >= begin, job_run.c.created_at < end))
-    return where
+        if self.since_day:
+            where.append(c.created_at >= datetime.combine(self.since_day, time(), tz))
+        if self.until_day:
+            end = datetime.combine(self.until_day + timedelta(days=1), time(), tz)
+            where.append(c.created_at < end)
+        if self.outcomes:
+            where.append(sa.or_(*(outcome_clause(name) for name in self.outcomes)))
+        if self.triggers:
+            where.append(c.trigger.in_(self.triggers))
+        if self.ended_since:
+            where.append(c.ended_at >= self.ended_since)
+        return where
+
+    def order(self) -> list[sa.ColumnElement[Any]]:
+        c = job_run.c
+        if self.sort == "state":
+            return [c.state, c.id.desc()]
+        began = sa.func.coalesce(c.started_at, c.created_at)
+        return [began, c.id] if self.sort == "started_at" else [began.desc(), c.id.desc()]
+
+
+def outcome_clause(name: str) -> sa.ColumnElement[bool]:
+    """R4 in SQL: the runs :func:`gim_tasks.lifecycle.outcome` calls ``name`` (a test checks
+    the two agree on every state, stop kind and skip)."""
+    c = job_run.c
+    planned = [kind.value for kind in PLANNED_STOPS]
+    if name == SUCCESS:
+        return sa.or_(
+            c.state.in_(("Completed", "Completed with warnings")),
+            sa.and_(c.state == "Stopped", c.stop_kind.in_(planned)),
+        )
+    if name == OPERATOR_STOP:
+        return sa.and_(c.state == "Stopped", c.stop_kind == StopKind.OPERATOR)
+    return sa.or_(
+        c.state == "Failed",
+        sa.and_(
+            c.state == "Stopped",
+            sa.or_(c.stop_kind.is_(None), c.stop_kind.not_in([*planned, StopKind.OPERATOR])),
+        ),
+        sa.and_(c.state == "Rejected", c.skip == SkipKind.BLOCKED),
+    )
 
 
 def run_dict(r: Any) -> dict[str, Any]:
@@ -141,32 +286,34 @@ def run_dict(r: Any) -> dict[str, Any]:
         "worker": r.worker,
         "stop_requested": r.stop_requested_at is not None,
         "summary": r.summary,
-        "outcome": outcome(r.state, r.stop_kind),  # R4
+        "outcome": outcome(r.state, r.stop_kind, r.skip),  # R4
     }
 
 
-def runs(
-    engine: Engine,
-    which: str = "all",
-    job: str | None = None,
-    category: str | None = None,
-    state: str | None = None,
-    day: str | None = None,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """Runs newest first: ``running``, ``scheduled``, ``history`` (ended) or ``all``."""
-    where = history_filter(job, category, state, day, schedule_zone(engine) if day else "UTC")
-    if which == "running":
-        where.append(job_run.c.state == "Running")
-    elif which == "scheduled":
-        where.append(job_run.c.state == "Scheduled")
-    elif which == "history":
-        where.append(job_run.c.ended_at.is_not(None))
-    elif which != "all":
-        raise GimError(f"unknown list '{which}'; use running, scheduled, history or all")
-    query = sa.select(job_run).where(*where).order_by(job_run.c.id.desc()).limit(limit)
+def runs(engine: Engine, query: RunQuery) -> list[dict[str, Any]]:
+    """The runs ``query`` selects, in its order, one page."""
+    return page_of_runs(engine, query, count=False)["runs"]
+
+
+def page_of_runs(engine: Engine, query: RunQuery, count: bool = True) -> dict[str, Any]:
+    """One page of runs and (with ``count``) how many the filters select in all."""
+    tz_name = schedule_zone(engine) if query.since_day or query.until_day else "UTC"
+    where = query.where(tz_name)
+    select = (
+        sa.select(job_run)
+        .where(*where)
+        .order_by(*query.order())
+        .limit(query.limit)
+        .offset(query.offset)
+    )
     with engine.connect() as conn:
-        return [run_dict(r) for r in conn.execute(query).all()]
+        found = [run_dict(r) for r in conn.execute(select).all()]
+        total = None
+        if count:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(job_run).where(*where)
+            ).scalar_one()
+    return {"runs": found, "total": total, "limit": query.limit, "offset": query.offset}
 
 
 def run_detail(engine: Engine, run_id: int, discards: int = 100) -> dict[str, Any] | None:
@@ -220,13 +367,17 @@ def summary(engine: Engine, days: int, now: datetime | None = None) -> dict[str,
                 job_run.c.job,
                 job_run.c.state,
                 job_run.c.stop_kind,
+                job_run.c.skip,
                 job_run.c.ended_at,
                 job_run.c.error,
+                job_run.c.reason,
             )
             .where(
                 job_run.c.ended_at >= since,
-                job_run.c.state.not_in(("Rejected", "Cancelled")),
-                job_run.c.trigger.in_((SCHEDULED, RESTART)),
+                job_run.c.state != "Cancelled",
+                # R4: a rule's skip is no event; a firing blocked by the check is a failure
+                sa.or_(job_run.c.state != "Rejected", job_run.c.skip == SkipKind.BLOCKED),
+                job_run.c.trigger.in_(SUMMARY_TRIGGERS),
             )
             .order_by(job_run.c.id.desc())
         ).all()
@@ -234,7 +385,7 @@ def summary(engine: Engine, days: int, now: datetime | None = None) -> dict[str,
     for row in rows:
         entry: dict[str, Any] = categories[BY_NAME[row.job].category]
         entry["runs"] += 1
-        if outcome(row.state, row.stop_kind) == FAILURE:
+        if outcome(row.state, row.stop_kind, row.skip) == FAILURE:
             entry["failures"] += 1
             entry["failed"].append(
                 {
@@ -242,7 +393,7 @@ def summary(engine: Engine, days: int, now: datetime | None = None) -> dict[str,
                     "job": row.job,
                     "state": row.state,
                     "ended_at": row.ended_at.isoformat(),
-                    "error": row.error,
+                    "error": row.error or (row.reason if row.skip else None),
                 }
             )
     return {"days": days, "since": since.isoformat(), "categories": list(categories.values())}

@@ -35,11 +35,11 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from gim_tasks import __version__
+from gim_tasks import __version__, notify
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.tables import ROLES, job_run, web_user
 from gim_tasks.settings import Settings, get_settings
-from gim_tasks.web import auth, notify
+from gim_tasks.web import auth
 from gim_tasks.web.app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -61,6 +61,7 @@ CORPUS: list[tuple[list[str], int, str]] = [
     (["stop", "999999"], 1, "run 999999 does not exist"),
     (["cancel", "999999"], 1, "run 999999 does not exist"),
     (["jobs", "--category", "Sales"], 1, "unknown category 'Sales'"),
+    (["jobs", "--skipped", "--history"], 1, "choose at most one of"),
     # users, tokens, notifications
     (["user", "add", "bad name!", "--password-stdin"], 1, "user name 'bad name!'"),
     (["user", "add", "eve", "--role", "root", "--password-stdin"], 1, "unknown role 'root'"),

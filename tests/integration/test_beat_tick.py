@@ -101,7 +101,9 @@ def test_s5_due_cycle_stops_scheduled_maintenance_then_starts(beat: Beat) -> Non
     assert released.dispatched_at is not None and beat.queued("etl") == 1
 
 
-def test_s6_update_stats_skipped_while_scheduled_maintenance_runs(beat: Beat) -> None:
+def test_s6_update_stats_skipped_while_scheduled_maintenance_runs(
+    beat: Beat, capsys: pytest.CaptureFixture[str]
+) -> None:
     beat.run("Job_MaintainGIM", "scheduled")
     beat.cursors("2026-11-23 03:05:00")
     beat.tick("2026-11-23 03:10:00")
@@ -109,6 +111,17 @@ def test_s6_update_stats_skipped_while_scheduled_maintenance_runs(beat: Beat) ->
     assert [(r.state, "(S6)" in r.reason) for r in stats] == [("Rejected", True)]
     assert stats[0].firing_id == "Job_UpdateStats:2026-11-23T02:10:00+00:00"
     assert beat.queued("stats") == 0
+    assert stats[0].skip == "rule"  # R4: expected, not a failure; no incident
+    with beat.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM incident")).scalar_one() == 0
+    # Out of `gim jobs`, listed by `gim jobs --skipped`.
+    from gim_tasks.cli.main import main as gim
+
+    capsys.readouterr()
+    assert gim(["jobs", "--json", "--job", "Job_UpdateStats"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert gim(["jobs", "--json", "--skipped"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [stats[0].id]
 
 
 def test_s4_maintenance_waits_for_transform_then_is_released(beat: Beat) -> None:
@@ -360,3 +373,85 @@ def test_m6_a_stop_not_honoured_within_the_grace_is_revoked_as_terminated(beat: 
         for row in beat.rows(job)
     }
     assert [kinds[i] for i in ids] == ["terminated", None, None]
+
+
+def test_r4_a_block_of_the_check_fails_each_firing_but_mails_once_when_it_starts_and_clears(
+    beat: Beat,
+) -> None:
+    """R4, A3: every scheduled firing the configuration check blocks (C2) is a failure (a
+    Rejected run with skip 'blocked'); the error subscribers get one mail when the block
+    starts and one when it clears, not one per slot."""
+    from gim_tasks import notify
+
+    notify.add_subscription(beat.engine, "Job_ExtractICON", "ops@example.com", False, True, "t")
+    notify.add_subscription(beat.engine, "Job_ExtractICON", "fyi@example.com", True, False, "t")
+    with beat.engine.begin() as conn:
+        calendar = conn.execute(sa.text("SELECT count(*) FROM date_time")).scalar_one()
+        conn.execute(sa.text("CREATE TABLE saved_date_time AS SELECT * FROM date_time"))
+        conn.execute(sa.text("DELETE FROM date_time"))
+    assert calendar > 0
+    beat.cursors("2026-11-23 06:29:00", "Job_ExtractICON")
+    for slot in ("06:30:01", "07:00:01", "07:30:01"):  # etl-frequency 30 (the default)
+        beat.tick(f"2026-11-23 {slot}")
+    firings = beat.rows("Job_ExtractICON")
+    assert [(r.state, r.skip) for r in firings] == [("Rejected", "blocked")] * 3
+    assert all("date-time-min-days-ahead" in r.reason for r in firings)
+
+    def mails() -> list[tuple[int, str, str]]:
+        with beat.engine.connect() as conn:
+            return [
+                tuple(row)
+                for row in conn.execute(
+                    sa.text("SELECT run_id, recipient, kind FROM notification ORDER BY id")
+                )
+            ]
+
+    def incidents() -> list[tuple[str, int, bool]]:
+        with beat.engine.connect() as conn:
+            return [
+                tuple(row)
+                for row in conn.execute(
+                    sa.text(
+                        "SELECT job, firings, resolved_at IS NOT NULL FROM incident "
+                        "WHERE job = 'Job_ExtractICON' ORDER BY id"
+                    )
+                )
+            ]
+
+    first = firings[0].id
+    assert mails() == [(first, "ops@example.com", "blocked")]  # one, to the error subscriber
+    assert incidents() == [("Job_ExtractICON", 3, False)]
+    with beat.engine.begin() as conn:  # the calendar is repaired (as maintenance would)
+        conn.execute(sa.text("INSERT INTO date_time SELECT * FROM saved_date_time"))
+    beat.scheduler.__dict__.pop("_server_check")  # the beat's 30 s server-check cache
+    beat.tick("2026-11-23 07:35:01")  # no slot due: the block clears all the same
+    assert incidents() == [("Job_ExtractICON", 3, True)]
+    assert mails() == [
+        (first, "ops@example.com", "blocked"),
+        (first, "ops@example.com", "unblocked"),
+    ]
+    beat.tick("2026-11-23 08:00:01")
+    assert beat.rows("Job_ExtractICON")[-1].state == "Scheduled"
+    assert len(mails()) == 2  # nothing more
+    # The letters, as the notify task composes them.
+    from gim_tasks.settings import get_settings
+
+    with beat.engine.connect() as conn:
+        run = conn.execute(sa.text(f"SELECT * FROM job_run WHERE id = {first}")).one()
+        letters = [
+            notify.compose(
+                run,
+                "ops@example.com",
+                get_settings(),
+                "Europe/Berlin",
+                notify._letter(conn, kind, first),
+            )
+            for kind in ("blocked", "unblocked")
+        ]
+    assert (
+        letters[0]["Subject"]
+        == "[gim-tasks] Job_ExtractICON blocked: scheduled firings do not start"
+    )
+    assert "date-time-min-days-ahead" in letters[0].get_content()
+    assert letters[1]["Subject"] == "[gim-tasks] Job_ExtractICON no longer blocked"
+    assert "3 blocked firings" in letters[1].get_content()

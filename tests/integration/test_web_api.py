@@ -3,6 +3,7 @@ M6; issue 10). Requests go through the real ASGI app in-process (httpx's TestCli
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -287,7 +288,11 @@ def test_m1_m6_run_stop_cancel_and_history_through_the_api(web: Web) -> None:
     assert [r["id"] for r in history] == [waiting["run_id"]]
     assert history[0]["actor"] == "operator" and history[0]["started_at"] is None
     bad_state = web.api("viewer").get("/api/runs", params={"state": "Done"})
-    assert bad_state.status_code == 422 and "'Scheduled', 'Running'" in bad_state.json()["error"]
+    assert bad_state.status_code == 422
+    assert (
+        "'Done' is not one or several (comma-separated) of Scheduled, Running"
+        in (bad_state.json()["error"])
+    )
     bad_date = web.api("viewer").get("/api/runs", params={"date": "22/11/2026"})
     assert bad_date.status_code == 422
     assert [d["field"] for d in bad_date.json()["details"]] == ["query.date"]
@@ -355,18 +360,22 @@ def test_bad_payloads_get_clear_errors_and_store_nothing(web: Web) -> None:
 
 def test_a4_summary_counts_runs_and_failures_per_category(web: Web) -> None:
     """A4 with R4: scheduled runs only (manual ones are not counted); a planned stop is a
-    success, an operator's stop neither, a shutdown a failure."""
+    success, an operator's stop neither, a shutdown and a firing blocked by the configuration
+    check (C2) failures; a rule's skip is no run at all (listed only as skipped). The widget:
+    an error icon per failing category, its failed runs, "More info" opening exactly them."""
     with web.engine.begin() as conn:
-        for job, state, trigger, stop_kind in [
-            ("Job_ExtractICON", "Completed", "scheduled", None),
-            ("Job_ExtractICON", "Failed", "scheduled", None),
-            ("Job_TransformGIM", "Completed with warnings", "scheduled", None),
-            ("Job_ExtractICON", "Failed", "manual", None),  # manual: not counted
-            ("Job_MaintainGIM", "Stopped", "scheduled", "shutdown"),
-            ("Job_MaintainGIM", "Stopped", "scheduled", "preempted"),  # planned: a success
-            ("Job_AggregateGIM", "Stopped", "restart", "window-end"),  # planned: a success
-            ("Job_AggregateGIM", "Stopped", "scheduled", "operator"),  # neither
-            ("Job_ExportGIM", "Rejected", "scheduled", None),
+        for job, state, trigger, stop_kind, skip in [
+            ("Job_ExtractICON", "Completed", "scheduled", None, None),
+            ("Job_ExtractICON", "Failed", "scheduled", None, None),
+            ("Job_TransformGIM", "Completed with warnings", "scheduled", None, None),
+            ("Job_ExtractICON", "Failed", "manual", None, None),  # manual: not counted
+            ("Job_ExtractICON", "Rejected", "scheduled", None, "rule"),  # S1: no event
+            ("Job_MaintainGIM", "Stopped", "scheduled", "shutdown", None),
+            ("Job_MaintainGIM", "Stopped", "scheduled", "preempted", None),  # planned: success
+            ("Job_AggregateGIM", "Stopped", "restart", "window-end", None),  # planned: success
+            ("Job_AggregateGIM", "Stopped", "scheduled", "operator", None),  # neither
+            ("Job_ExportGIM", "Rejected", "manual", None, None),  # a refused request
+            ("Job_ExportGIM", "Rejected", "scheduled", None, "blocked"),  # C2: a failure
         ]:
             conn.execute(
                 sa.insert(job_run).values(
@@ -376,29 +385,44 @@ def test_a4_summary_counts_runs_and_failures_per_category(web: Web) -> None:
                     state=state,
                     ended_at=sa.func.now(),
                     error="boom" if state == "Failed" else None,
+                    reason="configuration check failed: IDB 1: down" if skip else None,
                     stop_kind=stop_kind,
                     ended_by="ops" if stop_kind == "operator" else None,
+                    skip=skip,
                 )
             )
-    summary = web.api("viewer").get("/api/summary", params={"days": 3}).json()
+    viewer = web.api("viewer")
+    summary = viewer.get("/api/summary", params={"days": 3}).json()
     by = {c["category"]: c for c in summary["categories"]}
     assert (by["ETL"]["runs"], by["ETL"]["failures"]) == (3, 1)
     assert (by["Maintenance"]["runs"], by["Maintenance"]["failures"]) == (2, 1)
     assert (by["Aggregation"]["runs"], by["Aggregation"]["failures"]) == (2, 0)
-    assert by["Export"]["runs"] == 0  # a rejected request is not a run
+    assert (by["Export"]["runs"], by["Export"]["failures"]) == (1, 1)
+    assert by["Export"]["failed"][0]["error"].startswith("configuration check failed")
     assert [f["job"] for f in by["ETL"]["failed"]] == ["Job_ExtractICON"]
-    outcomes = {
-        (r["job"], r["stop_kind"], r["trigger"]): r["outcome"]
-        for r in web.api("viewer").get("/api/runs").json()
-    }
-    assert outcomes[("Job_AggregateGIM", "window-end", "restart")] == "success"
-    assert outcomes[("Job_AggregateGIM", "operator", "scheduled")] == "operator"
-    assert outcomes[("Job_MaintainGIM", "shutdown", "scheduled")] == "failure"
-    assert outcomes[("Job_ExportGIM", None, "scheduled")] is None
+    listed = viewer.get("/api/runs").json()
+    assert len(listed) == 10 and all(r["skip"] != "rule" for r in listed)
+    outcomes = {(r["job"], r["stop_kind"], r["trigger"], r["state"]): r["outcome"] for r in listed}
+    assert outcomes[("Job_AggregateGIM", "window-end", "restart", "Stopped")] == "success"
+    assert outcomes[("Job_AggregateGIM", "operator", "scheduled", "Stopped")] == "operator"
+    assert outcomes[("Job_MaintainGIM", "shutdown", "scheduled", "Stopped")] == "failure"
+    assert outcomes[("Job_ExportGIM", None, "scheduled", "Rejected")] == "failure"
+    assert outcomes[("Job_ExportGIM", None, "manual", "Rejected")] is None
+    (skipped,) = viewer.get("/api/runs", params={"which": "skipped"}).json()
+    assert skipped["skip"] == "rule" and skipped["job"] == "Job_ExtractICON"
+
     client, _ = web.session("viewer")
     page = client.get("/jobs/history?category=ETL").text
-    assert 'href="/jobs/history?category=ETL"' in page and "2 failed jobs" in page
-    assert page.count('data-run="') == 4
+    assert page.count('data-run="') == 4  # the rule's skip is not in History
+    # The widget: a category opens History preselected; an error icon on the failing ones.
+    assert 'href="/jobs/history?category=ETL"' in page
+    assert page.count('class="error-icon"') == 3  # ETL, Maintenance, Export
+    more = re.search(r'data-category="Export">.*?class="more-info" href="([^"]+)"', page, re.S)
+    assert more is not None
+    selected = client.get(html.unescape(more.group(1))).text
+    shown = set(re.findall(r'<tr class="[^"]*" data-run="(\d+)"', selected))
+    assert shown == {str(f["id"]) for f in by["Export"]["failed"]}
+    assert "blocked by the configuration check" in selected and "outcome-failure" in selected
     aggregation = client.get("/jobs/history?category=Aggregation").text
     assert aggregation.count("outcome-failure") == 0  # planned and operator stops: not red
     assert aggregation.count("outcome-success") == 1 and "operator by ops" in aggregation
@@ -563,3 +587,136 @@ def test_405_names_the_allowed_methods_in_allow(web: Web) -> None:
         assert reply.status_code == 405, (method, path)
         assert set(reply.headers["allow"].replace(" ", "").split(",")) >= allowed, reply.headers
     assert "error" in viewer.request("TRACE", "/api/summary").json()
+
+
+def test_r4_outcome_filter_in_sql_agrees_with_the_outcome_of_every_run(web: Web) -> None:
+    """History's outcome filter (SQL) and the outcome each run shows (Python) are one rule:
+    every valid state, stop kind and skip, filtered by each outcome."""
+    from gim_tasks.lifecycle import RUN_STATES, SKIP_KINDS, STOP_KINDS, outcome
+
+    combos = [(state, None, None) for state in RUN_STATES if state != "Stopped"]
+    combos += [("Stopped", kind, None) for kind in STOP_KINDS]
+    combos += [("Rejected", None, skip) for skip in SKIP_KINDS]
+    with web.engine.begin() as conn:
+        ids = {
+            conn.execute(
+                sa.insert(job_run)
+                .values(
+                    job="Job_ExportGIM",
+                    trigger="scheduled",
+                    actor="t",
+                    state=state,
+                    stop_kind=kind,
+                    skip=skip,
+                    ended_at=sa.func.now(),
+                )
+                .returning(job_run.c.id)
+            ).scalar_one(): outcome(state, kind, skip)
+            for state, kind, skip in combos
+        }
+    viewer = web.api("viewer")
+    for name in ("success", "failure", "operator"):
+        found = viewer.get("/api/runs", params={"outcome": name}).json()
+        assert {r["id"] for r in found} == {i for i, o in ids.items() if o == name}
+        assert all(r["outcome"] == name for r in found)
+        # a rule's skip has no outcome: the skipped list filtered by any outcome is empty
+        assert viewer.get("/api/runs", params={"outcome": name, "which": "skipped"}).json() == []
+
+
+def test_a6_history_pages_sorts_several_states_and_a_date_range(web: Web) -> None:
+    """A6: limit/offset pages with the total, sort by start or state, several states at once,
+    a range of local days; the page shows the same and links the next page."""
+    with web.engine.begin() as conn:
+        made = []
+        for number in range(12):
+            state = ("Completed", "Failed", "Stopped")[number % 3]
+            made.append(
+                conn.execute(
+                    sa.insert(job_run)
+                    .values(
+                        job="Job_ExtractICON",
+                        trigger="scheduled",
+                        actor="t",
+                        state=state,
+                        stop_kind="operator" if state == "Stopped" else None,
+                        created_at=sa.text(f"now() - interval '{number} days'"),
+                        started_at=sa.text(f"now() - interval '{number} days'"),
+                        ended_at=sa.text(f"now() - interval '{number} days' + interval '1 min'"),
+                    )
+                    .returning(job_run.c.id)
+                ).scalar_one()
+            )
+    viewer = web.api("viewer")
+    first = viewer.get("/api/runs", params={"which": "history", "limit": 5})
+    assert first.headers["X-Total-Count"] == "12"
+    assert [r["id"] for r in first.json()] == made[:5]  # newest start first
+    rest = viewer.get("/api/runs", params={"which": "history", "limit": 5, "offset": 10})
+    assert [r["id"] for r in rest.json()] == made[10:]
+    oldest = viewer.get("/api/runs", params={"sort": "started_at", "limit": 2}).json()
+    assert [r["id"] for r in oldest] == made[::-1][:2]
+    by_state = viewer.get("/api/runs", params={"sort": "state"}).json()
+    assert [r["state"] for r in by_state] == sorted(r["state"] for r in by_state)
+    two = viewer.get("/api/runs", params={"state": "Failed,Stopped"})
+    assert two.headers["X-Total-Count"] == "8"
+    assert {r["state"] for r in two.json()} == {"Failed", "Stopped"}
+    days = viewer.get("/api/runs", params={"from": "2000-01-01", "to": "2000-01-31"})
+    assert days.json() == [] and days.headers["X-Total-Count"] == "0"
+    backwards = viewer.get("/api/runs", params={"from": "2026-02-01", "to": "2026-01-01"})
+    assert backwards.status_code == 400 and "is after to" in backwards.json()["error"]
+    naive = viewer.get("/api/runs", params={"ended_since": "2026-01-01T00:00:00"})
+    assert naive.status_code == 400 and "UTC offset" in naive.json()["error"]
+
+    client, _ = web.session("viewer")
+    page = client.get("/jobs/history?state=Failed&state=Stopped&limit=25").text
+    assert "Runs 1–8 of 8" in page and page.count('data-run="') == 8
+    page = client.get("/jobs/history?limit=25&sort=started_at").text
+    shown = re.findall(r'<tr class="[^"]*" data-run="(\d+)"', page)
+    assert shown == [str(i) for i in made[::-1]]
+    paged = client.get("/jobs/history?limit=5").text
+    assert "Runs 1–5 of 12" in paged
+    link = re.search(r'<a href="([^"]+)" id="page-next"', paged)
+    assert link is not None
+    second = client.get(html.unescape(link.group(1))).text
+    assert "Runs 6–10 of 12" in second and 'id="page-previous"' in second
+    bad = client.get("/jobs/history?state=Done")
+    assert bad.status_code == 400 and "unknown state &#39;Done&#39;" in bad.text
+
+
+def test_running_tab_filters_by_category_and_run_job_offers_only_startable_jobs(web: Web) -> None:
+    """Issue 18 item 6: a category filter on Running; Run Job lists for an operator only the
+    jobs M7 lets anyone start by hand, for an admin also the others, marked forced only."""
+    with web.engine.begin() as conn:
+        for job in ("Job_ExtractICON", "Job_MaintainGIM"):
+            conn.execute(
+                sa.insert(job_run).values(
+                    job=job,
+                    trigger="manual",
+                    actor="ops",
+                    state="Running",
+                    started_at=sa.func.now(),
+                )
+            )
+    client, _ = web.session("viewer")
+    etl = client.get("/jobs/running?category=ETL").text
+    assert (
+        'data-run="' in etl and "Job_ExtractICON" in etl and "<td>Job_MaintainGIM</td>" not in etl
+    )
+    every = client.get("/jobs/running").text
+    assert every.count('data-run="') == 2
+    assert client.get("/jobs/running?category=Nope").status_code == 400
+
+    def offered(role: str) -> list[str]:
+        page = web.session(role)[0].get("/jobs/run").text
+        return re.findall(r'<option value="([^"]+)"[^>]*>([^<]+)</option>', page)
+
+    operator = offered("operator")
+    assert [job for job, _ in operator] == [
+        "Job_ExtractICON",
+        "Job_TransformGIM",
+        "Job_AggregateGIM",
+        "Job_MaintainGIM",
+    ]
+    admin = dict(offered("admin"))
+    assert admin["Job_UpdateStats"] == "Job_UpdateStats (forced only, M7)"
+    assert admin["Job_ExportGIM"] == "Job_ExportGIM (forced only, M7)"
+    assert admin["Job_ExtractICON"] == "Job_ExtractICON"

@@ -13,11 +13,11 @@ import psycopg
 import sqlalchemy as sa
 from conftest import CELERY, Stack
 
+from gim_tasks import notify
 from gim_tasks.db.engine import make_engine
 from gim_tasks.idb.generator import generate
 from gim_tasks.options import store
 from gim_tasks.schedule.jobs import AGGREGATE
-from gim_tasks.web import notify
 from gim_tasks.web.views import summary
 
 

@@ -19,9 +19,10 @@ import sqlalchemy as sa
 from conftest import Smtp, Stack
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from gim_tasks import notify
 from gim_tasks.db.tables import job_run
 from gim_tasks.localstack import free_port
-from gim_tasks.web import auth, notify
+from gim_tasks.web import auth
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("GIM_TEST_ARTIFACTS", ROOT / ".local" / "test-artifacts"))
@@ -181,9 +182,36 @@ def test_operator_runs_and_stops_a_job_in_the_browser_and_gets_the_mail(
             ).scalar_one()
         page.goto(url + "/options")
         expect(page.locator("#summary a[data-category=Aggregation]")).to_contain_text("1 failed")
-        page.click("#failed-jobs summary")
-        expect(page.locator("#failed-jobs a").first).to_have_attribute("href", f"/runs/{failed_id}")
         _shot(page, "options")
+        # Alma's widget: the error icon opens the category's failed runs; More info opens
+        # History with exactly those selected.
+        failing = page.locator("#summary details.failed[data-category=Aggregation]")
+        expect(page.locator("#summary details.failed")).to_have_count(1)
+        failing.locator("summary.error-icon").click()
+        expect(failing.locator(".failed-list a").first).to_have_attribute(
+            "href", f"/runs/{failed_id}"
+        )
+        _shot(page, "summary-failed")
+        failing.locator("a.more-info").click()
+        expect(page.locator("#history tbody tr")).to_have_count(1)
+        expect(page.locator(f"#history tr[data-run='{failed_id}']")).to_have_class(
+            re.compile(r"\boutcome-failure\b")
+        )
+        expect(page.locator("#history-selection")).to_contain_text("from the status summary")
+        _shot(page, "history-more-info")
+        # Clicking a category opens History with it preselected.
+        page.click("#summary a.cat[data-category=Aggregation]")
+        expect(page.locator("#history-filters select[name=category]")).to_have_value("Aggregation")
+        expect(page.locator("#history-paging")).to_contain_text("of 2")
+
+        # ETL and aggregation status pages (what gim etl status / aggregate status show).
+        page.click("#tab-etl")
+        expect(page.locator("h1")).to_have_text("ETL status")
+        expect(page.locator("#etl-facts")).to_contain_text("interaction_segment_fact")
+        _shot(page, "etl")
+        page.click("#tab-aggregation")
+        expect(page.locator("#agg-freshness tr[data-hierarchy=H_AGENT]")).to_have_count(1)
+        _shot(page, "aggregation")
         page.goto(url + "/notifications")
         expect(page.locator("#subscriptions")).to_contain_text("Job_AggregateGIM")
         _shot(page, "notifications")

@@ -30,6 +30,15 @@ def test_r4_outcome(state: str, stop_kind: str | None, expected: str | None) -> 
     assert outcome(state, stop_kind) == expected
 
 
+@pytest.mark.parametrize(
+    ("skip", "expected"), [(None, None), ("rule", None), ("blocked", "failure")]
+)
+def test_r4_a_firing_blocked_by_the_check_is_a_failure_a_rules_skip_nothing(
+    skip: str | None, expected: str | None
+) -> None:
+    assert outcome("Rejected", None, skip) == expected
+
+
 def test_r4_every_state_and_kind_is_covered() -> None:
     assert set(RUN_STATES) == {
         "Completed",

@@ -11,6 +11,10 @@ run, so a mail is never forgotten whichever process ends the run. Delivery is at
   SMTP error it records the attempt and the task retries with back-off;
 * the beat relays rows whose retry time has passed (a lost task, a worker restart).
 
+Besides a run's end, a mail can be about a block of the configuration check (kinds
+``blocked`` and ``unblocked``, one each per block: :mod:`gim_tasks.runtime.incidents`), queued
+by the beat in the tick that records it.
+
 A mail failure only touches the ``notification`` row: the run's state never changes.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import email.policy
 import logging
 import smtplib
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -27,10 +32,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from gim_tasks.db.tables import job_run, notification, notification_subscription, web_user
+from gim_tasks.db.tables import (
+    incident,
+    job_run,
+    notification,
+    notification_subscription,
+    web_user,
+)
 from gim_tasks.errors import Conflict, GimError, NotFound
+from gim_tasks.lifecycle import outcome
 from gim_tasks.options import store
-from gim_tasks.schedule.jobs import JOB_NAMES
+from gim_tasks.schedule.jobs import BY_NAME, JOB_NAMES
 from gim_tasks.schedule.localtime import zone
 from gim_tasks.settings import Settings
 
@@ -121,42 +133,115 @@ def notifications_of(conn: Connection, run_id: int) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in rows]
 
 
-def compose(run: sa.Row[Any], to: str, settings: Settings, tz_name: str) -> EmailMessage:
-    """The mail of one run end: job, state, warnings, times, counts, error and a link."""
+@dataclass(frozen=True)
+class Letter:
+    """What a mail says besides the run: the incident it is about (``blocked`` and
+    ``unblocked`` mails) and, for a run's end, its discards by reason (most frequent first)."""
+
+    kind: str = "end"
+    incident: sa.Row[Any] | None = None
+    discards: tuple[tuple[str, int], ...] = ()
+
+
+def compose(
+    run: sa.Row[Any], to: str, settings: Settings, tz_name: str, letter: Letter | None = None
+) -> EmailMessage:
+    """A job letter (A3): job and category, run, outcome and stop kind, trigger and actor,
+    planned/started/ended in the schedule's zone, counts, warnings, error, discards and a
+    link; or the start or end of a block of the configuration check (R4, one mail each)."""
+    letter = letter or Letter()
     tz = zone(tz_name)
 
     def local(value: datetime | None) -> str:
         return value.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if value else "-"
 
-    state = run.state
-    if state == "Completed with warnings":
-        headline = f"{state} ({run.warnings} warning{'s' if run.warnings != 1 else ''})"
-    else:
-        headline = state
     link = f"{settings.web_base_url.rstrip('/')}/runs/{run.id}"
-    lines = [
-        f"Job:        {run.job}",
-        f"Run:        {run.id} ({run.trigger}, by {run.actor})",
-        f"State:      {headline}",
-        f"Warnings:   {run.warnings}",
-        f"Started:    {local(run.started_at)}",
-        f"Ended:      {local(run.ended_at)}",
-        f"Rows:       read {run.rows_read:,}, written {run.rows_written:,}, "
-        f"discarded {run.rows_discarded:,}",
-    ]
-    if run.error:
-        lines.append(f"Error:      {run.error}")
-    if run.reason and state == "Stopped":
-        lines.append(f"Reason:     {run.reason}")
+    category = BY_NAME[run.job].category if run.job in BY_NAME else "-"
+    head = [f"Job:        {run.job} ({category})"]
+    if letter.kind == "end":
+        state = run.state
+        if state == "Completed with warnings":
+            headline = f"{state} ({run.warnings} warning{'s' if run.warnings != 1 else ''})"
+        else:
+            headline = state
+        result = outcome(run.state, run.stop_kind, run.skip)
+        lines = [
+            *head,
+            f"Run:        {run.id} ({run.trigger}, by {run.actor})",
+            f"State:      {headline}",
+            f"Outcome:    {result or '-'}"
+            + (f" (stop kind {run.stop_kind})" if run.stop_kind else ""),
+            f"Planned:    {local(run.planned_at)}",
+            f"Started:    {local(run.started_at)}",
+            f"Ended:      {local(run.ended_at)}",
+            f"Rows:       read {run.rows_read:,}, written {run.rows_written:,}, "
+            f"discarded {run.rows_discarded:,}",
+            f"Warnings:   {run.warnings}",
+        ]
+        if run.error:
+            lines.append(f"Error:      {run.error}")
+        if run.reason and state in ("Stopped", "Rejected", "Cancelled"):
+            lines.append(f"Reason:     {run.reason}")
+        if run.ended_by and state in ("Stopped", "Cancelled"):
+            lines.append(f"By:         {run.ended_by}")
+        if letter.discards:
+            lines.append("Discarded rows by reason:")
+            lines += [f"  {count:,} x {reason}" for reason, count in letter.discards]
+        subject = f"[gim-tasks] {run.job} run {run.id}: {headline}"
+    else:
+        block = letter.incident
+        opened = local(block.opened_at) if block is not None else local(run.created_at)
+        lines = [
+            *head,
+            f"Blocked:    since {opened}, first at the firing planned for "
+            f"{local(run.planned_at)} (run {run.id})",
+            f"Reason:     {block.detail if block is not None else run.reason}",
+        ]
+        if letter.kind == "blocked":
+            subject = f"[gim-tasks] {run.job} blocked: scheduled firings do not start"
+            lines += [
+                "",
+                "Every scheduled firing of this job is refused until the configuration check",
+                "passes (C2): each is a failure in History. No further mail is sent for this",
+                "block; one follows when it clears. Fix the items above (`gim config check`).",
+            ]
+        else:
+            firings = block.firings if block is not None else 1
+            subject = f"[gim-tasks] {run.job} no longer blocked"
+            lines += [
+                f"Cleared:    {local(block.resolved_at) if block is not None else '-'}",
+                f"Firings:    {firings} blocked firing{'s' if firings != 1 else ''}",
+                "",
+                "The configuration check no longer blocks this job: its next firing starts.",
+            ]
     lines += ["", f"Details: {link}", ""]
     # Lines up to 998 characters are allowed (RFC 5322); not folding keeps subjects intact.
     message = EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998))
-    message["Subject"] = f"[gim-tasks] {run.job} run {run.id}: {headline}"
+    message["Subject"] = subject
     message["From"] = settings.mail_from
     message["To"] = to
     message["X-Gim-Run"] = str(run.id)
+    message["X-Gim-Kind"] = letter.kind
     message.set_content("\n".join(lines))
     return message
+
+
+def _letter(conn: Connection, kind: str, run_id: int) -> Letter:
+    if kind != "end":
+        block = conn.execute(
+            sa.select(incident).where(incident.c.run_id == run_id).order_by(incident.c.id.desc())
+        ).first()
+        return Letter(kind, incident=block)
+    from gim_tasks.db.mart_tables import discard
+
+    rows = conn.execute(
+        sa.select(discard.c.reason, sa.func.count().label("n"))
+        .where(discard.c.run_id == run_id)
+        .group_by(discard.c.reason)
+        .order_by(sa.func.count().desc(), discard.c.reason)
+        .limit(5)
+    ).all()
+    return Letter(kind, discards=tuple((row.reason, row.n) for row in rows))
 
 
 def _address(conn: Connection, recipient: str) -> str | None:
@@ -212,7 +297,10 @@ def deliver(
                 error = "GIM_SMTP_HOST is not set"
             else:
                 try:
-                    _send(compose(run, to, settings, tz_name), settings)
+                    _send(
+                        compose(run, to, settings, tz_name, _letter(conn, row.kind, run.id)),
+                        settings,
+                    )
                 except (TimeoutError, OSError, smtplib.SMTPException) as failure:
                     error = f"{type(failure).__name__}: {failure}"
             if error is None:
