@@ -7,15 +7,21 @@
    reads more than a bounded number of rows per group (QUARTER: 3 months, YEAR: 4 quarters).
 2. A full re-aggregation of one day (ALLSETS) relative to the Transform of that day, same run.
 
-Run: ./dev bench aggregate [--days N]
+Run: ./dev bench aggregate [--days N] [--profile]
+
+``--profile`` also prints where each history's passes spend their statement time, by level
+and by hierarchy (what the README's figures come from when a target is missed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
+from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
@@ -39,8 +45,38 @@ OPTIONS = Options.from_texts(
 )
 
 
-def timed(body, url: str, idb: str | None = None) -> float:  # type: ignore[no-untyped-def]
+#: Statement seconds per (history days, level) and (history days, hierarchy), with --profile.
+PROFILE: Counter[tuple[int, str]] = Counter()
+REAGGREGATION = -1  # PROFILE's key for the re-aggregation of one day
+TARGET = re.compile(
+    r"(?:INSERT INTO|DELETE FROM) agg_(\w+?)_(subhour|hour|day|month|quarter|year)\b"
+)
+
+
+def profiled(engine: sa.Engine, days: int) -> None:
+    """Add each aggregate statement's time to PROFILE, by the table it writes first."""
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info["began"] = time.perf_counter()
+
+    def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        target = TARGET.search(statement)
+        if target is None:
+            return
+        spent = time.perf_counter() - conn.info.pop("began")
+        hierarchy, level = target.groups()
+        level = "DAY..YEAR (deltas)" if statement.startswith("WITH day_old") else level.upper()
+        PROFILE[(days, "level " + level)] += spent
+        PROFILE[(days, "hierarchy " + hierarchy.upper())] += spent
+
+    sa.event.listen(engine, "before_cursor_execute", before)
+    sa.event.listen(engine, "after_cursor_execute", after)
+
+
+def timed(body, url: str, idb: str | None = None, profile: int = 0) -> float:  # type: ignore[no-untyped-def]
     engine = make_engine(url)
+    if profile:
+        profiled(engine, profile)
     began = time.perf_counter()
     body(JobContext(mart=engine, idb_urls=[idb] if idb else [], options=OPTIONS))
     elapsed = time.perf_counter() - began
@@ -75,7 +111,9 @@ def setup(server: PostgresServer, days: int, rate: int) -> tuple[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=30, help="days of history against 1 day")
-    days = parser.parse_args().days
+    parser.add_argument("--profile", action="store_true", help="statement time per level")
+    arguments = parser.parse_args()
+    days, profile = arguments.days, arguments.profile
     with scratch_postgres("gim-bench-") as server:
         began = time.perf_counter()
         marts = {n: setup(server, n, rate=500) for n in (1, days)}
@@ -84,7 +122,8 @@ def main() -> None:
         def new_hour(idb: str, mart: str) -> float:
             timed(extract.run, mart, idb)
             timed(transform.run, mart, idb)
-            return timed(once, mart)
+            history = next(n for n, urls in marts.items() if urls == (idb, mart))
+            return timed(once, mart, profile=history if profile else 0)
 
         results = median_per_history(
             marts, SAMPLES, START, {"agents": 100, "queues": 10, "rate": 2000}, new_hour
@@ -93,6 +132,12 @@ def main() -> None:
         print(f"  on 1 day of history:   {results[1]:.3f} s")
         print(f"  on {days} days of history: {results[days]:.3f} s")
         print(f"  ratio {days}d/1d: {results[days] / results[1]:.2f}  (target <= 1.2)")
+        if profile:
+            print(f"  statement seconds over {SAMPLES} passes: 1 day, {days} days, ratio")
+            for what in sorted({key for _, key in PROFILE}):
+                one, many = PROFILE[(1, what)], PROFILE[(days, what)]
+                ratio = f"{many / one:.2f}" if one else "-"
+                print(f"    {what:<28} {one:7.3f} {many:7.3f}  {ratio}")
         # Re-aggregation of one day vs the Transform of that day.
         server.create_database("idb_day")
         server.create_database("mart_day")
@@ -110,7 +155,7 @@ def main() -> None:
                 sa.text("INSERT INTO agg_request (params, requested_by) VALUES (:p, 'bench')"),
                 {"p": json.dumps(request)},
             )
-        reagg = timed(once, mart)
+        reagg = timed(once, mart, profile=REAGGREGATION if profile else 0)
         with make_engine(mart).connect() as conn:
             refused = conn.execute(sa.text("SELECT refused FROM agg_request")).scalar_one()
         assert refused is None, refused  # a refused request would time nothing (D5)
@@ -118,6 +163,11 @@ def main() -> None:
             f"one day (24 h at 2000 calls/h peak): transform {transform_seconds:.2f} s, "
             f"full re-aggregation (ALLSETS) {reagg:.2f} s, ratio {reagg / transform_seconds:.2f}"
         )
+        if profile:
+            print("  re-aggregation statement seconds:")
+            for (key, what), seconds in sorted(PROFILE.items()):
+                if key == REAGGREGATION:
+                    print(f"    {what:<28} {seconds:7.3f}")
 
 
 if __name__ == "__main__":

@@ -76,21 +76,77 @@ def add_subscription(
     if not on_success and not on_error:
         raise GimError("choose send on success, send on error, or both")
     with engine.begin() as conn:
-        user = conn.execute(
-            sa.select(web_user.c.email).where(web_user.c.name == recipient)
-        ).one_or_none()
-        if user is None and not _is_address(recipient):
-            raise NotFound(
-                f"recipient '{recipient}' is neither a user nor an e-mail address "
-                "(name@example.com)"
-            )
-        if user is not None and not user.email:
-            raise Conflict(
-                f"user '{recipient}' has no e-mail address; set one with "
-                f"`gim user update {recipient} --email ADDRESS`"
-            )
+        _check_recipient(conn, recipient)
         row = conn.execute(_upsert(job, recipient, on_success, on_error, actor)).scalar_one()
     return int(row)
+
+
+def _check_recipient(conn: Connection, recipient: str) -> None:
+    """A recipient is a user with an e-mail address, or an address."""
+    user = conn.execute(
+        sa.select(web_user.c.email).where(web_user.c.name == recipient)
+    ).one_or_none()
+    if user is None and not _is_address(recipient):
+        raise NotFound(
+            f"recipient '{recipient}' is neither a user nor an e-mail address (name@example.com)"
+        )
+    if user is not None and not user.email:
+        raise Conflict(
+            f"user '{recipient}' has no e-mail address; set one with "
+            f"`gim user update {recipient} --email ADDRESS`"
+        )
+
+
+def save_job_subscriptions(
+    engine: Engine,
+    job: str,
+    keep: dict[int, tuple[bool, bool]],
+    add: list[tuple[str, bool, bool]],
+    actor: str,
+) -> tuple[int, int, int]:
+    """Alma's "Email notifications" page of one job, saved at once (A3): ``keep`` maps each of
+    the job's subscriptions to its new (send on success, send on error), one with neither is
+    removed; ``add`` lists new recipients (users or addresses). One transaction: a bad
+    recipient or a subscription of another job saves nothing. Returns (changed, removed,
+    added)."""
+    if job not in JOB_NAMES:
+        raise NotFound(f"unknown job '{job}'; jobs are {', '.join(JOB_NAMES)}")
+    changed = removed = added = 0
+    with engine.begin() as conn:
+        mine = {
+            row.id: row
+            for row in conn.execute(
+                sa.select(notification_subscription)
+                .where(notification_subscription.c.job == job)
+                .with_for_update()
+            )
+        }
+        for subscription_id, (on_success, on_error) in keep.items():
+            row = mine.get(subscription_id)
+            if row is None:
+                raise NotFound(f"subscription {subscription_id} is not one of {job}'s")
+            if not on_success and not on_error:
+                conn.execute(
+                    sa.delete(notification_subscription).where(
+                        notification_subscription.c.id == subscription_id
+                    )
+                )
+                removed += 1
+            elif (row.on_success, row.on_error) != (on_success, on_error):
+                conn.execute(
+                    sa.update(notification_subscription)
+                    .where(notification_subscription.c.id == subscription_id)
+                    .values(on_success=on_success, on_error=on_error, created_by=actor)
+                )
+                changed += 1
+        for recipient, on_success, on_error in add:
+            recipient = recipient.strip()
+            if not on_success and not on_error:
+                raise GimError(f"{recipient}: choose send on success, send on error, or both")
+            _check_recipient(conn, recipient)
+            conn.execute(_upsert(job, recipient, on_success, on_error, actor))
+            added += 1
+    return changed, removed, added
 
 
 def _upsert(job: str, recipient: str, on_success: bool, on_error: bool, actor: str) -> Any:

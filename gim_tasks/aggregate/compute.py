@@ -174,11 +174,13 @@ def rebuild(
     the rows written.
 
     ``delta`` (incremental passes): MONTH is updated as old MONTH - old DAY + new DAY for the
-    changed days instead of being summed again from every DAY of the month, so the cost of a
-    pass does not grow with the days already in the month (issue 6). This relies on the tables
-    being consistent, which only one writer at a time keeps true: the aggregation job's
-    single-instance rule (S2, the run claim and its fence) serialises every writer of these
-    tables. Re-aggregation (M4) exists to repair tables, so it always sums from the level below.
+    changed days instead of being summed again from every DAY of the month, and QUARTER and
+    YEAR likewise from the MONTH and QUARTER rows before and after, so the cost of a pass does
+    not grow with the days already in the month or the months in the quarter (issues 6, 17).
+    This relies on the tables being consistent, which only one writer at a time keeps true:
+    the aggregation job's single-instance rule (S2, the run claim and its fence) serialises
+    every writer of these tables. Re-aggregation (M4) exists to repair tables, so it always
+    sums from the level below.
     """
     names, _ = _groups(h)
     sums = ", ".join(f"sum({name})::bigint" for name, _ in h.measures)
@@ -245,32 +247,36 @@ def rebuild(
         level = LEVELS[level_index]
         delete, insert = statements(level)
         if delta and level == "DAY":
-            # DAY and MONTH in one statement: the DAY rows before (day_old) and after
-            # (day_new) give MONTH as old MONTH - old DAY + new DAY, summed per group; a
-            # group whose row count reaches zero has no fact left in the month and goes.
-            # GROUP BY treats NULL group values as equal, as the full roll-up does.
-            month_delete, _ = statements("MONTH")
+            # DAY and every level above in one statement, each as old - old below + new
+            # below: DAY rows before (day_old) and after (day_new) give MONTH as old MONTH -
+            # old DAY + new DAY, the MONTH rows before and after give QUARTER the same way,
+            # and QUARTER gives YEAR, so no level re-reads the rest of its period (issue 17:
+            # the cost of a pass no longer grows with the months of a quarter). A group whose
+            # row count reaches zero has no fact left in the period and goes. GROUP BY treats
+            # NULL group values as equal, as the full roll-up does.
             negated = ", ".join(f"-{name}" for name, _ in h.measures)
-            month = (
-                f"INSERT INTO {h.table('MONTH')} ({columns}) SELECT bucket, {names}, {sums} "
-                f"FROM (SELECT {columns} FROM month_old UNION ALL "
-                f"SELECT date_trunc('month', bucket), {names}, {negated} FROM day_old "
-                f"UNION ALL SELECT date_trunc('month', bucket), {names}, {measure_names} "
-                f"FROM day_new) x GROUP BY 1, {names} HAVING sum({h.rows_measure}) <> 0 "
-                "RETURNING 1"
-            )
-            days, months = conn.execute(
-                sa.text(
-                    f"WITH day_old AS ({delete} RETURNING {columns}), "
-                    f"day_new AS ({insert} RETURNING {columns}), "
-                    f"month_old AS ({month_delete} RETURNING {columns}), "
-                    f"month_new AS ({month}) "
-                    "SELECT (SELECT count(*) FROM day_new), (SELECT count(*) FROM month_new)"
+            ctes = [f"day_old AS ({delete} RETURNING {columns})"]
+            ctes.append(f"day_new AS ({insert} RETURNING {columns})")
+            below = "day"
+            for upper, unit in (("MONTH", "month"), ("QUARTER", "quarter"), ("YEAR", "year")):
+                name = upper.lower()
+                upper_delete, _ = statements(upper)
+                ctes.append(f"{name}_old AS ({upper_delete} RETURNING {columns})")
+                ctes.append(
+                    f"{name}_new AS (INSERT INTO {h.table(upper)} ({columns}) "
+                    f"SELECT bucket, {names}, {sums} FROM (SELECT {columns} FROM {name}_old "
+                    f"UNION ALL SELECT date_trunc('{unit}', bucket), {names}, {negated} "
+                    f"FROM {below}_old UNION ALL SELECT date_trunc('{unit}', bucket), {names}, "
+                    f"{measure_names} FROM {below}_new) x GROUP BY 1, {names} "
+                    f"HAVING sum({h.rows_measure}) <> 0 RETURNING {columns})"
                 )
-            ).one()
-            written += days + months
-            level_index += 2
-            continue
+                below = name
+            counts = ", ".join(
+                f"(SELECT count(*) FROM {name}_new)" for name in ("day", "month", "quarter", "year")
+            )
+            row = conn.execute(sa.text(f"WITH {', '.join(ctes)} SELECT {counts}")).one()
+            written += sum(row)
+            break
         conn.execute(sa.text(delete))
         written += conn.execute(sa.text(insert)).rowcount or 0
         level_index += 1

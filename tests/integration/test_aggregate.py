@@ -119,9 +119,13 @@ def test_d3_aggregates_equal_recomputation_incrementally_and_after_reaggregation
 def test_d3_incremental_month_delta_drops_a_group_that_left_the_month(
     idb: str, database_url: str
 ) -> None:
-    # MONTH is updated by deltas on incremental passes (old MONTH - old DAY + new DAY): a
-    # group whose facts all go away must disappear, and other days of the month must stay.
+    # MONTH is updated by deltas on incremental passes (old MONTH - old DAY + new DAY), and
+    # QUARTER and YEAR from the months and quarters before and after: a group whose facts all
+    # go away must disappear, and other days of the month, months of the quarter must stay.
     with psycopg.connect(idb, autocommit=True) as conn:
+        generate(  # another month of the same quarter and year
+            conn, datetime(2026, 6, 9, 6, tzinfo=UTC), 3, agents=12, queues=3, rate=300, seed=10
+        )
         generate(
             conn, datetime(2026, 5, 4, 6, tzinfo=UTC), 6, agents=12, queues=3, rate=300, seed=8
         )
@@ -134,7 +138,8 @@ def test_d3_incremental_month_delta_drops_a_group_that_left_the_month(
         agent = conn.execute(
             sa.text(
                 "SELECT agent_key FROM interaction_segment_fact WHERE agent_key IS NOT NULL "
-                "AND start_ts >= '2026-05-20' ORDER BY agent_key LIMIT 1"
+                "AND start_ts >= '2026-05-20' AND start_ts < '2026-06-01' "
+                "ORDER BY agent_key LIMIT 1"
             )
         ).scalar_one()
         # This agent's May 4 rows go away; the group must survive on May 20 only.
@@ -154,15 +159,24 @@ def test_d3_incremental_month_delta_drops_a_group_that_left_the_month(
             {"a": agent},
         )
         before = conn.execute(
-            sa.text("SELECT offered FROM agg_h_agent_month WHERE agent_key = :a"), {"a": agent}
+            sa.text(
+                "SELECT offered FROM agg_h_agent_month WHERE agent_key = :a "
+                "AND bucket < '2026-06-01'"
+            ),
+            {"a": agent},
         ).scalar_one()
     once(database_url)
     assert mismatches(database_url) == []
     with make_engine(database_url).begin() as conn:
         after = conn.execute(
-            sa.text("SELECT offered FROM agg_h_agent_month WHERE agent_key = :a"), {"a": agent}
+            sa.text(
+                "SELECT offered FROM agg_h_agent_month WHERE agent_key = :a "
+                "AND bucket < '2026-06-01'"
+            ),
+            {"a": agent},
         ).scalar_one()
-        # Now every fact of the agent goes: the group leaves the month entirely.
+        # Now every fact of the agent goes: the group leaves the month, and (June's facts
+        # gone too) the quarter and the year entirely.
         conn.execute(
             sa.text(
                 "INSERT INTO agg_pending (fact, date_time_key) SELECT DISTINCT "
@@ -178,11 +192,14 @@ def test_d3_incremental_month_delta_drops_a_group_that_left_the_month(
     once(database_url)
     assert mismatches(database_url) == []
     with make_engine(database_url).connect() as conn:
-        left = conn.execute(
-            sa.text("SELECT count(*) FROM agg_h_agent_queue_month WHERE agent_key = :a"),
-            {"a": agent},
-        ).scalar_one()
-    assert left == 0
+        for level in ("month", "quarter", "year"):
+            left = conn.execute(
+                sa.text(f"SELECT count(*) FROM agg_h_agent_queue_{level} WHERE agent_key = :a"),
+                {"a": agent},
+            ).scalar_one()
+            assert left == 0, level
+        quarter = conn.execute(sa.text("SELECT count(*) FROM agg_h_agent_quarter")).scalar_one()
+    assert quarter > 0  # the other agents stay
 
 
 def test_d3_a_measure_added_to_the_registry_is_added_and_filled(

@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Mount, Route
 
+from gim_tasks import notify
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.tables import ROLES, job_run, option_value
 from gim_tasks.options import store
@@ -47,6 +48,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/notifications"): "viewer",
     ("POST", "/notifications"): "admin",
     ("POST", "/notifications/{subscription_id}/delete"): "admin",
+    ("GET", "/jobs/{job}/notifications"): "viewer",
+    ("POST", "/jobs/{job}/notifications"): "admin",
     ("GET", "/api/openapi.json"): "viewer",
     ("GET", "/api/docs"): "viewer",
     ("GET", "/api/docs/assets/{name}"): "viewer",
@@ -73,6 +76,10 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/jobs/run"): {"job": "Job_UpdateStats"},
     ("POST", "/options"): {"section": "schedule", "name": "run-export", "value": "false"},
     ("POST", "/notifications"): {"job": "Job_ExportGIM", "recipient": "a@example.com"},
+    ("POST", "/jobs/{job}/notifications"): {
+        "add_email": "b@example.com",
+        "add_email_error": "true",
+    },
     ("POST", "/api/runs"): {"job": "Job_UpdateStats"},
     ("PUT", "/api/options/{section}/{name}"): {"value": "false"},
     ("POST", "/api/notifications"): {"job": "Job_ExportGIM", "recipient": "a@example.com"},
@@ -133,7 +140,13 @@ def _app_routes(app: Any) -> set[tuple[str, str]]:
 
 
 def _call(client: TestClient, method: str, path: str, csrf: str | None) -> Any:
-    url = path.format(run_id=999999, subscription_id=999999, section="schedule", name="run-export")
+    url = path.format(
+        run_id=999999,
+        subscription_id=999999,
+        section="schedule",
+        name="run-export",
+        job="Job_ExportGIM",
+    )
     body = BODIES.get((method, path))
     if path.startswith("/api"):
         headers = {"X-CSRF-Token": csrf} if csrf else {}
@@ -720,3 +733,82 @@ def test_running_tab_filters_by_category_and_run_job_offers_only_startable_jobs(
     assert admin["Job_UpdateStats"] == "Job_UpdateStats (forced only, M7)"
     assert admin["Job_ExportGIM"] == "Job_ExportGIM (forced only, M7)"
     assert admin["Job_ExtractICON"] == "Job_ExtractICON"
+
+
+def test_a3_a_jobs_email_notifications_page_adds_users_and_addresses_and_saves_at_once(
+    web: Web,
+) -> None:
+    """Alma's notification flow (issue 18 item 4): the Scheduled tab's row action opens the
+    job's page; an admin adds a user (picked among those with an address) and an address,
+    changes and removes subscribers, all in one Save; a bad address saves nothing."""
+    auth.add_user(web.engine, "noaddr", "viewer", PASSWORD, "test")  # no e-mail address
+    client, csrf = web.session("admin")
+    scheduled = client.get("/jobs/scheduled").text
+    assert 'href="/jobs/Job_ExportGIM/notifications"' in scheduled
+    page = client.get("/jobs/Job_ExportGIM/notifications").text
+    assert "Nobody is notified of this job." in page
+    picker = re.search(r'<select name="add_user">(.*?)</select>', page, re.S)
+    assert picker is not None
+    offered = re.findall(r'<option value="(\w+)"', picker.group(1))
+    assert offered == ["admin", "operator", "viewer"]  # the users with an address
+    saved = client.post(
+        "/jobs/Job_ExportGIM/notifications",
+        data={
+            "csrf": csrf,
+            "add_user": "viewer",
+            "add_user_success": "true",
+            "add_user_error": "true",
+            "add_email": "ops@example.com",
+            "add_email_error": "true",
+        },
+        follow_redirects=True,
+    )
+    assert "saved: 2 added, 0 changed, 0 removed" in saved.text
+    subscribed = {s["recipient"]: s for s in notify.list_subscriptions(web.engine, "Job_ExportGIM")}
+    assert {k: (v["on_success"], v["on_error"]) for k, v in subscribed.items()} == {
+        "viewer": (True, True),
+        "ops@example.com": (False, True),
+    }
+    viewer_id, ops_id = subscribed["viewer"]["id"], subscribed["ops@example.com"]["id"]
+    assert '<option value="viewer">' not in saved.text  # subscribed: no longer offered
+    refused = client.post(
+        "/jobs/Job_ExportGIM/notifications",
+        data={
+            "csrf": csrf,
+            "sub": [str(viewer_id), str(ops_id)],
+            f"success_{viewer_id}": "true",
+            f"error_{ops_id}": "true",
+            f"remove_{ops_id}": "true",
+            "add_email": "not an address",
+            "add_email_error": "true",
+        },
+        follow_redirects=True,
+    )
+    assert "not saved: recipient &#39;not an address&#39; is neither" in refused.text
+    assert len(notify.list_subscriptions(web.engine, "Job_ExportGIM")) == 2  # nothing lost
+    done = client.post(
+        "/jobs/Job_ExportGIM/notifications",
+        data={
+            "csrf": csrf,
+            "sub": [str(viewer_id), str(ops_id)],
+            f"success_{viewer_id}": "true",
+            f"error_{ops_id}": "true",
+            f"remove_{ops_id}": "true",
+        },
+        follow_redirects=True,
+    )
+    assert "saved: 0 added, 1 changed, 1 removed" in done.text
+    (left,) = notify.list_subscriptions(web.engine, "Job_ExportGIM")
+    assert (left["recipient"], left["on_success"], left["on_error"]) == ("viewer", True, False)
+    # Another job's subscription cannot be edited through this page.
+    other = notify.add_subscription(web.engine, "Job_MaintainGIM", "a@example.com", True, True, "t")
+    sneaky = client.post(
+        "/jobs/Job_ExportGIM/notifications",
+        data={"csrf": csrf, "sub": [str(other)]},
+        follow_redirects=True,
+    )
+    assert f"subscription {other} is not one of Job_ExportGIM" in sneaky.text
+    assert len(notify.list_subscriptions(web.engine, "Job_MaintainGIM")) == 1
+    viewer_page = web.session("viewer")[0].get("/jobs/Job_ExportGIM/notifications").text
+    assert "save-notifications" not in viewer_page and "disabled" in viewer_page
+    assert client.get("/jobs/Job_Nope/notifications").status_code == 404

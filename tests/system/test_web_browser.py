@@ -28,7 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("GIM_TEST_ARTIFACTS", ROOT / ".local" / "test-artifacts"))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags for a closed network: no background fetches, no first-run work, no sandbox as root.
+# The network is cut: every request off loopback goes to a proxy that is not there (port 9,
+# discard) and fails, as on an air-gapped site; loopback, where the app listens, bypasses
+# proxies by Chromium's default rules.
 CHROMIUM_ARGS = [
+    "--proxy-server=http://127.0.0.1:9",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",
@@ -215,6 +219,17 @@ def test_operator_runs_and_stops_a_job_in_the_browser_and_gets_the_mail(
         page.goto(url + "/notifications")
         expect(page.locator("#subscriptions")).to_contain_text("Job_AggregateGIM")
         _shot(page, "notifications")
+        # Alma's flow: the Scheduled tab's row action, add an address, Save.
+        page.goto(url + "/jobs/scheduled")
+        page.click("#scheduled tr[data-job=Job_ExportGIM] a.email-notifications")
+        expect(page.locator("h1")).to_have_text("Email notifications: Job_ExportGIM")
+        page.fill("#add-email input[name=add_email]", "lead@example.com")
+        page.click("#save-notifications")
+        expect(page.locator("#notice")).to_contain_text("saved: 1 added")
+        expect(
+            page.locator("#job-subscribers tr[data-recipient='lead@example.com']")
+        ).to_have_count(1)
+        _shot(page, "job-notifications")
 
         # A3 through the worker's notify task: the error mail reaches the SMTP server.
         stack.wait(lambda: len(smtp.inbox.messages) == 1, 60, "the notification mail")
