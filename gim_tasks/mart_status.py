@@ -97,7 +97,7 @@ def etl_status(engine: sa.Engine) -> dict[str, Any]:
         "pending_by_table": by_table,
         "lag_seconds": lag,
         "newest_fact": _iso(newest_fact),
-        "facts": counts["facts"],
+        "facts": dict(sorted(counts["facts"].items())),
         "last_runs": [
             {
                 "run_id": c.id,
