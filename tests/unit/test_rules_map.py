@@ -1,0 +1,58 @@
+"""docs/RULES.md, the project's rules map (issue "Structure" item 5): every rule id cited in the
+code or the tests has a row; every enforcement point it names resolves to a real attribute of
+gim_tasks; every test it lists exists."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RULE = re.compile(r"(?<![A-Za-z0-9])([SMRADCO]\d{1,2})(?![0-9])")
+ROW = re.compile(r"^\| ([A-Z]\d+) \| (.+?) \| (.+?) \| (.+?) \|$")
+
+
+def _rows() -> dict[str, tuple[str, list[str], list[str]]]:
+    rows = {}
+    for line in (ROOT / "docs" / "RULES.md").read_text().splitlines():
+        found = ROW.match(line)
+        if found:
+            rule, words, where, tests = found.groups()
+            rows[rule] = (words, re.findall(r"`([^`]+)`", where), re.findall(r"`([^`]+)`", tests))
+    return rows
+
+
+def _cited() -> set[str]:
+    """Rule ids the code and the tests cite: in comments, docstrings and test names."""
+    cited: set[str] = set()
+    for folder in ("gim_tasks", "tests"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            cited |= set(RULE.findall(text))
+            for name in re.findall(r"def (test_\w+)", text):
+                cited |= {r.upper() for r in re.findall(r"(?<=_)([smradco]\d{1,2})(?=_|$)", name)}
+    return cited
+
+
+def test_every_cited_rule_is_in_the_map() -> None:
+    missing = _cited() - set(_rows())
+    assert not missing, f"rules cited but not in docs/RULES.md: {sorted(missing)}"
+
+
+def test_every_enforcement_point_resolves() -> None:
+    for rule, (_, where, _) in _rows().items():
+        assert where, rule
+        for point in where:
+            module, _, attribute = point.rpartition(".")
+            loaded = importlib.import_module(f"gim_tasks.{module}")
+            assert hasattr(loaded, attribute), f"{rule}: gim_tasks.{point} does not exist"
+
+
+def test_every_listed_test_exists() -> None:
+    for rule, (words, _, tests) in _rows().items():
+        assert words.strip() and tests, rule
+        for test in tests:
+            path, _, name = test.partition("::")
+            source = (ROOT / path).read_text()
+            assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{rule}: {test} missing"
