@@ -49,7 +49,8 @@ class Settings(BaseSettings):
         ],
     )
     redis_url: str = Field(
-        description="Redis for the Celery broker, RedBeat schedule and run locks.",
+        description="Redis for the Celery broker, RedBeat schedule and beat lock (run exclusivity "
+        "lives in PostgreSQL).",
         examples=["redis://:secret@127.0.0.1:6379/0"],
     )
     flower_user: str = Field(

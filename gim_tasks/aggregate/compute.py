@@ -26,8 +26,7 @@ from gim_tasks.aggregate.registry import (
     Hierarchy,
     aggregate_metadata,
 )
-
-AGG_TABLES_LOCK_KEY = 0x67696D5F616767  # "gim_agg"
+from gim_tasks.db import locks
 
 
 def ensure_tables(conn: Connection) -> None:
@@ -37,7 +36,7 @@ def ensure_tables(conn: Connection) -> None:
     A measure added to an existing table starts at 0 for the rows already there, so the
     hierarchy is queued for a full re-aggregation (M4) of the days it holds, in the same
     transaction: the next aggregation pass fills the new column from the facts."""
-    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AGG_TABLES_LOCK_KEY)))
+    locks.hold(conn, locks.AGGREGATE_TABLES)
     aggregate_metadata.create_all(conn, checkfirst=True)
     present = {
         (row.table_name, row.column_name)

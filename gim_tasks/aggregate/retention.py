@@ -2,7 +2,7 @@
 purge marks maintenance writes when it removes facts or aggregates.
 
 Consistency: maintenance drops fact partitions, and records the mark, in one transaction that
-holds the purge lock (``PURGE_LOCK_KEY``, exclusive). The aggregation job reads the holdings
+holds the purge lock (``db.locks.PURGE``, exclusive). The aggregation job reads the holdings
 under the same lock taken shared, in the transaction that then rebuilds, so nothing it was
 checked against vanishes before its rebuild commits. (Transform's partition creation takes the
 partition lock, not this one: a long re-aggregation never holds up a load.)
@@ -16,17 +16,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gim_tasks.aggregate.safety import Holdings
+from gim_tasks.db import locks
 from gim_tasks.db.mart_tables import purge_mark
 from gim_tasks.options.values import Options
 
 KEEP_OPTIONS = ("days-to-keep-facts", "days-to-keep-aggregates")
-PURGE_LOCK_KEY = 0x67696D5F707267  # "gim_prg"
 
 
 def lock_purge(conn: Connection, shared: bool) -> None:
     """The purge lock, to the end of the transaction: exclusive to purge, shared to rebuild."""
-    take = sa.func.pg_advisory_xact_lock_shared if shared else sa.func.pg_advisory_xact_lock
-    conn.execute(sa.select(take(PURGE_LOCK_KEY)))
+    locks.hold(conn, locks.PURGE, shared=shared)
 
 
 def load_holdings(

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-PARTITION_LOCK_KEY = 0x67696D5F706172  # "gim_par"
+from gim_tasks.db import locks
 
 
 def partition_name(table: str, day: date) -> str:
@@ -40,7 +40,7 @@ def ensure_partitions(conn: Connection, table: str, days: Iterable[date]) -> lis
     missing = [day for day in wanted if partition_name(table, day) not in existing]
     if not missing:
         return []
-    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PARTITION_LOCK_KEY)))
+    locks.hold(conn, locks.PARTITIONS)
     existing = existing_partitions(conn, table)  # again, under the lock
     created = []
     for day in missing:

@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.types import UserDefinedType
 
+from gim_tasks.db import locks
+
 metadata = MetaData()
 SCHEMA_VERSION = 1
 
@@ -142,7 +144,7 @@ END $$;
 def init_idb(engine: Engine) -> list[str]:
     """Create (or complete) the IDB schema; idempotent. Returns the tables created."""
     with engine.begin() as conn:
-        conn.execute(text("SELECT pg_advisory_xact_lock(7364823)"))  # one initialiser at a time
+        locks.hold(conn, locks.IDB_INIT)  # one initialiser at a time
         existing = set(conn.dialect.get_table_names(conn))
         metadata.create_all(conn)
         conn.execute(text(_TRIGGER))

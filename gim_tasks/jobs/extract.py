@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import zlib
 from dataclasses import dataclass
 from functools import partial
 from urllib.parse import urlsplit
@@ -33,6 +32,7 @@ from psycopg import sql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 
+from gim_tasks.db import locks
 from gim_tasks.db.mart_tables import STAGING, extract_mark, idb_source
 from gim_tasks.idb import schema as idb
 from gim_tasks.jobs.base import Aborted, JobContext, batch_transaction_settings, in_parallel
@@ -40,12 +40,6 @@ from gim_tasks.jobs.transform import TRAFFIC_SOURCES
 from gim_tasks.settings import redact
 
 log = logging.getLogger("gim_tasks.jobs.extract")
-STAGING_WRITE_LOCK_CLASS = 0x67696D73  # "gims": with a staging table's key, its writer lock
-
-
-def staging_lock_key(table: str) -> int:
-    """The second key of a staging table's writer lock (a stable signed 32-bit hash)."""
-    return zlib.crc32(table.encode()) - 2**31
 
 
 def idb_name(url: str) -> str:
@@ -197,13 +191,7 @@ def extract_table(
             # Serialise the writers of this staging table (a transaction-scoped advisory lock):
             # its load_seq order is then its commit order, which Transform's mark relies on
             # (transform.py). Different tables are extracted in parallel.
-            conn.execute(
-                sa.select(
-                    sa.func.pg_advisory_xact_lock(
-                        STAGING_WRITE_LOCK_CLASS, staging_lock_key(staging.name)
-                    )
-                )
-            )
+            locks.hold(conn, locks.STAGING_WRITE, table=staging.name)
             raw = conn.connection.dbapi_connection
             assert isinstance(raw, psycopg.Connection)
             column_list = ", ".join(["idb_id", *_source_columns(table)])

@@ -25,10 +25,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.aggregate.registry import HIERARCHIES
 from gim_tasks.aggregate.retention import lock_purge, mark_purged
-from gim_tasks.db import calendar
+from gim_tasks.db import calendar, locks
 from gim_tasks.db import mart_tables as mart
 from gim_tasks.db.partitions import (
-    PARTITION_LOCK_KEY,
     ensure_partitions,
     existing_partitions,
 )
@@ -97,7 +96,7 @@ def step_partitions_ahead(ctx: JobContext, conn: Connection) -> dict[str, object
 def step_expired_partitions(ctx: JobContext, conn: Connection) -> dict[str, object]:
     keep = int(ctx.options.get("gim-etl", "days-to-keep-facts"))
     oldest_kept = _today(ctx) - timedelta(days=keep)
-    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PARTITION_LOCK_KEY)))
+    locks.hold(conn, locks.PARTITIONS)
     lock_purge(conn, shared=False)  # D5: no rebuild reads holdings while partitions go
     dropped = []
     purged_before = date.min

@@ -14,13 +14,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from gim_tasks.db import locks
 from gim_tasks.db.tables import option_change, option_value
 from gim_tasks.options.paths import check_confined
 from gim_tasks.options.registry import lookup
 from gim_tasks.options.values import Change, Key, Options, read_ini
-
-#: pg_advisory_xact_lock key serialising option writes ("gim_opt").
-OPTIONS_LOCK_KEY = 0x67696D5F6F7074
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ def load_options(conn: Connection) -> Options:
 
 
 def _lock(conn: Connection) -> None:
-    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(OPTIONS_LOCK_KEY)))
+    locks.hold(conn, locks.OPTIONS)
 
 
 def _write(conn: Connection, key: Key, text: str | None, actor: str) -> OptionUpdate:

@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Engine
 
 from gim_tasks import notify
+from gim_tasks.db import locks
 from gim_tasks.db.engine import make_engine, session_name
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.registry import BODIES
@@ -36,7 +37,6 @@ from gim_tasks.runtime import incidents
 from gim_tasks.runtime.dispatch import send
 from gim_tasks.runtime.execution import LEASE_SECONDS
 from gim_tasks.runtime.health import CachedServerCheck
-from gim_tasks.runtime.locks import ADMISSION_LOCK_KEY
 from gim_tasks.runtime.state import load_state
 from gim_tasks.schedule.engine import Hold, Launch, Release, Skip, Stop, Tick, decide
 from gim_tasks.schedule.jobs import BY_NAME
@@ -168,7 +168,7 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
     for missing in {a.job for a in tick.actions if isinstance(a, Launch)} - set(BODIES):
         log.warning("%s is due but cannot run in this version yet: not launched", missing)
     with engine.begin() as conn:
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADMISSION_LOCK_KEY)))
+        locks.hold(conn, locks.ADMISSION)
         for action in actions:
             if isinstance(action, Launch | Hold | Skip):
                 state = {Launch: "Scheduled", Hold: "Scheduled", Skip: "Rejected"}[type(action)]

@@ -17,11 +17,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from gim_tasks.db import locks
 from gim_tasks.db.tables import job_run
 from gim_tasks.errors import Conflict, GimError, NotFound
 from gim_tasks.lifecycle import StopKind
 from gim_tasks.options import store
-from gim_tasks.runtime.locks import ADMISSION_LOCK_KEY
 from gim_tasks.runtime.runs import worker_name
 from gim_tasks.runtime.state import load_state
 from gim_tasks.schedule.admission import RunRequest, Via, admit
@@ -80,7 +80,7 @@ def request_run(
     """M0, M1: admit a manual run through :func:`gim_tasks.schedule.admission.admit`.
 
     The decision and its record are made under the admission lock (the advisory lock the
-    beat's decisions take, ADMISSION_LOCK_KEY), so the state it decides on cannot change
+    beat's decisions take, ``db.locks.ADMISSION``), so the state it decides on cannot change
     before the record is committed; the partial unique index on Running runs (S2) backs it.
 
     Returns Running (send it to a worker with :func:`gim_tasks.runtime.beat.send`, or, for an
@@ -90,7 +90,7 @@ def request_run(
     request = RunRequest(job, actor, via, _params_text(params), force)
     refused = refusal if refusal is not None else deployment_refusal(engine, settings)
     with engine.begin() as conn:
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADMISSION_LOCK_KEY)))
+        locks.hold(conn, locks.ADMISSION)
         all_options = store.load_options(conn)
         state = load_state(conn, {})
         at = now or datetime.now(UTC)
@@ -153,7 +153,7 @@ def readmit(
     waiting runs."""
     refused = refusal if refusal is not None else deployment_refusal(engine)
     with engine.begin() as conn:
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADMISSION_LOCK_KEY)))
+        locks.hold(conn, locks.ADMISSION)
         row = conn.execute(sa.select(job_run).where(job_run.c.id == run_id).with_for_update()).one()
         if row.state != "Scheduled":
             return Admission(run_id, row.state, row.reason)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import re
 
 from alembic import context
-from sqlalchemy import text
 
-from gim_tasks.db import mart_tables  # noqa: F401 - registers the Info Mart tables
+from gim_tasks.db import (
+    locks,
+    mart_tables,  # noqa: F401 - registers the Info Mart tables
+)
 from gim_tasks.db.tables import metadata
-
-# Any constant shared by all gim-tasks processes: the advisory lock that serialises migrations,
-# so two pods running `gim db upgrade` at once do not both apply a revision.
-MIGRATION_LOCK_KEY = 0x67696D5F6D6967  # "gim_mig"
 
 PARTITION = re.compile(r"_p\d{8}$")
 
@@ -26,7 +24,7 @@ def include_object(
 
 
 connection = context.config.attributes["connection"]
-connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+locks.hold_session(connection, locks.MIGRATION)  # two pods upgrading at once: one applies
 try:
     context.configure(
         connection=connection,
@@ -37,4 +35,4 @@ try:
     with context.begin_transaction():
         context.run_migrations()
 finally:
-    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    locks.release_session(connection, locks.MIGRATION)
