@@ -57,7 +57,8 @@ def test_a_typo_in_a_manifest_fails_the_check() -> None:
 
 
 def _compose_schema() -> dict[str, Any]:
-    schema = resources.files("check_jsonschema") / "builtin_schemas" / "vendor" / "compose-spec.json"
+    vendor = resources.files("check_jsonschema") / "builtin_schemas" / "vendor"
+    schema = vendor / "compose-spec.json"
     return json.loads(schema.read_text())
 
 
