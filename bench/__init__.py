@@ -16,7 +16,7 @@ from typing import Any
 def servers() -> Iterator[tuple[Path, Any, Any]]:
     """A throw-away PostgreSQL and Redis on free ports: (scratch directory, PostgresServer,
     RedisServer); both stopped and the directory removed afterwards."""
-    from gim_tasks.localstack import PostgresServer, RedisServer, free_port
+    from devtools.localstack import PostgresServer, RedisServer, free_port
 
     base = Path(tempfile.mkdtemp(prefix="gim-bench-"))
     base.chmod(0o755)  # PostgreSQL may run as another user (we may be root)

@@ -27,6 +27,7 @@ import psycopg
 import sqlalchemy as sa
 
 from bench import median_per_history
+from devtools.localstack import PostgresServer, scratch_postgres
 from gim_tasks.aggregate.params import parse
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
@@ -34,7 +35,6 @@ from gim_tasks.idb.generator import generate
 from gim_tasks.idb.schema import init_idb
 from gim_tasks.jobs import aggregate, extract, transform
 from gim_tasks.jobs.base import JobContext
-from gim_tasks.localstack import PostgresServer, scratch_postgres
 from gim_tasks.options.values import Options
 
 START = datetime(2026, 10, 1, tzinfo=UTC)

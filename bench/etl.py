@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from bench import median_per_history
+from devtools.localstack import PG_SUPERUSER, PostgresServer, scratch_postgres
 from gim_tasks.db import migrate
 from gim_tasks.db.calendar import key_sql
 from gim_tasks.db.engine import make_engine
@@ -37,7 +38,6 @@ from gim_tasks.idb.generator import arrival_weight, generate
 from gim_tasks.idb.schema import init_idb
 from gim_tasks.jobs import extract, transform
 from gim_tasks.jobs.base import JobContext
-from gim_tasks.localstack import PG_SUPERUSER, PostgresServer, scratch_postgres
 from gim_tasks.options.values import Options
 
 START = datetime(2026, 10, 1, tzinfo=UTC)

@@ -19,12 +19,12 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import sqlalchemy as sa
 
+from devtools.localstack import scratch_postgres
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.partitions import ensure_partitions
 from gim_tasks.jobs import export
 from gim_tasks.jobs.base import JobContext
-from gim_tasks.localstack import scratch_postgres
 from gim_tasks.options.values import Options
 
 START = datetime(2026, 11, 1, tzinfo=UTC)

@@ -29,12 +29,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from devtools.localstack import scratch_postgres
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.partitions import ensure_partitions
 from gim_tasks.jobs.base import JobContext
 from gim_tasks.jobs.maintain import step_expired_partitions
-from gim_tasks.localstack import scratch_postgres
 from gim_tasks.options.values import Options
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)

@@ -32,12 +32,12 @@ import redis as redis_lib
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
+from devtools.localstack import PostgresServer, RedisServer, free_port
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
 from gim_tasks.errors import LocalStackError
 from gim_tasks.idb.generator import generate
 from gim_tasks.idb.schema import init_idb
-from gim_tasks.localstack import PostgresServer, RedisServer, free_port
 from gim_tasks.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]

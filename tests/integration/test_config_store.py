@@ -152,7 +152,7 @@ def test_cli_check_reports_errors_with_items_and_exit_code(
 def test_cli_check_names_unreachable_redis(
     gim_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gim_tasks.localstack import free_port
+    from devtools.localstack import free_port
     from gim_tasks.settings import get_settings
 
     monkeypatch.setenv("GIM_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")

@@ -9,12 +9,12 @@ import pytest
 import sqlalchemy as sa
 from conftest import Smtp
 
+from devtools.localstack import free_port
 from gim_tasks import notify
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.tables import job_run, notification
 from gim_tasks.errors import GimError
 from gim_tasks.jobs.base import Counts
-from gim_tasks.localstack import free_port
 from gim_tasks.runtime.runs import finish_run
 from gim_tasks.settings import get_settings
 from gim_tasks.web import auth

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gim_tasks.localstack import RedisServer, free_port
+from devtools.localstack import RedisServer, free_port
 
 GIM = str(Path(sys.executable).with_name("gim"))
 

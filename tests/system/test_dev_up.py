@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from gim_tasks.localstack import free_port, port_open
+from devtools.localstack import free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_LIMIT_SECONDS = 120  # issue 3: a living system within two minutes

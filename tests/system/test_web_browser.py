@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from conftest import Smtp, Stack
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from devtools.localstack import free_port
 from gim_tasks import notify
 from gim_tasks.db.tables import job_run
-from gim_tasks.localstack import free_port
 from gim_tasks.web import auth
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -159,7 +159,7 @@ def test_readme_option_reference_is_the_generated_one() -> None:
 def test_demo_options_are_valid_and_pass_the_check_at_any_hour(hour: int) -> None:
     from datetime import UTC, datetime
 
-    from gim_tasks.devtools.demo import demo_options
+    from devtools.demo import demo_options
 
     now = datetime(2026, 11, 22, hour, 58, tzinfo=UTC)
     options = Options.from_texts(parse_ini(demo_options(now)), strict=True)

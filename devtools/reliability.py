@@ -41,6 +41,7 @@ import psycopg
 import sqlalchemy as sa
 from celery import Celery
 
+from devtools.localstack import PostgresServer, RedisServer, free_port
 from gim_tasks.aggregate.compute import ensure_tables, fact_day_span, verify
 from gim_tasks.aggregate.registry import HIERARCHIES
 from gim_tasks.db import migrate
@@ -51,7 +52,6 @@ from gim_tasks.idb.generator import generate
 from gim_tasks.idb.schema import init_idb
 from gim_tasks.jobs.aggregate import run_once
 from gim_tasks.jobs.registry import body_of
-from gim_tasks.localstack import PostgresServer, RedisServer, free_port
 from gim_tasks.options import store
 from gim_tasks.runtime import manager
 from gim_tasks.runtime.beat import GimScheduler, sweep_lost
@@ -69,6 +69,7 @@ from gim_tasks.schedule.jobs import (
 from gim_tasks.settings import Settings
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]  # the checkout
 GIM = str(BIN / "gim")
 LEASE_SECONDS = 4
 HEARTBEAT_SECONDS = 1
@@ -151,6 +152,11 @@ class Lab:
             "GIM_LEASE_SECONDS": str(LEASE_SECONDS),
             "GIM_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            # The suite is not installed (not in the wheel): a beat it starts with its own
+            # scheduler class (clock-jump) imports it from the checkout.
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
         }
         self.engine = make_engine(self.env["GIM_DATABASE_URL"])
         # The lab's processes' settings, for admission's configuration check (C2) here.

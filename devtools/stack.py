@@ -8,9 +8,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from gim_tasks.localstack import PostgresServer, RedisServer
+from devtools.localstack import PostgresServer, RedisServer
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 #: Source databases of the local stack: one voice and one multimedia IDB (SPEC §0).
 DEV_IDBS = ("idb_voice", "idb_mm")

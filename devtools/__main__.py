@@ -1,4 +1,4 @@
-"""``python -m gim_tasks.devtools``: the Python half of ``./dev`` (see ``./dev help``)."""
+"""``python -m devtools``: the Python half of ``./dev`` (see ``./dev help``)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ import sqlalchemy as sa
 import typer
 from sqlalchemy.engine import Engine
 
+from devtools.demo import demo_options
+from devtools.localstack import port_open
+from devtools.stack import DEV_WEB_PASSWORD, DEV_WEB_USER, DevStack
+from devtools.supervisor import Supervisor
 from gim_tasks import notify
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.roles import grant_web
-from gim_tasks.devtools.demo import demo_options
-from gim_tasks.devtools.stack import DEV_WEB_PASSWORD, DEV_WEB_USER, DevStack
-from gim_tasks.devtools.supervisor import Supervisor
 from gim_tasks.errors import GimError
 from gim_tasks.idb.schema import init_idb
-from gim_tasks.localstack import port_open
 from gim_tasks.options.store import import_options
 from gim_tasks.web import auth
 
@@ -217,7 +217,7 @@ def reliability(
     from rich.console import Console
     from rich.table import Table
 
-    from gim_tasks.devtools import reliability as suite
+    from devtools import reliability as suite
 
     names = scenario or list(suite.SCENARIOS)
     unknown = [name for name in names if name not in suite.SCENARIOS]
