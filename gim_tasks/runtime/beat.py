@@ -52,11 +52,16 @@ def sweep_lost(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
     """R2: Running runs without a heartbeat for LEASE_SECONDS end Failed ("worker lost"), or
     Stopped when a stop had been requested. Their fencing token stops any late write.
 
-    First the sessions their process opened before its last heartbeat are ended: a paused
-    process (SIGSTOP, a frozen VM) keeps its locks, the run row's FOR SHARE fence and the
-    extraction marks in the middle of a COPY among them, and would block this sweep and every
-    later run of its job. The update then waits at most 2 s for a row lock, so a tick never
-    hangs (the next tick tries again)."""
+    First the sessions of their process are ended: a paused process (SIGSTOP, a frozen VM)
+    keeps its locks, the run row's FOR SHARE fence, the extraction marks and a staging table's
+    writer lock in the middle of a COPY among them (a COPY waiting for its client is "active",
+    so no idle-in-transaction timeout ends it), and would block this sweep and every later run
+    of its job. Every session of the process goes, including those it opened after its last
+    heartbeat (a parallel table's new connection, just before the pause: the reliability
+    suite's sigstop scenario hung on one), unless the process runs another run now: then only
+    the sessions older than the lost run's last heartbeat, which cannot be the new run's. The
+    update then waits at most 2 s for a row lock, so a tick never hangs (the next tick tries
+    again)."""
     with engine.connect() as conn:
         lost = conn.execute(
             sa.text(
@@ -75,9 +80,16 @@ def sweep_lost(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
                 sa.text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                     "WHERE application_name = :name AND datname = current_database() "
-                    "AND backend_start <= :last_beat AND pid <> pg_backend_pid()"
+                    "AND pid <> pg_backend_pid() AND (backend_start <= :last_beat OR NOT "
+                    "EXISTS (SELECT 1 FROM job_run r WHERE r.worker = :worker "
+                    "AND r.state = 'Running' AND r.id <> :run))"
                 ),
-                {"name": session_name(worker), "last_beat": last_beat},
+                {
+                    "name": session_name(worker),
+                    "last_beat": last_beat,
+                    "worker": worker,
+                    "run": run_id,
+                },
             ).scalar_one()
         if ended:
             log.warning("run %s: ended %s session(s) of its lost process %s", run_id, ended, worker)

@@ -455,3 +455,49 @@ def test_r4_a_block_of_the_check_fails_each_firing_but_mails_once_when_it_starts
     assert "date-time-min-days-ahead" in letters[0].get_content()
     assert letters[1]["Subject"] == "[gim-tasks] Job_ExtractICON no longer blocked"
     assert "3 blocked firings" in letters[1].get_content()
+
+
+def test_r2_sweep_also_ends_a_session_the_paused_process_opened_after_its_last_heartbeat(
+    gim_env: dict[str, str],
+) -> None:
+    """A parallel table's connection opened just before the pause (after the last heartbeat)
+    holds a staging table's writer lock in a COPY: it is ended too, since the process runs no
+    other run. A process that does run another run keeps its newer sessions."""
+    import psycopg
+
+    from gim_tasks.db import locks
+    from gim_tasks.runtime.beat import sweep_lost
+
+    engine = make_engine(gim_env["GIM_DATABASE_URL"])
+
+    def running(job: str, worker: str, heartbeat: str) -> int:
+        with engine.begin() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO job_run (job, trigger, actor, state, started_at, "
+                        "heartbeat_at, worker, fencing_token) VALUES (:j, 'manual', 't', "
+                        f"'Running', now(), {heartbeat}, :w, 1) RETURNING id"
+                    ),
+                    {"j": job, "w": worker},
+                ).scalar_one()
+            )
+
+    lost = running("Job_ExtractICON", "pausedhost:7", "now() - interval '1 minute'")
+    newer = psycopg.connect(gim_env["GIM_DATABASE_URL"], application_name="gim-tasks pausedhost:7")
+    newer.execute(
+        "SELECT pg_advisory_xact_lock(%s, %s)",
+        (locks.STAGING_WRITE.key, locks.table_key("stg_party_segment")),
+    )
+    # Another process: its lost run is an old one, and it runs another run now.
+    running("Job_TransformGIM", "busyhost:8", "now() - interval '1 minute'")
+    running("Job_MaintainGIM", "busyhost:8", "now() + interval '1 day'")  # heartbeating
+    busy = psycopg.connect(gim_env["GIM_DATABASE_URL"], application_name="gim-tasks busyhost:8")
+    busy.execute("SELECT 1")
+    swept = sweep_lost(engine, lease=30)
+    assert lost in swept and len(swept) == 2
+    with pytest.raises(psycopg.OperationalError):
+        newer.execute("SELECT 1")  # ended although younger than the last heartbeat
+    assert busy.execute("SELECT 1").fetchone() == (1,)  # the other run's session stays
+    busy.close()
+    engine.dispose()
