@@ -9,17 +9,40 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-#: Run states of SPEC R1 (the ``job_run.state`` constraint is built from this).
-RUN_STATES = (
-    "Scheduled",
-    "Running",
-    "Completed",
-    "Completed with warnings",
-    "Failed",
-    "Stopped",
-    "Cancelled",
-    "Rejected",
-)
+
+class RunState(StrEnum):
+    """Run states of SPEC R1. The only place their names are written: code says
+    ``RunState.RUNNING`` (a StrEnum: it is the text "Running" in SQL, JSON and templates), and a
+    unit test refuses a state literal anywhere else in gim_tasks (the schema and its migrations,
+    which are frozen text, and type-level ``Literal[...]`` declarations excepted)."""
+
+    SCHEDULED = "Scheduled"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    COMPLETED_WITH_WARNINGS = "Completed with warnings"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+    CANCELLED = "Cancelled"
+    REJECTED = "Rejected"
+
+
+#: Run states of SPEC R1 in order (the ``job_run.state`` constraint is built from this).
+RUN_STATES = tuple(state.value for state in RunState)
+#: States of a run that ended well (R4 successes besides planned stops).
+COMPLETED_STATES = (RunState.COMPLETED, RunState.COMPLETED_WITH_WARNINGS)
+
+
+class Trigger(StrEnum):
+    """What started a run (SPEC M8): the scheduler's firing, a person, a forced start (M7), or
+    the scheduler restarting aggregation inside its window or after maintenance (S7, M3)."""
+
+    SCHEDULED = "scheduled"
+    MANUAL = "manual"
+    FORCED = "forced"
+    RESTART = "restart"
+
+
+TRIGGERS = tuple(trigger.value for trigger in Trigger)
 
 #: Roles of SPEC A5, weakest first: each role may do what the ones before it may.
 ROLES = ("viewer", "operator", "admin")

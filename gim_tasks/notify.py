@@ -40,7 +40,7 @@ from gim_tasks.db.tables import (
     web_user,
 )
 from gim_tasks.errors import Conflict, GimError, NotFound
-from gim_tasks.lifecycle import outcome
+from gim_tasks.lifecycle import RunState, outcome
 from gim_tasks.options import store
 from gim_tasks.schedule.jobs import BY_NAME, JOB_NAMES
 from gim_tasks.schedule.localtime import zone
@@ -48,8 +48,8 @@ from gim_tasks.settings import Settings
 
 log = logging.getLogger("gim_tasks.notify")
 
-SUCCESS_STATES = ("Completed", "Completed with warnings")
-ERROR_STATES = ("Failed", "Stopped")
+SUCCESS_STATES = (RunState.COMPLETED, RunState.COMPLETED_WITH_WARNINGS)
+ERROR_STATES = (RunState.FAILED, RunState.STOPPED)
 #: After this many failed attempts a mail is given up (state failed, error kept).
 MAX_ATTEMPTS = 12
 SMTP_TIMEOUT_SECONDS = 20
@@ -216,7 +216,7 @@ def compose(
     head = [f"Job:        {run.job} ({category})"]
     if letter.kind == "end":
         state = run.state
-        if state == "Completed with warnings":
+        if state == RunState.COMPLETED_WITH_WARNINGS:
             headline = f"{state} ({run.warnings} warning{'s' if run.warnings != 1 else ''})"
         else:
             headline = state
@@ -236,9 +236,9 @@ def compose(
         ]
         if run.error:
             lines.append(f"Error:      {run.error}")
-        if run.reason and state in ("Stopped", "Rejected", "Cancelled"):
+        if run.reason and state in (RunState.STOPPED, RunState.REJECTED, RunState.CANCELLED):
             lines.append(f"Reason:     {run.reason}")
-        if run.ended_by and state in ("Stopped", "Cancelled"):
+        if run.ended_by and state in (RunState.STOPPED, RunState.CANCELLED):
             lines.append(f"By:         {run.ended_by}")
         if letter.discards:
             lines.append("Discarded rows by reason:")

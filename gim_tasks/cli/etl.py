@@ -19,7 +19,7 @@ from gim_tasks.cli.common import (
     settings,
 )
 from gim_tasks.errors import GimError
-from gim_tasks.lifecycle import Via
+from gim_tasks.lifecycle import RunState, Via
 from gim_tasks.schedule.jobs import JOB_NAMES
 
 if TYPE_CHECKING:
@@ -277,15 +277,17 @@ def report_local(outcome: LocalOutcome, job: str, quiet: bool = False) -> None:
                 f"run {outcome.run_id} ({job}): {outcome.state}: {outcome.reason}", markup=False
             )
         else:
-            detail = outcome.error or (outcome.reason if outcome.state == "Stopped" else None)
+            detail = outcome.error or (
+                outcome.reason if outcome.state == RunState.STOPPED else None
+            )
             out.print(
                 f"run {outcome.run_id} ({job}): {outcome.state} (read {counts.read:,}, written "
                 f"{counts.written:,}, discarded {counts.discarded:,}, warnings "
                 f"{counts.warnings})" + (f": {detail}" if detail else ""),
                 markup=False,
             )
-    if outcome.state not in ("Completed", "Completed with warnings"):
-        raise typer.Exit(130 if outcome.state == "Stopped" else 1)
+    if outcome.state not in (RunState.COMPLETED, RunState.COMPLETED_WITH_WARNINGS):
+        raise typer.Exit(130 if outcome.state == RunState.STOPPED else 1)
 
 
 __all__ = ["etl_app", "idb_app", "report_local", "run_local"]

@@ -14,26 +14,38 @@ import typer
 from gim_tasks.cli.common import ActorOption, JsonFlag, current_actor, mart_engine, out, settings
 from gim_tasks.cli.etl import report_local, run_local
 from gim_tasks.errors import GimError
-from gim_tasks.lifecycle import Via
+from gim_tasks.lifecycle import RunState, Via
 from gim_tasks.runtime.queues import QUEUES
 
 # The manager (SQLAlchemy), Celery's client and rich are imported inside the commands.
 
 CELERY_APP = "gim_tasks.runtime.celery_app"
 SCHEDULER = "gim_tasks.runtime.beat:GimScheduler"
-FINAL = ("Completed", "Completed with warnings", "Failed", "Stopped", "Cancelled", "Rejected")
+FINAL = (
+    RunState.COMPLETED,
+    RunState.COMPLETED_WITH_WARNINGS,
+    RunState.FAILED,
+    RunState.STOPPED,
+    RunState.CANCELLED,
+    RunState.REJECTED,
+)
 
 
 def _describe(run: dict[str, Any]) -> str:
     text = f"run {run['id']} ({run['job']}): {run['state']}"
-    if run["state"] in ("Completed", "Completed with warnings", "Failed", "Stopped"):
+    if run["state"] in (
+        RunState.COMPLETED,
+        RunState.COMPLETED_WITH_WARNINGS,
+        RunState.FAILED,
+        RunState.STOPPED,
+    ):
         text += (
             f" (read {run['rows_read']:,}, written {run['rows_written']:,}, discarded "
             f"{run['rows_discarded']:,}, warnings {run['warnings']})"
         )
     if run.get("error"):
         text += f": {run['error']}"
-    elif run.get("reason") and run["state"] != "Completed":
+    elif run.get("reason") and run["state"] != RunState.COMPLETED:
         text += f": {run['reason']}"
     return text
 
@@ -107,13 +119,13 @@ def run_command(
     admission = request_and_send(mart_engine(), job, who, params, force, via=Via.CLI)
     line = f"run {admission.run_id} ({job}): {admission.state}"
     out.print(line + (f": {admission.reason}" if admission.reason else ""), markup=False)
-    if admission.state == "Rejected":
+    if admission.state == RunState.REJECTED:
         raise typer.Exit(1)
     if wait:
         run = wait_for(admission.run_id)
         out.print(_describe(run), markup=False)
-        if run["state"] not in ("Completed", "Completed with warnings"):
-            raise typer.Exit(130 if run["state"] == "Stopped" else 1)
+        if run["state"] not in (RunState.COMPLETED, RunState.COMPLETED_WITH_WARNINGS):
+            raise typer.Exit(130 if run["state"] == RunState.STOPPED else 1)
 
 
 def stop_command(

@@ -31,7 +31,7 @@ from gim_tasks.db import locks
 from gim_tasks.db.engine import make_engine, session_name
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.registry import BODIES
-from gim_tasks.lifecycle import SkipKind
+from gim_tasks.lifecycle import RunState, SkipKind, StopKind
 from gim_tasks.options import store
 from gim_tasks.runtime import incidents
 from gim_tasks.runtime.dispatch import send
@@ -43,6 +43,8 @@ from gim_tasks.schedule.jobs import BY_NAME
 from gim_tasks.settings import get_settings
 
 log = logging.getLogger("gim_tasks.runtime.beat")
+#: Run states as bound parameters of this module's SQL (``:running``, ``:failed``, ...).
+STATES = {state.name.lower(): state.value for state in RunState}
 
 CURSORS_KEY = "gim:cursors"
 STOP_GRACE_SECONDS = 60.0  # M6: cooperative stop first, revoke(terminate) after this
@@ -65,10 +67,10 @@ def sweep_lost(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
     with engine.connect() as conn:
         lost = conn.execute(
             sa.text(
-                "SELECT id, worker, heartbeat_at FROM job_run WHERE state = 'Running' "
+                "SELECT id, worker, heartbeat_at FROM job_run WHERE state = :running "
                 "AND heartbeat_at < now() - make_interval(secs => :lease)"
             ),
-            {"lease": lease},
+            {"lease": lease, "running": RunState.RUNNING},
         ).all()
     if not lost:
         return []
@@ -82,9 +84,10 @@ def sweep_lost(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
                     "WHERE application_name = :name AND datname = current_database() "
                     "AND pid <> pg_backend_pid() AND (backend_start <= :last_beat OR NOT "
                     "EXISTS (SELECT 1 FROM job_run r WHERE r.worker = :worker "
-                    "AND r.state = 'Running' AND r.id <> :run))"
+                    "AND r.state = :running AND r.id <> :run))"
                 ),
                 {
+                    "running": RunState.RUNNING,
                     "name": session_name(worker),
                     "last_beat": last_beat,
                     "worker": worker,
@@ -99,14 +102,14 @@ def sweep_lost(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
             rows = conn.execute(
                 sa.text(
                     "UPDATE job_run SET state = CASE WHEN stop_requested_at IS NULL THEN "
-                    "'Failed' ELSE 'Stopped' END, stop_kind = CASE WHEN stop_requested_at IS "
+                    ":failed ELSE :stopped END, stop_kind = CASE WHEN stop_requested_at IS "
                     "NULL THEN NULL ELSE coalesce(stop_kind, 'shutdown') END, "
                     "ended_at = now(), error = coalesce(error, "
                     "'worker lost: no heartbeat for ' || :lease || ' s (R2)') "
-                    "WHERE id = ANY(:ids) AND state = 'Running' "
+                    "WHERE id = ANY(:ids) AND state = :running "
                     "AND heartbeat_at < now() - make_interval(secs => :lease) RETURNING id"
                 ),
-                {"lease": lease, "ids": [row[0] for row in lost]},
+                {"lease": lease, "ids": [row[0] for row in lost], **STATES},
             ).all()
     except sa.exc.OperationalError as error:
         log.warning("sweep of lost runs postponed: %s", str(error).splitlines()[0])
@@ -122,12 +125,12 @@ def sweep_abandoned_waits(engine: Engine, lease: float = LEASE_SECONDS) -> list[
     with engine.begin() as conn:
         rows = conn.execute(
             sa.text(
-                "UPDATE job_run SET state = 'Cancelled', ended_at = now(), reason = "
+                "UPDATE job_run SET state = :cancelled, ended_at = now(), reason = "
                 "'its waiting process is gone: no heartbeat for ' || :lease || ' s (R2)' "
-                "WHERE state = 'Scheduled' AND in_process "
+                "WHERE state = :scheduled AND in_process "
                 "AND heartbeat_at < now() - make_interval(secs => :lease) RETURNING id"
             ),
-            {"lease": lease},
+            {"lease": lease, **STATES},
         ).all()
     return [row[0] for row in rows]
 
@@ -139,12 +142,12 @@ def overdue_stops(engine: Engine) -> list[tuple[int, str | None]]:
     with engine.begin() as conn:
         rows = conn.execute(
             sa.text(
-                "UPDATE job_run SET stop_kind = 'terminated' WHERE state = 'Running' "
+                "UPDATE job_run SET stop_kind = :terminated WHERE state = :running "
                 "AND task_id IS NOT NULL AND NOT in_process "
                 "AND stop_requested_at < now() - make_interval(secs => :grace) "
                 "RETURNING id, task_id"
             ),
-            {"grace": STOP_GRACE_SECONDS},
+            {"grace": STOP_GRACE_SECONDS, "terminated": StopKind.TERMINATED, **STATES},
         ).all()
     return [(row[0], row[1]) for row in rows]
 
@@ -162,11 +165,11 @@ def unclaimed(engine: Engine, older_than: float = RESEND_SECONDS) -> list[tuple[
     with engine.begin() as conn:
         rows = conn.execute(
             sa.text(
-                "UPDATE job_run SET dispatched_at = now() WHERE state = 'Scheduled' AND "
+                "UPDATE job_run SET dispatched_at = now() WHERE state = :scheduled AND "
                 "NOT in_process AND dispatched_at < now() - make_interval(secs => :age) "
                 "RETURNING id, job"
             ),
-            {"age": older_than},
+            {"age": older_than, **STATES},
         ).all()
     return [(row[0], row[1]) for row in rows]
 
@@ -183,7 +186,11 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
         locks.hold(conn, locks.ADMISSION)
         for action in actions:
             if isinstance(action, Launch | Hold | Skip):
-                state = {Launch: "Scheduled", Hold: "Scheduled", Skip: "Rejected"}[type(action)]
+                state = {
+                    Launch: RunState.SCHEDULED,
+                    Hold: RunState.SCHEDULED,
+                    Skip: RunState.REJECTED,
+                }[type(action)]
                 values: dict[str, Any] = {
                     "job": action.job,
                     "trigger": getattr(action, "trigger", "scheduled"),
@@ -218,7 +225,7 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
                     sa.update(job_run)
                     .where(
                         job_run.c.id == action.run_id,
-                        job_run.c.state == "Scheduled",
+                        job_run.c.state == RunState.SCHEDULED,
                         job_run.c.dispatched_at.is_(None),
                     )
                     .values(dispatched_at=sa.func.now())
@@ -234,7 +241,7 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
                     sa.update(job_run)
                     .where(
                         job_run.c.id == action.run_id,
-                        job_run.c.state == "Running",
+                        job_run.c.state == RunState.RUNNING,
                         job_run.c.stop_requested_at.is_(None),
                     )
                     .values(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gim_tasks.lifecycle import RunState
 from gim_tasks.schedule.jobs import BY_NAME
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def request_and_send(
     from gim_tasks.runtime.manager import request_run
 
     admission = request_run(engine, job, actor, params, force, via=via, settings=settings)
-    if admission.state == "Running":
+    if admission.state == RunState.RUNNING:
         if app is None:
             from gim_tasks.runtime.celery_app import app
         send(app, job, admission.run_id)

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.base import JobContext, StopToken
+from gim_tasks.lifecycle import RunState
 from gim_tasks.options import store
 from gim_tasks.runtime.runs import execute, finish_run, running_run, worker_name
 from gim_tasks.settings import get_settings
@@ -49,9 +50,9 @@ def claim(engine: Engine, run_id: int, task_id: str | None) -> int | None:
         with engine.begin() as conn:
             token = conn.execute(
                 sa.update(job_run)
-                .where(job_run.c.id == run_id, job_run.c.state == "Scheduled")
+                .where(job_run.c.id == run_id, job_run.c.state == RunState.SCHEDULED)
                 .values(
-                    state="Running",
+                    state=RunState.RUNNING,
                     started_at=sa.func.now(),
                     heartbeat_at=sa.func.now(),
                     worker=worker_name(),
@@ -71,9 +72,9 @@ def claim(engine: Engine, run_id: int, task_id: str | None) -> int | None:
         with engine.begin() as conn:
             conn.execute(
                 sa.update(job_run)
-                .where(job_run.c.id == run_id, job_run.c.state == "Scheduled")
+                .where(job_run.c.id == run_id, job_run.c.state == RunState.SCHEDULED)
                 .values(
-                    state="Rejected",
+                    state=RunState.REJECTED,
                     ended_at=sa.func.now(),
                     reason=f"already running as run {other} (S2)",
                 )
@@ -87,7 +88,7 @@ def fence_for(run_id: int, token: int) -> Callable[[Connection], None]:
             sa.select(job_run.c.id)
             .where(
                 job_run.c.id == run_id,
-                job_run.c.state == "Running",
+                job_run.c.state == RunState.RUNNING,
                 job_run.c.fencing_token == token,
             )
             .with_for_update(read=True)
@@ -117,7 +118,7 @@ class Heartbeat(threading.Thread):
                         sa.update(job_run)
                         .where(
                             job_run.c.id == self.run_id,
-                            job_run.c.state == "Running",
+                            job_run.c.state == RunState.RUNNING,
                             job_run.c.fencing_token == self.token,
                         )
                         .values(
@@ -181,9 +182,9 @@ def run_claimed(
     heartbeat.start()
     try:
         state, error = execute(body, ctx)
-        if state == "Failed" and error and error.startswith("LeaseLost"):
+        if state == RunState.FAILED and error and error.startswith("LeaseLost"):
             log.warning("run %s: %s", run_id, error)
-            return "Failed", ctx, error
+            return RunState.FAILED, ctx, error
     finally:
         heartbeat.done.set()
     finish_run(

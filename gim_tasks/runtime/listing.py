@@ -7,6 +7,7 @@ from typing import Any
 
 from gim_tasks.db.sessions import CONNECT_TIMEOUT_SECONDS, connection_problem, session_name
 from gim_tasks.errors import GimError, ServiceUnavailable
+from gim_tasks.lifecycle import RunState
 from gim_tasks.schedule.jobs import BY_NAME
 from gim_tasks.settings import redact
 
@@ -27,10 +28,9 @@ def list_runs(
 
     where: list[str] = []
     args: list[Any] = []
-    if which == "running":
-        where.append("state = 'Running'")
-    elif which == "scheduled":
-        where.append("state = 'Scheduled'")
+    if which in ("running", "scheduled"):
+        where.append("state = %s")
+        args.append(RunState.RUNNING if which == "running" else RunState.SCHEDULED)
     elif which == "history":
         where.append("ended_at IS NOT NULL")
     # R4: skips a rule requires (S1, S2, S6, S9, S12) are listed only when asked for.

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.base import Counts, JobContext, StopToken
-from gim_tasks.lifecycle import StopKind
+from gim_tasks.lifecycle import RunState, StopKind
 from gim_tasks.runtime import manager
 from gim_tasks.runtime.execution import claim, run_claimed
 from gim_tasks.runtime.runs import sweep_lost_local_runs
@@ -93,15 +93,15 @@ def run_in_process(
     stop = StopToken()
     with stop_on_signals(stop, actor):
         reply = manager.request_run(engine, job, actor, params, force, via=via, **admission)
-        if reply.state == "Rejected":
-            return LocalOutcome(reply.run_id, "Rejected", reply.reason)
+        if reply.state == RunState.REJECTED:
+            return LocalOutcome(reply.run_id, RunState.REJECTED, reply.reason)
         run_id = reply.run_id
-        while reply.state == "Scheduled":
+        while reply.state == RunState.SCHEDULED:
             on_wait(run_id, reply.reason or "")
             if stop.wait(poll):
                 return _cancel_waiting(engine, run_id, stop)
             reply = manager.readmit(engine, run_id, **admission)
-        if reply.state != "Running":  # cancelled by an operator while it waited
+        if reply.state != RunState.RUNNING:  # cancelled by an operator while it waited
             return LocalOutcome(run_id, reply.state, reply.reason)
         token = claim(engine, run_id, task_id=None)
         if token is None:
@@ -128,7 +128,9 @@ def _cancel_waiting(engine: Engine, run_id: int, stop: StopToken) -> LocalOutcom
     with engine.begin() as conn:
         conn.execute(
             sa.update(job_run)
-            .where(job_run.c.id == run_id, job_run.c.state == "Scheduled")
-            .values(state="Cancelled", ended_at=sa.func.now(), ended_by=stop.by, reason=reason)
+            .where(job_run.c.id == run_id, job_run.c.state == RunState.SCHEDULED)
+            .values(
+                state=RunState.CANCELLED, ended_at=sa.func.now(), ended_by=stop.by, reason=reason
+            )
         )
-    return LocalOutcome(run_id, "Cancelled", reason)
+    return LocalOutcome(run_id, RunState.CANCELLED, reason)

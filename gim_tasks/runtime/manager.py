@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from gim_tasks.db import locks
 from gim_tasks.db.tables import job_run
 from gim_tasks.errors import Conflict, GimError, NotFound
-from gim_tasks.lifecycle import StopKind
+from gim_tasks.lifecycle import RunState, StopKind
 from gim_tasks.options import store
 from gim_tasks.runtime.runs import worker_name
 from gim_tasks.runtime.state import load_state
@@ -114,7 +114,7 @@ def request_run(
                 decision, reason=f"{decision.reason}; re-aggregation request {queued}"
             )
         if decision.joins is not None:
-            return Admission(decision.joins, "Running", decision.reason)
+            return Admission(decision.joins, RunState.RUNNING, decision.reason)
         values: dict[str, Any] = {
             "job": job,
             "trigger": request.trigger,
@@ -124,11 +124,11 @@ def request_run(
             "reason": decision.reason,
             "in_process": via.in_process,
         }
-        if decision.verdict == "Rejected":
-            values |= {"state": "Rejected", "ended_at": sa.func.now()}
+        if decision.verdict == RunState.REJECTED:
+            values |= {"state": RunState.REJECTED, "ended_at": sa.func.now()}
         else:
-            values["state"] = "Scheduled"
-            if decision.verdict == "Running":
+            values["state"] = RunState.SCHEDULED
+            if decision.verdict == RunState.RUNNING:
                 values["dispatched_at"] = sa.func.now()  # about to run: active for the beat
             if via.in_process:
                 # The waiting (or starting) process heartbeats the row; the R2 sweep cancels
@@ -155,23 +155,25 @@ def readmit(
     with engine.begin() as conn:
         locks.hold(conn, locks.ADMISSION)
         row = conn.execute(sa.select(job_run).where(job_run.c.id == run_id).with_for_update()).one()
-        if row.state != "Scheduled":
+        if row.state != RunState.SCHEDULED:
             return Admission(run_id, row.state, row.reason)
         if row.dispatched_at is not None:  # released by the beat (never sent: in process)
-            return Admission(run_id, "Running", row.reason)
+            return Admission(run_id, RunState.RUNNING, row.reason)
         options = store.load_options(conn).schedule()
         state = load_state(conn, {})
         state = replace(state, waiting=tuple(w for w in state.waiting if w.run_id != run_id))
         request = RunRequest(row.job, row.actor, Via.LOCAL, "", bool(row.forced))
         decision = admit(options, now or datetime.now(UTC), state, request, refused)
         values: dict[str, Any] = {"heartbeat_at": sa.func.now()}
-        verdict = "Running" if decision.verdict == "Running" else "Scheduled"
-        if verdict == "Running":
+        verdict = RunState.RUNNING if decision.verdict == RunState.RUNNING else RunState.SCHEDULED
+        if verdict == RunState.RUNNING:
             values["dispatched_at"] = sa.func.now()
         else:
             values["reason"] = decision.reason
         conn.execute(sa.update(job_run).where(job_run.c.id == run_id).values(**values))
-    return Admission(run_id, verdict, decision.reason if verdict == "Scheduled" else row.reason)
+    return Admission(
+        run_id, verdict, decision.reason if verdict == RunState.SCHEDULED else row.reason
+    )
 
 
 def stop_run(engine: Engine, run_id: int, actor: str) -> str:
@@ -179,9 +181,12 @@ def stop_run(engine: Engine, run_id: int, actor: str) -> str:
     or cancel it when it is still Scheduled. Returns what happened, in words."""
     with engine.begin() as conn:
         row = _lock_live(
-            conn, run_id, ("Running", "Scheduled"), "only Running or Scheduled runs can be stopped"
+            conn,
+            run_id,
+            (RunState.RUNNING, RunState.SCHEDULED),
+            "only Running or Scheduled runs can be stopped",
         )
-        if row.state == "Scheduled":
+        if row.state == RunState.SCHEDULED:
             return _cancel(conn, row, actor)
         conn.execute(
             sa.update(job_run)
@@ -213,7 +218,7 @@ def cancel_run(engine: Engine, run_id: int, actor: str) -> str:
         row = _lock_live(
             conn,
             run_id,
-            ("Scheduled",),
+            (RunState.SCHEDULED,),
             "only Scheduled runs can be cancelled (use `gim stop` for a Running run)",
         )
         return _cancel(conn, row, actor)
@@ -244,9 +249,9 @@ def _lock_live(conn: Connection, run_id: int, states: tuple[str, ...], allowed: 
 def _cancel(conn: Connection, row: sa.Row[Any], actor: str) -> str:
     conn.execute(
         sa.update(job_run)
-        .where(job_run.c.id == row.id, job_run.c.state == "Scheduled")
+        .where(job_run.c.id == row.id, job_run.c.state == RunState.SCHEDULED)
         .values(
-            state="Cancelled",
+            state=RunState.CANCELLED,
             ended_at=sa.func.now(),
             ended_by=actor,
             reason=f"cancelled by {actor}",

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.base import Counts, JobContext, StopRequested
-from gim_tasks.lifecycle import RUN_STATES, StopKind
+from gim_tasks.lifecycle import RUN_STATES, RunState, StopKind
 
 log = logging.getLogger("gim_tasks.runtime.runs")
 
@@ -34,7 +34,7 @@ def worker_name() -> str:
 def running_run(engine: Engine, job: str) -> int | None:
     with engine.connect() as conn:
         return conn.execute(
-            sa.select(job_run.c.id).where(job_run.c.job == job, job_run.c.state == "Running")
+            sa.select(job_run.c.id).where(job_run.c.job == job, job_run.c.state == RunState.RUNNING)
         ).scalar_one_or_none()
 
 
@@ -57,7 +57,7 @@ def finish_run(
     ``ck_job_run_stopped_has_kind`` refuses a Stopped run without one. Who stopped it stays
     as recorded with the request (M8), else ``ended_by``."""
     assert state in FINAL_STATES
-    condition = [job_run.c.id == run_id, job_run.c.state == "Running"]
+    condition = [job_run.c.id == run_id, job_run.c.state == RunState.RUNNING]
     if token is not None:
         condition.append(job_run.c.fencing_token == token)
     with engine.begin() as conn:
@@ -73,11 +73,13 @@ def finish_run(
                 warnings=counts.warnings,
                 summary=counts.summary,
                 error=error,
-                reason=sa.func.coalesce(reason, job_run.c.reason) if state == "Stopped" else reason,
+                reason=sa.func.coalesce(reason, job_run.c.reason)
+                if state == RunState.STOPPED
+                else reason,
                 ended_by=sa.func.coalesce(job_run.c.ended_by, ended_by),
                 stop_kind=(
                     sa.func.coalesce(job_run.c.stop_kind, stop_kind or StopKind.SHUTDOWN.value)
-                    if state == "Stopped"
+                    if state == RunState.STOPPED
                     else None
                 ),
             )
@@ -90,14 +92,14 @@ def execute(body: Callable[[JobContext], None], ctx: JobContext) -> tuple[str, s
     try:
         body(ctx)
     except StopRequested as stop:
-        return "Stopped", str(stop)
+        return RunState.STOPPED, str(stop)
     except Exception as error:
         log.error("run %s failed:\n%s", ctx.run_id, traceback.format_exc())
         return (
-            "Failed",
+            RunState.FAILED,
             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
         )
-    return ("Completed with warnings" if ctx.counts.warnings else "Completed"), None
+    return (RunState.COMPLETED_WITH_WARNINGS if ctx.counts.warnings else RunState.COMPLETED), None
 
 
 def sweep_lost_local_runs(engine: Engine) -> list[int]:
@@ -107,7 +109,7 @@ def sweep_lost_local_runs(engine: Engine) -> list[int]:
     with engine.begin() as conn:
         rows = conn.execute(
             sa.select(job_run.c.id, job_run.c.worker).where(
-                job_run.c.state == "Running", job_run.c.worker.like(host + "%")
+                job_run.c.state == RunState.RUNNING, job_run.c.worker.like(host + "%")
             )
         ).all()
         for run_id, worker in rows:
@@ -122,7 +124,7 @@ def sweep_lost_local_runs(engine: Engine) -> list[int]:
             conn.execute(
                 sa.update(job_run)
                 .where(job_run.c.id == run_id)
-                .values(state="Failed", ended_at=sa.func.now(), error="worker lost (R2)")
+                .values(state=RunState.FAILED, ended_at=sa.func.now(), error="worker lost (R2)")
             )
             lost.append(run_id)
     return lost

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gim_tasks.db.tables import job_run
+from gim_tasks.lifecycle import RunState
 from gim_tasks.schedule.engine import (
     RESUME_MARK,
     ActiveRun,
@@ -33,12 +34,12 @@ def load_state(conn: Connection, cursors: Mapping[str, datetime]) -> SchedulerSt
             job_run.c.dispatched_at,
             job_run.c.stop_requested_at,
         )
-        .where(job_run.c.state.in_(("Running", "Scheduled")))
+        .where(job_run.c.state.in_((RunState.RUNNING, RunState.SCHEDULED)))
         .order_by(job_run.c.id)
     ).all()
     running, waiting = [], []
     for row in rows:
-        if row.state == "Running" or row.dispatched_at is not None:
+        if row.state == RunState.RUNNING or row.dispatched_at is not None:
             running.append(
                 ActiveRun(row.id, row.job, row.trigger, stopping=row.stop_requested_at is not None)
             )
@@ -50,7 +51,7 @@ def load_state(conn: Connection, cursors: Mapping[str, datetime]) -> SchedulerSt
         .where(
             job_run.c.job == EXTRACT,
             job_run.c.trigger == "scheduled",
-            job_run.c.state.not_in(("Rejected", "Scheduled")),
+            job_run.c.state.not_in((RunState.REJECTED, RunState.SCHEDULED)),
             job_run.c.planned_at.is_not(None),
         )
         .order_by(job_run.c.planned_at.desc())
@@ -80,7 +81,7 @@ def load_state(conn: Connection, cursors: Mapping[str, datetime]) -> SchedulerSt
     paused = None
     if (
         newest is not None
-        and newest.state == "Stopped"
+        and newest.state == RunState.STOPPED
         and newest.stop_kind == "maintenance"
         and (newest.trigger in ("manual", "forced") or RESUME_MARK in (newest.firing_id or ""))
     ):

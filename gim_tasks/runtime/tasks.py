@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import Celery
 
+from gim_tasks.lifecycle import RunState
 from gim_tasks.schedule.jobs import JOBS
 from gim_tasks.settings import get_settings
 
@@ -56,7 +57,7 @@ def run_job(
             "`gim run JOB --force` or the API (M7)"
         )
         log.warning("celery call %s refused: %s", job, reason)
-        return {"run_id": None, "state": "Rejected", "reason": reason}
+        return {"run_id": None, "state": RunState.REJECTED, "reason": reason}
     if run_id is None:
         try:
             admission = request_run(
@@ -64,7 +65,7 @@ def run_job(
             )
         except InvalidRequest as error:  # nothing recorded; the caller reads why
             log.warning("celery call %s refused: %s", job, error)
-            return {"run_id": None, "state": "Rejected", "reason": str(error)}
+            return {"run_id": None, "state": RunState.REJECTED, "reason": str(error)}
         log.info(
             "celery call %s: run %s %s %s",
             job,
@@ -72,7 +73,7 @@ def run_job(
             admission.state,
             admission.reason or "",
         )
-        if admission.state != "Running":
+        if admission.state != RunState.RUNNING:
             return {
                 "run_id": admission.run_id,
                 "state": admission.state,
@@ -136,7 +137,7 @@ def request_stop_of_active_runs(**_: Any) -> None:
             sa.update(job_run)
             .where(
                 job_run.c.task_id.in_(task_ids),
-                job_run.c.state == "Running",
+                job_run.c.state == RunState.RUNNING,
                 job_run.c.stop_requested_at.is_(None),
             )
             .values(
@@ -201,7 +202,7 @@ def _task_for(job: str) -> Any:
         problem = bad_arguments(args, kwargs)
         if problem is not None:
             log.warning("task %s refused: %s", job, problem)
-            return {"run_id": None, "state": "Rejected", "reason": problem}
+            return {"run_id": None, "state": RunState.REJECTED, "reason": problem}
         return run_job(
             job,
             self.request.id,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from gim_tasks.lifecycle import Via
+from gim_tasks.lifecycle import RunState, Via
 from gim_tasks.options.values import ScheduleOptions
 from gim_tasks.schedule.engine import ActiveRun, SchedulerState, open_window
 from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOB_NAMES, MAINTAIN
@@ -47,7 +47,7 @@ class RunRequest:
         return "forced" if self.force else "manual"
 
 
-Verdict = Literal["Running", "Scheduled", "Rejected"]
+Verdict = Literal[RunState.RUNNING, RunState.SCHEDULED, RunState.REJECTED]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Admission:
 
 
 def _reject(reason: str, invalid: bool = False, request: Reaggregation | None = None) -> Admission:
-    return Admission("Rejected", reason, invalid=invalid, reaggregation=request)
+    return Admission(RunState.REJECTED, reason, invalid=invalid, reaggregation=request)
 
 
 def admit(
@@ -125,7 +125,7 @@ def admit(
     running = state.running_job(job)
     if job == AGGREGATE and running is not None and reaggregation is not None:
         return Admission(
-            "Running",
+            RunState.RUNNING,
             f"re-aggregation queued; the running aggregation (run {running.run_id}) processes "
             "it (M4)",
             reaggregation=reaggregation,
@@ -149,14 +149,14 @@ def admit(
             )
     wait = _wait_reason(state.running, job)
     if wait is not None:
-        return Admission("Scheduled", wait, reaggregation=reaggregation)
+        return Admission(RunState.SCHEDULED, wait, reaggregation=reaggregation)
     if reaggregation is not None:
         return Admission(
-            "Running",
+            RunState.RUNNING,
             "aggregation was not running: started, and the request is queued (M4)",
             reaggregation=reaggregation,
         )
-    return Admission("Running")
+    return Admission(RunState.RUNNING)
 
 
 def _wait_reason(active: tuple[ActiveRun, ...], job: str) -> str | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
-from gim_tasks.lifecycle import StopKind
+from gim_tasks.lifecycle import COMPLETED_STATES, StopKind, Trigger
 from gim_tasks.options.values import ScheduleOptions
 from gim_tasks.schedule.cron import parse_cron
 from gim_tasks.schedule.jobs import (
@@ -37,13 +37,13 @@ from gim_tasks.schedule.jobs import (
 )
 from gim_tasks.schedule.localtime import resolve, wall, zone
 
-COMPLETED = ("Completed", "Completed with warnings")
+COMPLETED = COMPLETED_STATES
 #: A firing handled later than this after its instant counts as missed (scheduler downtime),
 #: and S12's catch-up rules decide whether it still runs.
 LATE_AFTER = timedelta(minutes=2)
 
-SCHEDULED = "scheduled"
-RESTART = "restart"
+SCHEDULED = Trigger.SCHEDULED
+RESTART = Trigger.RESTART
 #: In the firing id of a manual aggregation's resumption after maintenance (M3).
 RESUME_MARK = "resume-of-run-"
 

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from gim_tasks import mart_status, notify
 from gim_tasks.db.tables import RUN_STATES
 from gim_tasks.errors import GimError
+from gim_tasks.lifecycle import RunState
 from gim_tasks.options import store
 from gim_tasks.options.registry import OptionError
 from gim_tasks.runtime import manager
@@ -217,7 +218,7 @@ def register(app: FastAPI, kit: Kit) -> None:
             "state": admission.state,
             "reason": admission.reason,
         }
-        if admission.state == "Rejected":
+        if admission.state == RunState.REJECTED:
             return JSONResponse({**reply, "error": admission.reason}, status_code=409)
         return JSONResponse(reply, status_code=201)
 

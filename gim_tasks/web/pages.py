@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 
 from gim_tasks import mart_status, notify
 from gim_tasks.errors import GimError
+from gim_tasks.lifecycle import RunState
 from gim_tasks.options import store
 from gim_tasks.options.registry import OptionError
 from gim_tasks.runtime import manager
@@ -222,9 +223,9 @@ def register(app: FastAPI, kit: Kit) -> None:
                 "reason": admission.reason,
             }
         except GimError as error:
-            reply = {"run_id": None, "state": "Rejected", "reason": str(error)}
+            reply = {"run_id": None, "state": RunState.REJECTED, "reason": str(error)}
         except ApiError as error:
-            reply = {"run_id": None, "state": "Rejected", "reason": error.detail}
+            reply = {"run_id": None, "state": RunState.REJECTED, "reason": error.detail}
         return page(
             request,
             "run_job.html",

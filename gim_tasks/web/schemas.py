@@ -34,7 +34,7 @@ OptionSection = StrEnum(  # type: ignore[misc]
 OptionName = StrEnum(  # type: ignore[misc]
     "OptionName", {name: name for name in sorted({spec.name for spec in OPTIONS})}
 )
-Trigger = Literal["scheduled", "manual", "forced", "restart"]
+Trigger = Literal["scheduled", "manual", "forced", "restart"]  # lifecycle.Trigger's values
 
 
 class Closed(BaseModel):

@@ -18,10 +18,12 @@ from gim_tasks.lifecycle import (
     OPERATOR_STOP,
     PLANNED_STOPS,
     SUCCESS,
+    RunState,
     SkipKind,
     StopKind,
     outcome,
 )
+from gim_tasks.lifecycle import TRIGGERS as LIFECYCLE_TRIGGERS
 from gim_tasks.notify import notifications_of
 from gim_tasks.options import store
 from gim_tasks.options.values import Options
@@ -42,7 +44,7 @@ from gim_tasks.schedule.plan import next_run_table
 
 #: Triggers of runs the status summary counts (A4: scheduled ones; a restart is the scheduler's).
 SUMMARY_TRIGGERS = (SCHEDULED, RESTART)
-TRIGGERS = ("scheduled", "manual", "forced", "restart")
+TRIGGERS = LIFECYCLE_TRIGGERS
 
 _ETL = ("timezone", "run-scheduler", "etl-start-time", "etl-end-time", "etl-frequency")
 #: The [schedule] options that make up each job's schedule: who changed one last is the
@@ -212,9 +214,9 @@ class RunQuery:
         c = job_run.c
         where: list[sa.ColumnElement[bool]] = []
         if self.which == "running":
-            where.append(c.state == "Running")
+            where.append(c.state == RunState.RUNNING)
         elif self.which == "scheduled":
-            where.append(c.state == "Scheduled")
+            where.append(c.state == RunState.SCHEDULED)
         elif self.which == "history":
             where.append(c.ended_at.is_not(None))
         # R4: skips a rule requires are expected, not events: only the skipped list shows them.
@@ -257,18 +259,18 @@ def outcome_clause(name: str) -> sa.ColumnElement[bool]:
     planned = [kind.value for kind in PLANNED_STOPS]
     if name == SUCCESS:
         return sa.or_(
-            c.state.in_(("Completed", "Completed with warnings")),
-            sa.and_(c.state == "Stopped", c.stop_kind.in_(planned)),
+            c.state.in_((RunState.COMPLETED, RunState.COMPLETED_WITH_WARNINGS)),
+            sa.and_(c.state == RunState.STOPPED, c.stop_kind.in_(planned)),
         )
     if name == OPERATOR_STOP:
-        return sa.and_(c.state == "Stopped", c.stop_kind == StopKind.OPERATOR)
+        return sa.and_(c.state == RunState.STOPPED, c.stop_kind == StopKind.OPERATOR)
     return sa.or_(
-        c.state == "Failed",
+        c.state == RunState.FAILED,
         sa.and_(
-            c.state == "Stopped",
+            c.state == RunState.STOPPED,
             sa.or_(c.stop_kind.is_(None), c.stop_kind.not_in([*planned, StopKind.OPERATOR])),
         ),
-        sa.and_(c.state == "Rejected", c.skip == SkipKind.BLOCKED),
+        sa.and_(c.state == RunState.REJECTED, c.skip == SkipKind.BLOCKED),
     )
 
 
@@ -374,9 +376,9 @@ def summary(engine: Engine, days: int, now: datetime | None = None) -> dict[str,
             )
             .where(
                 job_run.c.ended_at >= since,
-                job_run.c.state != "Cancelled",
+                job_run.c.state != RunState.CANCELLED,
                 # R4: a rule's skip is no event; a firing blocked by the check is a failure
-                sa.or_(job_run.c.state != "Rejected", job_run.c.skip == SkipKind.BLOCKED),
+                sa.or_(job_run.c.state != RunState.REJECTED, job_run.c.skip == SkipKind.BLOCKED),
                 job_run.c.trigger.in_(SUMMARY_TRIGGERS),
             )
             .order_by(job_run.c.id.desc())
