@@ -34,8 +34,9 @@ from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
 from gim_tasks.options import store
 from gim_tasks.options.check import check_options
-from gim_tasks.runtime.beat import carry_out, overdue_stops, sweep_abandoned_waits, sweep_lost
+from gim_tasks.runtime.beat import carry_out
 from gim_tasks.runtime.health import CachedServerCheck, server_findings
+from gim_tasks.runtime.runs import overdue_stops, sweep_abandoned_waits, sweep_lost
 from gim_tasks.runtime.state import load_state
 from gim_tasks.schedule.engine import decide
 from gim_tasks.settings import get_settings

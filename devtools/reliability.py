@@ -54,9 +54,10 @@ from gim_tasks.jobs.aggregate import run_once
 from gim_tasks.jobs.registry import body_of
 from gim_tasks.options import store
 from gim_tasks.runtime import manager
-from gim_tasks.runtime.beat import GimScheduler, sweep_lost
+from gim_tasks.runtime.beat import GimScheduler
 from gim_tasks.runtime.dispatch import request_and_send
 from gim_tasks.runtime.local import run_in_process
+from gim_tasks.runtime.runs import sweep_lost
 from gim_tasks.schedule.admission import Via
 from gim_tasks.schedule.jobs import (
     AGGREGATE,

@@ -28,150 +28,29 @@ from sqlalchemy.engine import Engine
 
 from gim_tasks import notify
 from gim_tasks.db import locks
-from gim_tasks.db.engine import make_engine, session_name
+from gim_tasks.db.engine import make_engine
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.registry import BODIES
-from gim_tasks.lifecycle import RunState, SkipKind, StopKind
+from gim_tasks.lifecycle import RunState, SkipKind
 from gim_tasks.options import store
 from gim_tasks.runtime import incidents
 from gim_tasks.runtime.dispatch import send
-from gim_tasks.runtime.execution import LEASE_SECONDS
 from gim_tasks.runtime.health import CachedServerCheck
+from gim_tasks.runtime.runs import (
+    RESEND_SECONDS,
+    STOP_GRACE_SECONDS,
+    overdue_stops,
+    sweep_abandoned_waits,
+    sweep_lost,
+    unclaimed,
+)
 from gim_tasks.runtime.state import load_state
 from gim_tasks.schedule.engine import Hold, Launch, Release, Skip, Stop, Tick, decide
 from gim_tasks.schedule.jobs import BY_NAME
 from gim_tasks.settings import get_settings
 
 log = logging.getLogger("gim_tasks.runtime.beat")
-#: Run states as bound parameters of this module's SQL (``:running``, ``:failed``, ...).
-STATES = {state.name.lower(): state.value for state in RunState}
-
 CURSORS_KEY = "gim:cursors"
-STOP_GRACE_SECONDS = 60.0  # M6: cooperative stop first, revoke(terminate) after this
-
-
-def sweep_lost(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
-    """R2: Running runs without a heartbeat for LEASE_SECONDS end Failed ("worker lost"), or
-    Stopped when a stop had been requested. Their fencing token stops any late write.
-
-    First the sessions of their process are ended: a paused process (SIGSTOP, a frozen VM)
-    keeps its locks, the run row's FOR SHARE fence, the extraction marks and a staging table's
-    writer lock in the middle of a COPY among them (a COPY waiting for its client is "active",
-    so no idle-in-transaction timeout ends it), and would block this sweep and every later run
-    of its job. Every session of the process goes, including those it opened after its last
-    heartbeat (a parallel table's new connection, just before the pause: the reliability
-    suite's sigstop scenario hung on one), unless the process runs another run now: then only
-    the sessions older than the lost run's last heartbeat, which cannot be the new run's. The
-    update then waits at most 2 s for a row lock, so a tick never hangs (the next tick tries
-    again)."""
-    with engine.connect() as conn:
-        lost = conn.execute(
-            sa.text(
-                "SELECT id, worker, heartbeat_at FROM job_run WHERE state = :running "
-                "AND heartbeat_at < now() - make_interval(secs => :lease)"
-            ),
-            {"lease": lease, "running": RunState.RUNNING},
-        ).all()
-    if not lost:
-        return []
-    for run_id, worker, last_beat in lost:
-        if not worker:
-            continue
-        with engine.begin() as conn:
-            ended = conn.execute(
-                sa.text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = :name AND datname = current_database() "
-                    "AND pid <> pg_backend_pid() AND (backend_start <= :last_beat OR NOT "
-                    "EXISTS (SELECT 1 FROM job_run r WHERE r.worker = :worker "
-                    "AND r.state = :running AND r.id <> :run))"
-                ),
-                {
-                    "running": RunState.RUNNING,
-                    "name": session_name(worker),
-                    "last_beat": last_beat,
-                    "worker": worker,
-                    "run": run_id,
-                },
-            ).scalar_one()
-        if ended:
-            log.warning("run %s: ended %s session(s) of its lost process %s", run_id, ended, worker)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
-            rows = conn.execute(
-                sa.text(
-                    "UPDATE job_run SET state = CASE WHEN stop_requested_at IS NULL THEN "
-                    ":failed ELSE :stopped END, stop_kind = CASE WHEN stop_requested_at IS "
-                    "NULL THEN NULL ELSE coalesce(stop_kind, 'shutdown') END, "
-                    "ended_at = now(), error = coalesce(error, "
-                    "'worker lost: no heartbeat for ' || :lease || ' s (R2)') "
-                    "WHERE id = ANY(:ids) AND state = :running "
-                    "AND heartbeat_at < now() - make_interval(secs => :lease) RETURNING id"
-                ),
-                {"lease": lease, "ids": [row[0] for row in lost], **STATES},
-            ).all()
-    except sa.exc.OperationalError as error:
-        log.warning("sweep of lost runs postponed: %s", str(error).splitlines()[0])
-        return []
-    return [row[0] for row in rows]
-
-
-def sweep_abandoned_waits(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
-    """R2 for in-process runs that were waiting (Scheduled, M5/S13) or about to start: the
-    waiting process renews the row's heartbeat; without one for LEASE_SECONDS the process is
-    gone (killed, host lost) and the run is Cancelled, so it neither waits forever nor holds
-    back the jobs that wait for it."""
-    with engine.begin() as conn:
-        rows = conn.execute(
-            sa.text(
-                "UPDATE job_run SET state = :cancelled, ended_at = now(), reason = "
-                "'its waiting process is gone: no heartbeat for ' || :lease || ' s (R2)' "
-                "WHERE state = :scheduled AND in_process "
-                "AND heartbeat_at < now() - make_interval(secs => :lease) RETURNING id"
-            ),
-            {"lease": lease, **STATES},
-        ).all()
-    return [row[0] for row in rows]
-
-
-def overdue_stops(engine: Engine) -> list[tuple[int, str | None]]:
-    """Runs on a worker asked to stop more than STOP_GRACE_SECONDS ago and still Running: they
-    are revoked with terminate, so their stop is recorded as ``terminated`` (R4: a stop nobody
-    planned). An in-process run has no task to revoke: its process stops it."""
-    with engine.begin() as conn:
-        rows = conn.execute(
-            sa.text(
-                "UPDATE job_run SET stop_kind = :terminated WHERE state = :running "
-                "AND task_id IS NOT NULL AND NOT in_process "
-                "AND stop_requested_at < now() - make_interval(secs => :grace) "
-                "RETURNING id, task_id"
-            ),
-            {"grace": STOP_GRACE_SECONDS, "terminated": StopKind.TERMINATED, **STATES},
-        ).all()
-    return [(row[0], row[1]) for row in rows]
-
-
-#: A run sent to a worker but not started after this long has its message sent again.
-RESEND_SECONDS = 120
-
-
-def unclaimed(engine: Engine, older_than: float = RESEND_SECONDS) -> list[tuple[int, str]]:
-    """Runs sent to a worker ``older_than`` seconds ago and still not started: their message
-    may be lost (Redis restarted without the last writes of its append-only file, a queue
-    purged). Each is marked sent again now and returned for sending. A second message for a
-    run is harmless: only one claim of it can succeed (execution.claim, Scheduled -> Running
-    under a row lock), the other finds it not claimable (S11)."""
-    with engine.begin() as conn:
-        rows = conn.execute(
-            sa.text(
-                "UPDATE job_run SET dispatched_at = now() WHERE state = :scheduled AND "
-                "NOT in_process AND dispatched_at < now() - make_interval(secs => :age) "
-                "RETURNING id, job"
-            ),
-            {"age": older_than, **STATES},
-        ).all()
-    return [(row[0], row[1]) for row in rows]
 
 
 def carry_out(engine: Engine, app: Any, tick: Tick) -> None:

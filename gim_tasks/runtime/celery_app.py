@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         # Long runs must not be redelivered while they run; a redelivery after a worker died
-        # is harmless anyway: the run is claimed once (S11, runtime/execution.py).
+        # is harmless anyway: the run is claimed once (S11, runtime/runs.py).
         broker_transport_options={"visibility_timeout": 12 * 3600},
         # Routes, not a `queue` task attribute (deprecated in Celery 5, gone in 6): they also
         # route `celery call` and send_task by name.

@@ -31,8 +31,7 @@ from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.base import Counts, JobContext, StopToken
 from gim_tasks.lifecycle import RunState, StopKind
 from gim_tasks.runtime import manager
-from gim_tasks.runtime.execution import claim, run_claimed
-from gim_tasks.runtime.runs import sweep_lost_local_runs
+from gim_tasks.runtime.runs import claim, run_claimed, sweep_lost_local_runs
 from gim_tasks.schedule.admission import Via
 
 #: How often a waiting in-process run asks the admission again (its heartbeat while waiting).

@@ -84,7 +84,7 @@ def request_run(
     before the record is committed; the partial unique index on Running runs (S2) backs it.
 
     Returns Running (send it to a worker with :func:`gim_tasks.runtime.beat.send`, or, for an
-    in-process path, claim it with :func:`gim_tasks.runtime.execution.claim`), Scheduled with
+    in-process path, claim it with :func:`gim_tasks.runtime.runs.claim`), Scheduled with
     the reason, or Rejected with the reason. Raises :class:`InvalidRequest` for bad input.
     """
     request = RunRequest(job, actor, via, _params_text(params), force)

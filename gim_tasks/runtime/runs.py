@@ -1,9 +1,26 @@
-"""Run records (SPEC R1, M8) and running a job body under them.
+"""A run's life in one module (SPEC R1, R2, S2, S11, M6, M8): claim, heartbeat, fencing,
+finish, the sweeps of lost and abandoned runs, and stop enforcement. Admission (whether a run
+may start, and its row) is ``runtime/manager.py`` for manual starts and the beat's
+``carry_out`` for firings, both under the admission lock; run states are
+``gim_tasks.lifecycle.RunState``.
 
-A run is a ``job_run`` row, recorded by admission (runtime/manager.py) or the beat and claimed
-by the process that executes it (runtime/execution.py); the partial unique index
-``uq_job_run_one_running`` makes the database refuse a second Running run of the same job
-(S2), whoever claims it. Here: ending a run, executing a body, the local sweep of lost runs.
+- **Record.** A run is a ``job_run`` row, finished by :func:`finish_run` with its counts.
+- **Claim.** A run is started by moving its ``job_run`` row from Scheduled to Running with a
+  fresh fencing token (``nextval('fencing_seq')``). Only one claim can succeed: a redelivered
+  or duplicated message finds the row no longer Scheduled and does nothing (S11). The partial
+  unique index ``uq_job_run_one_running`` refuses a second Running run of the job (S2).
+- **Heartbeat.** A thread renews ``heartbeat_at`` every ``HEARTBEAT_SECONDS`` while the row is
+  still Running with our token, and picks up stop requests (M6). If the row is gone from
+  Running (the beat's sweep marked it Failed "worker lost" after ``LEASE_SECONDS`` without a
+  heartbeat, R2), the body is told to stop.
+- **Fencing.** Every transaction a body commits first locks its run row ``FOR SHARE`` and
+  checks state and token (:func:`fence`). The sweep's UPDATE needs the row exclusively, so
+  either the batch commits before the run is declared lost, or the batch sees it lost and rolls
+  back: a paused or partitioned worker can never write after losing its lease.
+- **Sweeps (run by the beat every tick).** Running runs without a heartbeat for the lease end
+  Failed "worker lost" (R2), after their process's sessions are ended; waiting in-process
+  requests whose process is gone are cancelled; stops not honoured within the grace are
+  recorded ``terminated`` and revoked; runs sent but never started are sent again.
 """
 
 from __future__ import annotations
@@ -11,15 +28,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
+from gim_tasks.db.engine import session_name
 from gim_tasks.db.tables import job_run
-from gim_tasks.jobs.base import Counts, JobContext, StopRequested
+from gim_tasks.jobs.base import Counts, JobContext, StopRequested, StopToken
 from gim_tasks.lifecycle import RUN_STATES, RunState, StopKind
+from gim_tasks.options import store
+from gim_tasks.settings import get_settings
 
 log = logging.getLogger("gim_tasks.runtime.runs")
 
@@ -128,3 +150,300 @@ def sweep_lost_local_runs(engine: Engine) -> list[int]:
             )
             lost.append(run_id)
     return lost
+
+
+#: R2 bound: a run without a heartbeat for LEASE_SECONDS is lost. Environment overrides exist
+#: for tests and for operators who need a faster (or more tolerant) failover.
+HEARTBEAT_SECONDS = float(os.environ.get("GIM_HEARTBEAT_SECONDS", "5"))
+LEASE_SECONDS = float(os.environ.get("GIM_LEASE_SECONDS", "30"))
+
+
+class LeaseLost(Exception):
+    """The run is no longer Running with our fencing token: it must not commit."""
+
+
+def claim(engine: Engine, run_id: int, task_id: str | None) -> int | None:
+    """Scheduled -> Running with a new fencing token; None when the run is not claimable."""
+    try:
+        with engine.begin() as conn:
+            token = conn.execute(
+                sa.update(job_run)
+                .where(job_run.c.id == run_id, job_run.c.state == RunState.SCHEDULED)
+                .values(
+                    state=RunState.RUNNING,
+                    started_at=sa.func.now(),
+                    heartbeat_at=sa.func.now(),
+                    worker=worker_name(),
+                    task_id=task_id,
+                    fencing_token=sa.text("nextval('fencing_seq')"),
+                    dispatched_at=sa.func.coalesce(job_run.c.dispatched_at, sa.func.now()),
+                )
+                .returning(job_run.c.fencing_token)
+            ).scalar_one_or_none()
+        return int(token) if token is not None else None
+    except sa.exc.IntegrityError as error:
+        if "uq_job_run_one_running" not in str(error):
+            raise
+        with engine.begin() as conn:
+            job = conn.execute(sa.select(job_run.c.job).where(job_run.c.id == run_id)).scalar_one()
+        other = running_run(engine, job)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(job_run)
+                .where(job_run.c.id == run_id, job_run.c.state == RunState.SCHEDULED)
+                .values(
+                    state=RunState.REJECTED,
+                    ended_at=sa.func.now(),
+                    reason=f"already running as run {other} (S2)",
+                )
+            )
+        return None
+
+
+def fence_for(run_id: int, token: int) -> Callable[[Connection], None]:
+    def fence(conn: Connection) -> None:
+        ok = conn.execute(
+            sa.select(job_run.c.id)
+            .where(
+                job_run.c.id == run_id,
+                job_run.c.state == RunState.RUNNING,
+                job_run.c.fencing_token == token,
+            )
+            .with_for_update(read=True)
+        ).scalar_one_or_none()
+        if ok is None:
+            raise LeaseLost(f"run {run_id} lost its lease (fencing token {token}): not committing")
+
+    return fence
+
+
+class Heartbeat(threading.Thread):
+    def __init__(self, engine: Engine, run_id: int, token: int, ctx: JobContext) -> None:
+        super().__init__(name=f"heartbeat-{run_id}", daemon=True)
+        self.engine, self.run_id, self.token, self.ctx = engine, run_id, token, ctx
+        self.done = threading.Event()
+        self.progress: dict[str, object] = {}
+
+    def note_progress(self, what: str, done: int, total: int | None) -> None:
+        """The job's latest progress; the next heartbeat records it for the Running tab."""
+        self.progress = {"what": what, "done": done, "total": total}
+
+    def run(self) -> None:
+        while not self.done.wait(HEARTBEAT_SECONDS):
+            try:
+                with self.engine.begin() as conn:
+                    row = conn.execute(
+                        sa.update(job_run)
+                        .where(
+                            job_run.c.id == self.run_id,
+                            job_run.c.state == RunState.RUNNING,
+                            job_run.c.fencing_token == self.token,
+                        )
+                        .values(
+                            heartbeat_at=sa.func.now(),
+                            rows_read=self.ctx.counts.read,
+                            rows_written=self.ctx.counts.written,
+                            # Until the run ends (finish_run writes the final summary).
+                            summary={"progress": self.progress} if self.progress else {},
+                        )
+                        .returning(
+                            job_run.c.stop_requested_at,
+                            job_run.c.reason,
+                            job_run.c.stop_kind,
+                            job_run.c.ended_by,
+                        )
+                    ).one_or_none()
+            except sa.exc.SQLAlchemyError as error:  # database away: try again next beat
+                log.warning("heartbeat of run %s failed: %s", self.run_id, error)
+                continue
+            if row is None:
+                self.ctx.stop.request("lease lost: the run was declared lost (R2)")
+            elif row.stop_requested_at is not None:
+                self.ctx.stop.request(row.reason or "stop requested", row.stop_kind, row.ended_by)
+
+
+def run_claimed(
+    engine: Engine,
+    run_id: int,
+    token: int,
+    body: Callable[[JobContext], None],
+    idb_urls: list[str],
+    stop: StopToken | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
+    output_base: Path | None = None,
+) -> tuple[str, JobContext, str | None]:
+    """Execute a claimed run to its end state, on a worker or in the requesting process (M0:
+    the same claim, heartbeat, lease, fencing and end either way). ``stop`` lets the caller
+    stop it (signal handlers); ``progress`` also receives the body's progress; ``output_base``
+    defaults to the process settings' output directory. Returns the end
+    state, the job context (counts) and the error summary."""
+    with engine.connect() as conn:
+        options = store.load_options(conn)
+    ctx = JobContext(
+        mart=engine,
+        idb_urls=idb_urls,
+        options=options,
+        run_id=run_id,
+        fence=fence_for(run_id, token),
+        output_base=output_base or get_settings().output_directory,
+    )
+    if stop is not None:
+        ctx.stop = stop
+    heartbeat = Heartbeat(engine, run_id, token, ctx)
+
+    def note(what: str, done: int, total: int | None) -> None:
+        heartbeat.note_progress(what, done, total)
+        if progress is not None:
+            progress(what, done, total)
+
+    ctx.progress = note
+    heartbeat.start()
+    try:
+        state, error = execute(body, ctx)
+        if state == RunState.FAILED and error and error.startswith("LeaseLost"):
+            log.warning("run %s: %s", run_id, error)
+            return RunState.FAILED, ctx, error
+    finally:
+        heartbeat.done.set()
+    finish_run(
+        engine,
+        run_id,
+        state,
+        ctx.counts,
+        error=error,
+        reason=ctx.stop.reason or None,
+        ended_by=ctx.stop.by,
+        token=token,
+        stop_kind=ctx.stop.kind,
+    )
+    return state, ctx, error
+
+
+#: Run states as bound parameters of this module's SQL (``:running``, ``:failed``, ...).
+STATES = {state.name.lower(): state.value for state in RunState}
+
+STOP_GRACE_SECONDS = 60.0  # M6: cooperative stop first, revoke(terminate) after this
+
+
+def sweep_lost(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
+    """R2: Running runs without a heartbeat for LEASE_SECONDS end Failed ("worker lost"), or
+    Stopped when a stop had been requested. Their fencing token stops any late write.
+
+    First the sessions of their process are ended: a paused process (SIGSTOP, a frozen VM)
+    keeps its locks, the run row's FOR SHARE fence, the extraction marks and a staging table's
+    writer lock in the middle of a COPY among them (a COPY waiting for its client is "active",
+    so no idle-in-transaction timeout ends it), and would block this sweep and every later run
+    of its job. Every session of the process goes, including those it opened after its last
+    heartbeat (a parallel table's new connection, just before the pause: the reliability
+    suite's sigstop scenario hung on one), unless the process runs another run now: then only
+    the sessions older than the lost run's last heartbeat, which cannot be the new run's. The
+    update then waits at most 2 s for a row lock, so a tick never hangs (the next tick tries
+    again)."""
+    with engine.connect() as conn:
+        lost = conn.execute(
+            sa.text(
+                "SELECT id, worker, heartbeat_at FROM job_run WHERE state = :running "
+                "AND heartbeat_at < now() - make_interval(secs => :lease)"
+            ),
+            {"lease": lease, "running": RunState.RUNNING},
+        ).all()
+    if not lost:
+        return []
+    for run_id, worker, last_beat in lost:
+        if not worker:
+            continue
+        with engine.begin() as conn:
+            ended = conn.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = :name AND datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND (backend_start <= :last_beat OR NOT "
+                    "EXISTS (SELECT 1 FROM job_run r WHERE r.worker = :worker "
+                    "AND r.state = :running AND r.id <> :run))"
+                ),
+                {
+                    "running": RunState.RUNNING,
+                    "name": session_name(worker),
+                    "last_beat": last_beat,
+                    "worker": worker,
+                    "run": run_id,
+                },
+            ).scalar_one()
+        if ended:
+            log.warning("run %s: ended %s session(s) of its lost process %s", run_id, ended, worker)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+            rows = conn.execute(
+                sa.text(
+                    "UPDATE job_run SET state = CASE WHEN stop_requested_at IS NULL THEN "
+                    ":failed ELSE :stopped END, stop_kind = CASE WHEN stop_requested_at IS "
+                    "NULL THEN NULL ELSE coalesce(stop_kind, 'shutdown') END, "
+                    "ended_at = now(), error = coalesce(error, "
+                    "'worker lost: no heartbeat for ' || :lease || ' s (R2)') "
+                    "WHERE id = ANY(:ids) AND state = :running "
+                    "AND heartbeat_at < now() - make_interval(secs => :lease) RETURNING id"
+                ),
+                {"lease": lease, "ids": [row[0] for row in lost], **STATES},
+            ).all()
+    except sa.exc.OperationalError as error:
+        log.warning("sweep of lost runs postponed: %s", str(error).splitlines()[0])
+        return []
+    return [row[0] for row in rows]
+
+
+def sweep_abandoned_waits(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
+    """R2 for in-process runs that were waiting (Scheduled, M5/S13) or about to start: the
+    waiting process renews the row's heartbeat; without one for LEASE_SECONDS the process is
+    gone (killed, host lost) and the run is Cancelled, so it neither waits forever nor holds
+    back the jobs that wait for it."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.text(
+                "UPDATE job_run SET state = :cancelled, ended_at = now(), reason = "
+                "'its waiting process is gone: no heartbeat for ' || :lease || ' s (R2)' "
+                "WHERE state = :scheduled AND in_process "
+                "AND heartbeat_at < now() - make_interval(secs => :lease) RETURNING id"
+            ),
+            {"lease": lease, **STATES},
+        ).all()
+    return [row[0] for row in rows]
+
+
+def overdue_stops(engine: Engine) -> list[tuple[int, str | None]]:
+    """Runs on a worker asked to stop more than STOP_GRACE_SECONDS ago and still Running: they
+    are revoked with terminate, so their stop is recorded as ``terminated`` (R4: a stop nobody
+    planned). An in-process run has no task to revoke: its process stops it."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.text(
+                "UPDATE job_run SET stop_kind = :terminated WHERE state = :running "
+                "AND task_id IS NOT NULL AND NOT in_process "
+                "AND stop_requested_at < now() - make_interval(secs => :grace) "
+                "RETURNING id, task_id"
+            ),
+            {"grace": STOP_GRACE_SECONDS, "terminated": StopKind.TERMINATED, **STATES},
+        ).all()
+    return [(row[0], row[1]) for row in rows]
+
+
+#: A run sent to a worker but not started after this long has its message sent again.
+RESEND_SECONDS = 120
+
+
+def unclaimed(engine: Engine, older_than: float = RESEND_SECONDS) -> list[tuple[int, str]]:
+    """Runs sent to a worker ``older_than`` seconds ago and still not started: their message
+    may be lost (Redis restarted without the last writes of its append-only file, a queue
+    purged). Each is marked sent again now and returned for sending. A second message for a
+    run is harmless: only one claim of it can succeed (execution.claim, Scheduled -> Running
+    under a row lock), the other finds it not claimable (S11)."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.text(
+                "UPDATE job_run SET dispatched_at = now() WHERE state = :scheduled AND "
+                "NOT in_process AND dispatched_at < now() - make_interval(secs => :age) "
+                "RETURNING id, job"
+            ),
+            {"age": older_than, **STATES},
+        ).all()
+    return [(row[0], row[1]) for row in rows]

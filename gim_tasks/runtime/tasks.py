@@ -44,8 +44,8 @@ def run_job(
     force: bool = False,
 ) -> dict[str, Any]:
     from gim_tasks.jobs.registry import BODIES
-    from gim_tasks.runtime.execution import claim, run_claimed
     from gim_tasks.runtime.manager import InvalidRequest, request_run
+    from gim_tasks.runtime.runs import claim, run_claimed
     from gim_tasks.schedule.admission import Via
 
     engine = _engine()
@@ -121,7 +121,7 @@ def notify_task(self: Any, run_id: int) -> dict[str, int]:
 def request_stop_of_active_runs(**_: Any) -> None:
     """Warm shutdown (SIGTERM): ask this worker's running jobs to stop at their next safe
     point, so the current batch finishes and the run ends Stopped instead of being cut off.
-    The jobs see the request through their heartbeat (runtime/execution.py)."""
+    The jobs see the request through their heartbeat (runtime/runs.py)."""
     from celery.worker import state
 
     task_ids = [request.id for request in list(state.active_requests)]

@@ -28,7 +28,7 @@ from gim_tasks.cli.main import main as gim
 from gim_tasks.db.engine import make_engine
 from gim_tasks.jobs.base import JobContext
 from gim_tasks.runtime import tasks
-from gim_tasks.runtime.beat import sweep_abandoned_waits, sweep_lost
+from gim_tasks.runtime.runs import sweep_abandoned_waits, sweep_lost
 from gim_tasks.settings import get_settings
 from gim_tasks.web import auth
 from gim_tasks.web.app import create_app

@@ -171,7 +171,7 @@ def test_s11_two_beats_ticking_the_same_firing_send_it_once(
 def test_s11_a_run_whose_message_was_lost_is_sent_again_once(gim_env: dict[str, str]) -> None:
     """A run sent to a worker but never started (message lost with a Redis restart) is sent
     again by the beat after RESEND_SECONDS; the resend is recorded, so the next tick waits."""
-    from gim_tasks.runtime.beat import unclaimed
+    from gim_tasks.runtime.runs import unclaimed
 
     engine = make_engine(gim_env["GIM_DATABASE_URL"])
     with engine.begin() as conn:
@@ -230,7 +230,7 @@ def test_r2_sweep_ends_the_sessions_of_a_paused_process_that_hold_its_locks(
     The sweep ends that process's older sessions first, then declares the run lost."""
     import psycopg
 
-    from gim_tasks.runtime.beat import sweep_lost
+    from gim_tasks.runtime.runs import sweep_lost
 
     engine = make_engine(gim_env["GIM_DATABASE_URL"])
     # The worker's session, opened before its last heartbeat.
@@ -466,7 +466,7 @@ def test_r2_sweep_also_ends_a_session_the_paused_process_opened_after_its_last_h
     import psycopg
 
     from gim_tasks.db import locks
-    from gim_tasks.runtime.beat import sweep_lost
+    from gim_tasks.runtime.runs import sweep_lost
 
     engine = make_engine(gim_env["GIM_DATABASE_URL"])
 

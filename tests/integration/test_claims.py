@@ -9,8 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from gim_tasks.db.engine import make_engine
-from gim_tasks.runtime.beat import sweep_lost
-from gim_tasks.runtime.execution import LeaseLost, claim, fence_for
+from gim_tasks.runtime.runs import LeaseLost, claim, fence_for, sweep_lost
 
 
 @pytest.fixture
