@@ -119,14 +119,14 @@ def _pending(ctx: JobContext, conn: Connection) -> dict[str, Any] | None:
 
 
 def run(ctx: JobContext, once: bool = False) -> None:
-    with ctx.mart.begin() as conn:
+    with ctx.transaction() as conn:
         ensure_tables(conn)
     passes = requests = 0
     refused: list[str] = []
     while True:
         ctx.stop.check()
         began = time.perf_counter()
-        with ctx.mart.begin() as conn:
+        with ctx.transaction() as conn:
             done = _request(ctx, conn)
             if done is not None:
                 requests += 1
@@ -134,8 +134,6 @@ def run(ctx: JobContext, once: bool = False) -> None:
                     refused.append(f"request {done['request']}: {done['refused']}")
             else:
                 done = _pending(ctx, conn)
-            if done is not None:
-                ctx.fence(conn)
         if done is None:
             if once:
                 break

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +93,19 @@ class JobContext:
     output_base: Path = Path(".")
     #: The clock, injected so that jobs are testable at any instant.
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    @contextmanager
+    def transaction(self, batch: bool = False) -> Iterator[Connection]:
+        """One committing Info Mart transaction of this run, the only way job bodies write.
+        With ``batch``: the batch settings (:func:`batch_transaction_settings`). On leaving the
+        block normally (also by ``break`` or ``return``) the run's fence is checked last, holding
+        the run row FOR SHARE until the commit, so a run that lost its lease cannot commit
+        (issue 9, R2); leaving by an exception rolls back."""
+        with self.mart.begin() as conn:
+            if batch:
+                batch_transaction_settings(conn)
+            yield conn
+            self.fence(conn)
 
     def rate(self, rows: int) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-6)

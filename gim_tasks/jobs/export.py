@@ -284,7 +284,7 @@ def run(ctx: JobContext) -> None:
                 for leftover in base.glob(f"{PARTIAL_PREFIX}*"):
                     shutil.rmtree(leftover, ignore_errors=True)
                 time.sleep(delay)
-        with ctx.mart.begin() as conn:
+        with ctx.transaction() as conn:
             conn.execute(
                 sa.text(
                     "INSERT INTO export_mark (id, exported_through, last_chunk) VALUES (1, :t, :c) "
@@ -293,7 +293,6 @@ def run(ctx: JobContext) -> None:
                 ),
                 {"t": end, "c": result["chunk"]},
             )
-            ctx.fence(conn)
         ctx.counts.written += int(result.get("rows", 0))
         chunks.append(result["chunk"])
         ctx.progress("export", len(chunks), None)

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection
 from gim_tasks.db import locks
 from gim_tasks.db.mart_tables import STAGING, extract_mark, idb_source
 from gim_tasks.idb import schema as idb
-from gim_tasks.jobs.base import Aborted, JobContext, batch_transaction_settings, in_parallel
+from gim_tasks.jobs.base import Aborted, JobContext, in_parallel
 from gim_tasks.jobs.transform import TRAFFIC_SOURCES
 from gim_tasks.settings import redact
 
@@ -186,8 +186,7 @@ def extract_table(
             "after": after,
             "limit": batch_size,
         }
-        with ctx.mart.begin() as conn:
-            batch_transaction_settings(conn)
+        with ctx.transaction(batch=True) as conn:
             # Serialise the writers of this staging table (a transaction-scoped advisory lock):
             # its load_seq order is then its commit order, which Transform's mark relies on
             # (transform.py). Different tables are extracted in parallel.
@@ -227,8 +226,7 @@ def extract_table(
                     pending_snapshot=None,
                     pending_last_id=None,
                 )
-                ctx.fence(conn)
-                break
+                break  # committed, fenced
             written = _merge_batch(conn, staging, idb_id)
             _save_mark(
                 conn,
@@ -239,7 +237,6 @@ def extract_table(
                 pending_snapshot=snapshot,
                 pending_last_id=last,
             )
-            ctx.fence(conn)  # a run that lost its lease must not commit (issue 9)
         after = last
         copied += rows
         with counting:
@@ -283,7 +280,7 @@ def run(ctx: JobContext) -> None:
     counting = threading.Lock()
     per_idb: dict[str, int] = {}
     for url in ctx.idb_urls:
-        with ctx.mart.begin() as conn:
+        with ctx.transaction() as conn:
             idb_id = register_idb(conn, url)
         with psycopg.connect(url, autocommit=False) as source:
             source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

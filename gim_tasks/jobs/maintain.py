@@ -117,11 +117,10 @@ def _purge(ctx: JobContext, what: str, statement: str, params: dict[str, object]
     total = 0
     while True:
         ctx.stop.check()
-        with ctx.mart.begin() as conn:
+        with ctx.transaction() as conn:
             deleted = int(
                 conn.execute(sa.text(statement), {**params, "n": PURGE_BATCH}).rowcount or 0
             )
-            ctx.fence(conn)
         total += deleted
         ctx.progress(f"purge {what}", total, None)
         if deleted < PURGE_BATCH:
@@ -162,7 +161,7 @@ def step_retention(ctx: JobContext) -> dict[str, object]:
     # Aggregates below DAY (SUBHOUR, HOUR) older than days-to-keep-aggregates; DAY and above
     # are small and kept. Tables exist once aggregation ran.
     aggregates_cutoff = cutoff("days-to-keep-aggregates")
-    with ctx.mart.begin() as conn:
+    with ctx.transaction() as conn:
         existing = set(sa.inspect(conn).get_table_names())
         lock_purge(conn, shared=False)
         # D5: marked before the batches delete (a crash between them leaves the mark ahead of
@@ -202,9 +201,8 @@ def run(ctx: JobContext) -> None:
     summary: dict[str, object] = {}
     for name, step in STEPS:
         ctx.stop.check()
-        with ctx.mart.begin() as conn:
+        with ctx.transaction() as conn:
             summary[name] = step(ctx, conn)
-            ctx.fence(conn)
         ctx.counts.summary = dict(summary)
         ctx.progress(f"maintenance: {name}", len(summary), len(STEPS) + 1)
         log.info("maintenance step %s: %s", name, summary[name])

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 from gim_tasks.db import mart_tables as mart
 from gim_tasks.db.calendar import insert_keys_sql, key_sql
 from gim_tasks.db.partitions import ensure_partitions
-from gim_tasks.jobs.base import Aborted, JobContext, batch_transaction_settings, in_parallel
+from gim_tasks.jobs.base import Aborted, JobContext, in_parallel
 
 log = logging.getLogger("gim_tasks.jobs.transform")
 
@@ -420,8 +420,7 @@ def transform_source(
         ctx.stop.check()
         if abort is not None and abort.is_set():
             raise Aborted("another source failed")
-        with ctx.mart.begin() as conn:
-            batch_transaction_settings(conn)
+        with ctx.transaction(batch=True) as conn:
             mark = _mark(conn, f"stg_{source}")
             # The batch is the staging rows with mark < load_seq <= last. No row can enter
             # that range later: staging writers are serialised and take load_seq in commit
@@ -455,7 +454,6 @@ def transform_source(
                 ),
                 {"last": last, "s": f"stg_{source}"},
             )
-            ctx.fence(conn)  # a run that lost its lease must not commit (issue 9)
         progress.read += rows
         with counting:
             ctx.counts.read += rows
@@ -470,9 +468,8 @@ def run(ctx: JobContext) -> None:
     discards (by source table) and pending intervals (by fact)."""
     time_zone = str(ctx.options.get("schedule", "timezone"))
     parallel = int(ctx.options.get("gim-etl", "parallel-tables"))
-    with ctx.mart.begin() as conn:
+    with ctx.transaction() as conn:
         dimensions = load_dimensions(conn)
-        ctx.fence(conn)
     counting = threading.Lock()
 
     def one(source: str, failed: threading.Event) -> SourceProgress:

@@ -41,3 +41,16 @@ def test_no_run_state_literal_outside_the_lifecycle_module() -> None:
             if "Literal[" not in line and LITERAL.search(line):
                 found.append(f"{relative}:{number}: {line.strip()}")
     assert found == []
+
+
+def test_job_bodies_write_only_through_the_runs_fenced_transactions() -> None:
+    """Issue "Structure" item 1: a job body opens its committing transactions with
+    JobContext.transaction(), which places the batch settings and the fence (R2); none opens
+    one by hand or calls the fence itself."""
+    for path in (ROOT / "jobs").glob("*.py"):
+        if path.name == "base.py":
+            continue
+        text = path.read_text()
+        assert ".mart.begin()" not in text, path.name
+        assert ".fence(" not in text, path.name
+        assert "batch_transaction_settings(" not in text, path.name
