@@ -33,7 +33,7 @@ from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.registry import BODIES
 from gim_tasks.lifecycle import RunState, SkipKind
 from gim_tasks.options import store
-from gim_tasks.runtime import incidents
+from gim_tasks.runtime import incidents, runs
 from gim_tasks.runtime.dispatch import send
 from gim_tasks.runtime.health import CachedServerCheck
 from gim_tasks.runtime.runs import (
@@ -116,19 +116,8 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
                         to_send.append((action.job, action.run_id))
                     log.info("release run %s (%s): %s", action.run_id, action.job, action.reason)
             elif isinstance(action, Stop):
-                conn.execute(
-                    sa.update(job_run)
-                    .where(
-                        job_run.c.id == action.run_id,
-                        job_run.c.state == RunState.RUNNING,
-                        job_run.c.stop_requested_at.is_(None),
-                    )
-                    .values(
-                        stop_requested_at=sa.func.now(),
-                        reason=action.reason,
-                        ended_by="scheduler",
-                        stop_kind=action.kind.value,
-                    )
+                runs.request_stop(
+                    conn, action.run_id, action.reason, "scheduler", action.kind, first_only=True
                 )
                 log.info("stop run %s (%s): %s", action.run_id, action.job, action.reason)
         to_mail.extend(incidents.resolve_cleared(conn, tick.blocked))

@@ -22,6 +22,7 @@ from gim_tasks.db.tables import job_run
 from gim_tasks.errors import Conflict, GimError, NotFound
 from gim_tasks.lifecycle import RunState, StopKind
 from gim_tasks.options import store
+from gim_tasks.runtime import runs
 from gim_tasks.runtime.runs import worker_name
 from gim_tasks.runtime.state import load_state
 from gim_tasks.schedule.admission import RunRequest, Via, admit
@@ -188,16 +189,7 @@ def stop_run(engine: Engine, run_id: int, actor: str) -> str:
         )
         if row.state == RunState.SCHEDULED:
             return _cancel(conn, row, actor)
-        conn.execute(
-            sa.update(job_run)
-            .where(job_run.c.id == run_id)
-            .values(
-                stop_requested_at=sa.func.coalesce(job_run.c.stop_requested_at, sa.func.now()),
-                reason=f"stopped by {actor}",
-                ended_by=actor,
-                stop_kind=StopKind.OPERATOR.value,
-            )
-        )
+        runs.request_stop(conn, run_id, f"stopped by {actor}", actor, StopKind.OPERATOR)
         warning = ""
         if row.job == AGGREGATE:
             options = store.load_options(conn).schedule()
@@ -247,14 +239,5 @@ def _lock_live(conn: Connection, run_id: int, states: tuple[str, ...], allowed: 
 
 
 def _cancel(conn: Connection, row: sa.Row[Any], actor: str) -> str:
-    conn.execute(
-        sa.update(job_run)
-        .where(job_run.c.id == row.id, job_run.c.state == RunState.SCHEDULED)
-        .values(
-            state=RunState.CANCELLED,
-            ended_at=sa.func.now(),
-            ended_by=actor,
-            reason=f"cancelled by {actor}",
-        )
-    )
+    runs.cancel(conn, row.id, actor)
     return f"run {row.id} ({row.job}): Cancelled"

@@ -17,6 +17,9 @@ may start, and its row) is ``runtime/manager.py`` for manual starts and the beat
   checks state and token (:func:`fence`). The sweep's UPDATE needs the row exclusively, so
   either the batch commits before the run is declared lost, or the batch sees it lost and rolls
   back: a paused or partitioned worker can never write after losing its lease.
+- **Stop and cancel.** :func:`request_stop` records a stop request with who and why (an
+  operator's, or the scheduler's planned stops, which never overwrite an operator's);
+  :func:`cancel` ends a run that has not started.
 - **Sweeps (run by the beat every tick).** Running runs without a heartbeat for the lease end
   Failed "worker lost" (R2), after their process's sessions are ended; waiting in-process
   requests whose process is gone are cancelled; stops not honoured within the grace are
@@ -447,3 +450,42 @@ def unclaimed(engine: Engine, older_than: float = RESEND_SECONDS) -> list[tuple[
             {"age": older_than, **STATES},
         ).all()
     return [(row[0], row[1]) for row in rows]
+
+
+def request_stop(
+    conn: Connection, run_id: int, reason: str, by: str, kind: StopKind, first_only: bool = False
+) -> bool:
+    """M6, R4: record a stop request on a Running run, with who asked and why (its kind). The
+    body polls it and stops at its next safe point; the beat revokes the task after
+    ``STOP_GRACE_SECONDS``. ``first_only``: only if nobody asked yet (the scheduler's planned
+    stops never overwrite an operator's). Returns whether it was recorded."""
+    where = [job_run.c.id == run_id, job_run.c.state == RunState.RUNNING]
+    if first_only:
+        where.append(job_run.c.stop_requested_at.is_(None))
+    recorded = conn.execute(
+        sa.update(job_run)
+        .where(*where)
+        .values(
+            stop_requested_at=sa.func.coalesce(job_run.c.stop_requested_at, sa.func.now()),
+            reason=reason,
+            ended_by=by,
+            stop_kind=kind.value,
+        )
+    ).rowcount
+    return bool(recorded)
+
+
+def cancel(conn: Connection, run_id: int, by: str) -> bool:
+    """M6: a Scheduled run (waiting, or sent but not started) ends Cancelled, recording who;
+    a claim racing with it finds the row no longer Scheduled. Returns whether it was."""
+    cancelled = conn.execute(
+        sa.update(job_run)
+        .where(job_run.c.id == run_id, job_run.c.state == RunState.SCHEDULED)
+        .values(
+            state=RunState.CANCELLED,
+            ended_at=sa.func.now(),
+            ended_by=by,
+            reason=f"cancelled by {by}",
+        )
+    ).rowcount
+    return bool(cancelled)
