@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import redis
 import sqlalchemy as sa
 
 from bench import servers
+from devtools.processes import ProcessGroup
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
 from gim_tasks.options import store
@@ -139,13 +139,13 @@ def main() -> None:
         "--tick-only", action="store_true", help="Only the beat tick cost (no processes)."
     )
     args = parser.parse_args()
-    processes: list[subprocess.Popen[bytes]] = []
+    groups: list[ProcessGroup] = []  # the worker and the beat, on the shared harness
     with servers() as (base, pg, rd):
         try:
-            run(args, base, pg, rd, processes)
+            run(args, base, pg, rd, groups)
         finally:
-            for process in processes:
-                os.killpg(process.pid, signal.SIGKILL)
+            for group in groups:
+                group.stop_all(grace=0)
 
 
 def run(
@@ -153,7 +153,7 @@ def run(
     base: Path,
     pg: Any,
     rd: Any,
-    processes: list[subprocess.Popen[bytes]],
+    groups: list[ProcessGroup],
 ) -> None:
     url = pg.url("gim")
     migrate.upgrade(make_engine(url))
@@ -181,25 +181,10 @@ def run(
         ("run-maintain", "false"),
     ):
         store.set_option(engine, "schedule", option, value, "bench")
-    logs = (base / "processes.log").open("wb")
-    processes.append(
-        subprocess.Popen(
-            [str(BIN / "gim"), "worker", "--concurrency", "4"],
-            env=env,
-            stdout=logs,
-            stderr=logs,
-            start_new_session=True,
-        )
-    )
-    processes.append(
-        subprocess.Popen(
-            [str(BIN / "gim"), "beat"],
-            env=env,
-            stdout=logs,
-            stderr=logs,
-            start_new_session=True,
-        )
-    )
+    group = ProcessGroup(env, log_dir=base, grace=30.0)
+    groups.append(group)
+    group.start("worker", [str(BIN / "gim"), "worker", "--concurrency", "4"])
+    group.start("beat", [str(BIN / "gim"), "beat"])
     time.sleep(args.minutes * 60)
     with engine.connect() as conn:
         scheduled = [
@@ -247,11 +232,8 @@ def run(
         f"manual runs: {len(manual)}: admission -> body start p50 "
         f"{percentile(manual, 0.5):.3f} s, p99 {percentile(manual, 0.99):.3f} s"
     )
-    for process in processes:
-        os.killpg(process.pid, signal.SIGTERM)
-    for process in processes:
-        process.wait(timeout=30)
-    processes.clear()
+    group.stop_all()
+    groups.clear()
     report_tick_cost(url, rd.url(0))
 
 

@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from celery import Celery
 
 from devtools.localstack import PostgresServer, RedisServer, free_port
+from devtools.processes import ProcessGroup
 from gim_tasks.aggregate.compute import ensure_tables, fact_day_span, verify
 from gim_tasks.aggregate.registry import HIERARCHIES
 from gim_tasks.db import migrate
@@ -182,10 +183,8 @@ class Lab:
             }
         )
         self.backlogs = 0
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.argv: dict[str, tuple[str, ...]] = {}
-        self.deliberate: set[str] = set()  # processes the scenario stopped on purpose
-        self.restarts: list[str] = []
+        # Beats, workers and traffic, each logging to ROOT/NAME.log (devtools/processes.py).
+        self.group = ProcessGroup(self.env, log_dir=self.root, grace=30.0)
         self.celery = Celery(broker=self.env["GIM_REDIS_URL"])
         self.cycles = 0
         self.cleanups: list[Callable[[], None]] = []
@@ -227,23 +226,7 @@ class Lab:
             store.set_option(self.engine, section, name, value, "reliability")
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        previous = self.processes.get(name)
-        if previous is not None and previous.poll() is None:  # never leave one behind
-            with suppress(ProcessLookupError):
-                os.killpg(previous.pid, signal.SIGKILL)
-            previous.wait()
-        self.argv[name] = args
-        self.deliberate.discard(name)
-        log = (self.root / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            [GIM, *args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.processes[name] = process
-        return process
+        return self.group.start(name, [GIM, *args])
 
     def worker(self, name: str = "w1") -> subprocess.Popen[bytes]:
         return self.start(
@@ -277,34 +260,13 @@ class Lab:
         """Restart a beat or worker that exited on its own, as the deployment's restart policy
         does (compose ``restart: unless-stopped``, Kubernetes): Celery workers and RedBeat
         beats exit with code 1 on some broker connection losses and rely on it."""
-        for name, process in list(self.processes.items()):
-            if name == "traffic" or name in self.deliberate or process.poll() is None:
-                continue
-            self.restarts.append(f"{name} exited with code {process.returncode}")
-            self.start(name, *self.argv[name])
+        self.group.restart_exited(only=lambda name: name != "traffic")
 
     def signal(self, name: str, sig: signal.Signals) -> None:
-        process = self.processes[name]
-        if sig in (signal.SIGKILL, signal.SIGTERM):
-            self.deliberate.add(name)
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        if sig == signal.SIGKILL:
-            process.wait()
+        self.group.signal(name, sig)
 
     def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                with suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGCONT)
-                    os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        self.group.stop_all()
 
     # ----- runs --------------------------------------------------------------------------------
 
@@ -472,8 +434,8 @@ class Lab:
                 len(v) - 1 for key, v in found.items() if key not in expected and len(v) > 1
             )
         result.cycles = self.cycles
-        if self.restarts:
-            result.notes.append("restarted by the supervisor: " + "; ".join(self.restarts))
+        if self.group.restarts:
+            result.notes.append("restarted by the supervisor: " + "; ".join(self.group.restarts))
 
     def close(self) -> None:
         self.stop_all()
@@ -618,7 +580,7 @@ def _worker_of(lab: Lab, name: str, worker: str) -> bool:
     """Is ``worker`` (host:pid of a pool process) a process of the named worker?"""
     pid = int(worker.rsplit(":", 1)[1])
     try:
-        return os.getpgid(pid) == lab.processes[name].pid
+        return os.getpgid(pid) == lab.group.process(name).pid
     except ProcessLookupError:
         return False
 
@@ -732,7 +694,7 @@ def _active_beat(lab: Lab) -> str:
     for name in ("beat1", "beat2"):
         log = (lab.root / f"{name}.log").read_text(errors="replace")
         if "beat: Acquired lock" in log or "Acquired lock" in log:
-            if lab.processes[name].poll() is None:
+            if lab.group.process(name).poll() is None:
                 return name
     return "beat1"
 

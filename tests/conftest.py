@@ -12,11 +12,9 @@ import itertools
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +31,7 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
 from devtools.localstack import PostgresServer, RedisServer, free_port
+from devtools.processes import ProcessGroup
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
 from gim_tasks.errors import LocalStackError
@@ -183,18 +182,16 @@ GIM, CELERY = str(BIN / "gim"), str(BIN / "celery")
 
 
 class Stack:
+    """Real gim processes for a system test, on the shared harness (devtools/processes.py):
+    each in its own process group, logging to TMP/NAME.log, all stopped after the test."""
+
     def __init__(self, env: dict[str, str], tmp: Path) -> None:
         self.env, self.tmp = env, tmp
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.group = ProcessGroup(env, log_dir=tmp, grace=20.0)
         self.engine = make_engine(env["GIM_DATABASE_URL"])
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            [GIM, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.processes.append(process)
-        return process
+        return self.group.start(name, [GIM, *args])
 
     def worker(self, name: str = "w1", concurrency: int = 2) -> subprocess.Popen[bytes]:
         return self.start(
@@ -218,24 +215,10 @@ class Stack:
             return list(conn.execute(sa.text(f"SELECT * FROM job_run WHERE {where} ORDER BY id")))
 
     def wait(self, predicate: Callable[[], bool], limit: float, what: str) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.3)
-        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in self.tmp.glob("*.log"))
-        raise AssertionError(f"{what}: not within {limit} s\n{logs}")
+        self.group.wait_until(predicate, limit, what)
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        self.group.stop_all()
         self.engine.dispose()
 
 
