@@ -23,7 +23,6 @@ import sqlalchemy as sa
 from celery.schedules import schedule as celery_schedule
 from redbeat import RedBeatScheduler
 from redbeat.schedulers import RedBeatSchedulerEntry, get_redis
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Engine
 
 from gim_tasks import notify
@@ -85,14 +84,7 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
                     values["ended_at"] = sa.func.now()
                     values["skip"] = SkipKind.BLOCKED if action.blocked else SkipKind.RULE
                 # S11: unique firing id; a second beat's (or a repeated tick's) insert is a no-op.
-                run_id = conn.execute(
-                    insert(job_run)
-                    .values(**values)
-                    .on_conflict_do_nothing(
-                        index_elements=["firing_id"], index_where=sa.text("firing_id IS NOT NULL")
-                    )
-                    .returning(job_run.c.id)
-                ).scalar_one_or_none()
+                run_id = runs.record(conn, values)
                 if run_id is not None and isinstance(action, Launch):
                     to_send.append((action.job, run_id))
                 if run_id is not None and isinstance(action, Skip) and action.blocked:

@@ -135,10 +135,9 @@ def request_run(
                 # The waiting (or starting) process heartbeats the row; the R2 sweep cancels
                 # it if that process goes away before it claims the run.
                 values |= {"worker": worker_name(), "heartbeat_at": sa.func.now()}
-        run_id = conn.execute(
-            sa.insert(job_run).values(**values).returning(job_run.c.id)
-        ).scalar_one()
-    return Admission(int(run_id), decision.verdict, decision.reason)
+        run_id = runs.record(conn, values)
+    assert run_id is not None  # a manual start has no firing id: always recorded
+    return Admission(run_id, decision.verdict, decision.reason)
 
 
 def readmit(

@@ -4,7 +4,8 @@ may start, and its row) is ``runtime/manager.py`` for manual starts and the beat
 ``carry_out`` for firings, both under the admission lock; run states are
 ``gim_tasks.lifecycle.RunState``.
 
-- **Record.** A run is a ``job_run`` row, finished by :func:`finish_run` with its counts.
+- **Record.** A run is a ``job_run`` row, written by :func:`record` once admission decided
+  (unique firing id, S11) and finished by :func:`finish_run` with its counts.
 - **Claim.** A run is started by moving its ``job_run`` row from Scheduled to Running with a
   fresh fencing token (``nextval('fencing_seq')``). Only one claim can succeed: a redelivered
   or duplicated message finds the row no longer Scheduled and does nothing (S11). The partial
@@ -35,8 +36,10 @@ import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.db.engine import session_name
@@ -489,3 +492,18 @@ def cancel(conn: Connection, run_id: int, by: str) -> bool:
         )
     ).rowcount
     return bool(cancelled)
+
+
+def record(conn: Connection, values: dict[str, Any]) -> int | None:
+    """Record a run decided by admission (the manager's, or the beat's for a firing), in the
+    caller's transaction under the admission lock: its row with the state the decision gave
+    (Scheduled, or Rejected and ended). A firing's row carries its firing id, unique (S11): a
+    second beat's, or a repeated tick's, insert of the same firing is a no-op and returns None.
+    Returns the run's id."""
+    statement = insert(job_run).values(**values)
+    if values.get("firing_id") is not None:
+        statement = statement.on_conflict_do_nothing(
+            index_elements=["firing_id"], index_where=sa.text("firing_id IS NOT NULL")
+        )
+    run_id = conn.execute(statement.returning(job_run.c.id)).scalar_one_or_none()
+    return None if run_id is None else int(run_id)

@@ -54,3 +54,13 @@ def test_job_bodies_write_only_through_the_runs_fenced_transactions() -> None:
         assert ".mart.begin()" not in text, path.name
         assert ".fence(" not in text, path.name
         assert "batch_transaction_settings(" not in text, path.name
+
+
+def test_runs_are_recorded_in_one_place() -> None:
+    """Every job_run row is written by runtime/runs.py's record() (manager and beat call it)."""
+    writers = [
+        path.relative_to(ROOT).as_posix()
+        for path in ROOT.rglob("*.py")
+        if "insert(job_run)" in path.read_text()
+    ]
+    assert writers == ["runtime/runs.py"]
