@@ -134,6 +134,13 @@ class Settings(BaseSettings):
         description="Log level of every process: DEBUG, INFO, WARNING or ERROR.",
         examples=["INFO"],
     )
+    log_format: str = Field(
+        default="text",
+        pattern="^(text|json)$",
+        description="Log format of the beat, the workers and the web app: text, or json (one "
+        "JSON object per line with run_id, job and firing_id where known; SPEC O6).",
+        examples=["json"],
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -221,7 +221,9 @@ def jobs_command(
 
 def _exec_celery(args: list[str]) -> None:
     celery = str(Path(sys.executable).with_name("celery"))
-    os.execv(celery, [celery, "-A", CELERY_APP, *args])
+    # O6: with JSON logs, no start-up banner (plain text on stdout): every line is JSON.
+    quiet = ["--quiet"] if os.environ.get("GIM_LOG_FORMAT", "").strip().lower() == "json" else []
+    os.execv(celery, [celery, "-A", CELERY_APP, *quiet, *args])
 
 
 def worker_command(ctx: typer.Context) -> None:

@@ -56,11 +56,13 @@ def web_command(
     start without a strong GIM_WEB_SECRET (`gim web-secret` makes one)."""
     import uvicorn
 
+    from gim_tasks import logs
     from gim_tasks.web.security import check_web_secret
 
     config = settings()
     check_web_secret(config.web_secret)
-    out.print(f"Monitor Jobs on http://{host}:{port} (API docs: /api/docs)", markup=False)
+    if logs.log_format() != "json":  # JSON lines only: uvicorn logs where it listens
+        out.print(f"Monitor Jobs on http://{host}:{port} (API docs: /api/docs)", markup=False)
     uvicorn.run(
         "gim_tasks.web.app:create_app",
         factory=True,
@@ -69,6 +71,12 @@ def web_command(
         workers=workers,
         log_level=config.log_level.lower(),
         proxy_headers=True,
+        # O6: JSON lines for the server's log and the access log
+        log_config=(
+            logs.uvicorn_config(config.log_level)
+            if logs.log_format() == "json"
+            else uvicorn.config.LOGGING_CONFIG
+        ),
     )
 
 

@@ -90,7 +90,13 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
                 if run_id is not None and isinstance(action, Skip) and action.blocked:
                     mailed = incidents.blocked_firing(conn, action.job, run_id, action.reason)
                     to_mail.extend(mailed)
-                log.info("%s %s: %s", type(action).__name__.lower(), action.job, action.reason)
+                log.info(
+                    "%s %s: %s",
+                    type(action).__name__.lower(),
+                    action.job,
+                    action.reason,
+                    extra={"job": action.job, "firing_id": action.firing_id, "run_id": run_id},
+                )
             elif isinstance(action, Release):
                 released = conn.execute(
                     sa.update(job_run)
@@ -106,12 +112,24 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
                     # An in-process run is claimed by its waiting process (runtime/local.py).
                     if not released:
                         to_send.append((action.job, action.run_id))
-                    log.info("release run %s (%s): %s", action.run_id, action.job, action.reason)
+                    log.info(
+                        "release run %s (%s): %s",
+                        action.run_id,
+                        action.job,
+                        action.reason,
+                        extra={"job": action.job, "run_id": action.run_id},
+                    )
             elif isinstance(action, Stop):
                 runs.request_stop(
                     conn, action.run_id, action.reason, "scheduler", action.kind, first_only=True
                 )
-                log.info("stop run %s (%s): %s", action.run_id, action.job, action.reason)
+                log.info(
+                    "stop run %s (%s): %s",
+                    action.run_id,
+                    action.job,
+                    action.reason,
+                    extra={"job": action.job, "run_id": action.run_id},
+                )
         to_mail.extend(incidents.resolve_cleared(conn, tick.blocked))
     for job, run_id in to_send:  # after commit: the worker must find the row
         send(app, job, run_id)

@@ -6,6 +6,7 @@ once at import; a missing or malformed ``GIM_*`` variable ends the process with 
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -13,6 +14,7 @@ import click
 from celery import Celery
 from kombu import Exchange, Queue
 
+from gim_tasks import logs
 from gim_tasks.errors import SettingsError
 from gim_tasks.runtime.queues import QUEUES
 from gim_tasks.schedule.jobs import JOBS
@@ -69,6 +71,17 @@ def create_app(settings: Settings) -> Celery:
     from gim_tasks.runtime import tasks
 
     tasks.register(app)
+    if logs.log_format() == "json":  # O6: beat and workers log JSON lines
+        from celery.signals import after_setup_logger, after_setup_task_logger
+
+        logs.json_warnings()
+        logs.json_celery_messages()
+
+        def json_lines(logger: logging.Logger, *args: Any, **kwargs: Any) -> None:
+            logs.use_json(logger)
+
+        after_setup_logger.connect(json_lines, weak=False)
+        after_setup_task_logger.connect(json_lines, weak=False)
     return app
 
 

@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
+from gim_tasks import logs
 from gim_tasks.db.engine import session_name
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.base import Counts, JobContext, StopRequested, StopToken
@@ -285,6 +286,24 @@ def run_claimed(
     state, the job context (counts) and the error summary."""
     with engine.connect() as conn:
         options = store.load_options(conn)
+        job = conn.execute(sa.select(job_run.c.job).where(job_run.c.id == run_id)).scalar_one()
+    with logs.running(run_id, job):  # O6: every record of this run carries its id and job
+        return _run_claimed(
+            engine, run_id, token, body, idb_urls, options, stop, progress, output_base
+        )
+
+
+def _run_claimed(
+    engine: Engine,
+    run_id: int,
+    token: int,
+    body: Callable[[JobContext], None],
+    idb_urls: list[str],
+    options: Any,
+    stop: StopToken | None,
+    progress: Callable[[str, int, int | None], None] | None,
+    output_base: Path | None,
+) -> tuple[str, JobContext, str | None]:
     ctx = JobContext(
         mart=engine,
         idb_urls=idb_urls,

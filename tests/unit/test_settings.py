@@ -46,6 +46,7 @@ def test_missing_database_url_names_variable_and_example(
         ("GIM_SMTP_PORT", "seventy", "valid integer"),
         ("GIM_SMTP_PORT", "70000", "less than or equal to 65535"),
         ("GIM_LOG_LEVEL", "LOUD", "should match pattern"),
+        ("GIM_LOG_FORMAT", "xml", "should match pattern"),
     ],
 )
 def test_malformed_setting_is_named_with_example(
