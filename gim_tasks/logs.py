@@ -70,6 +70,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str, ensure_ascii=False)
 
 
+def _write_line(file: Any, logger: str, message: str) -> None:
+    """A message that bypasses logging, written as the JSON line a WARNING record would be."""
+    record = logging.LogRecord(logger, logging.WARNING, "", 0, message, None, None)
+    file.write(JsonFormatter().format(record) + "\n")
+    file.flush()
+
+
 def json_warnings() -> None:
     """Python warnings (Celery's root-privileges warning, deprecations) as JSON lines on
     stderr too: they are printed before logging is set up, so they bypass its handlers."""
@@ -82,14 +89,8 @@ def json_warnings() -> None:
         file: Any = None,
         line: str | None = None,
     ) -> None:
-        record = {
-            "time": datetime.now(UTC).isoformat(),
-            "level": "WARNING",
-            "logger": "py.warnings",
-            "process": "MainProcess",
-            "message": f"{category.__name__}: {message} ({filename}:{lineno})",
-        }
-        (file or sys.stderr).write(json.dumps(record, ensure_ascii=False) + "\n")
+        text = f"{category.__name__}: {message} ({filename}:{lineno})"
+        _write_line(file or sys.stderr, "py.warnings", text)
 
     warnings.showwarning = show
 
@@ -100,15 +101,7 @@ def json_celery_messages() -> None:
     from celery.apps import worker
 
     def say(message: str, f: Any = sys.__stderr__) -> None:
-        record = {
-            "time": datetime.now(UTC).isoformat(),
-            "level": "WARNING",
-            "logger": "celery.apps.worker",
-            "process": "MainProcess",
-            "message": message,
-        }
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
+        _write_line(f, "celery.apps.worker", message)
 
     worker.safe_say = say
 

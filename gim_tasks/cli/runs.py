@@ -222,7 +222,9 @@ def jobs_command(
 def _exec_celery(args: list[str]) -> None:
     celery = str(Path(sys.executable).with_name("celery"))
     # O6: with JSON logs, no start-up banner (plain text on stdout): every line is JSON.
-    quiet = ["--quiet"] if os.environ.get("GIM_LOG_FORMAT", "").strip().lower() == "json" else []
+    from gim_tasks.logs import log_format  # standard library only: no start-up cost
+
+    quiet = ["--quiet"] if log_format() == "json" else []
     os.execv(celery, [celery, "-A", CELERY_APP, *quiet, *args])
 
 

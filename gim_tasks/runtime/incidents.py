@@ -79,11 +79,3 @@ def resolve_cleared(conn: Connection, blocked: Mapping[str, str]) -> list[int]:
         .returning(incident.c.job, incident.c.run_id)
     ).all()
     return [row.run_id for row in resolved if _queue_mails(conn, row.job, row.run_id, "unblocked")]
-
-
-def open_incidents(conn: Connection) -> list[dict[str, object]]:
-    """The open incidents, oldest first (the summary shows them)."""
-    rows = conn.execute(
-        sa.select(incident).where(incident.c.resolved_at.is_(None)).order_by(incident.c.id)
-    ).all()
-    return [dict(row._mapping) for row in rows]

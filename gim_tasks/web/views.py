@@ -18,12 +18,12 @@ from gim_tasks.lifecycle import (
     OPERATOR_STOP,
     PLANNED_STOPS,
     SUCCESS,
+    TRIGGERS,
     RunState,
     SkipKind,
     StopKind,
     outcome,
 )
-from gim_tasks.lifecycle import TRIGGERS as LIFECYCLE_TRIGGERS
 from gim_tasks.notify import notifications_of
 from gim_tasks.options import store
 from gim_tasks.options.values import Options
@@ -44,7 +44,6 @@ from gim_tasks.schedule.plan import next_run_table
 
 #: Triggers of runs the status summary counts (A4: scheduled ones; a restart is the scheduler's).
 SUMMARY_TRIGGERS = (SCHEDULED, RESTART)
-TRIGGERS = LIFECYCLE_TRIGGERS
 
 _ETL = ("timezone", "run-scheduler", "etl-start-time", "etl-end-time", "etl-frequency")
 #: The [schedule] options that make up each job's schedule: who changed one last is the
