@@ -89,6 +89,16 @@ def _admin(servers: Servers) -> psycopg.Connection:
     return psycopg.connect(servers.postgres.url("postgres"), autocommit=True)
 
 
+def insert_run(conn: sa.Connection, **values: Any) -> int:
+    """A ``job_run`` row with exactly the given fields (tests set states, times and counts
+    directly; the product records runs through ``gim_tasks.runtime.runs.record``); its id."""
+    from gim_tasks.db.tables import job_run
+
+    return int(
+        conn.execute(sa.insert(job_run).values(**values).returning(job_run.c.id)).scalar_one()
+    )
+
+
 @pytest.fixture
 def make_database(servers: Servers) -> Iterator[object]:
     """A factory of fresh databases: ``make_database(migrated=True) -> url``. Dropped after the

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import schemathesis
 import sqlalchemy as sa
+from conftest import insert_run
 from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,7 +38,7 @@ from schemathesis.checks import (
 
 from gim_tasks import __version__, notify
 from gim_tasks.db.engine import make_engine
-from gim_tasks.db.tables import ROLES, job_run, web_user
+from gim_tasks.db.tables import ROLES, web_user
 from gim_tasks.settings import Settings, get_settings
 from gim_tasks.web import auth
 from gim_tasks.web.app import create_app
@@ -127,11 +128,7 @@ def contract(gim_env: dict[str, str]) -> Iterator[Contract]:
         # Runs in each state the operations treat differently, so that ids the test draws
         # from these reach past the 404 into the state rules (stop, cancel: 409).
         run_ids = [
-            conn.execute(
-                sa.insert(job_run)
-                .values(job=job, trigger="manual", actor="test", state=state, **times)
-                .returning(job_run.c.id)
-            ).scalar_one()
+            insert_run(conn, job=job, trigger="manual", actor="test", state=state, **times)
             for job, state, times in (
                 ("Job_ExportGIM", "Running", {"started_at": sa.func.now()}),
                 ("Job_UpdateStats", "Scheduled", {"reason": "waiting (test)"}),

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import Smtp
+from conftest import Smtp, insert_run
 
 from devtools.localstack import free_port
 from gim_tasks import notify
@@ -43,13 +43,9 @@ def _run(
 ) -> int:
     """A run that starts and ends as a worker would record it."""
     with engine.begin() as conn:
-        run_id = conn.execute(
-            sa.insert(job_run)
-            .values(
-                job=job, trigger="manual", actor="ops", state="Running", started_at=sa.func.now()
-            )
-            .returning(job_run.c.id)
-        ).scalar_one()
+        run_id = insert_run(
+            conn, job=job, trigger="manual", actor="ops", state="Running", started_at=sa.func.now()
+        )
     counts = Counts(read=1234, written=1200, discarded=34, warnings=warnings)
     assert finish_run(engine, run_id, state, counts, error=error)
     return int(run_id)
@@ -162,16 +158,13 @@ def test_r4_a3_planned_stops_send_no_mail_other_stops_go_to_error_subscribers(
     notify.add_subscription(engine, "Job_AggregateGIM", "errors@example.com", False, True, "a")
     notify.add_subscription(engine, "Job_AggregateGIM", "all@example.com", True, False, "a")
     with engine.begin() as conn:
-        run_id = conn.execute(
-            sa.insert(job_run)
-            .values(
-                job="Job_AggregateGIM",
-                trigger="scheduled",
-                actor="scheduler",
-                state="Running",
-                started_at=sa.func.now(),
-            )
-            .returning(job_run.c.id)
-        ).scalar_one()
+        run_id = insert_run(
+            conn,
+            job="Job_AggregateGIM",
+            trigger="scheduled",
+            actor="scheduler",
+            state="Running",
+            started_at=sa.func.now(),
+        )
     assert finish_run(engine, run_id, "Stopped", Counts(), stop_kind=stop_kind, ended_by="ops")
     assert [m.recipient for m in _mails(engine, run_id)] == mailed

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import insert_run
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Mount, Route
@@ -390,19 +391,18 @@ def test_a4_summary_counts_runs_and_failures_per_category(web: Web) -> None:
             ("Job_ExportGIM", "Rejected", "manual", None, None),  # a refused request
             ("Job_ExportGIM", "Rejected", "scheduled", None, "blocked"),  # C2: a failure
         ]:
-            conn.execute(
-                sa.insert(job_run).values(
-                    job=job,
-                    trigger=trigger,
-                    actor="t",
-                    state=state,
-                    ended_at=sa.func.now(),
-                    error="boom" if state == "Failed" else None,
-                    reason="configuration check failed: IDB 1: down" if skip else None,
-                    stop_kind=stop_kind,
-                    ended_by="ops" if stop_kind == "operator" else None,
-                    skip=skip,
-                )
+            insert_run(
+                conn,
+                job=job,
+                trigger=trigger,
+                actor="t",
+                state=state,
+                ended_at=sa.func.now(),
+                error="boom" if state == "Failed" else None,
+                reason="configuration check failed: IDB 1: down" if skip else None,
+                stop_kind=stop_kind,
+                ended_by="ops" if stop_kind == "operator" else None,
+                skip=skip,
             )
     viewer = web.api("viewer")
     summary = viewer.get("/api/summary", params={"days": 3}).json()
@@ -443,21 +443,16 @@ def test_a4_summary_counts_runs_and_failures_per_category(web: Web) -> None:
 
 def test_running_tab_shows_live_progress_and_stop(web: Web) -> None:
     with web.engine.begin() as conn:
-        run_id = conn.execute(
-            sa.insert(job_run)
-            .values(
-                job="Job_ExtractICON",
-                trigger="manual",
-                actor="ops",
-                state="Running",
-                started_at=sa.func.now(),
-                rows_read=1500,
-                summary={
-                    "progress": {"what": "extract party_segment", "done": 12345, "total": None}
-                },
-            )
-            .returning(job_run.c.id)
-        ).scalar_one()
+        run_id = insert_run(
+            conn,
+            job="Job_ExtractICON",
+            trigger="manual",
+            actor="ops",
+            state="Running",
+            started_at=sa.func.now(),
+            rows_read=1500,
+            summary={"progress": {"what": "extract party_segment", "done": 12345, "total": None}},
+        )
     viewer, _ = web.session("viewer")
     page = viewer.get("/jobs/running").text
     assert f'data-run="{run_id}"' in page and "extract party_segment: 12,345" in page
@@ -473,24 +468,21 @@ def test_a2_history_shows_state_trigger_actor_start_end_duration_counts_and_erro
     completed with counts and one that failed with an error."""
     with web.engine.begin() as conn:
         done, failed = (
-            conn.execute(
-                sa.insert(job_run)
-                .values(
-                    job=job,
-                    trigger=trigger,
-                    actor=actor,
-                    state=state,
-                    created_at=sa.text("now() - interval '10 minutes'"),
-                    started_at=sa.text("now() - interval '10 minutes'"),
-                    ended_at=sa.text("now() - interval '10 minutes' + interval '83.5 seconds'"),
-                    rows_read=read,
-                    rows_written=written,
-                    rows_discarded=discarded,
-                    warnings=warnings,
-                    error=error,
-                )
-                .returning(job_run.c.id)
-            ).scalar_one()
+            insert_run(
+                conn,
+                job=job,
+                trigger=trigger,
+                actor=actor,
+                state=state,
+                created_at=sa.text("now() - interval '10 minutes'"),
+                started_at=sa.text("now() - interval '10 minutes'"),
+                ended_at=sa.text("now() - interval '10 minutes' + interval '83.5 seconds'"),
+                rows_read=read,
+                rows_written=written,
+                rows_discarded=discarded,
+                warnings=warnings,
+                error=error,
+            )
             for job, trigger, actor, state, read, written, discarded, warnings, error in (
                 (
                     "Job_TransformGIM",
@@ -612,19 +604,16 @@ def test_r4_outcome_filter_in_sql_agrees_with_the_outcome_of_every_run(web: Web)
     combos += [("Rejected", None, skip) for skip in SKIP_KINDS]
     with web.engine.begin() as conn:
         ids = {
-            conn.execute(
-                sa.insert(job_run)
-                .values(
-                    job="Job_ExportGIM",
-                    trigger="scheduled",
-                    actor="t",
-                    state=state,
-                    stop_kind=kind,
-                    skip=skip,
-                    ended_at=sa.func.now(),
-                )
-                .returning(job_run.c.id)
-            ).scalar_one(): outcome(state, kind, skip)
+            insert_run(
+                conn,
+                job="Job_ExportGIM",
+                trigger="scheduled",
+                actor="t",
+                state=state,
+                stop_kind=kind,
+                skip=skip,
+                ended_at=sa.func.now(),
+            ): outcome(state, kind, skip)
             for state, kind, skip in combos
         }
     viewer = web.api("viewer")
@@ -644,20 +633,17 @@ def test_a6_history_pages_sorts_several_states_and_a_date_range(web: Web) -> Non
         for number in range(12):
             state = ("Completed", "Failed", "Stopped")[number % 3]
             made.append(
-                conn.execute(
-                    sa.insert(job_run)
-                    .values(
-                        job="Job_ExtractICON",
-                        trigger="scheduled",
-                        actor="t",
-                        state=state,
-                        stop_kind="operator" if state == "Stopped" else None,
-                        created_at=sa.text(f"now() - interval '{number} days'"),
-                        started_at=sa.text(f"now() - interval '{number} days'"),
-                        ended_at=sa.text(f"now() - interval '{number} days' + interval '1 min'"),
-                    )
-                    .returning(job_run.c.id)
-                ).scalar_one()
+                insert_run(
+                    conn,
+                    job="Job_ExtractICON",
+                    trigger="scheduled",
+                    actor="t",
+                    state=state,
+                    stop_kind="operator" if state == "Stopped" else None,
+                    created_at=sa.text(f"now() - interval '{number} days'"),
+                    started_at=sa.text(f"now() - interval '{number} days'"),
+                    ended_at=sa.text(f"now() - interval '{number} days' + interval '1 min'"),
+                )
             )
     viewer = web.api("viewer")
     first = viewer.get("/api/runs", params={"which": "history", "limit": 5})
@@ -700,14 +686,13 @@ def test_running_tab_filters_by_category_and_run_job_offers_only_startable_jobs(
     jobs M7 lets anyone start by hand, for an admin also the others, marked forced only."""
     with web.engine.begin() as conn:
         for job in ("Job_ExtractICON", "Job_MaintainGIM"):
-            conn.execute(
-                sa.insert(job_run).values(
-                    job=job,
-                    trigger="manual",
-                    actor="ops",
-                    state="Running",
-                    started_at=sa.func.now(),
-                )
+            insert_run(
+                conn,
+                job=job,
+                trigger="manual",
+                actor="ops",
+                state="Running",
+                started_at=sa.func.now(),
             )
     client, _ = web.session("viewer")
     etl = client.get("/jobs/running?category=ETL").text

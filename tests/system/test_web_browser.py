@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import Smtp, Stack
+from conftest import Smtp, Stack, insert_run
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from devtools.localstack import free_port
 from gim_tasks import notify
-from gim_tasks.db.tables import job_run
 from gim_tasks.web import auth
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,18 +171,15 @@ def test_operator_runs_and_stops_a_job_in_the_browser_and_gets_the_mail(
         page.goto(url + "/options")
         expect(page.locator("#summary a[data-category=Aggregation]")).not_to_contain_text("failed")
         with stack.engine.begin() as conn:
-            failed_id = conn.execute(
-                sa.insert(job_run)
-                .values(
-                    job="Job_AggregateGIM",
-                    trigger="scheduled",
-                    actor="scheduler",
-                    state="Failed",
-                    ended_at=sa.func.now(),
-                    error="boom",
-                )
-                .returning(job_run.c.id)
-            ).scalar_one()
+            failed_id = insert_run(
+                conn,
+                job="Job_AggregateGIM",
+                trigger="scheduled",
+                actor="scheduler",
+                state="Failed",
+                ended_at=sa.func.now(),
+                error="boom",
+            )
         page.goto(url + "/options")
         expect(page.locator("#summary a[data-category=Aggregation]")).to_contain_text("1 failed")
         _shot(page, "options")
