@@ -92,6 +92,34 @@ def outcome(state: str, stop_kind: str | None, skip: str | None = None) -> str |
     return None
 
 
+class Verdict(StrEnum):
+    """What became of a planned firing (SPEC O1): one per firing in the ledger."""
+
+    ON_TIME = "on-time"  # started within the grace
+    LATE = "late"  # started after the grace (lag recorded)
+    HELD = "held"  # recorded as Scheduled, waiting for a rule (S4, S8, S13)
+    SKIPPED = "skipped"  # a rule or flag starts nothing (S1, S2, S6, S9, S12)
+    BLOCKED = "blocked"  # the configuration check blocks it (C2)
+    MISSED = "missed"  # no decision by planned + grace: the scheduler was down
+
+
+VERDICTS = tuple(verdict.value for verdict in Verdict)
+
+
+class Condition(StrEnum):
+    """What an incident is about (SPEC O3): opened once, resolved once, per job."""
+
+    BLOCKED = "blocked"
+    FAILURE = "failure"
+    MISSED = "missed"
+    LATE = "late"
+    STALE_DATA = "stale-data"
+    SCHEDULER_DOWN = "scheduler-down"
+
+
+CONDITIONS = tuple(condition.value for condition in Condition)
+
+
 class Via(StrEnum):
     """The ways to start a run by hand; each one is enumerated by the tests (M0). (Here, not in
     the admission module, so the command line names them without importing the decision.)"""

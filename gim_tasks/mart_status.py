@@ -10,10 +10,12 @@ these numbers. Marks, runs and the aggregation queue are metadata it may read.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+
+from gim_tasks.options import store
 
 #: Extract and Transform runs shown as "recent cycles".
 CYCLE_JOBS = ("Job_ExtractICON", "Job_TransformGIM")
@@ -50,6 +52,12 @@ def etl_status(engine: sa.Engine) -> dict[str, Any]:
             ),
             {"jobs": list(CYCLE_JOBS)},
         ).all()
+        slo = store.load_options(conn).get("monitor", "freshness-slo-minutes")
+        # O4; the age is left out (it changes between two readers: the data time is the fact).
+        freshness = [
+            {k: v for k, v in item.items() if k != "age_seconds"}
+            for item in data_freshness(conn, datetime.now(UTC), slo)
+        ]
     pending_rows = counts["pending"]
     by_table: dict[str, int] = {}
     for row in pending_rows:
@@ -108,6 +116,7 @@ def etl_status(engine: sa.Engine) -> dict[str, Any]:
             }
             for c in cycles
         ],
+        "freshness": freshness,
     }
 
 
@@ -172,3 +181,55 @@ def aggregate_status(engine: sa.Engine) -> dict[str, Any]:
 
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
+
+
+#: Nominal length of an aggregate level's interval: a level's data reaches the end of its
+#: newest interval at most (and never beyond the newest 15-minute interval).
+LEVEL_SPAN = {
+    "SUBHOUR": timedelta(minutes=15),
+    "HOUR": timedelta(hours=1),
+    "DAY": timedelta(days=1),
+    "MONTH": timedelta(days=28),
+    "QUARTER": timedelta(days=90),
+    "YEAR": timedelta(days=365),
+}
+FACT_SPAN = timedelta(minutes=15)
+
+
+def data_freshness(
+    conn: sa.Connection, now: datetime, slo_minutes: dict[str, int]
+) -> list[dict[str, Any]]:
+    """SPEC O4: per fact table (category ETL) and aggregate level (category Aggregation), the
+    data time of the newest row (the end of its 15-minute interval; of a level's interval,
+    capped at the newest 15-minute one), its age at ``now`` and whether it is beyond the
+    category's SLO. A table without rows has no data time and is not judged."""
+    newest = conn.execute(sa.text("SELECT gim_data_freshness()")).scalar_one()
+    subhour = newest["levels"].get("SUBHOUR")
+    items: list[tuple[str, str, datetime | None]] = []
+    for table, key in newest["facts"].items():
+        items.append(("ETL", table, _end(key, FACT_SPAN)))
+    for level, span in LEVEL_SPAN.items():
+        key = newest["levels"].get(level)
+        end = _end(key, span)
+        if end is not None and subhour is not None:
+            end = min(end, _end(subhour, FACT_SPAN) or end)
+        items.append(("Aggregation", level, end))
+    result = []
+    for category, name, data_time in items:
+        slo = slo_minutes.get(category)
+        age = (now - data_time).total_seconds() if data_time is not None else None
+        result.append(
+            {
+                "category": category,
+                "table": name,
+                "data_time": _iso(data_time),
+                "age_seconds": round(age, 1) if age is not None else None,
+                "slo_minutes": slo,
+                "stale": bool(slo and age is not None and age > slo * 60),
+            }
+        )
+    return result
+
+
+def _end(key: int | None, span: timedelta) -> datetime | None:
+    return datetime.fromtimestamp(key, UTC) + span if key is not None else None

@@ -300,7 +300,7 @@ def _letter(conn: Connection, kind: str, run_id: int) -> Letter:
     return Letter(kind, discards=tuple((row.reason, row.n) for row in rows))
 
 
-def _address(conn: Connection, recipient: str) -> str | None:
+def address_of(conn: Connection, recipient: str) -> str | None:
     if "@" in recipient and _is_address(recipient):
         return recipient
     return conn.execute(
@@ -308,7 +308,7 @@ def _address(conn: Connection, recipient: str) -> str | None:
     ).scalar_one_or_none()
 
 
-def _send(message: EmailMessage, settings: Settings) -> None:
+def send_message(message: EmailMessage, settings: Settings) -> None:
     with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT_SECONDS) as smtp:
         if settings.smtp_starttls:
             smtp.starttls()
@@ -345,7 +345,7 @@ def deliver(
             if row is None:
                 return sent, retry
             run = conn.execute(sa.select(job_run).where(job_run.c.id == row.run_id)).one()
-            to = _address(conn, row.recipient)
+            to = address_of(conn, row.recipient)
             error: str | None = None
             if to is None:
                 error = f"recipient '{row.recipient}' has no e-mail address"
@@ -353,7 +353,7 @@ def deliver(
                 error = "GIM_SMTP_HOST is not set"
             else:
                 try:
-                    _send(
+                    send_message(
                         compose(run, to, settings, tz_name, _letter(conn, row.kind, run.id)),
                         settings,
                     )

@@ -128,6 +128,15 @@ class Settings(BaseSettings):
         description="Password checks (argon2id, 64 MiB each) run at once per web process.",
         examples=[2],
     )
+    watchdog_seconds: int = Field(
+        default=15,
+        ge=0,
+        le=300,
+        description="Seconds between the web app's watchdog passes (missed firings, a silent "
+        "beat, failing jobs, stale data, alert delivery; O2); 0: this web process runs none "
+        "(run `gim watchdog` instead).",
+        examples=[15],
+    )
     log_level: str = Field(
         default="INFO",
         pattern="^(DEBUG|INFO|WARNING|ERROR)$",

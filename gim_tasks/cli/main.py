@@ -17,6 +17,7 @@ import typer
 from gim_tasks import __version__
 from gim_tasks.cli import config as config_cli
 from gim_tasks.cli import etl as etl_cli
+from gim_tasks.cli import monitor as monitor_cli
 from gim_tasks.cli import runs as runs_cli
 from gim_tasks.cli import schedule as schedule_cli
 from gim_tasks.cli import web as web_cli
@@ -51,6 +52,10 @@ app.command("run")(runs_cli.run_command)
 app.command("stop")(runs_cli.stop_command)
 app.command("cancel")(runs_cli.cancel_command)
 app.command("jobs")(runs_cli.jobs_command)
+app.command("firings")(monitor_cli.firings_command)
+app.command("alerts")(monitor_cli.alerts_command)
+app.command("watchdog")(monitor_cli.watchdog_command)
+app.add_typer(monitor_cli.webhook_app, name="webhook")
 _passthrough = {"allow_extra_args": True, "ignore_unknown_options": True}
 app.command("worker", context_settings=_passthrough)(runs_cli.worker_command)
 app.command("beat", context_settings=_passthrough)(runs_cli.beat_command)

@@ -84,6 +84,13 @@ IDB_INIT = AdvisoryLock(
     "initialising a development IDB's schema (gim idb init, tests): one initialiser at a time",
     ("idb.schema.init_idb",),
 )
+WATCHDOG = AdvisoryLock(
+    "watchdog",
+    0x67696D5F776174,  # "gim_wat"
+    "one watchdog pass at a time across web replicas and `gim watchdog` processes: the others "
+    "skip their pass (try-lock), so an incident is judged once (O2)",
+    ("runtime.watchdog.check",),
+)
 
 LOCKS = (
     ADMISSION,
@@ -94,6 +101,7 @@ LOCKS = (
     MIGRATION,
     STAGING_WRITE,
     IDB_INIT,
+    WATCHDOG,
 )
 
 
@@ -114,6 +122,14 @@ def hold(conn: Any, lock: AdvisoryLock, table: str | None = None, shared: bool =
     take = sa.func.pg_advisory_xact_lock_shared if shared else sa.func.pg_advisory_xact_lock
     keys = (lock.key, table_key(table)) if table is not None else (lock.key,)
     conn.execute(sa.select(take(*keys)))
+
+
+def try_hold(conn: Any, lock: AdvisoryLock) -> bool:
+    """Take ``lock`` until the end of ``conn``'s transaction if it is free; False (without
+    waiting) when another transaction holds it."""
+    import sqlalchemy as sa
+
+    return bool(conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(lock.key))).scalar_one())
 
 
 def hold_session(conn: Any, lock: AdvisoryLock) -> None:

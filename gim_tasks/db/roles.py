@@ -43,7 +43,12 @@ WEB_PRIVILEGES: dict[str, str] = {
     "login_failure": "SELECT, INSERT, DELETE",  # login throttling
     "notification_subscription": "SELECT, INSERT, UPDATE, DELETE",  # A3, admins
     "notification": "SELECT",  # a run's mails
-    "incident": "SELECT",  # open blocks of the configuration check (R4)
+    # O2: the watchdog runs in the web app: it judges missed firings, opens and resolves
+    # incidents and sends their alerts (the beat writes the ledger's plan and its verdicts).
+    "incident": "SELECT, INSERT, UPDATE (resolved_at, firings)",
+    "firing": "SELECT, UPDATE (verdict, decided_at, reason)",
+    "alert": "SELECT, INSERT, UPDATE (state, attempts, next_attempt_at, last_error, sent_at)",
+    "webhook": "SELECT",
     # ETL and aggregation status pages (metadata, no data rows; counts through the functions)
     "idb_source": "SELECT",
     "extract_mark": "SELECT",
@@ -54,6 +59,7 @@ WEB_FUNCTIONS = (
     "gim_write_option(text, text, text, text, text)",
     "gim_etl_counts()",  # counts over staging and facts (migration 0013)
     "gim_aggregate_freshness()",  # newest interval per aggregate table (migration 0013)
+    "gim_data_freshness()",  # newest data time per fact table and level (migration 0015, O4)
 )
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -22,9 +23,14 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from gim_tasks.lifecycle import ROLES, RUN_STATES, SKIP_KINDS, STOP_KINDS
+from gim_tasks.lifecycle import CONDITIONS, ROLES, RUN_STATES, SKIP_KINDS, STOP_KINDS, VERDICTS
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN (" + ", ".join(f"'{value}'" for value in values) + ")"
+
 
 # Stable constraint names, so migrations can refer to them.
 metadata = MetaData(
@@ -238,11 +244,13 @@ incident = Table(
     Column("job", Text, nullable=False),
     Column("condition", Text, nullable=False),
     Column("detail", Text, nullable=False),
-    Column("run_id", BigInteger, ForeignKey("job_run.id", ondelete="CASCADE"), nullable=False),
+    # The run that opened it (a block, a failure, a late start); none for a silent scheduler,
+    # missed firings or stale data.
+    Column("run_id", BigInteger, ForeignKey("job_run.id", ondelete="CASCADE")),
     Column("opened_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("resolved_at", DateTime(timezone=True)),
     Column("firings", Integer, nullable=False, server_default=text("1")),
-    CheckConstraint("condition IN ('blocked')", name="condition"),
+    CheckConstraint(_in("condition", CONDITIONS), name="condition"),
     Index(
         "uq_incident_open",
         "job",
@@ -250,4 +258,65 @@ incident = Table(
         unique=True,
         postgresql_where=text("resolved_at IS NULL"),
     ),
+)
+
+
+#: SPEC O1: every planned firing, written by the beat at least 24 h ahead (runtime/ledger.py),
+#: with one verdict once decided. The firing id is the engine's (S11), so a launch finds its
+#: row; aggregation window closes have ids of their own.
+firing = Table(
+    "firing",
+    metadata,
+    Column("firing_id", Text, primary_key=True),
+    Column("stream", Text, nullable=False),  # etl, maintenance, statistics, export, window-*
+    Column("job", Text, nullable=False),
+    Column("planned_at", DateTime(timezone=True), nullable=False),
+    Column("verdict", Text),  # NULL: not decided yet
+    Column("decided_at", DateTime(timezone=True)),
+    Column("lag_seconds", Float),
+    Column("reason", Text),
+    Column("run_id", BigInteger, ForeignKey("job_run.id", ondelete="SET NULL")),
+    CheckConstraint(_in("verdict", VERDICTS), name="verdict"),
+    Index("ix_firing_planned_at", "planned_at"),
+    Index("ix_firing_job_planned_at", "job", "planned_at"),
+    Index("ix_firing_undecided", "planned_at", postgresql_where=text("verdict IS NULL")),
+)
+
+#: SPEC O3: receivers of incident messages (JSON POST); ``events`` limits the conditions
+#: (empty: all).
+webhook = Table(
+    "webhook",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("url", Text, nullable=False, unique=True),
+    Column("events", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+)
+
+#: SPEC O3: one delivery of an incident's opened or resolved message to one mail recipient or
+#: webhook; the unique key makes queueing idempotent, ``FOR UPDATE SKIP LOCKED`` keeps two
+#: senders (web replicas) off the same row (runtime/alerts.py).
+alert = Table(
+    "alert",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column(
+        "incident_id", BigInteger, ForeignKey("incident.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("event", Text, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("state", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column(
+        "next_attempt_at", DateTime(timezone=True), nullable=False, server_default=text("now()")
+    ),
+    Column("last_error", Text),
+    Column("sent_at", DateTime(timezone=True)),
+    CheckConstraint("event IN ('opened', 'resolved')", name="event"),
+    CheckConstraint("channel IN ('mail', 'webhook')", name="channel"),
+    CheckConstraint("state IN ('pending', 'sent', 'failed')", name="state"),
+    UniqueConstraint("incident_id", "event", "channel", "target", name="uq_alert_delivery"),
+    Index("ix_alert_pending", "next_attempt_at", postgresql_where=text("state = 'pending'")),
 )

@@ -15,6 +15,7 @@ from typing import Any
 from gim_tasks.errors import GimError
 from gim_tasks.options.types import (
     Boolean,
+    CategoryMinutes,
     ClockTime,
     CronSchedule,
     DirectoryPath,
@@ -235,6 +236,30 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "IDB tables Job_ExtractICON extracts, and traffic sources Job_TransformGIM "
         "transforms, at once, each in its own connections and batch transactions; "
         "1 = one after the other.",
+    ),
+    # [monitor] -- SPEC O1-O4: the ledger's verdicts, the watchdog, alerts, data freshness.
+    OptionSpec(
+        "monitor",
+        "grace-seconds",
+        Integer(5, 3600, "seconds"),
+        "60",
+        "A firing started within this many seconds of its planned instant is on time, later "
+        "is late; a firing with no decision by then is missed (O1, O2).",
+    ),
+    OptionSpec(
+        "monitor",
+        "late-alert-seconds",
+        Integer(5, 86400, "seconds"),
+        "300",
+        "A firing started later than this opens a `late` incident for its job (O3).",
+    ),
+    OptionSpec(
+        "monitor",
+        "freshness-slo-minutes",
+        CategoryMinutes(),
+        "ETL=60, Aggregation=120",
+        "Newest data time per category allowed behind now before a `stale-data` incident "
+        "opens (O4): ETL = every fact table, Aggregation = every aggregate level; empty: none.",
     ),
     # [gim-export] -- GIM "Export Schedule".
     OptionSpec(

@@ -200,3 +200,34 @@ class DirectoryPath(OptionType):
 
 def _raise(reason: str) -> str:
     raise ValueError(reason)
+
+
+@dataclass(frozen=True)
+class CategoryMinutes(OptionType):
+    """Minutes per data category (``ETL=60, Aggregation=120``); a category left out has none."""
+
+    categories: tuple[str, ...] = ("ETL", "Aggregation")
+
+    @property
+    def allowed(self) -> str:  # type: ignore[override]
+        names = ", ".join(self.categories)
+        return f"comma-separated CATEGORY=MINUTES (1 to 10080) for {names}, or empty for none"
+
+    def parse(self, raw: str) -> dict[str, int]:
+        result: dict[str, int] = {}
+        for part in (piece.strip() for piece in raw.split(",")):
+            if not part:
+                continue
+            name, equals, minutes = (text.strip() for text in part.partition("="))
+            category = next((c for c in self.categories if c.lower() == name.lower()), None)
+            if category is None or not equals:
+                raise ValueError(f"'{part}' does not name a category")
+            if category in result:
+                raise ValueError(f"{category} is given twice")
+            if not minutes.isdigit() or not 1 <= int(minutes) <= 10080:
+                raise ValueError(f"'{minutes}' minutes for {category} is not 1 to 10080")
+            result[category] = int(minutes)
+        return result
+
+    def format(self, value: Any) -> str:
+        return ", ".join(f"{name}={minutes}" for name, minutes in value.items())

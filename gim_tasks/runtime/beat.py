@@ -32,7 +32,7 @@ from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.registry import BODIES
 from gim_tasks.lifecycle import RunState, SkipKind
 from gim_tasks.options import store
-from gim_tasks.runtime import incidents, runs
+from gim_tasks.runtime import incidents, ledger, runs
 from gim_tasks.runtime.dispatch import send
 from gim_tasks.runtime.health import CachedServerCheck
 from gim_tasks.runtime.runs import (
@@ -43,8 +43,8 @@ from gim_tasks.runtime.runs import (
     sweep_lost,
     unclaimed,
 )
-from gim_tasks.runtime.state import load_state
-from gim_tasks.schedule.engine import Hold, Launch, Release, Skip, Stop, Tick, decide
+from gim_tasks.runtime.state import BEAT_KEY, load_state
+from gim_tasks.schedule.engine import Action, Hold, Launch, Release, Skip, Stop, Tick, decide
 from gim_tasks.schedule.jobs import BY_NAME
 from gim_tasks.settings import get_settings
 
@@ -52,10 +52,13 @@ log = logging.getLogger("gim_tasks.runtime.beat")
 CURSORS_KEY = "gim:cursors"
 
 
-def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
+def carry_out(engine: Engine, app: Any, tick: Tick, judge: ledger.Judge | None = None) -> None:
     """Record and send each decision. Runs under the admission lock, so a manual start cannot
-    interleave with the beat's view of the state."""
+    interleave with the beat's view of the state. With ``judge``, the ledger's verdicts on the
+    firings decided (O1) and the incidents they open or resolve (O3) commit in the same
+    transaction as the runs."""
     to_send: list[tuple[str, int]] = []
+    decided: list[tuple[Action, int | None]] = []
     to_mail: list[int] = []
     actions = [a for a in tick.actions if not (isinstance(a, Launch) and a.job not in BODIES)]
     for missing in {a.job for a in tick.actions if isinstance(a, Launch)} - set(BODIES):
@@ -85,6 +88,7 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
                     values["skip"] = SkipKind.BLOCKED if action.blocked else SkipKind.RULE
                 # S11: unique firing id; a second beat's (or a repeated tick's) insert is a no-op.
                 run_id = runs.record(conn, values)
+                decided.append((action, run_id))
                 if run_id is not None and isinstance(action, Launch):
                     to_send.append((action.job, run_id))
                 if run_id is not None and isinstance(action, Skip) and action.blocked:
@@ -131,6 +135,10 @@ def carry_out(engine: Engine, app: Any, tick: Tick) -> None:
                     extra={"job": action.job, "run_id": action.run_id},
                 )
         to_mail.extend(incidents.resolve_cleared(conn, tick.blocked))
+        if judge is not None:
+            judged = ledger.record(conn, decided, judge.now, judge.grace)
+            incidents.after_verdicts(conn, judged, judge.late_limit)
+            ledger.settle_windows(conn, judge.horizon, tick, judge.state, judge.now, judge.grace)
     for job, run_id in to_send:  # after commit: the worker must find the row
         send(app, job, run_id)
     for run_id in to_mail:  # after commit: the notify task must find the rows
@@ -170,6 +178,9 @@ def mirror_entry(app: Any, job: str, next_run: datetime | None, now: datetime) -
 
 class GimScheduler(RedBeatScheduler):
     """RedBeat plus the firing engine."""
+
+    #: Keep the firing ledger (O1); ``bench runtime`` turns it off to measure its cost.
+    LEDGER = True
 
     def setup_schedule(self) -> None:
         super().setup_schedule()
@@ -249,8 +260,23 @@ class GimScheduler(RedBeatScheduler):
         if server_check is None:
             server_check = self.__dict__["_server_check"] = CachedServerCheck(get_settings())
         report = server_check.report(options)
-        tick = decide(options.schedule(), now, state, report.refusal)
-        carry_out(engine, self.app, tick)
+        schedule = options.schedule()
+        judge = None
+        if self.LEDGER:
+            horizon = self.__dict__.setdefault("_horizon", ledger.Horizon())
+            if ledger.needs_planning(horizon, schedule, now):
+                with engine.begin() as conn:
+                    ledger.keep_planned(conn, horizon, schedule, now)
+            judge = ledger.Judge(
+                now,
+                options.get("monitor", "grace-seconds"),
+                options.get("monitor", "late-alert-seconds"),
+                horizon,
+                state,
+            )
+        tick = decide(schedule, now, state, report.refusal)
+        carry_out(engine, self.app, tick, judge)
+        self._redis.hset(BEAT_KEY, mapping={"tick": time.time(), "leader": runs.worker_name()})
         self.mirror(tick.next_runs, now)
         changed: dict[Any, Any] = {
             k: v.isoformat() for k, v in tick.cursors.items() if state.cursors.get(k) != v

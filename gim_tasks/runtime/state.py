@@ -93,3 +93,9 @@ def load_state(conn: Connection, cursors: Mapping[str, datetime]) -> SchedulerSt
         last_cycle=cycle,
         paused_aggregation=paused,
     )
+
+
+#: The beat's heartbeat (O2, O5), a Redis hash: ``tick`` = UTC epoch seconds of its last tick
+#: (the real clock), ``leader`` = host:pid of the beat that wrote it. Written every tick by the
+#: beat; read by the watchdog and ``/metrics``.
+BEAT_KEY = "gim:beat"

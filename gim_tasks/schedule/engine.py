@@ -187,6 +187,9 @@ class Skip:
     planned_at: datetime
     reason: str
     blocked: bool = False
+    #: S12: the firing fell due while the scheduler was down and no longer runs (the ledger's
+    #: verdict ``missed``, O1).
+    missed: bool = False
 
 
 Action = Launch | Hold | Release | Stop | Skip
@@ -416,7 +419,7 @@ def _handle_stream(tick: _Tick, job: str, stream: Stream) -> None:
     fid = firing_id(job, planned)
     late = _missed_rule(tick, job, planned)
     if late is not None:
-        tick.add(Skip(job, fid, planned, late))
+        tick.add(Skip(job, fid, planned, late, missed=True))
         return
     if (refused := tick.refused(job)) is not None:
         tick.add(Skip(job, fid, planned, refused, blocked=True))

@@ -15,10 +15,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from gim_tasks import mart_status, notify
 from gim_tasks.db.tables import RUN_STATES
 from gim_tasks.errors import GimError
-from gim_tasks.lifecycle import RunState
+from gim_tasks.lifecycle import VERDICTS, RunState
 from gim_tasks.options import store
 from gim_tasks.options.registry import OptionError
-from gim_tasks.runtime import manager
+from gim_tasks.runtime import alerts, ledger, manager
 from gim_tasks.web import schemas as sc
 from gim_tasks.web import views
 from gim_tasks.web.access import Admin, Operator, Viewer
@@ -280,6 +280,71 @@ def register(app: FastAPI, kit: Kit) -> None:
         """What `gim aggregate status --json` shows: pending intervals, queued re-aggregation
         requests, the last batch's duration, recent runs, freshness per hierarchy."""
         return mart_status.aggregate_status(engine)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(who: Viewer) -> Response:
+        """Prometheus metrics (O5), read from PostgreSQL and Redis on each scrape; any API
+        token (viewer) may scrape."""
+        from gim_tasks.runtime import metrics
+
+        body = metrics.exposition(engine, kit.redis())
+        return Response(body, media_type=metrics.CONTENT_TYPE)
+
+    @app.get(
+        "/api/firings",
+        tags=["monitoring"],
+        response_model=None,
+        responses={**ok(list[sc.Firing], "Ledger rows, oldest first."), **AUTH, **errors(400, 422)},
+    )
+    def api_firings(
+        who: Viewer,
+        job: Annotated[sc.JobName | None, Query()] = None,
+        since: Annotated[
+            str | None,
+            Query(
+                alias="from",
+                description="YYYY-MM-DD or YYYY-MM-DDTHH:MM in the schedule's zone, or an ISO "
+                "instant; default: 24 hours ago.",
+            ),
+        ] = None,
+        until: Annotated[
+            str | None, Query(alias="to", description="Before this; as `from`.")
+        ] = None,
+        verdict: Annotated[
+            str | None,
+            Query(
+                pattern=sc.csv_pattern((*VERDICTS, "pending")),
+                description="One verdict, or pending (not decided yet).",
+            ),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=100000)] = 500,
+    ) -> list[dict[str, Any]]:
+        """The firing ledger (O1), as `gim firings --json`: every planned firing with its
+        verdict (on-time, late, held, skipped, blocked, missed), lag, reason and run."""
+        with engine.connect() as conn:
+            tz_name = store.load_options(conn).schedule().timezone
+            try:
+                query = ledger.firing_query(
+                    job.value if job else None, since, until, verdict, limit, tz_name
+                )
+            except GimError as error:
+                raise gim_error(error) from None
+            return ledger.query(conn, query)
+
+    @app.get(
+        "/api/alerts",
+        tags=["monitoring"],
+        response_model=None,
+        responses={**ok(list[sc.Incident], "Incidents, open first."), **AUTH, **errors(422)},
+    )
+    def api_alerts(
+        who: Viewer,
+        open_only: Annotated[bool, Query(alias="open", description="Only open incidents.")] = False,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Incidents (O3) with their mail and webhook deliveries, as `gim alerts --json`."""
+        with engine.connect() as conn:
+            return alerts.list_incidents(conn, open_only, limit)
 
     @app.get(
         "/api/options",

@@ -19,7 +19,9 @@ Security (A5):
 * Request bodies are limited to :data:`MAX_BODY` bytes; payload fields have length limits.
 """
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -141,7 +143,24 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     engine = engine or make_engine(settings.database_url)
     throttle = LoginThrottle(engine, settings.web_login_failures)
     hash_slots = HashSlots(settings.web_hash_slots)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """The watchdog thread (O2) runs while the app serves (``gim web``, uvicorn)."""
+        watchdog = None
+        if settings.watchdog_seconds:
+            from gim_tasks.runtime.watchdog import Watchdog
+
+            watchdog = Watchdog(engine, settings, settings.watchdog_seconds)
+            watchdog.start()
+        try:
+            yield
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="gim-tasks Monitor Jobs API",
         version=__version__,
         description="Run, stop and follow the jobs of the Info Mart. Authenticate with "
@@ -163,7 +182,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # ----- errors ----------------------------------------------------------------------------
 
     def _is_api(request: Request) -> bool:
-        return request.url.path.startswith("/api")
+        return request.url.path.startswith("/api") or request.url.path == "/metrics"
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
@@ -292,6 +311,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         ]
         return rows, report
 
+    clients: list[Any] = []
+
+    def redis_client() -> Any:
+        if not clients:
+            import redis
+
+            clients.append(redis.Redis.from_url(settings.redis_url, socket_timeout=5))
+        return clients[0]
+
     kit = Kit(
         engine=engine,
         settings=settings,
@@ -305,6 +333,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         known_option=known_option,
         startable=startable,
         option_rows=option_rows,
+        redis=redis_client,
     )
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     pages.register(app, kit)

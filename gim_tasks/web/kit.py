@@ -54,6 +54,7 @@ class Kit:
     known_option: Callable[..., tuple[str, str]]
     startable: Callable[..., list[tuple[str, bool]]]
     option_rows: Callable[[], tuple[list[dict[str, Any]], Any]]
+    redis: Callable[[], Any]  # the app's Redis client (made on first use)
 
 
 def text(value: Enum | None) -> str | None:

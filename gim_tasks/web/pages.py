@@ -3,7 +3,7 @@
 and hands these routes what they share in a :class:`~gim_tasks.web.kit.Kit`."""
 
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
@@ -183,6 +183,33 @@ def register(app: FastAPI, kit: Kit) -> None:
     @app.get("/etl", response_class=HTMLResponse, include_in_schema=False)
     def etl_page(request: Request, who: PageViewer) -> Response:
         return page(request, "etl.html", who, etl=mart_status.etl_status(engine))
+
+    @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
+    def alerts_page(request: Request, who: PageViewer) -> Response:
+        from gim_tasks.runtime import alerts, ledger, watchdog
+
+        with engine.connect() as conn:
+            incidents = alerts.list_incidents(conn, limit=200)
+            firings = [
+                row
+                for verdict in ("missed", "late")
+                for row in ledger.query(
+                    conn,
+                    ledger.FiringQuery(
+                        start=datetime.now(UTC) - timedelta(hours=24), verdict=verdict, limit=200
+                    ),
+                )
+            ]
+        tick, leader = watchdog.beat_heartbeat(kit.redis())
+        return page(
+            request,
+            "alerts.html",
+            who,
+            incidents=incidents,
+            firings=sorted(firings, key=lambda row: row["planned_at"]),
+            heartbeat=datetime.fromtimestamp(tick, UTC) if tick else None,
+            leader=leader,
+        )
 
     @app.get("/aggregation", response_class=HTMLResponse, include_in_schema=False)
     def aggregation_page(request: Request, who: PageViewer) -> Response:

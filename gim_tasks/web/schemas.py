@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gim_tasks.lifecycle import RUN_STATES, STOP_KINDS
+from gim_tasks.lifecycle import CONDITIONS, RUN_STATES, STOP_KINDS, VERDICTS
 from gim_tasks.options.registry import OPTIONS
 from gim_tasks.schedule.jobs import CATEGORIES, JOB_NAMES
 
@@ -305,6 +305,19 @@ class CycleRun(Closed):
     seconds: float
 
 
+class DataFreshness(Closed):
+    category: Literal["ETL", "Aggregation"]
+    table: str = Field(description="A fact table, or an aggregate level (SUBHOUR ... YEAR).")
+    data_time: str | None = Field(
+        json_schema_extra={"format": "date-time"},
+        description="The end of the newest row's interval; null without rows.",
+    )
+    # The age itself is not here: it changes between two readers (gim etl status, the API);
+    # /metrics has it (gim_data_age_seconds).
+    slo_minutes: int | None = Field(description="[monitor] freshness-slo-minutes of the category.")
+    stale: bool
+
+
 class EtlStatus(Closed):
     idbs: list[IdbStatus] = Field(description="One entry per IDB, in registration order.")
     marks: list[ExtractMark] = Field(description="One entry per IDB and table.")
@@ -316,6 +329,9 @@ class EtlStatus(Closed):
     newest_fact: str | None = Field(json_schema_extra={"format": "date-time"})
     facts: dict[str, int] = Field(description="Rows per fact table.")
     last_runs: list[CycleRun] = Field(description="The last ten Extract and Transform runs.")
+    freshness: list[DataFreshness] = Field(
+        description="Per fact table and aggregate level, the age of the newest data (O4)."
+    )
 
 
 class AggregateRequest(Closed):
@@ -387,3 +403,43 @@ class SubscriptionRow(Closed):
 
 class Created(Closed):
     id: int
+
+
+# ----- did it run? (SPEC O1, O3) -----------------------------------------------------------------
+
+Verdict = StrEnum("Verdict", {name: name for name in VERDICTS})  # type: ignore[misc]
+ConditionName = StrEnum("ConditionName", {name: name for name in CONDITIONS})  # type: ignore[misc]
+
+
+class Firing(Closed):
+    firing_id: str = Field(description="Job and planned instant (S11); a window close has its own.")
+    stream: Literal["etl", "maintenance", "statistics", "export", "window-open", "window-close"]
+    job: JobName
+    planned_at: str = Field(json_schema_extra={"format": "date-time"})
+    verdict: Verdict | None = Field(description="null: not decided yet.")
+    lag_seconds: float | None = Field(description="Decision time minus planned instant.")
+    reason: str | None
+    run_id: int | None = Field(description="The run the firing started, held or recorded.")
+    decided_at: str | None = Field(json_schema_extra={"format": "date-time"})
+
+
+class AlertDelivery(Closed):
+    event: Literal["opened", "resolved"]
+    channel: Literal["mail", "webhook"]
+    target: str = Field(description="A recipient (user or address) or a webhook URL.")
+    state: Literal["pending", "sent", "failed"]
+    attempts: int
+    last_error: str | None
+    sent_at: str | None = Field(json_schema_extra={"format": "date-time"})
+
+
+class Incident(Closed):
+    incident: int
+    job: str | None = Field(description="null: the scheduler itself (scheduler-down).")
+    condition: ConditionName
+    detail: str
+    run_id: int | None
+    opened_at: str = Field(json_schema_extra={"format": "date-time"})
+    resolved_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    occurrences: int = Field(description="Firings or passes counted while it was open.")
+    deliveries: list[AlertDelivery]

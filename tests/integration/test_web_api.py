@@ -40,6 +40,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/runs/{run_id}"): "viewer",
     ("GET", "/etl"): "viewer",
     ("GET", "/aggregation"): "viewer",
+    ("GET", "/alerts"): "viewer",
     ("GET", "/jobs/run"): "operator",
     ("POST", "/jobs/run"): "operator",
     ("POST", "/runs/{run_id}/stop"): "operator",
@@ -63,6 +64,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/runs/{run_id}/cancel"): "operator",
     ("GET", "/api/summary"): "viewer",
     ("GET", "/api/etl/status"): "viewer",
+    ("GET", "/api/firings"): "viewer",
+    ("GET", "/api/alerts"): "viewer",
+    ("GET", "/metrics"): "viewer",
     ("GET", "/api/aggregate/status"): "viewer",
     ("GET", "/api/options"): "viewer",
     ("PUT", "/api/options/{section}/{name}"): "admin",
@@ -168,7 +172,7 @@ def test_a5_every_route_checks_its_role(web: Web) -> None:
         if needed == "public":
             assert anonymous.status_code < 400 or path == "/login", (method, path)
             continue
-        if path.startswith("/api"):
+        if path.startswith("/api") or path == "/metrics":
             assert anonymous.status_code == 401, (method, path, anonymous.text)
             assert "error" in anonymous.json()
         else:
@@ -183,7 +187,7 @@ def test_a5_every_route_checks_its_role(web: Web) -> None:
                     assert reply.status_code not in (401, 403), (method, path, role, via)
                 else:
                     assert reply.status_code == 403, (method, path, role, via, reply.text[:200])
-                    if path.startswith("/api"):
+                    if path.startswith("/api") or path == "/metrics":
                         assert "needs the" in reply.json()["error"]
             if path == "/logout" and allowed:
                 sessions[role] = web.session(role)  # logged out by the call: log in again

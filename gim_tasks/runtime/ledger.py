@@ -1,0 +1,420 @@
+"""The firing ledger (SPEC O1): every planned firing, written ahead, with what became of it.
+
+The beat writes the plan of the next ``HORIZON`` (26 h; extended when less than 24 h is left)
+from the same pure plan as ``gim schedule plan``, one ``firing`` row per firing id: ETL slots
+(the start of Job_ExtractICON), maintenance, statistics, export, aggregation window opens and
+closes. When the ``[schedule]`` options change, the undecided future rows are planned again.
+
+Verdicts (first one stands; a later decision only fills in the run):
+
+- the beat's decisions, in the tick's transaction (``record``, called by ``beat.carry_out``):
+  a launch is ``on-time`` within ``[monitor] grace-seconds`` of its instant, else ``late``
+  (lag kept); a hold ``held``; a rule's skip ``skipped``; a C2 block ``blocked``; S12's skip of
+  a firing missed while the beat was down ``missed``; earlier undecided firings of a stream the
+  beat collapsed into one catch-up (S12) ``missed``;
+- window opens and closes the engine acts on without a launch (``settle``): a close is judged
+  when its instant passes; an open while aggregation already runs or maintenance runs is
+  ``held`` (the window's run starts after it), while the check blocks aggregation
+  ``blocked``;
+- the watchdog (``runtime/watchdog.py``, another process): any firing still undecided at its
+  instant + grace is ``missed``.
+
+Concurrency: the verdict update is one ``INSERT ... ON CONFLICT (firing_id) DO UPDATE`` whose
+``COALESCE`` keeps a verdict already written, so the beat and the watchdog racing on a firing
+leave exactly one verdict, whichever commits first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Connection
+
+from gim_tasks.db.tables import firing
+from gim_tasks.errors import GimError
+from gim_tasks.lifecycle import StopKind, Trigger, Verdict
+from gim_tasks.options.values import ScheduleOptions
+from gim_tasks.schedule import plan
+from gim_tasks.schedule.engine import (
+    Action,
+    Hold,
+    Launch,
+    SchedulerState,
+    Skip,
+    Stop,
+    Tick,
+    firing_id,
+)
+from gim_tasks.schedule.jobs import (
+    AGGREGATE,
+    EXPORT,
+    EXTRACT,
+    JOB_NAMES,
+    MAINTAIN,
+    UPDATE_STATS,
+)
+from gim_tasks.schedule.localtime import resolve, zone
+
+#: How far ahead the ledger is written, and when it is extended (O1: at least 24 h ahead).
+HORIZON = timedelta(hours=26)
+EXTEND_BELOW = timedelta(hours=24)
+#: Ledger rows older than this are deleted when the plan is extended.
+KEEP = timedelta(days=100)
+
+STREAMS = {
+    EXTRACT: "etl",
+    MAINTAIN: "maintenance",
+    UPDATE_STATS: "statistics",
+    EXPORT: "export",
+}
+WINDOW_OPEN, WINDOW_CLOSE = "window-open", "window-close"
+STREAM_NAMES = (*STREAMS.values(), WINDOW_OPEN, WINDOW_CLOSE)
+
+
+def close_id(closes: datetime) -> str:
+    """The firing id of an aggregation window's close (the open has the engine's id)."""
+    return f"{AGGREGATE}:close:{closes.astimezone(UTC).isoformat()}"
+
+
+def planned(options: ScheduleOptions, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Ledger rows of every firing in [start, end)."""
+    rows = []
+    for event in plan.plan(options, start, end):
+        at = event.at.astimezone(UTC)
+        if event.job == AGGREGATE:
+            stream = WINDOW_OPEN if event.event == "start" else WINDOW_CLOSE
+            fid = firing_id(AGGREGATE, at) if event.event == "start" else close_id(at)
+        else:
+            stream, fid = STREAMS[event.job], firing_id(event.job, at)
+        rows.append({"firing_id": fid, "stream": stream, "job": event.job, "planned_at": at})
+    return rows
+
+
+@dataclass(frozen=True)
+class Judge:
+    """What the beat's ``carry_out`` needs to judge a tick's firings."""
+
+    now: datetime
+    grace: float  # [monitor] grace-seconds
+    late_limit: float  # [monitor] late-alert-seconds
+    horizon: Horizon
+    state: SchedulerState
+
+
+@dataclass
+class Horizon:
+    """What this beat wrote: for which options, up to when; the next undecided window event."""
+
+    options: ScheduleOptions | None = None
+    through: datetime | None = None
+    next_window: datetime | None = None
+
+
+def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(firing).on_conflict_do_nothing(index_elements=["firing_id"]), rows)
+
+
+def needs_planning(horizon: Horizon, options: ScheduleOptions, now: datetime) -> bool:
+    """Whether :func:`keep_planned` has work: the beat asks every tick, cheaply."""
+    return (
+        horizon.options != options
+        or horizon.through is None
+        or horizon.through - now < EXTEND_BELOW
+    )
+
+
+def keep_planned(
+    conn: Connection, horizon: Horizon, options: ScheduleOptions, now: datetime
+) -> bool:
+    """Write the plan at least 24 h ahead; plan the undecided future again when the options
+    changed (or this beat just started). Returns True when it wrote anything."""
+    if horizon.options != options:
+        # Firings due now or earlier keep their rows: the beat or the watchdog judges them.
+        conn.execute(sa.delete(firing).where(firing.c.verdict.is_(None), firing.c.planned_at > now))
+        _insert(conn, planned(options, now, now + HORIZON))
+        horizon.options, horizon.through = options, now + HORIZON
+    elif horizon.through is None or horizon.through - now < EXTEND_BELOW:
+        start = horizon.through or now
+        _insert(conn, planned(options, start, now + HORIZON))
+        horizon.through = now + HORIZON
+        conn.execute(sa.delete(firing).where(firing.c.planned_at < now - KEEP))
+    else:
+        return False
+    horizon.next_window = _next_window(conn)
+    return True
+
+
+def _next_window(conn: Connection) -> datetime | None:
+    return conn.execute(
+        sa.select(sa.func.min(firing.c.planned_at)).where(
+            firing.c.verdict.is_(None), firing.c.stream.in_((WINDOW_OPEN, WINDOW_CLOSE))
+        )
+    ).scalar_one()
+
+
+def _judge(
+    conn: Connection,
+    action: Launch | Hold | Skip | Stop,
+    fid: str,
+    verdict: Verdict,
+    reason: str,
+    now: datetime,
+    planned_at: datetime,
+    run_id: int | None,
+) -> None:
+    lag = (now - planned_at).total_seconds()
+    stream = (
+        STREAMS.get(action.job)
+        if action.job != AGGREGATE
+        else (WINDOW_CLOSE if isinstance(action, Stop) else WINDOW_OPEN)
+    )
+    row = {
+        "firing_id": fid,
+        "stream": stream,
+        "job": action.job,
+        "planned_at": planned_at,
+        "verdict": verdict,
+        "decided_at": now,
+        "lag_seconds": lag,
+        "reason": reason,
+        "run_id": run_id,
+    }
+    statement = insert(firing).values(row)
+    kept = statement.excluded
+    # The first verdict stands (the watchdog may have said "missed"); the run is filled in.
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["firing_id"],
+            set_={
+                column: sa.func.coalesce(firing.c[column], kept[column])
+                for column in ("verdict", "decided_at", "lag_seconds", "reason", "run_id")
+            },
+        )
+    )
+
+
+def verdict_of(action: Action, lag: float, grace: float) -> Verdict | None:
+    """The ledger's verdict on a firing the engine decided by ``action`` (None: not a planned
+    firing, e.g. a restart inside a window, Transform after Extract, M3's resumption)."""
+    if action.job not in STREAMS and action.job != AGGREGATE:
+        return None
+    if isinstance(action, Launch):
+        if action.trigger != Trigger.SCHEDULED:
+            return None
+        return Verdict.ON_TIME if lag <= grace else Verdict.LATE
+    if isinstance(action, Hold):
+        return Verdict.HELD
+    if isinstance(action, Skip):
+        if action.blocked:
+            return Verdict.BLOCKED
+        return Verdict.MISSED if action.missed else Verdict.SKIPPED
+    return None
+
+
+@dataclass(frozen=True)
+class Judged:
+    job: str
+    verdict: Verdict
+    lag: float
+    run_id: int | None
+    reason: str
+
+
+def record(
+    conn: Connection, decided: Iterable[tuple[Action, int | None]], now: datetime, grace: float
+) -> list[Judged]:
+    """Verdicts of the firings this tick decided (``decided``: each action with the run it
+    recorded). Earlier undecided firings of a stream the engine collapsed into this one (S12)
+    are missed. Runs in the tick's transaction (beat.carry_out)."""
+    judged = []
+    for action, run_id in decided:
+        if not isinstance(action, Launch | Hold | Skip):
+            continue
+        lag = (now - action.planned_at).total_seconds()
+        verdict = verdict_of(action, lag, grace)
+        if verdict is None:
+            continue
+        _judge(
+            conn, action, action.firing_id, verdict, action.reason, now, action.planned_at, run_id
+        )
+        judged.append(Judged(action.job, verdict, lag, run_id, action.reason))
+        if action.job in STREAMS:
+            conn.execute(
+                sa.update(firing)
+                .where(
+                    firing.c.job == action.job,
+                    firing.c.verdict.is_(None),
+                    firing.c.planned_at < action.planned_at,
+                )
+                .values(
+                    verdict=Verdict.MISSED,
+                    decided_at=now,
+                    reason="not handled: the scheduler caught up with the firing planned at "
+                    f"{action.planned_at.astimezone(UTC).isoformat()} instead (S12)",
+                )
+            )
+    return judged
+
+
+def settle_windows(
+    conn: Connection,
+    horizon: Horizon,
+    tick: Tick,
+    state: SchedulerState,
+    now: datetime,
+    grace: float,
+) -> None:
+    """Judge the aggregation window events due by ``now`` that no launch decided: a close
+    when its instant passed; an open that the engine held back (aggregation already running,
+    maintenance, a block of the check). Cheap when nothing is due: one comparison."""
+    if horizon.next_window is None or horizon.next_window > now:
+        return
+    due = conn.execute(
+        sa.select(firing.c.firing_id, firing.c.stream, firing.c.planned_at).where(
+            firing.c.verdict.is_(None),
+            firing.c.stream.in_((WINDOW_OPEN, WINDOW_CLOSE)),
+            firing.c.planned_at <= now,
+        )
+    ).all()
+    stops = [a for a in tick.actions if isinstance(a, Stop) and a.kind == StopKind.WINDOW_END]
+    for row in due:
+        lag = (now - row.planned_at).total_seconds()
+        on_time = Verdict.ON_TIME if lag <= grace else Verdict.LATE
+        verdict: Verdict | None = None
+        run_id = None
+        if row.stream == WINDOW_CLOSE:
+            verdict = on_time
+            reason = "aggregation window closed (S7)"
+            if stops:
+                run_id = stops[0].run_id
+                reason += f": stop of run {run_id} requested"
+        elif (why := tick.blocked.get(AGGREGATE)) is not None:
+            verdict, reason = Verdict.BLOCKED, why
+        elif (running := state.running_job(AGGREGATE)) is not None:
+            # The window's own run starts when this one ends (S2, S7): its launch fills in
+            # the run.
+            verdict = Verdict.HELD
+            reason = f"waiting for {AGGREGATE} run {running.run_id} to end (S2)"
+        elif state.running_job(MAINTAIN) is not None or state.waiting_job(MAINTAIN) is not None:
+            verdict, reason = Verdict.HELD, "window opened during maintenance: starts after it (S7)"
+        if verdict is not None:
+            conn.execute(
+                sa.update(firing)
+                .where(firing.c.firing_id == row.firing_id, firing.c.verdict.is_(None))
+                .values(
+                    verdict=verdict, decided_at=now, lag_seconds=lag, reason=reason, run_id=run_id
+                )
+            )
+    horizon.next_window = _next_window(conn)
+
+
+def mark_missed(conn: Connection, now: datetime, grace: float) -> list[Any]:
+    """The watchdog's verdict: every firing still undecided at planned + grace is missed.
+    Returns (job, firing_id, planned_at) of each."""
+    return list(
+        conn.execute(
+            sa.update(firing)
+            .where(
+                firing.c.verdict.is_(None),
+                firing.c.planned_at < now - timedelta(seconds=grace),
+            )
+            .values(
+                verdict=Verdict.MISSED,
+                decided_at=now,
+                reason=f"no decision within {grace:g} s of its instant: the scheduler was "
+                "down or stalled (O2)",
+            )
+            .returning(firing.c.job, firing.c.firing_id, firing.c.planned_at)
+        )
+    )
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FiringQuery:
+    job: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    verdict: str | None = None  # a Verdict, or "pending" for undecided
+    limit: int = 500
+
+
+def query(conn: Connection, q: FiringQuery) -> list[dict[str, Any]]:
+    """Ledger rows, oldest first, as JSON-ready dicts (``gim firings``, ``GET /api/firings``)."""
+    stmt = sa.select(firing).order_by(firing.c.planned_at, firing.c.firing_id).limit(q.limit)
+    if q.job:
+        stmt = stmt.where(firing.c.job == q.job)
+    if q.start:
+        stmt = stmt.where(firing.c.planned_at >= q.start)
+    if q.end:
+        stmt = stmt.where(firing.c.planned_at < q.end)
+    if q.verdict == "pending":
+        stmt = stmt.where(firing.c.verdict.is_(None))
+    elif q.verdict:
+        stmt = stmt.where(firing.c.verdict == q.verdict)
+    return [
+        {
+            "firing_id": row.firing_id,
+            "stream": row.stream,
+            "job": row.job,
+            "planned_at": row.planned_at.isoformat(),
+            "verdict": row.verdict,
+            "lag_seconds": round(row.lag_seconds, 3) if row.lag_seconds is not None else None,
+            "reason": row.reason,
+            "run_id": row.run_id,
+            "decided_at": row.decided_at.isoformat() if row.decided_at else None,
+        }
+        for row in conn.execute(stmt)
+    ]
+
+
+def parse_when(text: str, tz_name: str, what: str) -> datetime:
+    """``--from``/``--to`` (and the API's ``from``/``to``): a date or local date and time in
+    the schedule's zone, or an ISO instant with its offset."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise GimError(
+            f"{what} '{text}' is not a date YYYY-MM-DD, a local time YYYY-MM-DDTHH:MM or an "
+            "ISO instant such as 2026-11-30T08:00:00+00:00"
+        ) from None
+    return value if value.tzinfo is not None else resolve(value, zone(tz_name))
+
+
+def firing_query(
+    job: str | None,
+    start: str | None,
+    end: str | None,
+    verdict: str | None,
+    limit: int,
+    tz_name: str,
+    now: datetime | None = None,
+) -> FiringQuery:
+    """Filters from their texts, each checked with an error that names what is allowed.
+    Without ``start``: from 24 hours before ``now``."""
+    if job and job not in JOB_NAMES:
+        raise GimError(f"job '{job}' is not one of {', '.join(JOB_NAMES)}")
+    allowed = [v.value for v in Verdict] + ["pending"]
+    if verdict and verdict not in allowed:
+        raise GimError(f"verdict '{verdict}' is not one of {', '.join(allowed)}")
+    since = (
+        parse_when(start, tz_name, "from")
+        if start
+        else (now or datetime.now(UTC)) - timedelta(hours=24)
+    )
+    until = parse_when(end, tz_name, "to") if end else None
+    if until is not None and until <= since:
+        raise GimError(f"'to' ({until.isoformat()}) is not after 'from' ({since.isoformat()})")
+    return FiringQuery(job or None, since, until, verdict or None, limit)
+
+
+def local_text(iso: str, tz_name: str) -> str:
+    return datetime.fromisoformat(iso).astimezone(zone(tz_name)).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,179 @@
+"""Prometheus metrics (SPEC O5), read from PostgreSQL and Redis on every scrape, so every web
+replica reports the same numbers and a restart loses nothing. Served by the web app at
+``GET /metrics`` (any API token: ``Authorization: Bearer ...``, the viewer role).
+
+Labels are bounded: ``job`` (six), ``category`` (five), ``outcome`` (three), ``verdict``
+(six), ``table`` (fact tables and aggregate levels), ``queue`` (six), ``condition`` (six),
+``leader`` (the beat's host:pid).
+
+Cost: five statements, each answered by an index or a GROUP BY over ``job_run`` and
+``firing`` (``bench metrics`` measures a scrape over 90 days of history), and one Redis
+pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import redis
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from sqlalchemy.engine import Engine
+
+from gim_tasks import mart_status
+from gim_tasks.lifecycle import CONDITIONS, FAILURE, OPERATOR_STOP, SUCCESS, VERDICTS, outcome
+from gim_tasks.options import store
+from gim_tasks.runtime.queues import QUEUES
+from gim_tasks.runtime.state import BEAT_KEY
+from gim_tasks.schedule.jobs import JOB_NAMES, JOBS
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+RUN_COUNTS = sa.text(
+    "SELECT job, state, stop_kind, skip, count(*) AS n, max(ended_at) AS last "
+    "FROM job_run WHERE ended_at IS NOT NULL GROUP BY job, state, stop_kind, skip"
+)
+# The newest finished run of each job (ix_job_run_job_created, backwards).
+LAST_RUNS = sa.text(
+    "SELECT j.job, r.started_at, r.ended_at FROM unnest(CAST(:jobs AS text[])) AS j(job) "
+    "CROSS JOIN LATERAL (SELECT started_at, ended_at FROM job_run WHERE job = j.job "
+    "AND started_at IS NOT NULL AND ended_at IS NOT NULL ORDER BY created_at DESC LIMIT 1) AS r"
+)
+# The newest decided firing of each job that started something (ix_firing_job_planned_at).
+LAST_LAGS = sa.text(
+    "SELECT j.job, f.lag_seconds FROM unnest(CAST(:jobs AS text[])) AS j(job) "
+    "CROSS JOIN LATERAL (SELECT lag_seconds FROM firing WHERE job = j.job "
+    "AND planned_at <= now() AND verdict IN ('on-time', 'late') "
+    "ORDER BY planned_at DESC LIMIT 1) AS f"
+)
+FIRING_COUNTS = sa.text(
+    "SELECT job, verdict, count(*) AS n FROM firing WHERE verdict IS NOT NULL GROUP BY job, verdict"
+)
+OPEN_INCIDENTS = sa.text(
+    "SELECT condition, count(*) AS n FROM incident WHERE resolved_at IS NULL GROUP BY condition"
+)
+
+
+def families(engine: Engine, client: redis.Redis, now: datetime | None = None) -> list[Metric]:
+    """Every metric family, read now."""
+    now = now or datetime.now(UTC)
+    with engine.connect() as conn:
+        run_counts = conn.execute(RUN_COUNTS).all()
+        last_runs = conn.execute(LAST_RUNS, {"jobs": list(JOB_NAMES)}).all()
+        lags = conn.execute(LAST_LAGS, {"jobs": list(JOB_NAMES)}).all()
+        firing_counts = conn.execute(FIRING_COUNTS).all()
+        incidents = dict(conn.execute(OPEN_INCIDENTS).tuples().all())
+        slo = store.load_options(conn).get("monitor", "freshness-slo-minutes")
+        freshness = mart_status.data_freshness(conn, now, slo)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(BEAT_KEY)
+        for name in QUEUES:
+            pipe.llen(name)
+        beat, *depths = pipe.execute()
+
+    info = GaugeMetricFamily("gim_job_info", "A job and its category.", labels=["job", "category"])
+    for spec in JOBS:
+        info.add_metric([spec.name, spec.category], 1)
+    last_success = GaugeMetricFamily(
+        "gim_job_last_success_timestamp_seconds",
+        "End of the job's newest successful run (R4), Unix time.",
+        labels=["job"],
+    )
+    runs_total = CounterMetricFamily(
+        "gim_job_runs", "Ended runs by outcome (R4).", labels=["job", "outcome"]
+    )
+    counts: dict[tuple[str, str], int] = {
+        (job, kind): 0 for job in JOB_NAMES for kind in (SUCCESS, FAILURE, OPERATOR_STOP)
+    }
+    newest: dict[str, datetime] = {}
+    for row in run_counts:
+        kind = outcome(row.state, row.stop_kind, row.skip)
+        if kind is None or row.job not in JOB_NAMES:
+            continue
+        counts[(row.job, kind)] += row.n
+        if kind == SUCCESS and (row.job not in newest or row.last > newest[row.job]):
+            newest[row.job] = row.last
+    for job, at in sorted(newest.items()):
+        last_success.add_metric([job], at.timestamp())
+    for (job, kind), n in counts.items():
+        runs_total.add_metric([job, kind], n)
+    duration = GaugeMetricFamily(
+        "gim_job_duration_seconds", "Duration of the job's newest finished run.", labels=["job"]
+    )
+    for row in last_runs:
+        duration.add_metric([row.job], (row.ended_at - row.started_at).total_seconds())
+    lag = GaugeMetricFamily(
+        "gim_firing_start_lag_seconds",
+        "Start lag of the job's newest firing that started a run (O1).",
+        labels=["job"],
+    )
+    for row in lags:
+        if row.lag_seconds is not None:
+            lag.add_metric([row.job], row.lag_seconds)
+    firings = CounterMetricFamily(
+        "gim_firings", "Planned firings by verdict (O1).", labels=["job", "verdict"]
+    )
+    by_verdict = {(row.job, row.verdict): row.n for row in firing_counts}
+    for job in sorted({row.job for row in firing_counts}):
+        for verdict in VERDICTS:
+            firings.add_metric([job, verdict], by_verdict.get((job, verdict), 0))
+    age = GaugeMetricFamily(
+        "gim_data_age_seconds",
+        "Age of the newest data per fact table and aggregate level (O4).",
+        labels=["category", "table"],
+    )
+    for item in freshness:
+        if item["age_seconds"] is not None:
+            age.add_metric([item["category"], item["table"]], item["age_seconds"])
+    queue = GaugeMetricFamily("gim_queue_depth", "Messages waiting per queue.", labels=["queue"])
+    for name, depth in zip(QUEUES, depths, strict=True):
+        queue.add_metric([name], depth)
+    values = {_text(k): _text(v) for k, v in beat.items()}
+    tick = GaugeMetricFamily(
+        "gim_beat_last_tick_timestamp_seconds", "The beat's last tick, Unix time (O2)."
+    )
+    leader = GaugeMetricFamily(
+        "gim_beat_leader", "The beat that ticked last (host:pid).", labels=["leader"]
+    )
+    if "tick" in values:
+        tick.add_metric([], float(values["tick"]))
+        leader.add_metric([values.get("leader", "")], 1)
+    open_incidents = GaugeMetricFamily(
+        "gim_open_incidents", "Open incidents by condition (O3).", labels=["condition"]
+    )
+    for condition in CONDITIONS:
+        open_incidents.add_metric([condition], incidents.get(condition, 0))
+    return [
+        info,
+        last_success,
+        runs_total,
+        duration,
+        lag,
+        firings,
+        age,
+        queue,
+        tick,
+        leader,
+        open_incidents,
+    ]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class _Scrape:
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.metrics
+
+
+def exposition(engine: Engine, client: redis.Redis, now: datetime | None = None) -> bytes:
+    """The Prometheus text exposition of :func:`families`."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Scrape(families(engine, client, now)))
+    return generate_latest(registry)

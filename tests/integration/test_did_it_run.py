@@ -1,0 +1,468 @@
+"""Did it run? The firing ledger (O1), the watchdog (O2), incidents with mail and webhook
+alerts (O3), data freshness (O4) and metrics (O5), on real PostgreSQL, Redis, SMTP (aiosmtpd)
+and an HTTP receiver, with the beat's tick at chosen instants."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+from conftest import Smtp, insert_run
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from devtools.localstack import free_port
+from gim_tasks import notify
+from gim_tasks.db.engine import make_engine
+from gim_tasks.options import store
+from gim_tasks.runtime import alerts, ledger, watchdog
+from gim_tasks.runtime.state import BEAT_KEY
+from gim_tasks.schedule import plan
+from gim_tasks.settings import get_settings
+from gim_tasks.web import auth
+from gim_tasks.web.app import create_app
+from tests.integration.beat_harness import Beat, at
+
+EXTRACT, STATS, AGGREGATE = "Job_ExtractICON", "Job_UpdateStats", "Job_AggregateGIM"
+
+
+@pytest.fixture
+def beat(gim_env: dict[str, str]) -> Beat:
+    return Beat(gim_env)
+
+
+def ledger_rows(engine: sa.Engine, job: str | None = None) -> list[Any]:
+    with engine.connect() as conn:
+        query = "SELECT * FROM firing" + (" WHERE job = :j" if job else "") + " ORDER BY planned_at"
+        return list(conn.execute(sa.text(query), {"j": job}))
+
+
+def verdicts(engine: sa.Engine, job: str, *clocks: str) -> list[str | None]:
+    by_time = {row.planned_at: row.verdict for row in ledger_rows(engine, job)}
+    return [by_time.get(at(f"2026-11-23 {clock}")) for clock in clocks]
+
+
+def open_incidents(engine: sa.Engine) -> list[tuple[str, str, int]]:
+    with engine.connect() as conn:
+        return [
+            tuple(row)
+            for row in conn.execute(
+                sa.text(
+                    "SELECT condition, job, firings FROM incident WHERE resolved_at IS NULL "
+                    "ORDER BY condition, job"
+                )
+            )
+        ]
+
+
+def heartbeat(client: redis.Redis, at_seconds: float) -> None:
+    client.hset(BEAT_KEY, mapping={"tick": at_seconds, "leader": "test:1"})
+
+
+def test_o1_ledger_is_planned_a_day_ahead_and_every_firing_gets_one_verdict(
+    beat: Beat, web_role_url: str
+) -> None:
+    engine = beat.engine
+    web_engine = make_engine(web_role_url)  # the watchdog runs in the web app, as its role
+    beat.cursors("2026-11-23 06:29:00")
+    beat.tick("2026-11-23 06:29:30")  # nothing due: the plan is written
+    with engine.connect() as conn:
+        options = store.load_options(conn).schedule()
+    now = at("2026-11-23 06:29:30")
+    expected = {row["firing_id"] for row in ledger.planned(options, now, now + ledger.HORIZON)}
+    rows = ledger_rows(engine)
+    assert {row.firing_id for row in rows} == expected
+    assert max(row.planned_at for row in rows) >= now + timedelta(hours=24)
+    assert all(row.verdict is None for row in rows)
+    etl = [row for row in rows if row.job == EXTRACT]
+    assert len(etl) == len(
+        [e for e in plan.plan(options, now, now + ledger.HORIZON) if e.job == EXTRACT]
+    )
+    beat.tick("2026-11-23 06:29:31")  # the same options: nothing is planned again
+    assert len(ledger_rows(engine)) == len(rows)
+
+    # The beat is down from 06:29:31 to 07:40: S12 runs one catch-up cycle for the 07:30 slot;
+    # the 06:30 and 07:00 slots it collapsed are missed; the catch-up is late (600 s), beyond
+    # late-alert-seconds (300): a late incident.
+    beat.tick("2026-11-23 07:40:00")
+    assert verdicts(engine, EXTRACT, "06:30:00", "07:00:00", "07:30:00", "08:00:00") == [
+        "missed",
+        "missed",
+        "late",
+        None,
+    ]
+    late = {row.planned_at: row for row in ledger_rows(engine, EXTRACT)}[at("2026-11-23 07:30:00")]
+    (extract,) = beat.rows(EXTRACT)
+    assert late.run_id == extract.id and late.lag_seconds == 600.0
+    assert (
+        "(S12)"
+        in {row.planned_at: row for row in ledger_rows(engine, EXTRACT)}[
+            at("2026-11-23 06:30:00")
+        ].reason
+    )
+    assert verdicts(engine, STATS, "07:30:00", "07:40:00") == ["missed", "on-time"]
+    assert open_incidents(engine) == [("late", EXTRACT, 1)]
+
+    # The watchdog (another process) at 08:01:30: the 08:00 slots got no decision within the
+    # 60 s grace: missed, one missed incident per job; the beat's heartbeat is fresh.
+    client = beat.redis
+    heartbeat(client, time.time())
+    result = watchdog.check(web_engine, client, get_settings(), at("2026-11-23 08:01:30"))
+    assert not result.skipped and not result.scheduler_down
+    assert sorted(result.missed) == sorted(
+        f"{job}:{at(f'2026-11-23 {clock}').astimezone(UTC).isoformat()}"
+        for job, clock in ((EXTRACT, "08:00:00"), (STATS, "07:50:00"), (STATS, "08:00:00"))
+    )
+    assert open_incidents(engine) == [
+        ("late", EXTRACT, 1),
+        ("missed", EXTRACT, 1),
+        ("missed", STATS, 2),
+    ]
+    # The beat comes back: it decides 08:00 (held: the 07:30 cycle still runs); the first
+    # verdict stands, the run is filled in; deciding again resolves the missed incidents.
+    beat.tick("2026-11-23 08:01:40")
+    row = {r.planned_at: r for r in ledger_rows(engine, EXTRACT)}[at("2026-11-23 08:00:00")]
+    assert row.verdict == "missed" and "(O2)" in row.reason and row.run_id is not None
+    assert open_incidents(engine) == [("late", EXTRACT, 1)]
+    # A second watchdog pass finds nothing new.
+    again = watchdog.check(web_engine, client, get_settings(), at("2026-11-23 08:01:50"))
+    assert again.missed == [] and open_incidents(engine) == [("late", EXTRACT, 1)]
+
+
+def test_o1_options_change_plans_the_future_again(beat: Beat) -> None:
+    beat.cursors("2026-11-23 06:29:00")
+    beat.tick("2026-11-23 06:29:30")
+    before = len(ledger_rows(beat.engine, EXTRACT))
+    store.set_option(beat.engine, "schedule", "etl-frequency", "15", "test")
+    beat.tick("2026-11-23 06:29:40")
+    after = ledger_rows(beat.engine, EXTRACT)
+    assert len(after) > before
+    minutes = {row.planned_at.minute for row in after}
+    assert minutes == {0, 15, 30, 45}
+    store.set_option(beat.engine, "schedule", "run-scheduler", "false", "test")
+    beat.tick("2026-11-23 06:29:50")
+    assert [r for r in ledger_rows(beat.engine) if r.planned_at > at("2026-11-23 06:29:50")] == []
+
+
+def test_o1_aggregation_window_open_held_by_a_running_aggregation_and_close_judged(
+    beat: Beat,
+) -> None:
+    for option, value in (("run-aggregates", "true"), ("run-maintain", "false")):
+        store.set_option(beat.engine, "schedule", option, value, "test")
+    beat.cursors("2026-11-23 03:59:00")
+    beat.tick("2026-11-23 03:59:30")
+    manual = beat.run(AGGREGATE, "manual")
+    beat.tick("2026-11-23 04:00:01")
+    (opened,) = [r for r in ledger_rows(beat.engine, AGGREGATE) if r.stream == "window-open"][:1]
+    assert opened.verdict == "held" and f"run {manual}" in opened.reason
+    beat.end(manual)
+    beat.tick("2026-11-23 04:00:05")  # the window's own run starts now: it fills in the run
+    scheduled = [r for r in beat.rows(AGGREGATE) if r.trigger == "scheduled"]
+    (opened,) = [r for r in ledger_rows(beat.engine, AGGREGATE) if r.stream == "window-open"][:1]
+    assert (opened.verdict, opened.run_id) == ("held", scheduled[0].id)
+    with beat.engine.begin() as conn:  # the worker claims it
+        conn.execute(
+            sa.text(
+                "UPDATE job_run SET state = 'Running', heartbeat_at = now() + interval '1 day' "
+                "WHERE id = :i"
+            ),
+            {"i": scheduled[0].id},
+        )
+    beat.tick("2026-11-24 03:00:02")  # 04:00 + 23:00: the window closes
+    close = [r for r in ledger_rows(beat.engine, AGGREGATE) if r.stream == "window-close"][0]
+    assert close.verdict == "on-time" and close.run_id == scheduled[0].id
+    assert "stop of run" in close.reason
+
+
+# --- the watchdog, incidents and their alerts ---------------------------------------------------
+
+
+class Receiver:
+    """A local HTTP webhook receiver; answers 500 to the first ``fail_first`` requests."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.fail_first = fail_first
+        self.requests = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                body = json.loads(self.rfile.read(length))
+                receiver.requests += 1
+                if receiver.requests <= receiver.fail_first:
+                    self.send_response(500)
+                else:
+                    receiver.bodies.append(body)
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver(fail_first=1)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def smtp(gim_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Smtp]:
+    server = Smtp(free_port())
+    monkeypatch.setenv("GIM_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("GIM_SMTP_PORT", str(server.port))
+    get_settings.cache_clear()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_o2_o3_silent_scheduler_one_incident_across_replicas_mail_and_webhook_with_retry(
+    beat: Beat, receiver: Receiver, smtp: Smtp
+) -> None:
+    engine, client, settings = beat.engine, beat.redis, get_settings()
+    alerts.add_webhook(engine, receiver.url, [], "test")
+    notify.add_subscription(engine, EXTRACT, "ops@example.com", False, True, "test")
+    notify.add_subscription(engine, STATS, "ops@example.com", False, True, "test")
+    now = datetime.now(UTC)
+    heartbeat(client, now.timestamp() - 120)  # the beat last ticked two minutes ago
+
+    # Four replicas' passes at once: one incident, one message per target.
+    results: list[watchdog.Pass] = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(watchdog.check(engine, client, settings, now))
+        )
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert open_incidents(engine) == [("scheduler-down", "", 1)]
+    assert sum(1 for r in results if r.scheduler_down) >= 1
+    # The webhook failed once (HTTP 500): retried after the back-off (30 s), not before.
+    assert receiver.bodies == []
+    with engine.connect() as conn:
+        wait = conn.execute(
+            sa.text("SELECT next_attempt_at - now() FROM alert WHERE channel = 'webhook'")
+        ).scalar_one()
+    assert timedelta(seconds=25) < wait <= timedelta(seconds=30)
+    watchdog.check(engine, client, settings, now + timedelta(seconds=10))
+    assert receiver.bodies == []
+    with engine.begin() as conn:  # 30 s pass
+        conn.execute(
+            sa.text("UPDATE alert SET next_attempt_at = next_attempt_at - interval '30 s'")
+        )
+    watchdog.check(engine, client, settings, now + timedelta(seconds=31))
+    (opened,) = receiver.bodies
+    assert opened["condition"] == "scheduler-down" and opened["event"] == "opened"
+    assert opened["job"] is None and opened["resolved_at"] is None
+    assert opened["text"].startswith(
+        "[gim-tasks] scheduler-down opened for the scheduler: no beat tick"
+    )
+    mails = [(to, mail) for to, mail in smtp.inbox.messages]
+    assert [(to, mail["X-Gim-Kind"]) for to, mail in mails] == [
+        (["ops@example.com"], "scheduler-down-opened")
+    ]  # one per recipient, though subscribed to two jobs
+    # Still silent: nothing repeats.
+    watchdog.check(engine, client, settings, now + timedelta(seconds=90))
+    assert len(receiver.bodies) == 1 and len(smtp.inbox.messages) == 1
+    # The beat ticks again: resolved once, with its message.
+    heartbeat(client, (now + timedelta(seconds=100)).timestamp())
+    watchdog.check(engine, client, settings, now + timedelta(seconds=105))
+    watchdog.check(engine, client, settings, now + timedelta(seconds=120))
+    assert open_incidents(engine) == []
+    assert [body["event"] for body in receiver.bodies] == ["opened", "resolved"]
+    assert receiver.bodies[1]["resolved_at"] is not None
+    assert [mail["X-Gim-Kind"] for _, mail in smtp.inbox.messages] == [
+        "scheduler-down-opened",
+        "scheduler-down-resolved",
+    ]
+    with engine.connect() as conn:
+        listed = alerts.list_incidents(conn)
+    assert [
+        (d["channel"], d["event"], d["state"], d["attempts"]) for d in listed[0]["deliveries"]
+    ] == [
+        ("webhook", "opened", "sent", 2),
+        ("mail", "opened", "sent", 1),
+        ("webhook", "resolved", "sent", 1),
+        ("mail", "resolved", "sent", 1),
+    ]
+
+
+def test_o3_failure_incident_opens_on_a_failed_run_and_resolves_on_success_webhook_only(
+    beat: Beat, smtp: Smtp, web_role_url: str
+) -> None:
+    """The watchdog runs in the web app: here with the web's least-privilege role (A5)."""
+    engine, client, settings = beat.engine, beat.redis, get_settings()
+    web_engine = make_engine(web_role_url)
+    receiver = Receiver()
+    try:
+        alerts.add_webhook(engine, receiver.url, ["failure"], "test")
+        other = Receiver()
+        alerts.add_webhook(engine, other.url, ["missed"], "test")
+        notify.add_subscription(engine, EXTRACT, "ops@example.com", False, True, "test")
+        heartbeat(client, time.time())
+        with engine.begin() as conn:
+            failed = insert_run(
+                conn,
+                job=EXTRACT,
+                trigger="scheduled",
+                actor="scheduler",
+                state="Failed",
+                started_at=sa.func.now(),
+                ended_at=sa.func.now(),
+                error="IDB unreachable",
+            )
+        watchdog.check(web_engine, client, settings)
+        watchdog.check(web_engine, client, settings)  # still failing: no second incident
+        assert open_incidents(engine) == [("failure", EXTRACT, 1)]
+        (body,) = receiver.bodies
+        assert body["run_id"] == failed and "IDB unreachable" in body["detail"]
+        assert other.bodies == []  # it takes only missed firings
+        assert smtp.inbox.messages == []  # the failed run's own letter (A3) is the mail
+        with engine.begin() as conn:
+            insert_run(
+                conn,
+                job=EXTRACT,
+                trigger="manual",
+                actor="ops",
+                state="Completed",
+                started_at=sa.func.now(),
+                ended_at=sa.func.now(),
+            )
+        watchdog.check(web_engine, client, settings)
+        assert open_incidents(engine) == []
+        assert [b["event"] for b in receiver.bodies] == ["opened", "resolved"]
+        other.close()
+    finally:
+        receiver.close()
+
+
+def test_o4_stale_facts_open_one_incident_per_category_and_fresh_data_resolves_it(
+    beat: Beat, web_role_url: str
+) -> None:
+    from gim_tasks.db.partitions import ensure_partitions
+
+    engine, client = beat.engine, beat.redis
+    web_engine = make_engine(web_role_url)
+    heartbeat(client, time.time())
+    data = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+    def fact(row_id: int, start: datetime) -> None:
+        with engine.begin() as conn:
+            ensure_partitions(conn, "interaction_fact", [start.date()])
+            conn.execute(
+                sa.text(
+                    "INSERT INTO interaction_fact (idb_id, interaction_id, start_ts, "
+                    "date_time_key) VALUES (1, :i, :s, :k)"
+                ),
+                {"i": row_id, "s": start, "k": int(start.timestamp()) // 900 * 900},
+            )
+
+    fact(1, data)
+    # The ETL SLO is 60 min (default): at 09:10 the newest data (08:15) is 55 min old.
+    assert (
+        watchdog.check(web_engine, client, get_settings(), data + timedelta(minutes=70)).stale == []
+    )
+    result = watchdog.check(web_engine, client, get_settings(), data + timedelta(minutes=80))
+    assert result.stale == ["ETL"]
+    watchdog.check(web_engine, client, get_settings(), data + timedelta(minutes=90))
+    ((condition, job, _),) = open_incidents(engine)
+    assert (condition, job) == ("stale-data", "Job_TransformGIM")
+    fact(2, data + timedelta(minutes=60))
+    watchdog.check(web_engine, client, get_settings(), data + timedelta(minutes=90))
+    assert open_incidents(engine) == []
+
+
+# --- the ledger and alerts through the CLI, the API and /metrics --------------------------------
+
+
+def _gim(*argv: str) -> tuple[int, str]:
+    from gim_tasks.cli.main import main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(list(argv))
+    return code, buffer.getvalue()
+
+
+def test_o1_o5_firings_alerts_and_metrics_agree_across_cli_api_and_metrics(beat: Beat) -> None:
+    engine = beat.engine
+    beat.cursors("2026-11-23 06:29:00")
+    beat.tick("2026-11-23 06:29:30")
+    beat.tick("2026-11-23 07:40:00")
+    auth.add_user(engine, "viewer", "viewer", "correct horse battery", "test")
+    token = auth.create_token(engine, "viewer")
+    api = TestClient(create_app(get_settings(), engine), base_url="http://testserver")
+    api.headers["Authorization"] = f"Bearer {token}"
+
+    code, printed = _gim("firings", "--from", "2026-11-23", "--to", "2026-11-23T12:00", "--json")
+    assert code == 0
+    cli = json.loads(printed)
+    reply = api.get("/api/firings", params={"from": "2026-11-23", "to": "2026-11-23T12:00"})
+    assert reply.status_code == 200 and reply.json() == cli
+    assert {row["verdict"] for row in cli} == {"missed", "late", "on-time", None}
+    code, printed = _gim(
+        "firings", "--from", "2026-11-23", "--verdict", "missed", "--job", EXTRACT, "--json"
+    )
+    missed = json.loads(printed)
+    assert [row["planned_at"][11:16] for row in missed] == ["05:30", "06:00"]  # UTC
+    assert (
+        api.get(
+            "/api/firings", params={"from": "2026-11-23", "verdict": "missed", "job": EXTRACT}
+        ).json()
+        == missed
+    )
+    # Bad filters: a clear error naming what is allowed, on both paths.
+    reply = api.get("/api/firings", params={"from": "yesterday"})
+    assert reply.status_code == 400 and "YYYY-MM-DD" in reply.json()["error"]
+    assert api.get("/api/firings", params={"verdict": "bogus"}).status_code == 422
+    code, _ = _gim("firings", "--verdict", "bogus")
+    assert code != 0
+
+    alerts_cli = json.loads(_gim("alerts", "--json")[1])
+    assert api.get("/api/alerts").json() == alerts_cli
+    assert [(a["condition"], a["job"]) for a in alerts_cli] == [("late", EXTRACT)]
+
+    scrape = api.get("/metrics")
+    assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(scrape.text)
+        for sample in family.samples
+    }
+    with engine.connect() as conn:
+        missed_count = conn.execute(
+            sa.text("SELECT count(*) FROM firing WHERE verdict = 'missed' AND job = :j"),
+            {"j": STATS},
+        ).scalar_one()
+    assert missed_count > 0
+    assert samples[("gim_firings_total", (("job", STATS), ("verdict", "missed")))] == missed_count
+    assert samples[("gim_open_incidents", (("condition", "late"),))] == 1
+    assert samples[("gim_firing_start_lag_seconds", (("job", EXTRACT),))] == 600.0
+    assert ("gim_beat_last_tick_timestamp_seconds", ()) in samples
+    assert samples[("gim_queue_depth", (("queue", "etl"),))] == beat.queued("etl")
+    assert api.get("/metrics", headers={"Authorization": ""}).status_code == 401
