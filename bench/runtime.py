@@ -8,6 +8,10 @@
    nothing due (sweep, stops, options, state, decide, carry out), and Redis round trips per tick.
    Baseline, same run: one ``SELECT 1`` round trip to PostgreSQL (the floor of any tick that
    reads the database).
+4. The firing ledger's cost (issue 20; target: a tick within 1.2x of one without): the beat's
+   own ``gim_tick`` with the ledger and without (``GimScheduler.LEDGER``), alternating, with
+   nothing due; and the time to plan 26 hours ahead (at start and on an option change) for the
+   default schedule and for ETL and UpdateStats every minute.
 
 Runs its own PostgreSQL and Redis on free ports; stops them at the end.
 Run: ./dev bench runtime [--minutes N]
@@ -132,6 +136,71 @@ def report_tick_cost(url: str, redis_url: str) -> None:
     )
 
 
+def ledger_tick(engine: sa.Engine, ticks: int) -> tuple[float, float, float, float]:
+    """Median and p99 wall time of the beat's ``gim_tick`` with the ledger and without, the
+    two alternating tick by tick (so machine drift hits both alike)."""
+    from gim_tasks.runtime.beat import GimScheduler
+    from gim_tasks.runtime.celery_app import create_app
+
+    settings = get_settings()
+    app = create_app(settings)
+    beats = {}
+    for ledger in (True, False):
+        beat = GimScheduler.__new__(GimScheduler)
+        beat._engine, beat._redis, beat.app = engine, redis.Redis.from_url(settings.redis_url), app
+        beat.LEDGER = ledger
+        beat.gim_tick(datetime.now(UTC))  # warm up: the plan is written, the check cached
+        beats[ledger] = beat
+    samples: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(ticks):
+        for ledger, beat in beats.items():
+            began = time.perf_counter()
+            beat.gim_tick(datetime.now(UTC))
+            samples[ledger].append(time.perf_counter() - began)
+    return (
+        statistics.median(samples[True]),
+        percentile(samples[True], 0.99),
+        statistics.median(samples[False]),
+        percentile(samples[False], 0.99),
+    )
+
+
+def report_ledger_cost(engine: sa.Engine) -> None:
+    from gim_tasks.runtime import ledger
+
+    with_median, with_p99, without_median, without_p99 = ledger_tick(engine, 300)
+    print(
+        f"beat tick (gim_tick, nothing due) with the ledger: median {with_median * 1000:.2f} ms, "
+        f"p99 {with_p99 * 1000:.2f} ms; without: median {without_median * 1000:.2f} ms, "
+        f"p99 {without_p99 * 1000:.2f} ms; ratio {with_median / without_median:.2f} "
+        "(target <= 1.2)"
+    )
+    with engine.connect() as conn:
+        options = store.load_options(conn).schedule()
+    every_minute = options.from_ini(
+        "[schedule]\netl-start-time = 00:00\netl-end-time = 00:00\netl-frequency = 1\n"
+        "update-stats-schedule = * *\n"
+    )
+    for name, schedule in (
+        ("default schedule", options),
+        ("ETL and UpdateStats every minute", every_minute),
+    ):
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM firing"))
+        horizon = ledger.Horizon()
+        now = datetime.now(UTC)
+        began = time.perf_counter()
+        with engine.begin() as conn:
+            ledger.keep_planned(conn, horizon, schedule, now)
+        seconds = time.perf_counter() - began
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT count(*) FROM firing")).scalar_one()
+        print(
+            f"  planning 26 h ahead, {name}: {rows:,} firings in {seconds * 1000:.0f} ms "
+            "(at the beat's start and on an option change; extending: every ~2 h, a few rows)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=3)
@@ -172,6 +241,7 @@ def run(
     engine = make_engine(url)
     if args.tick_only:
         report_tick_cost(url, rd.url(0))
+        report_ledger_cost(engine)
         return
     for option, value in (
         ("etl-start-time", "00:00"),

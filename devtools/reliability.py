@@ -802,6 +802,155 @@ def clock_jump(lab: Lab, result: Result, full: bool) -> None:
     lab.cycles = len(planned())
 
 
+def _scheduled_extracts(lab: Lab, since: datetime | None = None) -> list[sa.Row[Any]]:
+    with lab.engine.connect() as conn:
+        query = sa.select(job_run.c.id, job_run.c.planned_at, job_run.c.created_at).where(
+            job_run.c.job == EXTRACT,
+            job_run.c.trigger == "scheduled",
+            job_run.c.state != "Rejected",
+        )
+        if since is not None:
+            query = query.where(job_run.c.created_at >= since)
+        return list(conn.execute(query.order_by(job_run.c.id)))
+
+
+def _incidents(lab: Lab, condition: str) -> list[sa.Row[Any]]:
+    with lab.engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text(
+                    "SELECT id, job, detail, opened_at, resolved_at FROM incident "
+                    "WHERE condition = :c ORDER BY id"
+                ),
+                {"c": condition},
+            )
+        )
+
+
+def _db_now(lab: Lab) -> datetime:
+    with lab.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.now())).scalar_one()
+
+
+def _stopped(lab: Lab, name: str) -> None:
+    lab.signal(name, signal.SIGTERM)
+    lab.group.process(name).wait(timeout=60)
+
+
+def beat_down(lab: Lab, result: Result, full: bool) -> None:
+    """Every beat stopped for 3 minutes, ETL every minute: the ledger shows the missed slots,
+    one scheduler-down incident opens and resolves, S12 runs one catch-up cycle (O1, O2)."""
+    _etl_every_minute(lab)
+    lab.worker("w1")
+    lab.beat("beat1")
+    lab.start("watchdog", "watchdog", "--interval", "5")
+    lab.wait(lambda: len(_scheduled_extracts(lab)) >= 1, 90, "a scheduled ETL cycle")
+    _stopped(lab, "beat1")
+    stopped = _db_now(lab)
+    time.sleep(180)
+    down = _incidents(lab, "scheduler-down")
+    if [row.resolved_at for row in down] != [None]:
+        result.error = f"after 3 minutes without a beat: scheduler-down incidents {down}"
+        return
+    lab.beat("beat1")
+    restarted = _db_now(lab)
+    lab.wait(
+        lambda: all(row.resolved_at for row in _incidents(lab, "scheduler-down")),
+        60,
+        "the scheduler-down incident resolved",
+    )
+    lab.wait(lambda: bool(_scheduled_extracts(lab, restarted)), 60, "the catch-up cycle")
+    time.sleep(3)  # any second catch-up would be recorded by now
+    catch_up = [row for row in _scheduled_extracts(lab, restarted) if row.planned_at < restarted]
+    with lab.engine.connect() as conn:
+        ledger = conn.execute(
+            sa.text(
+                "SELECT planned_at, verdict, run_id FROM firing WHERE job = :j "
+                "AND planned_at > :a AND planned_at < :b ORDER BY planned_at"
+            ),
+            {"j": EXTRACT, "a": stopped, "b": restarted},
+        ).all()
+    missed = [row for row in ledger if row.verdict == "missed"]
+    undecided = [row for row in ledger if row.verdict is None]
+    spans = [
+        f"{row.opened_at:%H:%M:%S}-{row.resolved_at:%H:%M:%S}"
+        for row in _incidents(lab, "scheduler-down")
+    ]
+    result.notes.append(
+        f"ledger during the downtime: {len(ledger)} slots, {len(missed)} missed; "
+        f"catch-up runs {[row.id for row in catch_up]}; scheduler-down {spans}"
+    )
+    if len(ledger) < 2 or undecided or len(missed) < len(ledger) - 1:
+        result.error = f"the ledger does not show the missed slots: {ledger}"
+    elif len(catch_up) != 1:
+        result.error = f"S12: {len(catch_up)} catch-up cycles, expected one"
+    elif len(_incidents(lab, "scheduler-down")) != 1:
+        result.error = f"scheduler-down incidents: {_incidents(lab, 'scheduler-down')}"
+    result.double_firings += len(catch_up) - 1 if len(catch_up) > 1 else 0
+    lab.cycles = len(_scheduled_extracts(lab))
+
+
+QUIET_FACTS = (
+    "agent_session_fact",
+    "agent_state_fact",
+    "agent_state_reason_fact",
+    "campaign_attempt_fact",
+)
+
+
+def stale_data(lab: Lab, result: Result, full: bool) -> None:
+    """Workers stopped past the freshness SLO with live traffic: one stale-data incident per
+    stale category, resolved after recovery (O4)."""
+    _etl_every_minute(lab)
+    # The simulator writes calls only: the agent and campaign tables are left out (0 = not
+    # judged), as an operator would for sources without live traffic.
+    lab.options(
+        {
+            ("monitor", "freshness-slo-minutes"): "ETL=2, "
+            + ", ".join(f"{table}=0" for table in QUIET_FACTS)
+        }
+    )
+    lab.traffic(1200)
+    lab.worker("w1")
+    lab.beat("beat1")
+    lab.start("watchdog", "watchdog", "--interval", "5")
+
+    def fresh_facts() -> bool:
+        with lab.engine.connect() as conn:
+            newest = conn.execute(sa.text("SELECT gim_data_freshness()")).scalar_one()
+        value = newest["facts"].get("interaction_fact")
+        return value is not None and time.time() - float(value) < 90
+
+    lab.wait(fresh_facts, 180, "live calls in the facts")
+    if _incidents(lab, "stale-data"):
+        result.error = f"stale-data while fresh: {_incidents(lab, 'stale-data')}"
+        return
+    _stopped(lab, "w1")
+    lab.wait(
+        lambda: any(row.resolved_at is None for row in _incidents(lab, "stale-data")),
+        300,
+        "a stale-data incident while the workers are down",
+    )
+    time.sleep(20)  # more watchdog passes: nothing doubles
+    lab.worker("w1")
+    lab.wait(
+        lambda: all(row.resolved_at for row in _incidents(lab, "stale-data")),
+        300,
+        "the stale-data incident resolved after recovery",
+    )
+    incidents = _incidents(lab, "stale-data")
+    result.notes.append(
+        "stale-data incidents: "
+        + "; ".join(
+            f"{row.job}: {row.detail} ({row.opened_at:%H:%M:%S}-{row.resolved_at:%H:%M:%S})"
+            for row in incidents
+        )
+    )
+    if [row.job for row in incidents] != [TRANSFORM]:
+        result.error = f"expected one stale-data incident for {TRANSFORM}: {incidents}"
+    lab.cycles = len(_scheduled_extracts(lab))
+
+
 SCENARIOS: dict[str, Scenario] = {
     "sigkill-worker": sigkill_worker,
     "sigstop-worker": sigstop_worker,
@@ -812,7 +961,11 @@ SCENARIOS: dict[str, Scenario] = {
     "stop-at-random-points": stop_at_random_points,
     "export-unwritable": export_unwritable,
     "clock-jump": clock_jump,
+    "beat-down": beat_down,
+    "stale-data": stale_data,
 }
+#: Scenarios only in the full run (minutes of downtime each: too long for CI's --quick).
+FULL_ONLY = ("beat-down", "stale-data")
 
 
 @contextmanager

@@ -52,11 +52,11 @@ def etl_status(engine: sa.Engine) -> dict[str, Any]:
             ),
             {"jobs": list(CYCLE_JOBS)},
         ).all()
-        slo = store.load_options(conn).get("monitor", "freshness-slo-minutes")
+        options = store.load_options(conn)
         # O4; the age is left out (it changes between two readers: the data time is the fact).
         freshness = [
             {k: v for k, v in item.items() if k != "age_seconds"}
-            for item in data_freshness(conn, datetime.now(UTC), slo)
+            for item in data_freshness(conn, datetime.now(UTC), options)
         ]
     pending_rows = counts["pending"]
     by_table: dict[str, int] = {}
@@ -193,30 +193,48 @@ LEVEL_SPAN = {
     "QUARTER": timedelta(days=90),
     "YEAR": timedelta(days=365),
 }
-FACT_SPAN = timedelta(minutes=15)
 
 
-def data_freshness(
-    conn: sa.Connection, now: datetime, slo_minutes: dict[str, int]
-) -> list[dict[str, Any]]:
+def slo_of(slo: dict[str, int], category: str, table: str) -> int | None:
+    """The SLO in minutes of a table or level: its own entry, else its category's; 0 or none
+    means it is not judged."""
+    minutes = slo.get(table, slo.get(category))
+    return minutes or None
+
+
+def data_freshness(conn: sa.Connection, now: datetime, options: Any) -> list[dict[str, Any]]:
     """SPEC O4: per fact table (category ETL) and aggregate level (category Aggregation), the
-    data time of the newest row (the end of its 15-minute interval; of a level's interval,
-    capped at the newest 15-minute one), its age at ``now`` and whether it is beyond the
-    category's SLO. A table without rows has no data time and is not judged."""
+    data time of the newest row (a fact's start; a level's interval end, capped at the newest
+    15-minute interval's end), its age at ``now`` and whether it is beyond its SLO
+    (``[monitor] freshness-slo-minutes``). A table without rows has no data time and is not
+    judged."""
+    from gim_tasks.schedule.localtime import resolve, zone
+
+    slo_minutes = options.get("monitor", "freshness-slo-minutes")
+    tz = zone(options.schedule().timezone)
     newest = conn.execute(sa.text("SELECT gim_data_freshness()")).scalar_one()
-    subhour = newest["levels"].get("SUBHOUR")
     items: list[tuple[str, str, datetime | None]] = []
-    for table, key in newest["facts"].items():
-        items.append(("ETL", table, _end(key, FACT_SPAN)))
+    for table, seconds in newest["facts"].items():
+        at = datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
+        items.append(("ETL", table, at))
+    levels = newest["levels"]
+    subhour_end = None
+    if levels.get("SUBHOUR") is not None:
+        subhour_end = datetime.fromtimestamp(levels["SUBHOUR"], UTC) + LEVEL_SPAN["SUBHOUR"]
     for level, span in LEVEL_SPAN.items():
-        key = newest["levels"].get(level)
-        end = _end(key, span)
-        if end is not None and subhour is not None:
-            end = min(end, _end(subhour, FACT_SPAN) or end)
+        value = levels.get(level)
+        end: datetime | None = None
+        if level == "SUBHOUR":
+            end = subhour_end
+        elif value is not None:
+            # A local bucket start (wall time in the schedule's zone), plus the level's span.
+            end = resolve(datetime.fromisoformat(value), tz).astimezone(UTC) + span
+            if subhour_end is not None:
+                end = min(end, subhour_end)
         items.append(("Aggregation", level, end))
     result = []
     for category, name, data_time in items:
-        slo = slo_minutes.get(category)
+        slo = slo_of(slo_minutes, category, name)
         age = (now - data_time).total_seconds() if data_time is not None else None
         result.append(
             {
@@ -229,7 +247,3 @@ def data_freshness(
             }
         )
     return result
-
-
-def _end(key: int | None, span: timedelta) -> datetime | None:
-    return datetime.fromtimestamp(key, UTC) + span if key is not None else None

@@ -15,12 +15,12 @@ from typing import Any
 from gim_tasks.errors import GimError
 from gim_tasks.options.types import (
     Boolean,
-    CategoryMinutes,
     ClockTime,
     CronSchedule,
     DirectoryPath,
     Duration,
     Encoding,
+    FreshnessMinutes,
     Integer,
     OptionalDate,
     OptionType,
@@ -69,6 +69,23 @@ _bool, _clock, _cron = Boolean(), ClockTime(), CronSchedule()
 def _days(minimum: int = 1, maximum: int = 36500) -> Integer:
     return Integer(minimum, maximum, "days")
 
+
+#: The fact tables and aggregate levels data freshness judges (O4; a unit test keeps them equal
+#: to the Info Mart's: this module stays free of the table definitions).
+FRESHNESS_TABLES = (
+    "interaction_fact",
+    "interaction_segment_fact",
+    "agent_session_fact",
+    "agent_state_fact",
+    "agent_state_reason_fact",
+    "campaign_attempt_fact",
+    "SUBHOUR",
+    "HOUR",
+    "DAY",
+    "MONTH",
+    "QUARTER",
+    "YEAR",
+)
 
 OPTIONS: tuple[OptionSpec, ...] = (
     # [schedule] -- SPEC §2, GIM "Setting scheduling options".
@@ -256,10 +273,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "monitor",
         "freshness-slo-minutes",
-        CategoryMinutes(),
+        FreshnessMinutes(("ETL", "Aggregation"), FRESHNESS_TABLES),
         "ETL=60, Aggregation=120",
-        "Newest data time per category allowed behind now before a `stale-data` incident "
-        "opens (O4): ETL = every fact table, Aggregation = every aggregate level; empty: none.",
+        "How far the newest data may lag behind now before a `stale-data` incident opens "
+        "(O4): per category (ETL: every fact table, Aggregation: every aggregate level), "
+        "overridden per table or level; 0: not judged (a source without live traffic).",
     ),
     # [gim-export] -- GIM "Export Schedule".
     OptionSpec(

@@ -203,30 +203,36 @@ def _raise(reason: str) -> str:
 
 
 @dataclass(frozen=True)
-class CategoryMinutes(OptionType):
-    """Minutes per data category (``ETL=60, Aggregation=120``); a category left out has none."""
+class FreshnessMinutes(OptionType):
+    """Minutes per data category (``ETL=60, Aggregation=120``), optionally per fact table or
+    aggregate level (``campaign_attempt_fact=0``); 0 or left out: not judged."""
 
-    categories: tuple[str, ...] = ("ETL", "Aggregation")
+    categories: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> str:  # type: ignore[override]
-        names = ", ".join(self.categories)
-        return f"comma-separated CATEGORY=MINUTES (1 to 10080) for {names}, or empty for none"
+        return (
+            f"comma-separated NAME=MINUTES (0 to 10080; 0: not judged), NAME a category "
+            f"({', '.join(self.categories)}), a fact table or an aggregate level "
+            f"({', '.join(self.tables)}), or empty for none"
+        )
 
     def parse(self, raw: str) -> dict[str, int]:
+        names = {name.lower(): name for name in (*self.categories, *self.tables)}
         result: dict[str, int] = {}
         for part in (piece.strip() for piece in raw.split(",")):
             if not part:
                 continue
-            name, equals, minutes = (text.strip() for text in part.partition("="))
-            category = next((c for c in self.categories if c.lower() == name.lower()), None)
-            if category is None or not equals:
-                raise ValueError(f"'{part}' does not name a category")
-            if category in result:
-                raise ValueError(f"{category} is given twice")
-            if not minutes.isdigit() or not 1 <= int(minutes) <= 10080:
-                raise ValueError(f"'{minutes}' minutes for {category} is not 1 to 10080")
-            result[category] = int(minutes)
+            given, equals, minutes = (text.strip() for text in part.partition("="))
+            name = names.get(given.lower())
+            if name is None or not equals:
+                raise ValueError(f"'{part}' does not name a category, fact table or level")
+            if name in result:
+                raise ValueError(f"{name} is given twice")
+            if not minutes.isdigit() or not 0 <= int(minutes) <= 10080:
+                raise ValueError(f"'{minutes}' minutes for {name} is not 0 to 10080")
+            result[name] = int(minutes)
         return result
 
     def format(self, value: Any) -> str:

@@ -65,8 +65,7 @@ def families(engine: Engine, client: redis.Redis, now: datetime | None = None) -
         lags = conn.execute(LAST_LAGS, {"jobs": list(JOB_NAMES)}).all()
         firing_counts = conn.execute(FIRING_COUNTS).all()
         incidents = dict(conn.execute(OPEN_INCIDENTS).tuples().all())
-        slo = store.load_options(conn).get("monitor", "freshness-slo-minutes")
-        freshness = mart_status.data_freshness(conn, now, slo)
+        freshness = mart_status.data_freshness(conn, now, store.load_options(conn))
     with client.pipeline(transaction=False) as pipe:
         pipe.hgetall(BEAT_KEY)
         for name in QUEUES:

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.localstack import free_port
-from gim_tasks import notify
+from gim_tasks import mart_status, notify
 from gim_tasks.db.engine import make_engine
 from gim_tasks.options import store
 from gim_tasks.runtime import alerts, ledger, watchdog
@@ -382,12 +382,15 @@ def test_o4_stale_facts_open_one_incident_per_category_and_fresh_data_resolves_i
                 {"i": row_id, "s": start, "k": int(start.timestamp()) // 900 * 900},
             )
 
+    from gim_tasks.aggregate.compute import ensure_tables
+
+    with engine.begin() as conn:  # every aggregate table, empty: no level is judged
+        ensure_tables(conn)
     fact(1, data)
-    # The ETL SLO is 60 min (default): at 09:10 the newest data (08:15) is 55 min old.
-    assert (
-        watchdog.check(web_engine, client, get_settings(), data + timedelta(minutes=70)).stale == []
-    )
-    result = watchdog.check(web_engine, client, get_settings(), data + timedelta(minutes=80))
+    # The ETL SLO is 60 min (default): at 09:00 the newest data (08:00) is 60 min old.
+    at_slo = watchdog.check(web_engine, client, get_settings(), data + timedelta(minutes=60))
+    assert at_slo.stale == []
+    result = watchdog.check(web_engine, client, get_settings(), data + timedelta(minutes=61))
     assert result.stale == ["ETL"]
     watchdog.check(web_engine, client, get_settings(), data + timedelta(minutes=90))
     ((condition, job, _),) = open_incidents(engine)
@@ -395,6 +398,21 @@ def test_o4_stale_facts_open_one_incident_per_category_and_fresh_data_resolves_i
     fact(2, data + timedelta(minutes=60))
     watchdog.check(web_engine, client, get_settings(), data + timedelta(minutes=90))
     assert open_incidents(engine) == []
+    with engine.connect() as conn:
+        by_table = {
+            item["table"]: item
+            for item in mart_status.data_freshness(
+                conn, data + timedelta(minutes=200), store.load_options(conn)
+            )
+        }
+    assert by_table["interaction_fact"]["data_time"] == (data + timedelta(minutes=60)).isoformat()
+    assert by_table["interaction_fact"]["stale"] and by_table["HOUR"]["data_time"] is None
+    # A table left out (0) is not judged; the others keep the category's SLO.
+    store.set_option(
+        engine, "monitor", "freshness-slo-minutes", "ETL=60, interaction_fact=0", "test"
+    )
+    result = watchdog.check(web_engine, client, get_settings(), data + timedelta(minutes=200))
+    assert result.stale == [] and open_incidents(engine) == []
 
 
 # --- the ledger and alerts through the CLI, the API and /metrics --------------------------------

@@ -208,10 +208,31 @@ def test_operator_runs_and_stops_a_job_in_the_browser_and_gets_the_mail(
         page.click("#tab-etl")
         expect(page.locator("h1")).to_have_text("ETL status")
         expect(page.locator("#etl-facts")).to_contain_text("interaction_segment_fact")
+        expect(page.locator("#etl-freshness tr[data-table=interaction_fact]")).to_have_count(1)
         _shot(page, "etl")
         page.click("#tab-aggregation")
         expect(page.locator("#agg-freshness tr[data-hierarchy=H_AGENT]")).to_have_count(1)
         _shot(page, "aggregation")
+
+        # Alerts tab (O2, O3): the web app's watchdog opened a failure incident for the
+        # failed scheduled run (the newest of its job with an outcome).
+        def incident() -> bool:
+            with stack.engine.connect() as conn:
+                return bool(
+                    conn.execute(
+                        sa.text(
+                            "SELECT count(*) FROM incident WHERE condition = 'failure' "
+                            "AND job = 'Job_AggregateGIM' AND resolved_at IS NULL"
+                        )
+                    ).scalar_one()
+                )
+
+        stack.wait(incident, 45, "the watchdog's failure incident")
+        page.click("#tab-alerts")
+        expect(page.locator("#alerts-open tr[data-condition=failure]")).to_contain_text(
+            f"run {failed_id}"
+        )
+        _shot(page, "alerts")
         page.goto(url + "/notifications")
         expect(page.locator("#subscriptions")).to_contain_text("Job_AggregateGIM")
         _shot(page, "notifications")

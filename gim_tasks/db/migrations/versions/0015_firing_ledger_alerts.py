@@ -29,9 +29,11 @@ depends_on = None
 CONDITIONS = "'blocked', 'failure', 'missed', 'late', 'stale-data', 'scheduler-down'"
 VERDICTS = "'on-time', 'late', 'held', 'skipped', 'blocked', 'missed'"
 
-# Fact tables: the newest date_time_key (the 15-minute interval of the newest row; each day
-# partition's date_time_key index answers max()). Aggregate levels: the newest date_time_key
-# over the hierarchies' tables of the level. The fact tables are those of this revision.
+# Fact tables: the newest start_ts, read among the rows of the newest 15-minute interval (each
+# day partition's date_time_key index finds them), as epoch seconds. Aggregate levels: SUBHOUR
+# tables are keyed by date_time_key (epoch), the others by ``bucket``, the local wall time of
+# the bucket's start; the newest over the hierarchies' tables of each level. The fact tables
+# are those of this revision.
 DATA_FRESHNESS = r"""
 CREATE FUNCTION gim_data_freshness() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
@@ -39,6 +41,8 @@ DECLARE
     name text;
     level text;
     newest bigint;
+    newest_at double precision;
+    newest_bucket timestamp;
     facts jsonb := '{}';
     levels jsonb := '{}';
 BEGIN
@@ -46,8 +50,11 @@ BEGIN
         'interaction_fact', 'interaction_segment_fact', 'agent_session_fact', 'agent_state_fact',
         'agent_state_reason_fact', 'campaign_attempt_fact'
     ] LOOP
-        EXECUTE format('SELECT max(date_time_key) FROM %I', name) INTO newest;
-        facts := facts || jsonb_build_object(name, newest);
+        EXECUTE format(
+            'SELECT extract(epoch FROM max(start_ts)) FROM %I '
+            'WHERE date_time_key = (SELECT max(date_time_key) FROM %I)', name, name
+        ) INTO newest_at;
+        facts := facts || jsonb_build_object(name, newest_at);
     END LOOP;
     FOR name, level IN
         SELECT c.relname, upper(substring(c.relname from '_([a-z]+)$'))
@@ -55,10 +62,18 @@ BEGIN
         WHERE s.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
           AND c.relname ~ '^agg_.*_(subhour|hour|day|month|quarter|year)$'
     LOOP
-        EXECUTE format('SELECT max(date_time_key) FROM %I', name) INTO newest;
-        IF newest IS NOT NULL AND (NOT levels ? level OR (levels ->> level)::bigint < newest)
-        THEN
-            levels := levels || jsonb_build_object(level, newest);
+        IF level = 'SUBHOUR' THEN
+            EXECUTE format('SELECT max(date_time_key) FROM %I', name) INTO newest;
+            IF newest IS NOT NULL
+               AND (NOT levels ? level OR (levels ->> level)::bigint < newest) THEN
+                levels := levels || jsonb_build_object(level, newest);
+            END IF;
+        ELSE
+            EXECUTE format('SELECT max(bucket) FROM %I', name) INTO newest_bucket;
+            IF newest_bucket IS NOT NULL
+               AND (NOT levels ? level OR (levels ->> level)::timestamp < newest_bucket) THEN
+                levels := levels || jsonb_build_object(level, newest_bucket);
+            END IF;
         END IF;
     END LOOP;
     RETURN jsonb_build_object('facts', facts, 'levels', levels);
