@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import statistics
 import time
 
@@ -100,7 +101,7 @@ def main() -> None:
         engine = make_engine(url)
         migrate.upgrade(engine)
         os.environ.update(
-            {"GIM_DATABASE_URL": url, "GIM_REDIS_URL": rd.url(0), "GIM_WEB_SECRET": "b" * 48}
+            {"GIM_DATABASE_URL": url, "GIM_REDIS_URL": rd.url(0), "GIM_WEB_SECRET": secrets.token_urlsafe(48)}
         )
         get_settings.cache_clear()
         began = time.perf_counter()
@@ -123,7 +124,8 @@ def main() -> None:
         from gim_tasks.web.app import create_app
 
         settings = get_settings()
-        token = auth.create_token(engine, "viewer")
+        auth.add_user(engine, "prometheus", "viewer", "bench-password-0", "bench")
+        token = auth.create_token(engine, "prometheus")
         client = TestClient(create_app(settings, engine), base_url="http://testserver")
         client.headers["Authorization"] = f"Bearer {token}"
         for _ in range(3):  # warm up: connections, templates, plans
