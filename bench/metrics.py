@@ -101,7 +101,11 @@ def main() -> None:
         engine = make_engine(url)
         migrate.upgrade(engine)
         os.environ.update(
-            {"GIM_DATABASE_URL": url, "GIM_REDIS_URL": rd.url(0), "GIM_WEB_SECRET": secrets.token_urlsafe(48)}
+            {
+                "GIM_DATABASE_URL": url,
+                "GIM_REDIS_URL": rd.url(0),
+                "GIM_WEB_SECRET": secrets.token_urlsafe(48),
+            }
         )
         get_settings.cache_clear()
         began = time.perf_counter()
