@@ -332,6 +332,65 @@ def register(app: FastAPI, kit: Kit) -> None:
             return ledger.query(conn, query)
 
     @app.get(
+        "/api/timeline",
+        tags=["monitoring"],
+        response_model=None,
+        responses={**ok(sc.TimelineReply, "Lanes per job."), **AUTH, **errors(422)},
+    )
+    def api_timeline(
+        who: Viewer,
+        start: Annotated[
+            datetime_date | None,
+            Query(
+                description="First local day, YYYY-MM-DD (default: today in the schedule's zone)."
+            ),
+        ] = None,
+        days: Annotated[int, Query(ge=1, le=7, description="Days: 1 to 7.")] = 1,
+    ) -> dict[str, Any]:
+        """The Timeline (A7) as data: per job, planned firings (with the ledger's verdict),
+        aggregation windows and runs (with state and R4 outcome) of the period."""
+        from gim_tasks import timeline
+
+        now = datetime.now(UTC)
+        with engine.connect() as conn:
+            options = store.load_options(conn).schedule()
+            drawn = timeline.load(conn, options, start or timeline.today(options, now), days, now)
+        return drawn.as_dict()
+
+    @app.post(
+        "/api/schedule/preview",
+        tags=["options"],
+        response_model=None,
+        responses={
+            **ok(sc.SchedulePreviewReply, "The plan and the check."),
+            **AUTH,
+            **errors(400, 413, 422),
+        },
+    )
+    def api_schedule_preview(who: Admin, body: sc.SchedulePreview) -> dict[str, Any]:
+        """Preview a `[schedule]` change (A7): the planned firings of the period with the given
+        values (as `gim schedule plan`) and the configuration check's findings. Nothing is
+        stored."""
+        from gim_tasks import timeline
+        from gim_tasks.schedule import plan
+
+        now = datetime.now(UTC)
+        with engine.connect() as conn:
+            current = store.load_options(conn)
+        try:
+            changed, report = timeline.preview(current, dict(body.values))
+        except OptionError as error:
+            raise gim_error(GimError(str(error))) from None
+        options = changed.schedule()
+        start, end = timeline.period(options, body.start or timeline.today(options, now), body.days)
+        return {
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "events": [event.as_dict() for event in plan.plan(options, start, end)],
+            "findings": [finding.as_dict() for finding in report.findings],
+        }
+
+    @app.get(
         "/api/alerts",
         tags=["monitoring"],
         response_model=None,
