@@ -14,19 +14,15 @@ Run: ./dev bench web [--days 7] [--samples 15]
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import secrets
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from bench import servers
+from bench import web_servers
 from bench.metrics import HISTORY, LEDGER
-from gim_tasks.db import migrate
-from gim_tasks.db.engine import make_engine
 from gim_tasks.settings import get_settings
 
 
@@ -35,18 +31,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--samples", type=int, default=15)
     args = parser.parse_args()
-    with servers() as (_base, pg, rd):
-        url = pg.url("gim")
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        os.environ.update(
-            {
-                "GIM_DATABASE_URL": url,
-                "GIM_REDIS_URL": rd.url(0),
-                "GIM_WEB_SECRET": secrets.token_urlsafe(48),
-            }
-        )
-        get_settings.cache_clear()
+    with web_servers() as engine:
         with engine.begin() as conn:
             conn.execute(sa.text(HISTORY), {"days": args.days, "etl": 30})
             conn.execute(sa.text(LEDGER))

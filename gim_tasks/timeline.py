@@ -12,8 +12,8 @@ One lane per job. Items:
   state and R4 outcome.
 
 The axis is elapsed time (computed on timestamps: two aware datetimes of the same zone
-subtract as wall clocks in Python): a day is 24 hours wide, 23 on the spring-forward day and 25 on the
-fall-back day, where the repeated hour's labels appear twice (S10).
+subtract as wall clocks in Python): a day is 24 hours wide, 23 on the spring-forward day and
+25 on the fall-back day, where the repeated hour's labels appear twice (S10).
 """
 
 from __future__ import annotations
