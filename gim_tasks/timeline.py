@@ -35,6 +35,8 @@ from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES
 from gim_tasks.schedule.localtime import resolve, wall, zone
 
 MAX_DAYS = 7
+#: Days the timeline draws (a schedule's plan beyond is arithmetic on the edge of datetime).
+FIRST_YEAR, LAST_YEAR = 1970, 2999
 #: Verdicts drawn as marks (the others are the plain planned tick).
 MARKED = ("late", "missed", "blocked")
 
@@ -96,6 +98,8 @@ def period(options: ScheduleOptions, day: date, days: int) -> tuple[datetime, da
     """[local midnight of ``day``, local midnight ``days`` later) as aware instants."""
     if not 1 <= days <= MAX_DAYS:
         raise ValueError(f"days must be 1 to {MAX_DAYS}, not {days}")
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise ValueError(f"start must be a day from {FIRST_YEAR} to {LAST_YEAR}, not {day}")
     tz = zone(options.timezone)
     start = datetime.combine(day, datetime.min.time())
     return resolve(start, tz).astimezone(tz), resolve(start + timedelta(days=days), tz).astimezone(

@@ -198,7 +198,10 @@ def register(app: FastAPI, kit: Kit) -> None:
         with engine.connect() as conn:
             options = store.load_options(conn).schedule()
             day = start or timeline.today(options, now)
-            drawn = timeline.load(conn, options, day, days, now)
+            try:
+                drawn = timeline.load(conn, options, day, days, now)
+            except ValueError as error:
+                raise HTTPException(400, str(error)) from None
         step = timedelta(days=days)
 
         def link(at: datetime_date) -> str:

@@ -123,6 +123,18 @@ def test_a7_api_timeline_has_runs_verdicts_and_the_page_draws_them(
     assert late[0]["start"].endswith("+01:00")  # in the schedule's zone
     assert viewer.get("/api/timeline", params={"days": 8}).status_code == 422
     assert viewer.get("/api/timeline", params={"start": "23.11.2026"}).status_code == 422
+    far = viewer.get("/api/timeline", params={"start": "0001-01-01"})  # found by schemathesis
+    assert far.status_code == 400 and "from 1970 to 2999" in far.json()["error"]
+    assert viewer.get("/timeline", params={"start": "0001-01-01"}).status_code == 400
+    for path, name in (("/api/timeline", "start"), ("/api/runs", "from"), ("/api/runs", "date")):
+        bare = viewer.get(path, params={name: "-2.3e-55"})  # pydantic reads Unix time
+        assert bare.status_code == 400 and "YYYY-MM-DD" in bare.json()["error"], (path, name)
+    # Also found by schemathesis: a bare number was taken for Unix time.
+    number = viewer.get("/api/runs", params={"ended_since": "7735881"})
+    assert number.status_code == 400 and "ISO instant" in number.json()["error"]
+    assert (
+        viewer.get("/api/runs", params={"ended_since": "2026-11-23T00:00:00Z"}).status_code == 200
+    )
     page = viewer.get("/timeline", params={"start": "2026-11-23"})
     assert page.status_code == 200
     assert f'href="/runs/{run_id}"' in page.text and "mark verdict-late" in page.text
