@@ -32,6 +32,32 @@ def servers() -> Iterator[tuple[Path, Any, Any]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@contextmanager
+def web_servers() -> Iterator[Any]:
+    """Throw-away servers, the Info Mart migrated, and the process settings pointing at them
+    (with a random web secret) for an in-process web app; yields the Info Mart's engine."""
+    import os
+    import secrets
+
+    from gim_tasks.db import migrate
+    from gim_tasks.db.engine import make_engine
+    from gim_tasks.settings import get_settings
+
+    with servers() as (_base, pg, rd):
+        url = pg.url("gim")
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        os.environ.update(
+            {
+                "GIM_DATABASE_URL": url,
+                "GIM_REDIS_URL": rd.url(0),
+                "GIM_WEB_SECRET": secrets.token_urlsafe(48),
+            }
+        )
+        get_settings.cache_clear()
+        yield engine
+
+
 def median_per_history(
     marts: dict[int, tuple[str, str]],
     samples: int,

@@ -16,16 +16,12 @@ Run: ./dev bench metrics [--days 90] [--etl-minutes 5] [--samples 40]
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import statistics
 import time
 
 import sqlalchemy as sa
 
-from bench import servers
-from gim_tasks.db import migrate
-from gim_tasks.db.engine import make_engine
+from bench import web_servers
 from gim_tasks.settings import get_settings
 
 HISTORY = """
@@ -96,18 +92,7 @@ def main() -> None:
     parser.add_argument("--etl-minutes", type=int, default=5)
     parser.add_argument("--samples", type=int, default=40)
     args = parser.parse_args()
-    with servers() as (_base, pg, rd):
-        url = pg.url("gim")
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        os.environ.update(
-            {
-                "GIM_DATABASE_URL": url,
-                "GIM_REDIS_URL": rd.url(0),
-                "GIM_WEB_SECRET": secrets.token_urlsafe(48),
-            }
-        )
-        get_settings.cache_clear()
+    with web_servers() as engine:
         began = time.perf_counter()
         with engine.begin() as conn:
             conn.execute(sa.text(HISTORY), {"days": args.days, "etl": args.etl_minutes})

@@ -22,7 +22,16 @@ from gim_tasks.runtime import alerts, ledger, manager
 from gim_tasks.web import schemas as sc
 from gim_tasks.web import views
 from gim_tasks.web.access import Admin, Operator, Viewer
-from gim_tasks.web.kit import AUTH, MAX_OFFSET, ApiError, Kit, RunId, SubscriptionId, text
+from gim_tasks.web.kit import (
+    AUTH,
+    MAX_OFFSET,
+    ApiError,
+    Kit,
+    RunId,
+    SubscriptionId,
+    plain_days,
+    text,
+)
 from gim_tasks.web.schemas import errors, ok
 from gim_tasks.web.security import DOCS_CONTENT_SECURITY_POLICY
 
@@ -100,6 +109,7 @@ def register(app: FastAPI, kit: Kit) -> None:
     )
     def api_runs(
         who: Viewer,
+        request: Request,
         response: Response,
         which: Annotated[
             Literal["all", "running", "scheduled", "history", "skipped"],
@@ -157,8 +167,15 @@ def register(app: FastAPI, kit: Kit) -> None:
         """Runs (A2, A6), filtered by job, category, states, local days, outcome, trigger;
         sorted; one page of `limit` from `offset`. The `X-Total-Count` header says how many
         runs the filters select in all."""
-        if ended_since is not None and ended_since.tzinfo is None:
-            raise ApiError(400, "ended_since needs a UTC offset (…Z or +01:00)")
+        plain_days(request, "date", "from", "to")
+        raw_since = request.query_params.get("ended_since", "")
+        if ended_since is not None and (
+            ended_since.tzinfo is None or raw_since.replace(".", "", 1).lstrip("-").isdigit()
+        ):
+            # (A bare number would be taken for Unix time: an instant is written as one.)
+            raise ApiError(
+                400, "ended_since needs an ISO instant with its UTC offset (…Z or +01:00)"
+            )
         try:
             query = views.RunQuery.parse(
                 which,
@@ -330,6 +347,72 @@ def register(app: FastAPI, kit: Kit) -> None:
             except GimError as error:
                 raise gim_error(error) from None
             return ledger.query(conn, query)
+
+    @app.get(
+        "/api/timeline",
+        tags=["monitoring"],
+        response_model=None,
+        responses={**ok(sc.TimelineReply, "Lanes per job."), **AUTH, **errors(400, 422)},
+    )
+    def api_timeline(
+        who: Viewer,
+        request: Request,
+        start: Annotated[
+            datetime_date | None,
+            Query(
+                description="First local day, YYYY-MM-DD (default: today in the schedule's zone)."
+            ),
+        ] = None,
+        days: Annotated[int, Query(ge=1, le=7, description="Days: 1 to 7.")] = 1,
+    ) -> dict[str, Any]:
+        """The Timeline (A7) as data: per job, planned firings (with the ledger's verdict),
+        aggregation windows and runs (with state and R4 outcome) of the period."""
+        from gim_tasks import timeline
+
+        plain_days(request, "start")
+        now = datetime.now(UTC)
+        with engine.connect() as conn:
+            options = store.load_options(conn).schedule()
+            try:
+                drawn = timeline.load(
+                    conn, options, start or timeline.today(options, now), days, now
+                )
+            except ValueError as error:
+                raise ApiError(400, str(error)) from None
+        return drawn.as_dict()
+
+    @app.post(
+        "/api/schedule/preview",
+        tags=["options"],
+        response_model=None,
+        responses={
+            **ok(sc.SchedulePreviewReply, "The plan and the check."),
+            **AUTH,
+            **errors(400, 413, 422),
+        },
+    )
+    def api_schedule_preview(who: Admin, body: sc.SchedulePreview) -> dict[str, Any]:
+        """Preview a `[schedule]` change (A7): the planned firings of the period with the given
+        values (as `gim schedule plan`) and the configuration check's findings. Nothing is
+        stored."""
+        from gim_tasks import timeline
+        from gim_tasks.schedule import plan
+
+        now = datetime.now(UTC)
+        with engine.connect() as conn:
+            current = store.load_options(conn)
+        try:
+            changed, report = timeline.preview(current, dict(body.values))
+        except OptionError as error:
+            raise gim_error(GimError(str(error))) from None
+        options = changed.schedule()
+        start, end = timeline.period(options, body.start or timeline.today(options, now), body.days)
+        return {
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "events": [event.as_dict() for event in plan.plan(options, start, end)],
+            "findings": [finding.as_dict() for finding in report.findings],
+        }
 
     @app.get(
         "/api/alerts",

@@ -62,6 +62,17 @@ def text(value: Enum | None) -> str | None:
     return None if value is None else str(value.value)
 
 
+def plain_days(request: Any, *names: str) -> None:
+    """Date query parameters written as days: pydantic also takes a bare number for a date
+    (Unix time), which no caller means; refused with 400 naming the form."""
+    import re
+
+    for name in names:
+        raw = request.query_params.get(name)
+        if raw and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+            raise ApiError(400, f"{name} must be a day YYYY-MM-DD, not '{raw}'")
+
+
 def safe_next(target: str) -> str:
     """Only local paths after login (no open redirect to another site)."""
     if target.startswith("/") and not target.startswith("//") and "\\" not in target:

@@ -4,10 +4,11 @@ and hands these routes what they share in a :class:`~gim_tasks.web.kit.Kit`."""
 
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from datetime import date as datetime_date
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import FastAPI, Form, Request
+from fastapi import FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -183,6 +184,89 @@ def register(app: FastAPI, kit: Kit) -> None:
     @app.get("/etl", response_class=HTMLResponse, include_in_schema=False)
     def etl_page(request: Request, who: PageViewer) -> Response:
         return page(request, "etl.html", who, etl=mart_status.etl_status(engine))
+
+    @app.get("/timeline", response_class=HTMLResponse, include_in_schema=False)
+    def timeline_page(
+        request: Request,
+        who: PageViewer,
+        start: Annotated[datetime_date | None, Query()] = None,
+        days: Annotated[int, Query(ge=1, le=7)] = 1,
+    ) -> Response:
+        from gim_tasks import timeline
+
+        now = datetime.now(UTC)
+        with engine.connect() as conn:
+            options = store.load_options(conn).schedule()
+            day = start or timeline.today(options, now)
+            try:
+                drawn = timeline.load(conn, options, day, days, now)
+            except ValueError as error:
+                raise HTTPException(400, str(error)) from None
+        step = timedelta(days=days)
+
+        def link(at: datetime_date) -> str:
+            return "/timeline?" + urlencode({"start": at.isoformat(), "days": days})
+
+        return page(
+            request,
+            "timeline.html",
+            who,
+            timeline=drawn,
+            svg=timeline.svg(drawn),
+            day=day,
+            days=days,
+            previous=link(day - step),
+            following=link(day + step),
+            tz=options.timezone,
+        )
+
+    @app.get("/options/preview", response_class=HTMLResponse, include_in_schema=False)
+    def schedule_preview_page(request: Request, who: PageAdmin) -> Response:
+        """A7: the plan of a day with changed [schedule] values beside the current one,
+        and the configuration check's findings; nothing is stored."""
+        from gim_tasks import timeline
+        from gim_tasks.options.registry import OPTIONS
+
+        now = datetime.now(UTC)
+        names = [spec.name for spec in OPTIONS if spec.section == "schedule"]
+        with engine.connect() as conn:
+            current = store.load_options(conn)
+        values = {
+            name: request.query_params[name].strip()
+            for name in names
+            if name in request.query_params
+            and request.query_params[name].strip() != current.text("schedule", name)
+        }
+        try:
+            changed, report = timeline.preview(current, values)
+            day = (
+                datetime_date.fromisoformat(request.query_params["day"])
+                if request.query_params.get("day")
+                else timeline.today(current.schedule(), now)
+            )
+        except (OptionError, ValueError) as error:
+            raise HTTPException(400, str(error)) from None
+        before = timeline.planned_timeline(current.schedule(), day, 1, now)
+        after = timeline.planned_timeline(changed.schedule(), day, 1, now)
+
+        def count(drawn: Any) -> int:
+            return sum(1 for items in drawn.lanes.values() for i in items if i.kind == "planned")
+
+        return page(
+            request,
+            "schedule_preview.html",
+            who,
+            changes=[
+                (name, current.text("schedule", name), value) for name, value in values.items()
+            ],
+            report=report,
+            day=day,
+            zone=changed.schedule().timezone,
+            current=timeline.svg(before, runs_clickable=False),
+            proposed=timeline.svg(after, runs_clickable=False),
+            current_count=count(before),
+            proposed_count=count(after),
+        )
 
     @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
     def alerts_page(request: Request, who: PageViewer) -> Response:

@@ -10,6 +10,7 @@ that test, and a field removed fails the contract snapshot test (README "API cha
 
 from __future__ import annotations
 
+from datetime import date as datetime_date
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -443,3 +444,63 @@ class Incident(Closed):
     resolved_at: str | None = Field(json_schema_extra={"format": "date-time"})
     occurrences: int = Field(description="Firings or passes counted while it was open.")
     deliveries: list[AlertDelivery]
+
+
+# ----- timeline (SPEC A7) -----------------------------------------------------------------------
+
+
+class TimelineItem(Closed):
+    kind: Literal["planned", "window", "run"]
+    start: str = Field(json_schema_extra={"format": "date-time"})
+    end: str | None = Field(json_schema_extra={"format": "date-time"})
+    state: RunState | None
+    outcome: Literal["success", "failure", "operator", "running"] | None
+    run_id: int | None
+    verdict: Verdict | None = Field(description="A planned firing's verdict (O1); null: none yet.")
+    reason: str | None
+    firing_id: str | None
+
+
+class TimelineLane(Closed):
+    job: JobName
+    items: list[TimelineItem]
+
+
+class TimelineReply(Closed):
+    zone: str
+    start: str = Field(json_schema_extra={"format": "date-time"})
+    end: str = Field(json_schema_extra={"format": "date-time"})
+    hours: float = Field(description="23, 24 or 25 per day (DST).")
+    now: str = Field(json_schema_extra={"format": "date-time"})
+    lanes: list[TimelineLane]
+
+
+class SchedulePreview(Closed):
+    values: dict[str, str] = Field(
+        description='[schedule] option name -> value to try, e.g. {"etl-frequency": "15"}.',
+        max_length=20,
+    )
+    start: datetime_date | None = Field(
+        default=None, description="First local day (default: today in the schedule's zone)."
+    )
+    days: int = Field(default=1, ge=1, le=7)
+
+
+class PlannedEvent(Closed):
+    job: JobName
+    event: Literal["start", "stop"]
+    at: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class PreviewFinding(Closed):
+    level: Literal["error", "warning"]
+    item: str
+    message: str
+    spares: list[str]
+
+
+class SchedulePreviewReply(Closed):
+    start: str = Field(json_schema_extra={"format": "date-time"})
+    end: str = Field(json_schema_extra={"format": "date-time"})
+    events: list[PlannedEvent]
+    findings: list[PreviewFinding]
