@@ -30,7 +30,6 @@ from gim_tasks.db.tables import firing, job_run
 from gim_tasks.lifecycle import RunState, outcome
 from gim_tasks.options.values import ScheduleOptions
 from gim_tasks.schedule import plan
-from gim_tasks.schedule.engine import firing_id
 from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES
 from gim_tasks.schedule.localtime import resolve, wall, zone
 
@@ -112,7 +111,7 @@ def planned_items(
 ) -> dict[str, list[Item]]:
     """The plan's firings and windows per job (pure). ``verdicts``: ledger rows by firing id;
     those the plan does not contain are added as planned firings of their job."""
-    from gim_tasks.runtime.ledger import close_id
+    from gim_tasks.runtime.ledger import event_firing_id
 
     lanes: dict[str, list[Item]] = {job: [] for job in JOB_NAMES}
     events = plan.plan(options, start, end)
@@ -126,11 +125,7 @@ def planned_items(
             else:
                 lanes[AGGREGATE].append(Item("window", opened or start, at))
                 opened = None
-        fid = (
-            close_id(at)
-            if event.job == AGGREGATE and event.event == "stop"
-            else firing_id(event.job, at)
-        )
+        fid = event_firing_id(event)
         seen.add(fid)
         row = verdicts.get(fid)
         lanes[event.job].append(
@@ -318,10 +313,6 @@ def svg(timeline: Timeline, width: int = WIDTH, runs_clickable: bool = True) -> 
         )
     parts.append("</svg>")
     return "".join(parts)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 def planned_timeline(options: ScheduleOptions, day: date, days: int, now: datetime) -> Timeline:

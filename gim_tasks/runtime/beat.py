@@ -43,7 +43,7 @@ from gim_tasks.runtime.runs import (
     sweep_lost,
     unclaimed,
 )
-from gim_tasks.runtime.state import BEAT_KEY, load_state
+from gim_tasks.runtime.state import BEAT_KEY, load_state, text
 from gim_tasks.schedule.engine import Action, Hold, Launch, Release, Skip, Stop, Tick, decide
 from gim_tasks.schedule.jobs import BY_NAME
 from gim_tasks.settings import get_settings
@@ -145,10 +145,6 @@ def carry_out(engine: Engine, app: Any, tick: Tick, judge: ledger.Judge | None =
         notify.send_task(app, run_id)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 MIRROR_PREFIX = "gim-next:"
 
 
@@ -224,7 +220,7 @@ class GimScheduler(RedBeatScheduler):
 
     def load_cursors(self) -> dict[str, datetime]:
         raw: dict[Any, Any] = self._redis.hgetall(CURSORS_KEY)
-        return {_text(key): datetime.fromisoformat(_text(value)) for key, value in raw.items()}
+        return {text(key): datetime.fromisoformat(text(value)) for key, value in raw.items()}
 
     def gim_tick(self, now: datetime) -> Tick:
         engine = self._engine

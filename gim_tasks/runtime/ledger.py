@@ -73,7 +73,6 @@ STREAMS = {
     EXPORT: "export",
 }
 WINDOW_OPEN, WINDOW_CLOSE = "window-open", "window-close"
-STREAM_NAMES = (*STREAMS.values(), WINDOW_OPEN, WINDOW_CLOSE)
 
 
 def close_id(closes: datetime) -> str:
@@ -81,18 +80,30 @@ def close_id(closes: datetime) -> str:
     return f"{AGGREGATE}:close:{closes.astimezone(UTC).isoformat()}"
 
 
+def event_firing_id(event: plan.Event) -> str:
+    """The ledger's firing id of a planned event: the engine's (S11), a window close its own."""
+    if event.job == AGGREGATE and event.event == "stop":
+        return close_id(event.at)
+    return firing_id(event.job, event.at)
+
+
+def stream_of(job: str, event: str = "start") -> str:
+    if job == AGGREGATE:
+        return WINDOW_OPEN if event == "start" else WINDOW_CLOSE
+    return STREAMS[job]
+
+
 def planned(options: ScheduleOptions, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """Ledger rows of every firing in [start, end)."""
-    rows = []
-    for event in plan.plan(options, start, end):
-        at = event.at.astimezone(UTC)
-        if event.job == AGGREGATE:
-            stream = WINDOW_OPEN if event.event == "start" else WINDOW_CLOSE
-            fid = firing_id(AGGREGATE, at) if event.event == "start" else close_id(at)
-        else:
-            stream, fid = STREAMS[event.job], firing_id(event.job, at)
-        rows.append({"firing_id": fid, "stream": stream, "job": event.job, "planned_at": at})
-    return rows
+    return [
+        {
+            "firing_id": event_firing_id(event),
+            "stream": stream_of(event.job, event.event),
+            "job": event.job,
+            "planned_at": event.at.astimezone(UTC),
+        }
+        for event in plan.plan(options, start, end)
+    ]
 
 
 @dataclass(frozen=True)
@@ -134,18 +145,18 @@ def keep_planned(
 ) -> bool:
     """Write the plan at least 24 h ahead; plan the undecided future again when the options
     changed (or this beat just started). Returns True when it wrote anything."""
+    if not needs_planning(horizon, options, now):
+        return False
     if horizon.options != options:
         # Firings due now or earlier keep their rows: the beat or the watchdog judges them.
         conn.execute(sa.delete(firing).where(firing.c.verdict.is_(None), firing.c.planned_at > now))
         _insert(conn, planned(options, now, now + HORIZON))
         horizon.options, horizon.through = options, now + HORIZON
-    elif horizon.through is None or horizon.through - now < EXTEND_BELOW:
+    else:
         start = horizon.through or now
         _insert(conn, planned(options, start, now + HORIZON))
         horizon.through = now + HORIZON
         conn.execute(sa.delete(firing).where(firing.c.planned_at < now - KEEP))
-    else:
-        return False
     horizon.next_window = _next_window(conn)
     return True
 
@@ -160,32 +171,23 @@ def _next_window(conn: Connection) -> datetime | None:
 
 def _judge(
     conn: Connection,
-    action: Launch | Hold | Skip | Stop,
-    fid: str,
+    action: Launch | Hold | Skip,
     verdict: Verdict,
-    reason: str,
+    lag: float,
     now: datetime,
-    planned_at: datetime,
     run_id: int | None,
 ) -> None:
-    lag = (now - planned_at).total_seconds()
-    stream = (
-        STREAMS.get(action.job)
-        if action.job != AGGREGATE
-        else (WINDOW_CLOSE if isinstance(action, Stop) else WINDOW_OPEN)
+    statement = insert(firing).values(
+        firing_id=action.firing_id,
+        stream=stream_of(action.job),
+        job=action.job,
+        planned_at=action.planned_at,
+        verdict=verdict,
+        decided_at=now,
+        lag_seconds=lag,
+        reason=action.reason,
+        run_id=run_id,
     )
-    row = {
-        "firing_id": fid,
-        "stream": stream,
-        "job": action.job,
-        "planned_at": planned_at,
-        "verdict": verdict,
-        "decided_at": now,
-        "lag_seconds": lag,
-        "reason": reason,
-        "run_id": run_id,
-    }
-    statement = insert(firing).values(row)
     kept = statement.excluded
     # The first verdict stands (the watchdog may have said "missed"); the run is filled in.
     conn.execute(
@@ -199,6 +201,11 @@ def _judge(
     )
 
 
+def timeliness(lag: float, grace: float) -> Verdict:
+    """O1: a firing acted on within the grace is on time, later is late."""
+    return Verdict.ON_TIME if lag <= grace else Verdict.LATE
+
+
 def verdict_of(action: Action, lag: float, grace: float) -> Verdict | None:
     """The ledger's verdict on a firing the engine decided by ``action`` (None: not a planned
     firing, e.g. a restart inside a window, Transform after Extract, M3's resumption)."""
@@ -207,7 +214,7 @@ def verdict_of(action: Action, lag: float, grace: float) -> Verdict | None:
     if isinstance(action, Launch):
         if action.trigger != Trigger.SCHEDULED:
             return None
-        return Verdict.ON_TIME if lag <= grace else Verdict.LATE
+        return timeliness(lag, grace)
     if isinstance(action, Hold):
         return Verdict.HELD
     if isinstance(action, Skip):
@@ -223,7 +230,6 @@ class Judged:
     verdict: Verdict
     lag: float
     run_id: int | None
-    reason: str
 
 
 def record(
@@ -240,10 +246,8 @@ def record(
         verdict = verdict_of(action, lag, grace)
         if verdict is None:
             continue
-        _judge(
-            conn, action, action.firing_id, verdict, action.reason, now, action.planned_at, run_id
-        )
-        judged.append(Judged(action.job, verdict, lag, run_id, action.reason))
+        _judge(conn, action, verdict, lag, now, run_id)
+        judged.append(Judged(action.job, verdict, lag, run_id))
         if action.job in STREAMS:
             conn.execute(
                 sa.update(firing)
@@ -285,11 +289,10 @@ def settle_windows(
     stops = [a for a in tick.actions if isinstance(a, Stop) and a.kind == StopKind.WINDOW_END]
     for row in due:
         lag = (now - row.planned_at).total_seconds()
-        on_time = Verdict.ON_TIME if lag <= grace else Verdict.LATE
         verdict: Verdict | None = None
         run_id = None
         if row.stream == WINDOW_CLOSE:
-            verdict = on_time
+            verdict = timeliness(lag, grace)
             reason = "aggregation window closed (S7)"
             if stops:
                 run_id = stops[0].run_id

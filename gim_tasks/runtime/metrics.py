@@ -26,7 +26,7 @@ from gim_tasks import mart_status
 from gim_tasks.lifecycle import CONDITIONS, FAILURE, OPERATOR_STOP, SUCCESS, VERDICTS, outcome
 from gim_tasks.options import store
 from gim_tasks.runtime.queues import QUEUES
-from gim_tasks.runtime.state import BEAT_KEY
+from gim_tasks.runtime.state import BEAT_KEY, heartbeat_of
 from gim_tasks.schedule.jobs import JOB_NAMES, JOBS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -129,16 +129,16 @@ def families(engine: Engine, client: redis.Redis, now: datetime | None = None) -
     queue = GaugeMetricFamily("gim_queue_depth", "Messages waiting per queue.", labels=["queue"])
     for name, depth in zip(QUEUES, depths, strict=True):
         queue.add_metric([name], depth)
-    values = {_text(k): _text(v) for k, v in beat.items()}
+    last_tick, beat_leader = heartbeat_of(beat)
     tick = GaugeMetricFamily(
         "gim_beat_last_tick_timestamp_seconds", "The beat's last tick, Unix time (O2)."
     )
     leader = GaugeMetricFamily(
         "gim_beat_leader", "The beat that ticked last (host:pid).", labels=["leader"]
     )
-    if "tick" in values:
-        tick.add_metric([], float(values["tick"]))
-        leader.add_metric([values.get("leader", "")], 1)
+    if last_tick is not None:
+        tick.add_metric([], last_tick)
+        leader.add_metric([beat_leader or ""], 1)
     open_incidents = GaugeMetricFamily(
         "gim_open_incidents", "Open incidents by condition (O3).", labels=["condition"]
     )
@@ -157,10 +157,6 @@ def families(engine: Engine, client: redis.Redis, now: datetime | None = None) -
         leader,
         open_incidents,
     ]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class _Scrape:

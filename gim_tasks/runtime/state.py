@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -99,3 +100,16 @@ def load_state(conn: Connection, cursors: Mapping[str, datetime]) -> SchedulerSt
 #: (the real clock), ``leader`` = host:pid of the beat that wrote it. Written every tick by the
 #: beat; read by the watchdog and ``/metrics``.
 BEAT_KEY = "gim:beat"
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply (bytes from a client without ``decode_responses``) as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def heartbeat_of(raw: dict[Any, Any]) -> tuple[float | None, str | None]:
+    """The beat's last tick (UTC epoch seconds) and who wrote it, from the ``BEAT_KEY`` hash
+    as Redis returned it; (None, None) without one."""
+    values = {text(key): text(value) for key, value in raw.items()}
+    tick = values.get("tick")
+    return (float(tick) if tick else None), values.get("leader")

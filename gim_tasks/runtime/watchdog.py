@@ -42,7 +42,7 @@ from gim_tasks.db.tables import firing, job_run
 from gim_tasks.lifecycle import FAILURE, SUCCESS, Condition, RunState, StopKind, outcome
 from gim_tasks.options import store
 from gim_tasks.runtime import alerts, incidents, ledger
-from gim_tasks.runtime.state import BEAT_KEY
+from gim_tasks.runtime.state import BEAT_KEY, heartbeat_of
 from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES, TRANSFORM
 from gim_tasks.settings import Settings
 
@@ -74,13 +74,7 @@ class Pass:
 def beat_heartbeat(client: redis.Redis) -> tuple[float | None, str | None]:
     """The beat's last tick (UTC epoch seconds) and who wrote it, or (None, None)."""
     raw: dict[Any, Any] = client.hgetall(BEAT_KEY)
-    values = {_text(k): _text(v) for k, v in raw.items()}
-    tick = values.get("tick")
-    return (float(tick) if tick else None), values.get("leader")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return heartbeat_of(raw)
 
 
 def check(
