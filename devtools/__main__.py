@@ -7,24 +7,21 @@ import shlex
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import sqlalchemy as sa
 import typer
-from sqlalchemy.engine import Engine
 
-from devtools.demo import demo_options
 from devtools.localstack import port_open
 from devtools.stack import DEV_WEB_PASSWORD, DEV_WEB_USER, DevStack
-from devtools.supervisor import Supervisor
-from gim_tasks import notify
-from gim_tasks.db import migrate
-from gim_tasks.db.engine import make_engine
-from gim_tasks.db.roles import grant_web
 from gim_tasks.errors import GimError
-from gim_tasks.idb.schema import init_idb
-from gim_tasks.options.store import import_options
-from gim_tasks.web import auth
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from devtools.supervisor import Supervisor
+
+# The database, web and mail modules are imported by the commands that use them: `./dev env`
+# and `./dev gim` (which runs `env` first) start in a fraction of the time (issue 31).
 
 CELERY_APP = "gim_tasks.runtime.celery_app"
 
@@ -75,8 +72,11 @@ def env() -> None:
         print(f"export {key}={shlex.quote(value)}")
 
 
-def demo_web_user(engine: Engine, supervisor: Supervisor) -> None:
+def demo_web_user(engine: sa.Engine, supervisor: Supervisor) -> None:
     """The demo admin, subscribed to maintenance and export mails (printed by the SMTP sink)."""
+    from gim_tasks import notify
+    from gim_tasks.web import auth
+
     if not any(user["name"] == DEV_WEB_USER for user in auth.list_users(engine)):
         auth.add_user(
             engine, DEV_WEB_USER, "admin", DEV_WEB_PASSWORD, "dev-demo", "admin@localhost"
@@ -91,6 +91,13 @@ def demo_web_user(engine: Engine, supervisor: Supervisor) -> None:
 @cli.command("up")
 def up() -> None:
     """Run the whole system locally in the foreground; Ctrl-C stops everything."""
+    from devtools.demo import demo_options
+    from devtools.supervisor import Supervisor
+    from gim_tasks.db import migrate
+    from gim_tasks.db.engine import make_engine
+    from gim_tasks.idb.schema import init_idb
+    from gim_tasks.options.store import import_options
+
     stack = DevStack.from_env()
     flower_port = int(os.environ.get("GIM_DEV_FLOWER_PORT", "5555"))
     for port, what, variable in (
@@ -184,6 +191,10 @@ WEB_ROLE = "gim_web"
 def web_role_url(engine: sa.Engine, owner_url: str) -> str:
     """The local cluster's web role (created once; trust authentication on loopback), granted
     exactly the web app's privileges; the URL the web app connects with."""
+    import sqlalchemy as sa
+
+    from gim_tasks.db.roles import grant_web
+
     with engine.begin() as conn:
         exists = conn.execute(
             sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": WEB_ROLE}
