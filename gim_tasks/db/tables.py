@@ -282,6 +282,17 @@ firing = Table(
     Index("ix_firing_undecided", "planned_at", postgresql_where=text("verdict IS NULL")),
 )
 
+#: The instant a beat first ticked against this database (one row, issue 31): the ledger plans
+#: and judges no firing before it, so a first start raises no alarm about slots planned before
+#: the system existed.
+scheduler_epoch = Table(
+    "scheduler_epoch",
+    metadata,
+    Column("id", Boolean, primary_key=True, server_default=text("true")),
+    Column("first_tick_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("id", name="one_row"),
+)
+
 #: SPEC O3: receivers of incident messages (JSON POST); ``events`` limits the conditions
 #: (empty: all).
 webhook = Table(

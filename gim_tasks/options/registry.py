@@ -272,6 +272,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec(
         "monitor",
+        "startup-grace-seconds",
+        Integer(0, 3600, "seconds"),
+        "120",
+        "A watchdog that started less than this long ago and has seen no beat tick yet "
+        "judges neither the scheduler nor missed firings: a fresh or restarted stack raises "
+        "no alarm while its beat comes up (O2).",
+    ),
+    OptionSpec(
+        "monitor",
         "freshness-slo-minutes",
         FreshnessMinutes(("ETL", "Aggregation"), FRESHNESS_TABLES),
         "ETL=60, Aggregation=120",

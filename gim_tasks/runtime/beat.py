@@ -136,7 +136,7 @@ def carry_out(engine: Engine, app: Any, tick: Tick, judge: ledger.Judge | None =
                 )
         to_mail.extend(incidents.resolve_cleared(conn, tick.blocked))
         if judge is not None:
-            judged = ledger.record(conn, decided, judge.now, judge.grace)
+            judged = ledger.record(conn, decided, judge.now, judge.grace, since=judge.horizon.epoch)
             incidents.after_verdicts(conn, judged, judge.late_limit)
             ledger.settle_windows(conn, judge.horizon, tick, judge.state, judge.now, judge.grace)
     for job, run_id in to_send:  # after commit: the worker must find the row

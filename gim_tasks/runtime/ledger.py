@@ -19,6 +19,10 @@ Verdicts (first one stands; a later decision only fills in the run):
 - the watchdog (``runtime/watchdog.py``, another process): any firing still undecided at its
   instant + grace is ``missed``.
 
+A first start raises no alarm (issue 31): the first beat tick ever records its instant
+(``scheduler_epoch``), and no firing planned before it is planned, judged or counted, so a
+catch-up launch of a slot planned before the system existed is neither late nor missed.
+
 Concurrency: the verdict update is one ``INSERT ... ON CONFLICT (firing_id) DO UPDATE`` whose
 ``COALESCE`` keeps a verdict already written, so the beat and the watchdog racing on a firing
 leave exactly one verdict, whichever commits first.
@@ -35,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 
-from gim_tasks.db.tables import firing
+from gim_tasks.db.tables import firing, scheduler_epoch
 from gim_tasks.errors import GimError
 from gim_tasks.lifecycle import StopKind, Trigger, Verdict
 from gim_tasks.options.values import ScheduleOptions
@@ -124,6 +128,18 @@ class Horizon:
     options: ScheduleOptions | None = None
     through: datetime | None = None
     next_window: datetime | None = None
+    epoch: datetime | None = None  # the first beat tick ever against this database
+
+
+def epoch(conn: Connection, now: datetime) -> datetime:
+    """The instant of the first beat tick against this database; ``now`` if this is it. The
+    one-row table's primary key makes a second beat's insert a no-op: the first commit wins."""
+    conn.execute(
+        insert(scheduler_epoch)
+        .values(id=True, first_tick_at=now)
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    return conn.execute(sa.select(scheduler_epoch.c.first_tick_at)).scalar_one()
 
 
 def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -147,6 +163,8 @@ def keep_planned(
     changed (or this beat just started). Returns True when it wrote anything."""
     if not needs_planning(horizon, options, now):
         return False
+    if horizon.epoch is None:
+        horizon.epoch = epoch(conn, now)
     if horizon.options != options:
         # Firings due now or earlier keep their rows: the beat or the watchdog judges them.
         conn.execute(sa.delete(firing).where(firing.c.verdict.is_(None), firing.c.planned_at > now))
@@ -233,14 +251,22 @@ class Judged:
 
 
 def record(
-    conn: Connection, decided: Iterable[tuple[Action, int | None]], now: datetime, grace: float
+    conn: Connection,
+    decided: Iterable[tuple[Action, int | None]],
+    now: datetime,
+    grace: float,
+    since: datetime | None = None,
 ) -> list[Judged]:
     """Verdicts of the firings this tick decided (``decided``: each action with the run it
     recorded). Earlier undecided firings of a stream the engine collapsed into this one (S12)
-    are missed. Runs in the tick's transaction (beat.carry_out)."""
+    are missed. A firing planned before ``since`` (the scheduler's epoch) is not judged: the
+    first start's catch-up of a slot planned before the system existed raises no alarm. Runs in
+    the tick's transaction (beat.carry_out)."""
     judged = []
     for action, run_id in decided:
         if not isinstance(action, Launch | Hold | Skip):
+            continue
+        if since is not None and action.planned_at < since:
             continue
         lag = (now - action.planned_at).total_seconds()
         verdict = verdict_of(action, lag, grace)

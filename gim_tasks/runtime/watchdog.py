@@ -10,8 +10,12 @@ as ``gim watchdog`` for deployments without the web. A pass:
 2. marks every ledger firing still undecided at its instant + ``[monitor] grace-seconds``
    ``missed`` and counts each in its job's ``missed`` incident;
 3. reads the beat's heartbeat from Redis (``gim:beat``): no tick for ``SILENT_BEAT_SECONDS``
-   opens the ``scheduler-down`` incident, a fresh tick resolves it. Without any heartbeat the
-   scheduler counts as down once it has planned firings (a beat ran here before);
+   opens the ``scheduler-down`` incident, a fresh tick resolves it. A watchdog that started
+   less than ``[monitor] startup-grace-seconds`` ago and has seen no tick since is *starting*
+   (a fresh or restarted stack whose beat is still coming up, issue 31): it judges neither
+   the scheduler nor missed firings (step 2) until a tick arrives or the grace ends. Without
+   a start instant (a single pass), no heartbeat counts as down once a beat ran here before
+   (firings are planned);
 4. per job, the newest ended run that has an outcome (R4): a failure opens ``failure``, a
    success resolves it;
 5. per category, data older than ``[monitor] freshness-slo-minutes`` opens ``stale-data``
@@ -63,6 +67,7 @@ ENDED_WITH_OUTCOME = (
 @dataclass
 class Pass:
     skipped: bool = False  # another replica's pass held the lock
+    starting: bool = False  # within the start-up grace, no beat tick seen yet: not judged
     missed: list[str] = field(default_factory=list)  # firing ids marked missed
     scheduler_down: bool = False
     failing: list[str] = field(default_factory=list)
@@ -78,9 +83,14 @@ def beat_heartbeat(client: redis.Redis) -> tuple[float | None, str | None]:
 
 
 def check(
-    engine: Engine, client: redis.Redis, settings: Settings, now: datetime | None = None
+    engine: Engine,
+    client: redis.Redis,
+    settings: Settings,
+    now: datetime | None = None,
+    started: datetime | None = None,
 ) -> Pass:
-    """One watchdog pass (see the module's docstring)."""
+    """One watchdog pass (see the module's docstring); ``started``: when this watchdog began
+    its passes (None: a single pass, no start-up grace)."""
     now = now or datetime.now(UTC)
     result = Pass()
     with engine.begin() as conn:
@@ -89,17 +99,14 @@ def check(
             return result
         options = store.load_options(conn)
         grace = options.get("monitor", "grace-seconds")
-        for row in ledger.mark_missed(conn, now, grace):
-            result.missed.append(row.firing_id)
-            incidents.open_incident(
-                conn,
-                row.job,
-                Condition.MISSED,
-                f"no decision on the firing planned at "
-                f"{row.planned_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC within {grace} s: "
-                "the scheduler was down or stalled",
-            )
-        result.scheduler_down = _scheduler(conn, client, now)
+        tick, leader = beat_heartbeat(client)
+        if started is not None and (tick is None or tick < started.timestamp()):
+            waited = (now - started).total_seconds()
+            if waited < options.get("monitor", "startup-grace-seconds"):
+                result.starting = True
+        if not result.starting:
+            result.scheduler_down = _scheduler(conn, now, tick, leader, started)
+            result.missed = _missed(conn, now, grace)
         result.failing = _failures(conn)
         result.stale = _freshness(conn, options, now)
     result.sent, result.failed_sends = alerts.deliver(engine, settings)
@@ -112,9 +119,37 @@ def check(
     return result
 
 
-def _scheduler(conn: Connection, client: redis.Redis, now: datetime) -> bool:
-    tick, leader = beat_heartbeat(client)
-    if tick is None:
+def _missed(conn: Connection, now: datetime, grace: float) -> list[str]:
+    missed = []
+    for row in ledger.mark_missed(conn, now, grace):
+        missed.append(row.firing_id)
+        incidents.open_incident(
+            conn,
+            row.job,
+            Condition.MISSED,
+            f"no decision on the firing planned at "
+            f"{row.planned_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC within {grace} s: "
+            "the scheduler was down or stalled",
+        )
+    return missed
+
+
+def _scheduler(
+    conn: Connection,
+    now: datetime,
+    tick: float | None,
+    leader: str | None,
+    started: datetime | None,
+) -> bool:
+    if started is not None and (tick is None or tick < started.timestamp()):
+        # Past the start-up grace (check() returned before otherwise) with no tick since.
+        detail = f"no beat tick in the {(now - started).total_seconds():.0f} s since the " + (
+            "watchdog started"
+            if tick is None
+            else f"watchdog started (last at {datetime.fromtimestamp(tick, UTC):%H:%M:%S} UTC "
+            f"by {leader})"
+        )
+    elif tick is None:
         ever = conn.execute(sa.select(sa.exists().select_from(firing))).scalar_one()
         if not ever:
             return False
@@ -201,12 +236,13 @@ class Watchdog(threading.Thread):
         self.engine, self.settings, self.interval = engine, settings, interval
         self.client = redis.Redis.from_url(settings.redis_url)
         self.stopping = threading.Event()
+        self.started = datetime.now(UTC)  # the start-up grace counts from here (issue 31)
 
     def run(self) -> None:
         while not self.stopping.is_set():
             began = time.monotonic()
             try:
-                check(self.engine, self.client, self.settings)
+                check(self.engine, self.client, self.settings, started=self.started)
             except Exception:  # a pass fails (database restarting): log, try the next one
                 log.exception("watchdog pass failed")
             self.stopping.wait(max(0.0, self.interval - (time.monotonic() - began)))

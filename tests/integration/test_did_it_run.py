@@ -484,3 +484,98 @@ def test_o1_o5_firings_alerts_and_metrics_agree_across_cli_api_and_metrics(beat:
     assert ("gim_beat_last_tick_timestamp_seconds", ()) in samples
     assert samples[("gim_queue_depth", (("queue", "etl"),))] == beat.queued("etl")
     assert api.get("/metrics", headers={"Authorization": ""}).status_code == 401
+
+
+def end_all(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE job_run SET state = 'Completed', ended_at = now() "
+                "WHERE state IN ('Scheduled', 'Running')"
+            )
+        )
+
+
+def test_o1_first_start_judges_no_firing_planned_before_the_first_beat(beat: Beat) -> None:
+    """Issue 31: the very first beat tick against a database catches up a slot planned before
+    the system existed: no verdict, no late incident. Later outages are judged as before."""
+    engine = beat.engine
+    beat.cursors("2026-11-23 06:29:00")  # the S12 catch-up of the 07:30 slot is due
+    beat.tick("2026-11-23 07:40:00")  # the first tick ever: the epoch
+    with engine.connect() as conn:
+        epoch = conn.execute(sa.text("SELECT first_tick_at FROM scheduler_epoch")).scalar_one()
+    assert epoch == at("2026-11-23 07:40:00")
+    (catch_up,) = beat.rows(EXTRACT)  # the catch-up ran ...
+    assert catch_up.planned_at == at("2026-11-23 07:30:00")
+    # ... but no slot before the epoch is in the ledger, and nothing is late or missed.
+    assert min(row.planned_at for row in ledger_rows(engine)) >= epoch
+    assert verdicts(engine, EXTRACT, "06:30:00", "07:00:00", "07:30:00") == [None, None, None]
+    assert open_incidents(engine) == []
+    end_all(engine)
+    beat.tick("2026-11-23 07:59:00")  # S3: Transform of the catch-up cycle
+    end_all(engine)
+    beat.tick("2026-11-23 08:00:05")
+    assert verdicts(engine, EXTRACT, "08:00:00") == ["on-time"]
+    # A later outage (beat down 08:00:05 to 09:40) is judged: the slots it collapsed are
+    # missed, the catch-up is late; a second beat's first tick keeps the first epoch.
+    beat.tick("2026-11-23 08:01:00")
+    end_all(engine)
+    beat.tick("2026-11-23 08:02:00")
+    end_all(engine)
+    second = Beat.__new__(Beat)
+    second.__dict__.update(beat.__dict__)
+    second.scheduler = type(beat.scheduler).__new__(type(beat.scheduler))
+    second.scheduler.__dict__.update(
+        {k: v for k, v in beat.scheduler.__dict__.items() if k != "_horizon"}
+    )
+    second.tick("2026-11-23 09:40:00")
+    assert verdicts(engine, EXTRACT, "08:30:00", "09:00:00", "09:30:00") == [
+        "missed",
+        "missed",
+        "late",
+    ]
+    assert ("late", EXTRACT, 1) in open_incidents(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT first_tick_at FROM scheduler_epoch")).scalar() == epoch
+
+
+def test_o2_a_starting_watchdog_gives_the_beat_its_start_up_grace(beat: Beat) -> None:
+    """Issue 31: a watchdog that started less than [monitor] startup-grace-seconds (120) ago
+    and has seen no tick judges neither the scheduler nor missed firings; past the grace, or
+    once a tick was seen and then stopped for 60 s, the scheduler is down."""
+    engine, client, settings = beat.engine, beat.redis, get_settings()
+    beat.cursors("2026-11-23 06:29:00")
+    beat.tick("2026-11-23 06:29:30")  # the ledger is planned: a beat ran here before
+    started = at("2026-11-23 07:00:00")  # the whole stack restarts: the 06:30 slot is undecided
+    heartbeat(client, at("2026-11-23 06:29:30").timestamp())  # last tick before the restart
+    first = watchdog.check(engine, client, settings, started + timedelta(seconds=15), started)
+    assert first.starting and not first.scheduler_down and first.missed == []
+    assert open_incidents(engine) == [] and verdicts(engine, EXTRACT, "06:30:00") == [None]
+    late = watchdog.check(engine, client, settings, started + timedelta(seconds=121), started)
+    assert not late.starting and late.scheduler_down
+    (down,) = [i for i in open_incidents(engine) if i[0] == "scheduler-down"]
+    with engine.connect() as conn:
+        detail = conn.execute(
+            sa.text("SELECT detail FROM incident WHERE condition = 'scheduler-down'")
+        ).scalar_one()
+    assert detail.startswith("no beat tick in the 121 s since the watchdog started (last at")
+    assert verdicts(engine, EXTRACT, "06:30:00") == ["missed"]
+    # A tick after the start resolves it; silence of 60 s after it opens it again.
+    tick = started + timedelta(seconds=130)
+    heartbeat(client, tick.timestamp())
+    assert not watchdog.check(engine, client, settings, tick, started).scheduler_down
+    assert [i for i in open_incidents(engine) if i[0] == "scheduler-down"] == []
+    quiet = watchdog.check(engine, client, settings, tick + timedelta(seconds=59), started)
+    assert not quiet.starting and not quiet.scheduler_down
+    assert watchdog.check(
+        engine, client, settings, tick + timedelta(seconds=61), started
+    ).scheduler_down
+    # With no heartbeat at all, a fresh watchdog waits the grace, set here to 30 s.
+    client.delete(BEAT_KEY)
+    store.set_option(engine, "monitor", "startup-grace-seconds", "30", "test")
+    restarted = tick + timedelta(minutes=5)
+    assert watchdog.check(
+        engine, client, settings, restarted + timedelta(seconds=29), restarted
+    ).starting
+    gone = watchdog.check(engine, client, settings, restarted + timedelta(seconds=31), restarted)
+    assert gone.scheduler_down and not gone.starting

@@ -27,6 +27,7 @@ from devtools.localstack import free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_LIMIT_SECONDS = 120  # issue 3: a living system within two minutes
+FIRST_MINUTES_SECONDS = 180  # issue 31: no incident in a fresh stack's first three minutes
 
 
 def _descendants(pid: int) -> set[int]:
@@ -163,6 +164,21 @@ def test_dev_up_runs_everything_and_ctrl_c_leaves_nothing_running() -> None:
                 return bool(row and row[0] > 0)
 
         _wait_for(traffic_flows, 60, up, log)  # the simulator writes live calls
+
+        # Issue 31: a first start cries no wolf. Its first three minutes open no incident and
+        # queue no alert (job letters to subscribers are fine); the ledger judges firings.
+        mart = f"postgresql://gim@127.0.0.1:{ports['GIM_DEV_PG_PORT']}/gim"
+        while time.monotonic() - started < FIRST_MINUTES_SECONDS:
+            assert up.poll() is None, log.read_text()[-3000:]
+            time.sleep(5)
+        with psycopg.connect(mart, connect_timeout=5) as conn:
+            opened = conn.execute("SELECT condition, job, detail FROM incident").fetchall()
+            alerts = conn.execute("SELECT count(*) FROM alert").fetchone()
+            judged = conn.execute(
+                "SELECT count(*) FROM firing WHERE verdict IN ('on-time', 'late')"
+            ).fetchone()
+        assert opened == [] and alerts == (0,), opened
+        assert judged is not None and judged[0] >= 1  # the ledger did judge firings meanwhile
 
         processes = _descendants(up.pid)
         pg_pid = int((local / "postgres/data/postmaster.pid").read_text().split()[0])
