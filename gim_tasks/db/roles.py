@@ -37,6 +37,7 @@ WEB_PRIVILEGES: dict[str, str] = {
     "discard": "SELECT",  # a run's discards (A2, R3)
     "export_mark": "SELECT",  # the retention check
     "date_time": "SELECT",  # the calendar check (C1)
+    "date_time_extra": "SELECT",  # the calendar check of the custom calendars (C1)
     "web_user": "SELECT",  # login
     "api_token": "SELECT, UPDATE (last_used_at)",  # last use of a token
     "web_session": "SELECT, INSERT, UPDATE (last_seen_at), DELETE",  # sessions

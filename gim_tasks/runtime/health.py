@@ -101,28 +101,47 @@ def check_retention(
 def check_calendar(
     options: Options, settings: Settings, now: datetime | None = None
 ) -> list[Finding]:
-    """C1/C2: the DATE_TIME calendar must reach ``date-time-min-days-ahead`` days past today.
-    Job_MaintainGIM fills it, so this error does not block maintenance."""
+    """C1/C2: the DATE_TIME calendar and every custom calendar (``[gim-etl]
+    date-time-extra-time-zones``, table ``date_time_extra``) must reach
+    ``date-time-min-days-ahead`` days past today. Job_MaintainGIM fills them, so this error
+    does not block maintenance."""
     now = now or datetime.now(UTC)
     days = int(options.get("gim-etl", "date-time-min-days-ahead"))
     needed = now + timedelta(days=days)
+    extra = list(options.get("gim-etl", "date-time-extra-time-zones"))
+    # One statement on one connection: the reach of DATE_TIME and of each custom calendar.
+    query = (
+        "SELECT jsonb_build_object('', (SELECT max(date_time_key) FROM date_time)) || "
+        "coalesce((SELECT jsonb_object_agg(calendar, "
+        "reach) FROM (SELECT calendar, max(date_time_key) AS reach FROM date_time_extra "
+        "GROUP BY calendar) AS c), '{}')"
+    )
     try:
-        newest = _mart_value(settings, "SELECT to_timestamp(max(date_time_key)) FROM date_time")
+        reaches = _mart_value(settings, query) or {}
     except sa.exc.SQLAlchemyError:
         return []  # the reachability and schema checks report the database
-    if newest is not None and newest >= needed:
-        return []
-    reach = f"reaches {newest:%Y-%m-%d} only" if newest is not None else "is empty"
-    return [
-        Finding(
-            "error",
-            "[gim-etl] date-time-min-days-ahead",
-            f"the DATE_TIME calendar {reach}; it must reach {days} days ahead "
-            f"({needed:%Y-%m-%d}): run Job_MaintainGIM (`gim run Job_MaintainGIM`), which "
-            "fills it up to date-time-max-days-ahead",
-            spares=(MAINTAIN,),
+    findings = []
+    for name in ["", *extra]:
+        newest = reaches.get(name)
+        if newest is not None and datetime.fromtimestamp(newest, UTC) >= needed:
+            continue
+        what = f"the custom calendar {name}" if name else "the DATE_TIME calendar"
+        reach = (
+            f"reaches {datetime.fromtimestamp(newest, UTC):%Y-%m-%d} only"
+            if newest is not None
+            else "is empty"
         )
-    ]
+        findings.append(
+            Finding(
+                "error",
+                "[gim-etl] date-time-min-days-ahead",
+                f"{what} {reach}; it must reach {days} days ahead ({needed:%Y-%m-%d}): run "
+                "Job_MaintainGIM (`gim run Job_MaintainGIM`), which fills it up to "
+                "date-time-max-days-ahead",
+                spares=(MAINTAIN,),
+            )
+        )
+    return findings
 
 
 def server_findings(

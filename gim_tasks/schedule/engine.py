@@ -459,7 +459,10 @@ def _fire_etl(tick: _Tick, fid: str, planned: datetime) -> None:
     if maintenance is not None:
         tick.stop(
             maintenance,
-            f"preempted by the ETL cycle planned at {_clock(planned, tick.tz)} (S5)",
+            # Maintenance (its purge above all) has no end of its own: an ETL cycle ends it,
+            # and the steps it did not reach run at the next maintenance (S5).
+            f"preempted by the ETL cycle planned at {_clock(planned, tick.tz)} (S5); "
+            "the steps left resume at the next maintenance",
             StopKind.PREEMPTED,
         )
         tick.add(

@@ -176,6 +176,10 @@ class ScheduledJob(Closed):
     schedule: str = Field(description="The schedule in words.")
     next_run: str | None = Field(json_schema_extra={"format": "date-time"})
     manual: bool = Field(description="Whether an operator may start it without force (M7).")
+    description: str = Field(description="What the job does, in one line.")
+    scheduled_by: list[str] = Field(
+        description="The [schedule] options that make up its schedule (GET /api/options).",
+    )
 
 
 class Run(Closed):

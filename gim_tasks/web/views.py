@@ -45,24 +45,6 @@ from gim_tasks.schedule.plan import next_run_table
 #: Triggers of runs the status summary counts (A4: scheduled ones; a restart is the scheduler's).
 SUMMARY_TRIGGERS = (SCHEDULED, RESTART)
 
-_ETL = ("timezone", "run-scheduler", "etl-start-time", "etl-end-time", "etl-frequency")
-#: The [schedule] options that make up each job's schedule: who changed one last is the
-#: schedule's Creator (A1); none changed: '-' (the built-in schedule).
-SCHEDULE_OPTIONS: dict[str, tuple[str, ...]] = {
-    EXTRACT: _ETL,
-    TRANSFORM: _ETL,
-    AGGREGATE: (
-        "timezone",
-        "run-scheduler",
-        "run-aggregates",
-        "aggregate-schedule",
-        "aggregate-duration",
-    ),
-    MAINTAIN: ("timezone", "run-scheduler", "run-maintain", "maintain-start-time"),
-    UPDATE_STATS: ("timezone", "run-scheduler", "run-update-stats", "update-stats-schedule"),
-    EXPORT: ("timezone", "run-scheduler", "run-export", "export-schedule"),
-}
-
 
 def check_category(category: str | None) -> str | None:
     if not category:
@@ -76,7 +58,7 @@ def check_category(category: str | None) -> str | None:
 def creator(options: Options, job: str) -> str:
     changes = [
         options.changes[("schedule", name)]
-        for name in SCHEDULE_OPTIONS[job]
+        for name in BY_NAME[job].scheduled_by
         if ("schedule", name) in options.changes
     ]
     return max(changes, key=lambda change: change.at).actor if changes else "-"
@@ -103,6 +85,8 @@ def scheduled_jobs(
                 "schedule": row.schedule,
                 "next_run": row.next_run.isoformat() if row.next_run else None,
                 "manual": info.manual,
+                "description": info.description,
+                "scheduled_by": list(info.scheduled_by),
             }
         )
     return rows

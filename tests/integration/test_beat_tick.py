@@ -232,6 +232,38 @@ def test_c2_a_short_calendar_blocks_scheduled_firings_naming_it_but_spares_maint
     assert extract.state == "Rejected" and "date-time-min-days-ahead" in extract.reason
 
 
+def test_c2_a_custom_calendar_that_runs_out_blocks_like_date_time(beat: Beat) -> None:
+    """Issue 31: the calendar item covers every calendar. With an extra zone configured and
+    its custom calendar empty (maintenance never filled it, run-maintain=false), the check
+    names that calendar and blocks the firings; filled, it passes."""
+    from gim_tasks.db import calendar
+    from gim_tasks.runtime import health
+
+    engine = beat.engine
+    store.set_option(engine, "schedule", "run-maintain", "false", "test")
+    store.set_option(engine, "gim-etl", "date-time-extra-time-zones", "Asia/Tokyo", "test")
+    with engine.connect() as conn:
+        options = store.load_options(conn)
+        first, last = conn.execute(
+            sa.text("SELECT min(date_time_key), max(date_time_key) FROM date_time")
+        ).one()
+    now = at("2026-11-23 03:00:00")
+    (finding,) = health.check_calendar(options, get_settings(), now)
+    assert finding.message.startswith("the custom calendar Asia/Tokyo is empty; it must reach")
+    beat.cursors("2026-11-23 02:59:00")
+    beat.tick("2026-11-23 03:00:01")
+    (stats,) = beat.rows("Job_UpdateStats")
+    assert stats.state == "Rejected" and "custom calendar Asia/Tokyo" in stats.reason
+    with engine.begin() as conn:  # filled only ten days ahead: it runs out too soon
+        start = int(now.timestamp()) // 900 * 900
+        calendar.fill_extra(conn, "Asia/Tokyo", start, start + 10 * 86400)
+    (short,) = health.check_calendar(options, get_settings(), now)
+    assert "the custom calendar Asia/Tokyo reaches 2026-12-03 only" in short.message
+    with engine.begin() as conn:
+        calendar.fill_extra(conn, "Asia/Tokyo", first, last)
+    assert health.check_calendar(options, get_settings(), now) == []
+
+
 def test_m3_manual_aggregation_paused_for_maintenance_resumes_after_it(beat: Beat) -> None:
     """run-aggregates=false: scheduled maintenance pauses a manual aggregation (stop kind
     maintenance) and the beat resumes it, once, when maintenance has ended."""

@@ -273,6 +273,22 @@ def test_a1_scheduled_view_json_and_page(web: Web) -> None:
     client, _ = web.session("viewer")
     html = client.get("/jobs/scheduled").text
     assert "Job_ExtractICON" in html and "Europe/Berlin" in html and "alice" in html
+    # Issue 31: each job's description and the options that schedule it, linked to the
+    # Options page at the option's row.
+    stats = rows[4]
+    assert stats["description"].startswith("Updates PostgreSQL's planner statistics")
+    assert stats["scheduled_by"] == [
+        "timezone",
+        "run-scheduler",
+        "run-update-stats",
+        "update-stats-schedule",
+    ]
+    assert "Extracts new and changed data from every IDB" in html
+    assert '<a href="/options#schedule-update-stats-schedule">update-stats-schedule</a>' in html
+    options_page = client.get("/options").text
+    assert all(
+        f'id="schedule-{name}"' in options_page for row in rows for name in row["scheduled_by"]
+    )
     assert "Run Job" not in html  # a viewer is not offered what they may not do
 
 

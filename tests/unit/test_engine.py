@@ -166,7 +166,10 @@ def test_s5_etl_due_preempts_scheduled_maintenance() -> None:
     assert kinds(result) == [("Stop", MAINTAIN), ("Hold", EXTRACT)]
     stop = result.of(Stop)[0]
     assert isinstance(stop, Stop) and stop.run_id == 4 and stop.kind == StopKind.PREEMPTED
-    assert "preempted by the ETL cycle planned at 2026-11-23 06:30 (S5)" in stop.reason
+    assert stop.reason == (
+        "preempted by the ETL cycle planned at 2026-11-23 06:30 (S5); "
+        "the steps left resume at the next maintenance"
+    )
     # Once maintenance has stopped, the held cycle starts.
     waiting = (WaitingRun(11, EXTRACT, "scheduled", at("2026-11-23 06:30")),)
     assert kinds(tick(options, "2026-11-23 06:31", waiting=waiting)) == [("Release", EXTRACT)]
