@@ -30,14 +30,8 @@ from gim_tasks.options.values import Options
 from gim_tasks.runtime.listing import iso, run_record
 from gim_tasks.schedule.engine import RESTART, SCHEDULED
 from gim_tasks.schedule.jobs import (
-    AGGREGATE,
     BY_NAME,
     CATEGORIES,
-    EXPORT,
-    EXTRACT,
-    MAINTAIN,
-    TRANSFORM,
-    UPDATE_STATS,
 )
 from gim_tasks.schedule.localtime import zone
 from gim_tasks.schedule.plan import next_run_table
