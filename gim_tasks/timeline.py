@@ -246,7 +246,10 @@ def svg(timeline: Timeline, width: int = WIDTH, runs_clickable: bool = True) -> 
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        # role="group", not "img": an image's children are presentational, so the links of
+        # its run bars would be focusable yet hidden from assistive technology (axe:
+        # nested-interactive).
+        f'height="{height}" viewBox="0 0 {width} {height}" role="group" '
         f'aria-label="Timeline {escape(timeline.zone)}">'
     ]
     for at, text, midnight in _ticks(timeline):

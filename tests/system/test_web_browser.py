@@ -257,3 +257,112 @@ def test_operator_runs_and_stops_a_job_in_the_browser_and_gets_the_mail(
         expect(page.locator("#mails")).to_contain_text("sent")
     finally:
         smtp.stop()
+
+
+#: WCAG 2 A and AA rules of axe-core (the engine of browsers' accessibility dev tools).
+AXE_OPTIONS = {
+    "runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
+    "resultTypes": ["violations"],
+}
+
+
+def _axe_findings(page: Page) -> list[str]:
+    """Serious and critical axe violations of the page: rule, impact, the first nodes."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page, options=AXE_OPTIONS).response
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at "
+        + "; ".join(
+            f"{node['target'][0] if node['target'] else '?'} ({node['failureSummary']})"
+            for node in v["nodes"][:3]
+        )
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def test_every_page_has_no_serious_accessibility_violation_and_none_reloads_itself(
+    stack: Stack, browser: Browser
+) -> None:
+    """Issue 31: axe-core's WCAG 2 A/AA rules over every page find nothing serious or
+    critical; no page reloads itself (WCAG 2.2.1): the live pages update their data in place,
+    and a Pause control stops it."""
+    stack.env.update(GIM_WEB_SECRET=secrets.token_urlsafe(48))
+    auth.add_user(stack.engine, "ada", "admin", "password-ada", "test", email="ada@example.com")
+    with stack.engine.begin() as conn:
+        failed = insert_run(
+            conn,
+            job="Job_AggregateGIM",
+            trigger="scheduled",
+            actor="scheduler",
+            state="Failed",
+            started_at=sa.func.now() - sa.text("interval '20 minutes'"),
+            ended_at=sa.func.now(),
+            error="boom",
+        )
+    url = _serve(stack)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(url + "/login")
+    findings = {"/login": _axe_findings(page)}
+    page.fill("input[name=name]", "ada")
+    page.fill("input[name=password]", "password-ada")
+    page.click("button[type=submit]")
+    expect(page).to_have_url(f"{url}/jobs/scheduled")
+    pages = [
+        "/jobs/scheduled",
+        "/jobs/running",
+        "/jobs/history",
+        "/jobs/run",
+        f"/runs/{failed}",
+        "/etl",
+        "/aggregation",
+        "/timeline",
+        "/alerts",
+        "/options",
+        "/options/preview",
+        "/notifications",
+        "/jobs/Job_ExportGIM/notifications",
+    ]
+    for path in pages:
+        page.goto(url + path)
+        if path == "/timeline":  # the run's bar is a link: the page has interactive SVG
+            expect(page.locator(f"#timeline a[href='/runs/{failed}']")).to_have_count(1)
+        expect(page.locator("h1")).to_have_count(1)
+        assert page.locator("meta[http-equiv=refresh]").count() == 0, path
+        findings[path] = _axe_findings(page)
+    # The Running page updates its rows in place (no reload: the page's own state survives);
+    # Pause stops that until Resume.
+    page.goto(url + "/jobs/running")
+    page.evaluate("window.gimMarker = 'same page'")
+
+    def running_run() -> int:
+        with stack.engine.begin() as conn:
+            return insert_run(
+                conn,
+                job="Job_AggregateGIM",
+                trigger="manual",
+                actor="ada",
+                state="Running",
+                started_at=sa.func.now(),
+                heartbeat_at=sa.func.now() + sa.text("interval '1 day'"),
+            )
+
+    first = running_run()
+    expect(page.locator(f"#running tr[data-run='{first}']")).to_have_count(1, timeout=15_000)
+    assert page.evaluate("window.gimMarker") == "same page"
+    toggle = page.locator("#live-toggle")
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#live-state")).to_have_text("Updates paused.")
+    with stack.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE job_run SET state = 'Completed', ended_at = now()"))
+    updated = page.locator("#live").get_attribute("data-updated")
+    page.wait_for_timeout(12_000)  # two intervals of 5 s: paused, nothing changes
+    expect(page.locator(f"#running tr[data-run='{first}']")).to_have_count(1)
+    assert page.locator("#live").get_attribute("data-updated") == updated
+    toggle.click()
+    expect(page.locator(f"#running tr[data-run='{first}']")).to_have_count(0, timeout=15_000)
+    assert page.evaluate("window.gimMarker") == "same page"
+    bad = {path: found for path, found in findings.items() if found}
+    assert bad == {}, "\n".join(f"{path}: {found}" for path, found in bad.items())
