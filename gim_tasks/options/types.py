@@ -13,13 +13,18 @@ from zoneinfo import ZoneInfoNotFoundError
 from gim_tasks.schedule.cron import CronError, parse_cron
 from gim_tasks.schedule.localtime import zone
 
-_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
+#: Exactly the characters str.strip() removes (str.isspace), for patterns of stripped values.
+_SPACE = r"[\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$", re.ASCII)  # ASCII: no other script's digits
 
 
 class OptionType:
     """Base of option types. ``parse`` raises ``ValueError`` with a short reason."""
 
     allowed = ""
+    #: An ECMA-262 pattern that matches exactly the texts ``parse`` takes, where one can say
+    #: it (the API's document states it, issue 32); None: only the code can check.
+    pattern: str | None = None
 
     def parse(self, raw: str) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -31,6 +36,10 @@ class OptionType:
 @dataclass(frozen=True)
 class Boolean(OptionType):
     allowed: str = "true or false"
+    pattern: str | None = (
+        f"^{_SPACE}([Tt][Rr][Uu][Ee]|[Yy][Ee][Ss]|[Oo][Nn]|1|[Ff][Aa][Ll][Ss][Ee]|[Nn][Oo]|"
+        f"[Oo][Ff][Ff]|0){_SPACE}$"
+    )
 
     def parse(self, raw: str) -> bool:
         text = raw.strip().lower()
@@ -57,7 +66,7 @@ class Integer(OptionType):
 
     def parse(self, raw: str) -> int:
         text = raw.strip()
-        if not re.fullmatch(r"[+-]?\d+", text):
+        if not re.fullmatch(r"[+-]?\d+", text, re.ASCII):
             raise ValueError("not an integer")
         value = int(text)
         if not self.minimum <= value <= self.maximum:
@@ -68,6 +77,7 @@ class Integer(OptionType):
 @dataclass(frozen=True)
 class ClockTime(OptionType):
     allowed: str = "a time of day HH:mm from 00:00 to 23:59"
+    pattern: str | None = f"^{_SPACE}([01]?[0-9]|2[0-3]):[0-5][0-9]{_SPACE}$"
 
     def parse(self, raw: str) -> time:
         match = _CLOCK.match(raw.strip())

@@ -37,6 +37,8 @@ from gim_tasks.web.security import DOCS_CONTENT_SECURITY_POLICY
 
 #: The Swagger UI files /api/docs loads, vendored by the fastapi-offline package (Swagger UI
 #: 5, which reads OpenAPI 3.1): served by this app, so the docs work without internet.
+#: Every text of a body is stored: PostgreSQL cannot store a NUL byte (app.py's handler).
+NUL = "text with a NUL byte, which PostgreSQL cannot store."
 DOCS_DIR = Path(str(importlib.resources.files("fastapi_offline") / "static"))
 DOCS_ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js")
 
@@ -104,7 +106,7 @@ def register(app: FastAPI, kit: Kit) -> None:
                 },
             },
             **AUTH,
-            **errors(400, 422),
+            **errors(400, 422, unchecked="a `from` day after `to`."),
         },
     )
     def api_runs(
@@ -129,15 +131,26 @@ def register(app: FastAPI, kit: Kit) -> None:
         ] = None,
         date: Annotated[
             datetime_date | None,
-            Query(description="A local day of the schedule's zone, YYYY-MM-DD (from = to)."),
+            Query(
+                description="A local day of the schedule's zone, YYYY-MM-DD (from = to).",
+                json_schema_extra={"pattern": sc.DAY_PATTERN},
+            ),
         ] = None,
         since: Annotated[
             datetime_date | None,
-            Query(alias="from", description="First local day (included), YYYY-MM-DD."),
+            Query(
+                alias="from",
+                description="First local day (included), YYYY-MM-DD.",
+                json_schema_extra={"pattern": sc.DAY_PATTERN},
+            ),
         ] = None,
         until: Annotated[
             datetime_date | None,
-            Query(alias="to", description="Last local day (included), YYYY-MM-DD."),
+            Query(
+                alias="to",
+                description="Last local day (included), YYYY-MM-DD.",
+                json_schema_extra={"pattern": sc.DAY_PATTERN},
+            ),
         ] = None,
         outcome: Annotated[
             str | None,
@@ -220,7 +233,14 @@ def register(app: FastAPI, kit: Kit) -> None:
             **ok(sc.Admission, "Admitted: Running, or Scheduled with what it waits for.", 201),
             409: {"model": sc.Rejection, "description": "Rejected by the rules, with the reason."},
             **AUTH,
-            **errors(400, 404, 413, 422),
+            **errors(
+                400,
+                404,
+                413,
+                422,
+                unchecked="re-aggregation parameters that do not parse (M4: the bad token is "
+                "named); " + NUL,
+            ),
         },
     )
     def api_run_job(who: Operator, body: sc.RunRequest) -> JSONResponse:
@@ -311,7 +331,13 @@ def register(app: FastAPI, kit: Kit) -> None:
         "/api/firings",
         tags=["monitoring"],
         response_model=None,
-        responses={**ok(list[sc.Firing], "Ledger rows, oldest first."), **AUTH, **errors(400, 422)},
+        responses={
+            **ok(list[sc.Firing], "Ledger rows, oldest first."),
+            **AUTH,
+            **errors(
+                400, 422, unchecked="a day that does not exist (2026-02-30); `to` not after `from`."
+            ),
+        },
     )
     def api_firings(
         who: Viewer,
@@ -321,11 +347,13 @@ def register(app: FastAPI, kit: Kit) -> None:
             Query(
                 alias="from",
                 description="YYYY-MM-DD or YYYY-MM-DDTHH:MM in the schedule's zone, or an ISO "
-                "instant; default: 24 hours ago.",
+                "instant; 1970 to 2999; default: 24 hours ago.",
+                pattern=sc.WHEN_PATTERN,
             ),
         ] = None,
         until: Annotated[
-            str | None, Query(alias="to", description="Before this; as `from`.")
+            str | None,
+            Query(alias="to", description="Before this; as `from`.", pattern=sc.WHEN_PATTERN),
         ] = None,
         verdict: Annotated[
             str | None,
@@ -360,7 +388,9 @@ def register(app: FastAPI, kit: Kit) -> None:
         start: Annotated[
             datetime_date | None,
             Query(
-                description="First local day, YYYY-MM-DD (default: today in the schedule's zone)."
+                description="First local day, YYYY-MM-DD from 1970 to 2999 (default: today in "
+                "the schedule's zone).",
+                json_schema_extra={"pattern": sc.DAY_PATTERN},
             ),
         ] = None,
         days: Annotated[int, Query(ge=1, le=7, description="Days: 1 to 7.")] = 1,
@@ -388,7 +418,13 @@ def register(app: FastAPI, kit: Kit) -> None:
         responses={
             **ok(sc.SchedulePreviewReply, "The plan and the check."),
             **AUTH,
-            **errors(400, 413, 422),
+            **errors(
+                400,
+                413,
+                422,
+                unchecked="an option value its pattern does not state: an integer out of "
+                "range, a cron, a time zone name, a duration; " + NUL,
+            ),
         },
     )
     def api_schedule_preview(who: Admin, body: sc.SchedulePreview) -> dict[str, Any]:
@@ -447,7 +483,14 @@ def register(app: FastAPI, kit: Kit) -> None:
         responses={
             **ok(sc.OptionUpdate, "Stored."),
             **AUTH,
-            **errors(400, 404, 413, 422),
+            **errors(
+                400,
+                404,
+                413,
+                422,
+                unchecked="a value the option does not allow (its `allowed` in GET /api/options; "
+                "the document cannot tie a value's form to the name in the path); " + NUL,
+            ),
         },
     )
     def api_set_option(
@@ -502,7 +545,7 @@ def register(app: FastAPI, kit: Kit) -> None:
         responses={
             **ok(sc.Created, "Subscribed (or updated).", 201),
             **AUTH,
-            **errors(400, 404, 409, 413, 422),
+            **errors(400, 404, 409, 413, 422, unchecked=NUL),
         },
     )
     def api_subscribe(who: Admin, body: sc.Subscription) -> dict[str, Any]:

@@ -111,9 +111,12 @@ def _day(text: str | None, name: str) -> date | None:
     if not text:
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise GimError(f"{name} '{text}' is not a date (YYYY-MM-DD)") from None
+    if not 1970 <= day.year <= 2999:  # the API document's range (web/schemas.DAY_PATTERN)
+        raise GimError(f"{name} {day} is not a day from 1970 to 2999")
+    return day
 
 
 @dataclass(frozen=True)

@@ -579,3 +579,44 @@ def test_o2_a_starting_watchdog_gives_the_beat_its_start_up_grace(beat: Beat) ->
     ).starting
     gone = watchdog.check(engine, client, settings, restarted + timedelta(seconds=31), restarted)
     assert gone.scheduler_down and not gone.starting
+
+
+def test_o2_a_pass_while_another_holds_the_lock_does_nothing_and_no_pass_starts_a_run(
+    beat: Beat, web_role_url: str
+) -> None:
+    """O2 (issue 32): a second pass while one holds the watchdog lock is skipped and touches
+    no row; a pass that does its work (missed firings, a silent beat) starts no run and puts
+    no message on any queue."""
+    from gim_tasks.db import locks
+    from gim_tasks.runtime.queues import QUEUES
+
+    engine, client, settings = beat.engine, beat.redis, get_settings()
+    web_engine = make_engine(web_role_url)
+    beat.cursors("2026-11-23 06:29:00")
+    beat.tick("2026-11-23 06:29:30")  # the plan is written; nothing is due yet
+    heartbeat(client, at("2026-11-23 06:29:30").timestamp())  # silent ever since
+
+    def snapshot() -> tuple[list[Any], ...]:
+        with engine.connect() as conn:
+            return tuple(
+                list(conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY 1")))
+                for table in ("firing", "incident", "alert", "job_run")
+            )
+
+    def queued() -> dict[str, int]:
+        return {queue: int(client.llen(queue)) for queue in (*QUEUES, "celery")}
+
+    before, messages = snapshot(), queued()
+    assert before[3] == [] and set(messages.values()) == {0}
+    now = at("2026-11-23 08:00:00")  # the 06:30 ... 07:30 slots are past their grace
+    with engine.connect() as other, other.begin():
+        assert locks.try_hold(other, locks.WATCHDOG)  # a pass in progress elsewhere
+        second = watchdog.check(web_engine, client, settings, now)
+        assert second.skipped
+        assert (second.missed, second.scheduler_down, second.failing) == ([], False, [])
+        assert snapshot() == before
+    done = watchdog.check(web_engine, client, settings, now)
+    assert not done.skipped and done.scheduler_down and len(done.missed) >= 3
+    after = snapshot()
+    assert after[0] != before[0] and after[1] != before[1]  # verdicts and incidents written
+    assert after[3] == [] and queued() == messages  # no run, no message

@@ -466,6 +466,38 @@ def test_a4_summary_counts_runs_and_failures_per_category(web: Web) -> None:
     assert aggregation.count("outcome-success") == 1 and "operator by ops" in aggregation
 
 
+def test_a4_summary_counts_only_runs_ended_within_the_last_n_days(web: Web) -> None:
+    """A4 (issue 32): the window is the last N days, to the minute: runs ended just inside it
+    count, runs ended just before it do not, whatever N."""
+    ids = {}
+    with web.engine.begin() as conn:
+        for name, ago, state in [
+            ("inside-3", "2 days 23 hours 59 minutes", "Failed"),
+            ("outside-3", "3 days 1 minute", "Failed"),
+            ("outside-7", "7 days 1 minute", "Completed"),
+            ("today", "1 minute", "Completed"),
+        ]:
+            ids[name] = insert_run(
+                conn,
+                job="Job_ExtractICON",
+                trigger="scheduled",
+                actor="scheduler",
+                state=state,
+                ended_at=sa.func.now() - sa.cast(ago, sa.Interval),
+                error="boom" if state == "Failed" else None,
+            )
+    viewer = web.api("viewer")
+
+    def etl(days: int) -> tuple[int, int, list[int]]:
+        found = viewer.get("/api/summary", params={"days": days}).json()
+        (category,) = [c for c in found["categories"] if c["category"] == "ETL"]
+        return category["runs"], category["failures"], sorted(f["id"] for f in category["failed"])
+
+    assert etl(3) == (2, 1, [ids["inside-3"]])
+    assert etl(7) == (3, 2, [ids["inside-3"], ids["outside-3"]])
+    assert etl(8) == (4, 2, [ids["inside-3"], ids["outside-3"]])
+
+
 def test_running_tab_shows_live_progress_and_stop(web: Web) -> None:
     with web.engine.begin() as conn:
         run_id = insert_run(
@@ -810,3 +842,27 @@ def test_a3_a_jobs_email_notifications_page_adds_users_and_addresses_and_saves_a
     viewer_page = web.session("viewer")[0].get("/jobs/Job_ExportGIM/notifications").text
     assert "save-notifications" not in viewer_page and "disabled" in viewer_page
     assert client.get("/jobs/Job_Nope/notifications").status_code == 404
+
+
+def test_dates_are_days_in_every_body_and_query_as_the_document_says(web: Web) -> None:
+    """Issue 32: a number is never taken for a date (pydantic would read it as Unix time), in a
+    body as in a query; days outside 1970-2999 and other forms are refused with the status the
+    document gives (422 where its schema states the form, 400 where only the code can)."""
+    admin = web.api("admin")
+    for start in (0, 7735881, "1969-12-31", "3000-01-01", "2026-12-04T00:00:00", "20261204"):
+        reply = admin.post("/api/schedule/preview", json={"values": {}, "start": start})
+        assert reply.status_code == 422, (start, reply.text)
+        assert "a day YYYY-MM-DD from 1970 to 2999" in reply.json()["error"], reply.text
+    assert admin.post(
+        "/api/schedule/preview", json={"start": "2026-12-04", "values": {}}
+    ).is_success
+    viewer = web.api("viewer")
+    for wrong in ("2026-12-04 10:00", "0", "1969-12-31", "2026-12-04T10"):
+        reply = viewer.get("/api/firings", params={"from": wrong})
+        assert reply.status_code == 422, (wrong, reply.text)
+    assert viewer.get("/api/firings", params={"from": "2026-02-30"}).status_code == 400
+    assert viewer.get("/api/timeline", params={"start": "1969-12-31"}).status_code == 400
+    assert viewer.get("/api/runs", params={"to": "9999-12-31"}).status_code == 400  # was a 500
+    # Options a preview does not know, and values its pattern refuses, never reach the plan.
+    unknown = admin.post("/api/schedule/preview", json={"values": {"no-such-option": "1"}})
+    assert unknown.status_code == 400 and "no-such-option" in unknown.json()["error"]

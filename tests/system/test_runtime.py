@@ -331,3 +331,66 @@ def test_s7_aggregation_window_restarts_a_stopped_run_and_stops_at_window_end(
         c for c in summary(stack.engine, 1)["categories"] if c["category"] == "Aggregation"
     ]
     assert aggregation["failures"] == 0 and aggregation["runs"] >= 2
+
+
+def test_m6_a_run_that_ignores_its_stop_is_revoked_and_its_process_ends(stack: Stack) -> None:
+    """M6 (issue 32): a body that does not honour its stop (stuck in a statement, behind a lock
+    a test holds) is revoked with terminate by the beat once the grace has passed: the worker
+    receives the revoke, the pool process that ran it ends, and the stop is `terminated`."""
+    with stack.engine.begin() as conn:  # the beat launches nothing of its own
+        conn.execute(
+            sa.text(
+                "INSERT INTO option_value VALUES ('schedule', 'run-scheduler', 'false', 'test', "
+                "now())"
+            )
+        )
+    blocker = psycopg.connect(stack.env["GIM_IDB_URLS"])
+    try:
+        # Extract's first read of the IDB waits behind this lock, never checking its stop.
+        from gim_tasks.idb.schema import TABLES
+
+        names = ", ".join(table.name for table in TABLES)
+        blocker.execute(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
+        stack.worker()
+        assert stack.gim("run", "Job_ExtractICON").returncode == 0
+        (run,) = stack.runs("job = 'Job_ExtractICON'")
+        stack.wait(lambda: stack.runs(f"id = {run.id}")[0].state == "Running", 60, "running")
+
+        def waiting_on_the_lock() -> bool:
+            with psycopg.connect(stack.env["GIM_IDB_URLS"]) as probe:
+                row = probe.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                ).fetchone()
+                return bool(row and row[0])
+
+        stack.wait(waiting_on_the_lock, 60, "the run blocked in its read")
+        running = stack.runs(f"id = {run.id}")[0]
+        pid = int(running.worker.rsplit(":", 1)[1])
+        assert os.path.exists(f"/proc/{pid}")
+        assert "stop requested" in stack.gim("stop", str(run.id), "--actor", "dave").stdout
+        # The grace (60 s) is over: as if the stop had been asked 61 s ago.
+        with stack.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE job_run SET stop_requested_at = now() - interval '61 s' WHERE id = :i"
+                ),
+                {"i": run.id},
+            )
+        stack.start("beat", "beat")
+
+        def process_ended() -> bool:
+            try:
+                state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                return True
+            return state == "Z"
+
+        stack.wait(process_ended, 60, f"the pool process {pid} that ran the run ends")
+        worker_log = (stack.tmp / "w1.log").read_text()
+        assert f"Terminating {running.task_id}" in worker_log, worker_log[-2000:]
+        stack.wait(lambda: stack.runs(f"id = {run.id}")[0].state != "Running", 120, "ended")
+        ended = stack.runs(f"id = {run.id}")[0]
+        assert ended.stop_kind == "terminated" and ended.state in ("Stopped", "Failed")
+    finally:
+        blocker.close()
