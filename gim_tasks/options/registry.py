@@ -56,7 +56,8 @@ class OptionSpec:
             detail = str(error)
             # Cron errors are already specific; other reasons are short and the allowed
             # form says the rest.
-            reason = f" ({detail})" if detail.startswith(("cron ", "GIM")) else ""
+            specific = self.type.specific or detail.startswith(("cron ", "GIM"))
+            reason = f" ({detail})" if specific else ""
             raise OptionError(
                 f"[{self.section}] {self.name} = '{raw}' is invalid{reason}: allowed is "
                 f"{self.type.allowed}"

@@ -7,7 +7,7 @@ import codecs
 import re
 from dataclasses import dataclass
 from datetime import date, time, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfoNotFoundError
 
 from gim_tasks.schedule.cron import CronError, parse_cron
@@ -25,6 +25,8 @@ class OptionType:
     #: An ECMA-262 pattern that matches exactly the texts ``parse`` takes, where one can say
     #: it (the API's document states it, issue 32); None: only the code can check.
     pattern: str | None = None
+    #: Whether ``parse``'s reasons name the part that is wrong (shown with the allowed form).
+    specific: ClassVar[bool] = False
 
     def parse(self, raw: str) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -219,6 +221,7 @@ class FreshnessMinutes(OptionType):
 
     categories: tuple[str, ...] = ()
     tables: tuple[str, ...] = ()
+    specific: ClassVar[bool] = True
 
     @property
     def allowed(self) -> str:  # type: ignore[override]

@@ -357,6 +357,7 @@ def process_queue(engine: sa.Engine) -> JobContext:
 
 
 @pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.date_sensitive
 def test_d5_every_path_refuses_a_reaggregation_it_could_not_rebuild(
     purged_mart: date, gim_env: dict[str, str], path: str
 ) -> None:
@@ -397,6 +398,7 @@ def queue_subhour_rows(conn: sa.Connection, day: date, damaged: bool = False) ->
     )
 
 
+@pytest.mark.date_sensitive
 def test_d5_a_request_queued_before_the_purge_is_refused_when_taken(
     purged_mart: date, gim_env: dict[str, str]
 ) -> None:

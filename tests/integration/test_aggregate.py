@@ -258,6 +258,7 @@ def test_s10_day_level_uses_local_days_on_dst_day(idb: str, database_url: str) -
     assert hours == 23  # the spring-forward day has 23 local hours
 
 
+@pytest.mark.date_sensitive
 def test_m3_m4_manual_rules(idb: str, gim_env: dict[str, str]) -> None:
     engine = make_engine(gim_env["GIM_DATABASE_URL"])
     with pytest.raises(manager.InvalidRequest, match="unknown hierarchy 'H_QUEUEZ'"):

@@ -84,6 +84,7 @@ def assert_exactly_once(url: str, out: Path) -> None:
             assert sum(m["tables"][table.name]["rows"] for m in found) == expected
 
 
+@pytest.mark.date_sensitive
 def test_d4_complete_chunks_once_each_and_incremental(loaded: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     export.run(context(loaded, out))
@@ -206,6 +207,7 @@ def test_transient_fault_terminated_backend_is_retried(
     assert len(manifests(tmp_path / "out")) == 2
 
 
+@pytest.mark.date_sensitive
 def test_retention_removes_old_chunks_and_partial_leftovers(loaded: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     old = out / export.chunk_name(NOW - timedelta(days=30), NOW - timedelta(days=29))
@@ -219,6 +221,7 @@ def test_retention_removes_old_chunks_and_partial_leftovers(loaded: str, tmp_pat
     assert ctx.counts.summary["files_removed"] == 1
 
 
+@pytest.mark.date_sensitive
 def test_d4_sigkill_during_export_then_rerun_exports_every_interval_once(
     gim_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -16,6 +16,8 @@ from gim_tasks.jobs import maintain, update_stats
 from gim_tasks.jobs.base import JobContext, StopRequested
 from gim_tasks.options.values import Options
 
+#: Maintenance reads the calendar date (partitions, retention relative to today).
+pytestmark = pytest.mark.date_sensitive
 NOW = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)  # the eve of Europe's spring-forward night
 
 

@@ -20,6 +20,7 @@ from gim_tasks.web import auth
 from gim_tasks.web.app import create_app
 
 
+@pytest.mark.date_sensitive
 def test_web_role_can_do_what_the_web_app_does_and_nothing_more(gim_env: dict[str, str]) -> None:
     owner_url = gim_env["GIM_DATABASE_URL"]
     owner = make_engine(owner_url)

@@ -170,6 +170,7 @@ def set_reachable(url: str, reachable: bool) -> None:
             )
 
 
+@pytest.mark.date_sensitive
 def test_c2_an_idb_down_blocks_new_runs_and_after_it_returns_nothing_is_lost_or_doubled(
     idbs: list[str],
     gim_env: dict[str, str],
@@ -216,6 +217,7 @@ def test_c2_an_idb_down_blocks_new_runs_and_after_it_returns_nothing_is_lost_or_
     assert_each_idb_loaded_once(mart_url, idbs)
 
 
+@pytest.mark.date_sensitive
 def test_etl_and_aggregation_status_per_idb_alike_in_cli_api_and_pages_as_the_web_role(
     idbs: list[str],
     gim_env: dict[str, str],

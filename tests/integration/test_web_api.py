@@ -397,6 +397,7 @@ def test_bad_payloads_get_clear_errors_and_store_nothing(web: Web) -> None:
             assert count == 0, table
 
 
+@pytest.mark.date_sensitive
 def test_a4_summary_counts_runs_and_failures_per_category(web: Web) -> None:
     """A4 with R4: scheduled runs only (manual ones are not counted); a planned stop is a
     success, an operator's stop neither, a shutdown and a firing blocked by the configuration
@@ -466,6 +467,7 @@ def test_a4_summary_counts_runs_and_failures_per_category(web: Web) -> None:
     assert aggregation.count("outcome-success") == 1 and "operator by ops" in aggregation
 
 
+@pytest.mark.date_sensitive
 def test_a4_summary_counts_only_runs_ended_within_the_last_n_days(web: Web) -> None:
     """A4 (issue 32): the window is the last N days, to the minute: runs ended just inside it
     count, runs ended just before it do not, whatever N."""

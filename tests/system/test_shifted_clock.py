@@ -1,11 +1,13 @@
-"""No test depends on today's date (issue 24): the tests that read the real clock (data and
-retention relative to now, runs admitted now, maintenance of today's partitions) run again with
-every clock of every process a month and a half ahead, under libfaketime (``LD_PRELOAD``, so the
-PostgreSQL and Redis servers the inner run starts see the same shifted time), and must pass with
-the same number of tests, none skipped.
+"""No test depends on today's date (issues 24, 32): the tests marked ``date_sensitive`` (a
+unit test keeps that set complete: every test that reads the calendar date) run again under
+libfaketime (``LD_PRELOAD``), twice: six weeks ahead, and starting half a minute before the next
+spring-forward of Europe/Berlin, so the run crosses it. Every process the inner run starts
+inherits the shifted clock, the PostgreSQL server included; Redis is started outside it (its
+daemonize hangs under libfaketime) and keeps the real clock, which nothing of ours reads
+(``tests/integration/test_server_clocks.py`` checks both).
 
-The inner pytest collects first, unshifted, to know how many tests there are; the shifted run
-must report exactly that many passed.
+The inner pytest collects first, unshifted, to know how many tests there are; each shifted
+run must report exactly that many passed, none skipped.
 """
 
 from __future__ import annotations
@@ -15,39 +17,53 @@ import re
 import shutil
 import subprocess
 import sys
-import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Six weeks ahead: past the export test's 14-day output retention and a month boundary.
-SHIFT = "+45d"
-#: Tests that read the real clock with data or retention relative to it, or that once had a
-#: fixed date (the export SIGKILL test's data day outlived its 14-day retention). Chosen to
-#: stay within ~45 s: the D5 path tests and the transient-fault export test also read the clock
-#: but start `gim` subprocesses (3 s each under libfaketime).
-DATE_SENSITIVE = (
-    "tests/integration/test_export.py::test_d4_sigkill_during_export_then_rerun_exports_every_interval_once",
-    "tests/integration/test_export.py::test_retention_removes_old_chunks_and_partial_leftovers",
-    "tests/integration/test_export.py::test_d4_complete_chunks_once_each_and_incremental",
-    "tests/integration/test_maintain.py",
-    "tests/integration/test_admission_paths.py::test_d5_a_request_queued_before_the_purge_is_refused_when_taken",
-    "tests/integration/test_web_api.py::test_a4_summary_counts_runs_and_failures_per_category",
-)
+AHEAD = "+45d"
+INNER_TIMEOUT = 540  # each shifted run; the test's own timeout covers both and the collection
 
 
-def _pytest(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def next_spring_forward(after: datetime, zone: str = "Europe/Berlin") -> datetime:
+    """The first instant after ``after`` at which ``zone``'s offset from UTC grows (UTC)."""
+    tz = ZoneInfo(zone)
+    hour = after.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    for _ in range(24 * 400):
+        following = hour + timedelta(hours=1)
+        if following.astimezone(tz).utcoffset() > hour.astimezone(tz).utcoffset():  # type: ignore[operator]
+            return following
+        hour = following
+    raise AssertionError(f"no spring-forward of {zone} within 400 days of {after}")
+
+
+def _pytest(
+    *args: str, env: dict[str, str], prefix: tuple[str, ...] = (), timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+        [*prefix, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
 
 
+def test_the_spring_forward_is_found() -> None:
+    assert next_spring_forward(datetime(2026, 12, 4, tzinfo=UTC)) == datetime(
+        2027, 3, 28, 1, 0, tzinfo=UTC
+    )
+    assert next_spring_forward(datetime(2027, 3, 28, 1, 0, tzinfo=UTC)) == datetime(
+        2028, 3, 26, 1, 0, tzinfo=UTC
+    )
+
+
+@pytest.mark.timeout(2 * INNER_TIMEOUT + 120)
 def test_date_sensitive_tests_pass_with_the_clock_shifted() -> None:
     faketime = shutil.which("faketime")
     if faketime is None:
@@ -55,31 +71,31 @@ def test_date_sensitive_tests_pass_with_the_clock_shifted() -> None:
             pytest.fail("faketime is missing in CI (./dev setup installs it)")
         pytest.skip("faketime is not installed (apt-get install faketime)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    collected = _pytest("--collect-only", *DATE_SENSITIVE, env=env)
-    match = re.search(r"(\d+) tests? collected", collected.stdout)
+    env["TZ"] = "UTC"  # libfaketime reads an absolute start in the local zone
+    selection = ("-m", "date_sensitive", "tests/integration", "tests/system")
+    collected = _pytest("--collect-only", *selection, env=env)
+    match = re.search(r"(\d+)/\d+ tests? collected", collected.stdout)
     assert match, collected.stdout[-2000:]
     expected = int(match.group(1))
-    assert expected >= 8, collected.stdout[-2000:]
-    shifted = subprocess.run(
-        [faketime, "-f", SHIFT, sys.executable, "-c", "import time; print(time.time())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert float(shifted.stdout) > time.time() + 44 * 86400  # really shifted
-    run = subprocess.run(
-        [faketime, "-f", SHIFT, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
-        + list(DATE_SENSITIVE),
-        cwd=ROOT,
+    assert expected >= 15, collected.stdout[-2000:]
+    jump = next_spring_forward(datetime.now(UTC))
+    for shift, at_least in (
+        (AHEAD, datetime.now(UTC) + timedelta(days=44)),
+        (f"@{jump - timedelta(seconds=30):%Y-%m-%d %H:%M:%S}", jump - timedelta(seconds=31)),
+    ):
+        probe = subprocess.run(
+            [faketime, "-f", shift, sys.executable, "-c", "import time; print(time.time())"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        assert float(probe.stdout) > at_least.timestamp(), (shift, probe.stdout)  # shifted
         # Monotonic clocks shift too (a constant offset: durations stay true); keeping them
         # real (FAKETIME_DONT_FAKE_MONOTONIC) makes libfaketime's nanosleep fail with EINVAL.
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    tail = run.stdout[-4000:] + run.stderr[-2000:]
-    assert run.returncode == 0, tail
-    summary = re.search(r"(\d+) passed(?:, (\d+) \w+)*", run.stdout)
-    assert summary and int(summary.group(1)) == expected, tail
-    assert "skipped" not in run.stdout.splitlines()[-1], tail
+        run = _pytest(*selection, env=env, prefix=(faketime, "-f", shift), timeout=INNER_TIMEOUT)
+        tail = f"clock {shift}:\n" + run.stdout[-4000:] + run.stderr[-2000:]
+        assert run.returncode == 0, tail
+        summary = re.search(r"(\d+) passed", run.stdout)
+        assert summary and int(summary.group(1)) == expected, tail
+        assert "skipped" not in run.stdout.splitlines()[-1], tail
