@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import psycopg
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gim_tasks.aggregate.compute import ensure_tables, verify
@@ -338,11 +338,29 @@ def test_stop_between_batches(idb: str, database_url: str) -> None:
     assert mismatches(database_url) == []
 
 
+#: Europe/Berlin's spring-forward and fall-back days of 2026 (the jump is at 01:00 UTC on
+#: both), and an ordinary day.
+SPRING_FORWARD, FALL_BACK, ORDINARY = date(2026, 3, 29), date(2026, 10, 25), date(2026, 11, 10)
+
+
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@example(  # both DST days in every run, whatever else is drawn (issue 32)
+    seed=1, day=SPRING_FORWARD, before=2, hours=4, late_updates=5, requests=[], damage=True
+)
+@example(
+    seed=2,
+    day=FALL_BACK,
+    before=1,
+    hours=3,
+    late_updates=0,
+    requests=[("ALLSETS", 0, 1)],
+    damage=False,
+)
 @given(
     seed=st.integers(0, 10_000),
-    start_hour=st.integers(0, 23),
-    hours=st.integers(1, 5),
+    day=st.sampled_from([SPRING_FORWARD, FALL_BACK, ORDINARY]),
+    before=st.integers(0, 2),  # hours of traffic before 01:00 UTC: the DST jump is crossed
+    hours=st.integers(3, 5),
     late_updates=st.integers(0, 60),
     requests=st.lists(
         st.tuples(
@@ -366,21 +384,26 @@ def test_stop_between_batches(idb: str, database_url: str) -> None:
 def test_d3_property_random_traffic_and_random_reaggregation(
     make_database: Callable[..., str],
     seed: int,
-    start_hour: int,
+    day: date,
+    before: int,
     hours: int,
     late_updates: int,
     requests: list[tuple[str, int, int]],
     damage: bool,
 ) -> None:
-    """D3 over random traffic (time of day, length, seed, late updates of earlier calls) and
-    random re-aggregation requests, with or without damaged aggregate tables: after the
-    passes, every aggregate table equals a recomputation from the facts."""
+    """D3 over random traffic (day, length, seed, late updates of earlier calls) and random
+    re-aggregation requests, with or without damaged aggregate tables: after the passes,
+    every aggregate table equals a recomputation from the facts. Every case has facts, and
+    every case's traffic crosses 01:00 UTC: on the DST days, Berlin's jump."""
     idb, mart = make_database(migrated=False), make_database()
     init_idb(make_engine(idb))
-    begin = datetime(2026, 10, 24, start_hour, tzinfo=UTC)  # spans Berlin's fall-back night
+    begin = datetime.combine(day, time(1), UTC) - timedelta(hours=before)
     with psycopg.connect(idb, autocommit=True) as conn:
         generate(conn, begin, hours, agents=15, queues=4, rate=300, seed=seed)
     etl(mart, idb)
+    with make_engine(mart).connect() as conn:
+        facts = conn.execute(sa.text("SELECT count(*) FROM interaction_segment_fact")).scalar()
+    assert facts, "a case without facts proves nothing"
     once(mart)
     with psycopg.connect(idb, autocommit=True) as conn:
         generate(

@@ -61,6 +61,53 @@ def test_s11_the_same_run_claimed_by_two_workers_at_once_starts_once(engine: sa.
             )
 
 
+def test_s2_two_runs_of_one_job_claimed_at_once_one_runs_the_other_is_rejected(
+    engine: sa.Engine,
+) -> None:
+    """S2 at the claim (issue 32): two Scheduled runs of one job claimed by two workers at the
+    same instant: the partial unique index of Running runs lets one through; the other's
+    IntegrityError becomes Rejected, naming the run that runs."""
+    for _ in range(10):
+        runs = [scheduled(engine), scheduled(engine)]
+        start = threading.Barrier(2)
+        tokens: dict[int, int | None] = {}
+
+        def take(
+            run_id: int,
+            start: threading.Barrier = start,
+            tokens: dict[int, int | None] = tokens,
+        ) -> None:
+            start.wait()
+            tokens[run_id] = claim(engine, run_id, f"task-{run_id}")
+
+        workers = [threading.Thread(target=take, args=(run_id,)) for run_id in runs]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        (winner,) = [run_id for run_id, token in tokens.items() if token is not None]
+        (loser,) = [run_id for run_id in runs if run_id != winner]
+        with engine.connect() as conn:
+            states = dict(
+                conn.execute(
+                    sa.text(
+                        "SELECT id, state || ': ' || coalesce(reason, '') FROM job_run "
+                        "WHERE id IN (:a, :b)"
+                    ),
+                    {"a": runs[0], "b": runs[1]},
+                ).all()
+            )
+        assert states == {
+            winner: "Running: ",
+            loser: f"Rejected: already running as run {winner} (S2)",
+        }
+        with engine.begin() as conn:  # end it, so the next round starts from nothing running
+            conn.execute(
+                sa.text("UPDATE job_run SET state = 'Completed', ended_at = now() WHERE id = :i"),
+                {"i": winner},
+            )
+
+
 def test_r2_a_run_that_lost_its_lease_cannot_commit(engine: sa.Engine) -> None:
     """R2: the beat declared the run lost (no heartbeat for the lease); the paused worker wakes
     and tries to commit a batch: the fence (its token no longer Running) refuses in the same

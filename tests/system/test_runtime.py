@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import redis
 import sqlalchemy as sa
 from conftest import CELERY, Stack
 
@@ -17,6 +18,7 @@ from gim_tasks import notify
 from gim_tasks.db.engine import make_engine
 from gim_tasks.idb.generator import generate
 from gim_tasks.options import store
+from gim_tasks.runtime.state import BEAT_KEY
 from gim_tasks.schedule.jobs import AGGREGATE
 from gim_tasks.web.views import summary
 
@@ -277,15 +279,8 @@ def test_s7_aggregation_window_restarts_a_stopped_run_and_stops_at_window_end(
     """S7 with real processes: inside an open window the beat starts aggregation, starts it
     again within a tick after an operator stopped it (M6 warns that it would), and stops it
     gracefully when the window ends."""
-    # A two-minute window, open now, ending 45 to 105 s from now: time enough for the beat to
-    # start aggregation, the stop and the restart on a loaded machine (was: as little as 25 s).
-    now = datetime.now(UTC)
-    opening = now.replace(second=0, microsecond=0) - timedelta(minutes=1 if now.second <= 15 else 0)
-    window_end = opening + timedelta(minutes=2)
     for option, value in (
-        ("run-aggregates", "true"),
-        ("aggregate-schedule", f"{opening.minute} {opening.hour}"),
-        ("aggregate-duration", "00:02"),
+        ("run-aggregates", "false"),  # opened below, once the processes are up
         ("run-maintain", "false"),
         ("run-update-stats", "false"),
         ("etl-start-time", "05:00"),  # no ETL cycle in this test's minutes
@@ -297,6 +292,23 @@ def test_s7_aggregation_window_restarts_a_stopped_run_and_stops_at_window_end(
     stack.env["GIM_HEARTBEAT_SECONDS"] = "1"
     stack.worker()
     stack.start("beat1", "beat")
+    # Synchronise on what the processes say, not on how long a loaded machine takes to boot
+    # them (issue 32): the worker is ready and the beat has ticked.
+    client = redis.Redis.from_url(stack.env["GIM_REDIS_URL"])
+    stack.wait(lambda: " ready." in (stack.tmp / "w1.log").read_text(), 90, "the worker ready")
+    stack.wait(lambda: bool(client.hget(BEAT_KEY, "tick")), 90, "the beat's first tick")
+    # Then a window open now that ends at least 75 s from now: time for the start, the stop
+    # and the restart, each synchronised on the rows below.
+    now = datetime.now(UTC)
+    opening = now.replace(second=0, microsecond=0)
+    minutes = 2 if now.second < 45 else 3
+    window_end = opening + timedelta(minutes=minutes)
+    for option, value in (
+        ("aggregate-schedule", f"{opening.minute} {opening.hour}"),
+        ("aggregate-duration", f"00:0{minutes}"),
+        ("run-aggregates", "true"),
+    ):
+        store.set_option(stack.engine, "schedule", option, value, "test")
 
     def running(trigger: str) -> list[sa.Row]:
         return stack.runs(
