@@ -249,6 +249,11 @@ def test_o2_o3_silent_scheduler_one_incident_across_replicas_mail_and_webhook_wi
     heartbeat(client, now.timestamp() - 120)  # the beat last ticked two minutes ago
 
     # Four replicas' passes at once: one incident, one message per target.
+    def clock() -> datetime:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+
+    before = clock()
     results: list[watchdog.Pass] = []
     threads = [
         threading.Thread(
@@ -262,13 +267,15 @@ def test_o2_o3_silent_scheduler_one_incident_across_replicas_mail_and_webhook_wi
         thread.join()
     assert open_incidents(engine) == [("scheduler-down", "", 1)]
     assert sum(1 for r in results if r.scheduler_down) >= 1
-    # The webhook failed once (HTTP 500): retried after the back-off (30 s), not before.
+    after = clock()
+    # The webhook failed once (HTTP 500): retried after the back-off (30 s), not before: its
+    # next attempt is 30 s after the failed one, which happened between before and after.
     assert receiver.bodies == []
     with engine.connect() as conn:
-        wait = conn.execute(
-            sa.text("SELECT next_attempt_at - now() FROM alert WHERE channel = 'webhook'")
+        due = conn.execute(
+            sa.text("SELECT next_attempt_at FROM alert WHERE channel = 'webhook'")
         ).scalar_one()
-    assert timedelta(seconds=25) < wait <= timedelta(seconds=30)
+    assert before + timedelta(seconds=30) <= due <= after + timedelta(seconds=30)
     watchdog.check(engine, client, settings, now + timedelta(seconds=10))
     assert receiver.bodies == []
     with engine.begin() as conn:  # 30 s pass

@@ -56,3 +56,29 @@ def test_every_listed_test_exists() -> None:
             path, _, name = test.partition("::")
             source = (ROOT / path).read_text()
             assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{rule}: {test} missing"
+
+
+def _test_source(path: str, name: str) -> str:
+    """A test function's source: its name, docstring and body."""
+    import ast
+
+    text = (ROOT / path).read_text()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
+            return ast.get_source_segment(text, node) or ""
+    return ""
+
+
+def test_every_listed_test_is_about_its_rule() -> None:
+    """A test named for a rule mentions the rule's id (in its name, docstring or comments) or
+    calls the function the row names as where it is enforced (issue 32)."""
+    unrelated = []
+    for rule, (_, where, tests) in _rows().items():
+        functions = {point.rpartition(".")[2] for point in where}
+        for test in tests:
+            path, _, name = test.partition("::")
+            source = _test_source(path, name)
+            mentions = re.search(rf"(?<![A-Za-z0-9]){rule}(?![0-9])", source, re.I)
+            if not mentions and not any(function in source for function in functions):
+                unrelated.append(f"{rule}: {test}")
+    assert unrelated == [], unrelated
