@@ -48,6 +48,14 @@ WHEN_PATTERN = (
 )
 
 
+#: What the date patterns mean, for their refusals (a regular expression is no message).
+PATTERN_WORDS = {
+    DAY_PATTERN: f"a day YYYY-MM-DD from {FIRST_YEAR} to {LAST_YEAR}",
+    WHEN_PATTERN: f"a day YYYY-MM-DD, a local time YYYY-MM-DDTHH:MM[:SS] or an ISO instant "
+    f"with its offset (2026-11-30T08:00:00+00:00), {FIRST_YEAR} to {LAST_YEAR}",
+}
+
+
 def _day_text(value: Any) -> Any:
     """A body's day is the text YYYY-MM-DD of a day from 1970 to 2999, nothing else: pydantic
     would also take a number (Unix time) or a midnight date-time."""
@@ -129,6 +137,8 @@ def readable(error: Any) -> str:
     """A validation error's message; a comma-separated list that does not match names what
     is allowed instead of quoting the pattern."""
     pattern = (error.get("ctx") or {}).get("pattern", "")
+    if error.get("type") == "string_pattern_mismatch" and pattern in PATTERN_WORDS:
+        return f"'{error.get('input')}' is not {PATTERN_WORDS[pattern]}"
     if error.get("type") == "string_pattern_mismatch" and pattern.startswith("^("):
         allowed = pattern[2:].split(")", 1)[0].split("|")
         got = error.get("input")

@@ -463,7 +463,9 @@ def test_o1_o5_firings_alerts_and_metrics_agree_across_cli_api_and_metrics(beat:
     )
     # Bad filters: a clear error naming what is allowed, on both paths.
     reply = api.get("/api/firings", params={"from": "yesterday"})
-    assert reply.status_code == 400 and "YYYY-MM-DD" in reply.json()["error"]
+    assert (
+        reply.status_code == 422 and "'yesterday' is not a day YYYY-MM-DD" in reply.json()["error"]
+    )
     assert api.get("/api/firings", params={"verdict": "bogus"}).status_code == 422
     code, _ = _gim("firings", "--verdict", "bogus")
     assert code != 0

@@ -46,6 +46,8 @@ def test_every_test_that_reads_the_calendar_date_is_marked_date_sensitive() -> N
     unmarked = []
     for folder in ("integration", "system"):
         for path in sorted((ROOT / "tests" / folder).glob("test_*.py")):
+            if path.name == "test_shifted_clock.py":  # runs the marked tests: not one of them
+                continue
             reading, marked = reads_the_date(path.read_text())
             unmarked += [
                 f"{path.relative_to(ROOT)}::{name}" for name in reading if name not in marked
