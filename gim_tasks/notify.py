@@ -25,6 +25,8 @@ import logging
 import smtplib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import Any
@@ -61,9 +63,29 @@ def backoff(attempts: int) -> timedelta:
 
 
 def _is_address(text: str) -> bool:
-    name, address = parseaddr(text)
-    local, _, domain = address.partition("@")
-    return bool(local and domain and "." in domain and address == text.strip())
+    try:
+        check_address(text)
+    except GimError:
+        return False
+    return True
+
+
+def check_address(text: str) -> str:
+    """An e-mail address a mail can be sent to, or :class:`GimError` saying why not: no control
+    character (a line feed would break the mail's headers, issue 41), one ``local@domain`` as
+    the standard library's parser reads it, a dotted domain."""
+    address = text.strip()
+    if any(ord(char) < 32 or ord(char) == 127 for char in address):
+        raise GimError(f"e-mail address {address!r} contains a control character")
+    try:
+        parsed = Address(addr_spec=address)
+    except (ValueError, IndexError, TypeError, HeaderParseError) as error:
+        raise GimError(
+            f"'{address}' is not an e-mail address (name@example.com): {error}"
+        ) from None
+    if not parsed.username or "." not in parsed.domain or parseaddr(address)[1] != address:
+        raise GimError(f"'{address}' is not an e-mail address (name@example.com)")
+    return address
 
 
 def add_subscription(
@@ -347,6 +369,7 @@ def deliver(
             run = conn.execute(sa.select(job_run).where(job_run.c.id == row.run_id)).one()
             to = address_of(conn, row.recipient)
             error: str | None = None
+            permanent = False  # a failure no retry can cure (the message cannot be composed)
             if to is None:
                 error = f"recipient '{row.recipient}' has no e-mail address"
             elif not settings.smtp_host:
@@ -357,8 +380,14 @@ def deliver(
                         compose(run, to, settings, tz_name, _letter(conn, row.kind, run.id)),
                         settings,
                     )
-                except (TimeoutError, OSError, smtplib.SMTPException) as failure:
+                except Exception as failure:
+                    # Whatever fails for this mail (the network, or a stored address the
+                    # message cannot carry) is recorded on its row and the loop goes on to
+                    # the next: one bad row never holds up the others (issue 41).
                     error = f"{type(failure).__name__}: {failure}"
+                    if not isinstance(failure, TimeoutError | OSError | smtplib.SMTPException):
+                        permanent = True
+                        log.exception("run %s: mail to %s could not be composed", row.run_id, to)
             if error is None:
                 conn.execute(
                     sa.update(notification)
@@ -370,7 +399,7 @@ def deliver(
                 continue
             attempts = row.attempts + 1
             # Without an SMTP server or an address, retrying cannot help: recorded, not sent.
-            final = attempts >= MAX_ATTEMPTS or to is None or not settings.smtp_host
+            final = attempts >= MAX_ATTEMPTS or to is None or not settings.smtp_host or permanent
             conn.execute(
                 sa.update(notification)
                 .where(notification.c.id == row.id)

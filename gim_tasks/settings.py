@@ -10,6 +10,7 @@ shows an example value (see :func:`load_settings`).
 from __future__ import annotations
 
 import functools
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -117,9 +118,17 @@ class Settings(BaseSettings):
         default=5,
         ge=1,
         le=1000,
-        description="Failed logins per minute allowed for an account and for a client address; "
-        "further attempts are answered 429 until a minute has passed.",
+        description="Failed logins per minute for an account from an address (then 429), for "
+        "an account from addresses it never logged in from (then 429 there), and for an "
+        "address over all accounts (then slowed, never refused).",
         examples=[5],
+    )
+    web_trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Reverse proxies (addresses or CIDR networks, comma-separated) whose "
+        "X-Forwarded-For names the real client; from any other peer the header is ignored. "
+        "Empty: the TCP peer is the client.",
+        examples=["10.0.0.0/8,172.16.0.0/12"],
     )
     web_hash_slots: int = Field(
         default=2,
@@ -169,6 +178,26 @@ class Settings(BaseSettings):
         for url in value:
             _check_postgres_url(url)
         return value
+
+    @field_validator("web_trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("web_trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        networks = []
+        for entry in value:
+            try:  # 10.1.2.3/8 means its network, 10.0.0.0/8
+                networks.append(str(ipaddress.ip_network(entry, strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"'{entry}' is not an IP address or CIDR network such as 10.0.0.0/8"
+                ) from None
+        return networks
 
     @field_validator("redis_url")
     @classmethod

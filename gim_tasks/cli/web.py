@@ -70,7 +70,9 @@ def web_command(
         port=port,
         workers=workers,
         log_level=config.log_level.lower(),
-        proxy_headers=True,
+        # X-Forwarded-For only from GIM_WEB_TRUSTED_PROXIES, applied by the app itself
+        # (uvicorn's default would trust it from any loopback peer).
+        proxy_headers=False,
         # O6: JSON lines for the server's log and the access log
         log_config=(
             logs.uvicorn_config(config.log_level)

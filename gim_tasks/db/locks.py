@@ -26,7 +26,8 @@ class AdvisoryLock:
     #: transaction-scoped (released at commit or rollback) unless ``session`` (held until
     #: released or the connection ends: only the migration lock, which spans transactions)
     session: bool = False
-    #: one lock per staging table: the second key is :func:`table_key` of its name
+    #: one lock per staging table (or login account): the second key is :func:`table_key` of
+    #: its name
     per_table: bool = False
 
 
@@ -92,6 +93,16 @@ WATCHDOG = AdvisoryLock(
     ("runtime.watchdog.check",),
 )
 
+LOGIN = AdvisoryLock(
+    "login",
+    0x67696D6C,  # "giml"
+    "one account's login attempts through count-and-reserve, so concurrent wrong passwords "
+    "cannot all pass a count taken before any was recorded (issue 41); the second key is "
+    "table_key of the account name",
+    ("web.security.LoginThrottle",),
+    per_table=True,
+)
+
 LOCKS = (
     ADMISSION,
     OPTIONS,
@@ -102,6 +113,7 @@ LOCKS = (
     STAGING_WRITE,
     IDB_INIT,
     WATCHDOG,
+    LOGIN,
 )
 
 

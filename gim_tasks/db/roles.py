@@ -41,7 +41,8 @@ WEB_PRIVILEGES: dict[str, str] = {
     "web_user": "SELECT",  # login
     "api_token": "SELECT, UPDATE (last_used_at)",  # last use of a token
     "web_session": "SELECT, INSERT, UPDATE (last_seen_at), DELETE",  # sessions
-    "login_failure": "SELECT, INSERT, DELETE",  # login throttling
+    "login_failure": "SELECT, INSERT, DELETE",  # login throttling (a reservation per attempt)
+    "login_success": "SELECT, INSERT, UPDATE (at)",  # the addresses an account logged in from
     "notification_subscription": "SELECT, INSERT, UPDATE, DELETE",  # A3, admins
     "notification": "SELECT",  # a run's mails
     # O2: the watchdog runs in the web app: it judges missed firings, opens and resolves

@@ -191,6 +191,16 @@ login_failure = Table(
     Index("ix_login_failure_client_at", "client", "at"),
 )
 
+#: Issue 41: the addresses an account logged in from (the last time each): a correct password
+#: from one of them gets through while strangers' failures hold the account elsewhere.
+login_success = Table(
+    "login_success",
+    metadata,
+    Column("account", Text, primary_key=True),
+    Column("client", Text, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+)
+
 #: A3: who hears about a job's runs. ``recipient`` is a user name or an e-mail address.
 notification_subscription = Table(
     "notification_subscription",

@@ -138,6 +138,7 @@ def deliver(engine: Engine, settings: Settings) -> tuple[int, int]:
             if row is None:
                 return sent, failed
             error = None
+            permanent = False  # a failure no retry can cure (the message cannot be composed)
             to = None
             try:
                 if row.channel == "webhook":
@@ -150,8 +151,14 @@ def deliver(engine: Engine, settings: Settings) -> tuple[int, int]:
                         error = "GIM_SMTP_HOST is not set"
                     else:
                         _mail(to, row, row.event, settings)
-            except (TimeoutError, OSError, urllib.error.URLError, smtplib.SMTPException) as failure:
+            except Exception as failure:
+                # Recorded on this row (attempt counted, last error), and the loop goes on:
+                # one bad address or URL never holds up the alerts after it (issue 41).
                 error = f"{type(failure).__name__}: {failure}"
+                expected = (TimeoutError, OSError, urllib.error.URLError, smtplib.SMTPException)
+                if not isinstance(failure, expected):
+                    permanent = True
+                    log.exception("incident %s %s to %s failed", row.id, row.event, row.target)
             attempts = row.attempts + 1
             if error is None:
                 values: dict[str, Any] = {
@@ -162,8 +169,10 @@ def deliver(engine: Engine, settings: Settings) -> tuple[int, int]:
                 sent += 1
                 log.info("incident %s %s: sent to %s", row.id, row.event, row.target)
             else:
-                final = attempts >= MAX_ATTEMPTS or (
-                    row.channel == "mail" and (to is None or not settings.smtp_host)
+                final = (
+                    permanent
+                    or attempts >= MAX_ATTEMPTS
+                    or (row.channel == "mail" and (to is None or not settings.smtp_host))
                 )
                 values = {
                     "state": "failed" if final else "pending",

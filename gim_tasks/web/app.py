@@ -350,6 +350,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     app.add_middleware(SecurityHeaders)
+    if settings.web_trusted_proxies:
+        # Outermost: the client address every route and the login throttle see is the one a
+        # trusted proxy forwards (the rightmost untrusted X-Forwarded-For entry); from other
+        # peers the header is ignored (issue 41). `gim web` turns uvicorn's own handling off.
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.web_trusted_proxies)
     return app
 
 

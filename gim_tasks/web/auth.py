@@ -76,8 +76,10 @@ def add_user(
     check_name(name)
     check_role(role)
     check_password(password)
-    if email is not None and "@" not in email:
-        raise GimError(f"e-mail address '{email}' has no '@'")
+    if email is not None:
+        from gim_tasks.notify import check_address  # mails are composed from it (issue 41)
+
+        email = check_address(email)
     try:
         with engine.begin() as conn:
             return int(
@@ -114,7 +116,9 @@ def update_user(
     if password is not None:
         values["password_hash"] = _hasher.hash(check_password(password))
     if email is not None:
-        values["email"] = email or None
+        from gim_tasks.notify import check_address
+
+        values["email"] = check_address(email) if email else None
     if not values:
         raise GimError("nothing to change: give --role, --password-stdin or --email")
     ended = {"sessions": 0, "tokens": 0}

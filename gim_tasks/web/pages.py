@@ -2,7 +2,9 @@
 :func:`gim_tasks.web.app.create_app`, which owns the security (roles, CSRF, sessions, headers)
 and hands these routes what they share in a :class:`~gim_tasks.web.kit.Kit`."""
 
+import logging
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from datetime import date as datetime_date
 from typing import Annotated, Any
@@ -24,6 +26,8 @@ from gim_tasks.web import auth, views
 from gim_tasks.web.access import PageAdmin, PageOperator, PageViewer, csrf_ok
 from gim_tasks.web.kit import HISTORY_PAGE, ApiError, Kit, RunId, SubscriptionId, safe_next
 from gim_tasks.web.security import Busy, Throttled
+
+log = logging.getLogger("gim_tasks.web.pages")
 
 
 def register(app: FastAPI, kit: Kit) -> None:
@@ -74,17 +78,23 @@ def register(app: FastAPI, kit: Kit) -> None:
             )
 
         try:
-            # Throttled before any hash is computed; hashing is bounded per process.
-            throttle.check(name, client)
+            # The attempt is reserved as a failure before any hash is computed (concurrent
+            # attempts cannot all pass the count); hashing is bounded per process.
+            reservation = throttle.reserve(name, client)
+        except Throttled as error:
+            log.warning("login refused for %r from %s: %s", name[:64], client, error)
+            return refuse(str(error), 429, {"Retry-After": str(error.retry_after)})
+        if reservation.delay:  # an address with many failures is slowed, not refused
+            time.sleep(reservation.delay)
+        try:
             with hash_slots.slot():
                 who = auth.authenticate(engine, name, password)
-        except Throttled as error:
-            return refuse(str(error), 429, {"Retry-After": str(error.retry_after)})
         except Busy as error:
             return refuse(str(error), 503, {"Retry-After": "5"})
         if who is None:
-            throttle.failed(name, client)
+            log.warning("failed login for %r from %s", name[:64], client)
             return refuse("wrong user name or password", 401)
+        throttle.succeeded(reservation, name, client)
         session_id = auth.create_session(engine, who.user_id, client, settings.web_session_hours)
         request.session.clear()  # a new session (and CSRF token) at every login
         request.session.update(sid=session_id, csrf=secrets.token_urlsafe(32))

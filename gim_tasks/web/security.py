@@ -9,9 +9,13 @@ browser security headers, login throttling and bounded password hashing.
 - **Headers.** Every response carries a Content-Security-Policy that allows only the app's own
   scripts and styles and no framing, ``X-Frame-Options: DENY``, ``nosniff``, a strict
   ``Referrer-Policy``; every response but static files ``Cache-Control: no-store``.
-- **Throttling.** Failed logins are recorded (``login_failure``) per account and per client
-  address; the sixth within a minute for either is answered 429 with ``Retry-After``, before
-  any password is hashed. Several web replicas share the count (it is in PostgreSQL).
+- **Throttling.** Every login attempt is reserved as a failure before its password is hashed
+  (``login_failure``; a correct password removes it): an account and address pair with
+  ``GIM_WEB_LOGIN_FAILURES`` failures in a minute is refused (429, ``Retry-After``); so is an
+  account with that many from any addresses, except from an address it logged in from before
+  (``login_success``); an address with that many over all accounts (a proxy, a NAT) is slowed,
+  never refused. The client address is the TCP peer, or the client a trusted proxy
+  (``GIM_WEB_TRUSTED_PROXIES``) forwards. Several web replicas share the counts (PostgreSQL).
 - **Bounded hashing.** argon2id costs 64 MiB per verification: at most ``web_hash_slots``
   verifications run at once per process, so anonymous requests cannot exhaust its memory; a
   request that waits longer than a few seconds for a slot is answered 503 with Retry-After.
@@ -22,13 +26,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gim_tasks.db.tables import login_failure
+from gim_tasks.db import locks
+from gim_tasks.db.tables import login_failure, login_success
 from gim_tasks.errors import SettingsError
 
 MIN_SECRET_BYTES = 32
@@ -129,49 +137,105 @@ class Throttled(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True)
+class Reservation:
+    id: int  # the failure row reserved for this attempt
+    delay: float  # seconds to wait before checking the password (a busy address)
+
+
 class LoginThrottle:
-    """At most ``limit`` failed logins per ``window`` for an account and for a client address;
-    the next attempt is refused (429) until the oldest of them leaves the window."""
+    """Failed logins per account and client address (issue 41), counted in ``login_failure``
+    over ``window``:
+
+    - an account and address pair with ``limit`` failures is refused (429) until the oldest
+      leaves the window;
+    - an account with ``limit`` failures (from any addresses) is refused from addresses it
+      never logged in from; an address it logged in from before (``login_success``) gets
+      through, so strangers cannot lock a user out of their usual place;
+    - an address with ``limit`` failures (any accounts: one proxy, many users) is slowed, not
+      refused: each further attempt waits ``slow`` seconds per failure over the limit, at most
+      ``slowest``, before its password is checked.
+
+    The attempt is reserved before the password is hashed: :meth:`reserve` counts and inserts
+    a failure row in one transaction under the account's advisory lock (``locks.LOGIN``), so
+    N concurrent wrong passwords cannot all pass a count taken before any of them was
+    recorded; a correct password deletes its reservation (:meth:`succeeded`).
+    """
 
     def __init__(
-        self, engine: Engine, limit: int = 5, window: timedelta = timedelta(minutes=1)
+        self,
+        engine: Engine,
+        limit: int = 5,
+        window: timedelta = timedelta(minutes=1),
+        slow: float = 0.5,
+        slowest: float = 5.0,
     ) -> None:
         self.engine, self.limit, self.window = engine, limit, window
+        self.slow, self.slowest = slow, slowest
 
-    def check(self, account: str, client: str, now: datetime | None = None) -> None:
-        """Raise :class:`Throttled` when the account or the client is over the limit."""
-        now = now or datetime.now(UTC)
-        since = now - self.window
-        with self.engine.connect() as conn:
-            for column, value, what in (
-                (login_failure.c.account, account, "this account"),
-                (login_failure.c.client, client, "this address"),
-            ):
-                times = (
+    def reserve(self, account: str, client: str) -> Reservation:
+        """Count, then reserve this attempt as a failure; :class:`Throttled` when refused."""
+        account = account[:64]
+        with self.engine.begin() as conn:
+            locks.hold(conn, locks.LOGIN, table=account)
+            since = conn.execute(sa.select(sa.func.now())).scalar_one() - self.window
+            recent = login_failure.c.at > since
+
+            def times(*where: Any) -> list[datetime]:
+                return list(
                     conn.execute(
                         sa.select(login_failure.c.at)
-                        .where(column == value, login_failure.c.at > since)
+                        .where(recent, *where)
                         .order_by(login_failure.c.at.desc())
                         .limit(self.limit)
-                    )
-                    .scalars()
-                    .all()
+                    ).scalars()
                 )
-                if len(times) >= self.limit:
-                    oldest = times[-1]
-                    retry = max(1, int((oldest + self.window - now).total_seconds()) + 1)
-                    raise Throttled(
-                        retry,
-                        f"too many failed logins for {what}: try again in {retry} s",
-                    )
 
-    def failed(self, account: str, client: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(sa.insert(login_failure).values(account=account[:64], client=client))
+            now = since + self.window
+            pair = times(login_failure.c.account == account, login_failure.c.client == client)
+            if len(pair) >= self.limit:
+                raise self._refusal(pair, now, "this account from this address")
+            known = conn.execute(
+                sa.select(
+                    sa.exists().where(
+                        login_success.c.account == account, login_success.c.client == client
+                    )
+                )
+            ).scalar_one()
+            if not known:
+                anywhere = times(login_failure.c.account == account)
+                if len(anywhere) >= self.limit:
+                    raise self._refusal(anywhere, now, "this account")
+            from_address = conn.execute(
+                sa.select(sa.func.count()).where(recent, login_failure.c.client == client)
+            ).scalar_one()
+            reserved = conn.execute(
+                sa.insert(login_failure)
+                .values(account=account, client=client)
+                .returning(login_failure.c.id)
+            ).scalar_one()
             # Keep the table small: failures older than a day say nothing about now.
             conn.execute(
                 sa.delete(login_failure).where(
                     login_failure.c.at < sa.func.now() - sa.text("interval '1 day'")
+                )
+            )
+        over = from_address - self.limit + 1
+        return Reservation(reserved, min(self.slowest, self.slow * over) if over > 0 else 0.0)
+
+    def _refusal(self, times: list[datetime], now: datetime, what: str) -> Throttled:
+        retry = max(1, int((times[-1] + self.window - now).total_seconds()) + 1)
+        return Throttled(retry, f"too many failed logins for {what}: try again in {retry} s")
+
+    def succeeded(self, reservation: Reservation, account: str, client: str) -> None:
+        """A correct password: its reservation is no failure; the address is known."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(login_failure).where(login_failure.c.id == reservation.id))
+            conn.execute(
+                insert(login_success)
+                .values(account=account[:64], client=client)
+                .on_conflict_do_update(
+                    index_elements=["account", "client"], set_={"at": sa.func.now()}
                 )
             )
 

@@ -168,3 +168,70 @@ def test_r4_a3_planned_stops_send_no_mail_other_stops_go_to_error_subscribers(
         )
     assert finish_run(engine, run_id, "Stopped", Counts(), stop_kind=stop_kind, ended_by="ops")
     assert [m.recipient for m in _mails(engine, run_id)] == mailed
+
+
+def test_a3_an_address_no_mail_can_carry_is_refused_and_never_holds_up_the_others(
+    smtp: Smtp, engine: sa.Engine
+) -> None:
+    """Issue 41: a line feed in an address is refused on every path that stores one; an
+    address stored before that (a user's e-mail) fails on its own row, recorded, and the
+    mails after it are sent."""
+    bad = '"ops\nBcc: x@evil.example"@example.com'
+    with pytest.raises(GimError, match="control character"):
+        auth.add_user(engine, "mallory", "viewer", "password-1", "t", email=bad)
+    with pytest.raises(GimError, match="neither a user nor an e-mail address"):
+        notify.add_subscription(engine, "Job_ExtractICON", bad, True, True, "admin")
+    assert notify.check_address(" ada@example.com ") == "ada@example.com"
+    for wrong in ("ada", "ada@localhost", "a b@example.com", "@example.com", "ada@@example.com"):
+        with pytest.raises(GimError):
+            notify.check_address(wrong)
+    # A user whose address was stored before the check: subscribed first, mailed first.
+    auth.add_user(engine, "legacy", "viewer", "password-1", "t")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE web_user SET email = :e WHERE name = 'legacy'"), {"e": bad})
+    notify.add_subscription(engine, "Job_ExtractICON", "legacy", True, True, "admin")
+    notify.add_subscription(engine, "Job_ExtractICON", "ops@example.com", True, True, "admin")
+    smtp.start()
+    run_id = _run(engine, "Job_ExtractICON", "Completed")
+    notify.deliver(engine, get_settings(), run_id)
+    rows = {m.recipient: m for m in _mails(engine, run_id)}
+    assert rows["ops@example.com"].state == "sent"
+    assert rows["legacy"].state == "failed" and rows["legacy"].attempts == 1
+    assert rows["legacy"].last_error
+    assert [to for to, _ in smtp.inbox.messages] == [["ops@example.com"]]
+
+
+def test_o3_one_alert_that_cannot_be_composed_never_holds_up_the_alerts_after_it(
+    smtp: Smtp, engine: sa.Engine
+) -> None:
+    """Issue 41: in the alert loop (lowest id first), a row whose mail cannot be composed is
+    recorded failed and the next alerts go out."""
+    from gim_tasks.runtime import alerts
+
+    bad = '"ops\nBcc: x@evil.example"@example.com'
+    auth.add_user(engine, "legacy", "viewer", "password-1", "t")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE web_user SET email = :e WHERE name = 'legacy'"), {"e": bad})
+        incident = conn.execute(
+            sa.text(
+                "INSERT INTO incident (job, condition, detail) VALUES "
+                "('Job_ExtractICON', 'failure', 'boom') RETURNING id"
+            )
+        ).scalar_one()
+        for target in ("legacy", "ops@example.com"):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO alert (incident_id, event, channel, target) "
+                    "VALUES (:i, 'opened', 'mail', :t)"
+                ),
+                {"i": incident, "t": target},
+            )
+    smtp.start()
+    assert alerts.deliver(engine, get_settings()) == (1, 1)
+    with engine.connect() as conn:
+        states = dict(conn.execute(sa.text("SELECT target, state FROM alert")).all())
+        error = conn.execute(
+            sa.text("SELECT last_error FROM alert WHERE target = 'legacy'")
+        ).scalar_one()
+    assert states == {"legacy": "failed", "ops@example.com": "sent"} and error
+    assert [to for to, _ in smtp.inbox.messages] == [["ops@example.com"]]

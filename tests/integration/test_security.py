@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,11 +194,71 @@ def test_a5_five_failures_a_minute_then_429_with_retry_after_even_for_the_right_
     assert _login(client, "admin", PASSWORD).status_code == 303
 
 
-def test_a5_failures_from_one_address_throttle_every_account(web: Web) -> None:
+def _from(web: Web, address: str, app: Any = None) -> TestClient:
+    """A client whose TCP peer is ``address``."""
+    return TestClient(
+        app or web.app, base_url="http://testserver", follow_redirects=False, client=(address, 5)
+    )
+
+
+def test_a5_failures_from_one_address_slow_other_accounts_but_never_refuse_them(
+    web: Web,
+) -> None:
+    """Issue 41: behind a proxy every user is one address; failed logins of made-up names from
+    it slow the next attempts, and never refuse another account's correct password."""
     client = web.client()
     for name in ("ghost1", "ghost2", "ghost3", "ghost4", "ghost5"):
         assert _login(client, name, "wrong password").status_code == 401
-    assert _login(client, "viewer", PASSWORD).status_code == 429
+    began = time.monotonic()
+    assert _login(client, "viewer", PASSWORD).status_code == 303
+    assert time.monotonic() - began >= 0.5  # slowed: 0.5 s per failure over the limit
+
+
+def test_a5_concurrent_wrong_passwords_reach_the_hash_at_most_limit_times(web: Web) -> None:
+    """Issue 41: the attempt is reserved before the hash. 20 wrong passwords at once for one
+    account from one address: at most 5 are checked (401), the rest are refused (429); and
+    from 20 addresses at once, still at most 5 for the account."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(address: str) -> int:
+        client = _from(web, address)
+        return int(_login(client, "operator", "wrong password").status_code)
+
+    with ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(attempt, ["192.0.2.10"] * 20))
+    assert codes.count(401) <= 5 and codes.count(401) + codes.count(429) == 20, codes
+    with web.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM login_failure"))
+    with ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(attempt, [f"192.0.2.{n}" for n in range(20, 40)]))
+    assert codes.count(401) <= 5 and codes.count(401) + codes.count(429) == 20, codes
+
+
+def test_a5_a_known_address_logs_in_while_strangers_hold_the_account(web: Web) -> None:
+    """Issue 41: failures from strangers hold an account at 429 on new addresses, but a correct
+    password from an address the account logged in from before gets through."""
+    home = _from(web, "198.51.100.7")
+    assert _login(home, "admin", PASSWORD).status_code == 303  # known from now on
+    for n in range(5):
+        assert _login(_from(web, f"203.0.113.{n}"), "admin", "guess").status_code == 401
+    assert _login(_from(web, "203.0.113.99"), "admin", PASSWORD).status_code == 429
+    assert _login(_from(web, "198.51.100.7"), "admin", PASSWORD).status_code == 303
+
+
+def test_a5_the_client_behind_a_trusted_proxy_is_the_forwarded_one(web: Web) -> None:
+    """Issue 41: GIM_WEB_TRUSTED_PROXIES: X-Forwarded-For names the client when the peer is a
+    trusted proxy; from any other peer (loopback included) the header is ignored."""
+    settings = get_settings().model_copy(update={"web_trusted_proxies": ["10.0.0.0/8"]})
+    app = create_app(settings, web.engine)
+    forwarded = {"X-Forwarded-For": "203.0.113.50, 10.1.1.1"}
+    via_proxy, direct = _from(web, "10.1.2.3", app), _from(web, "127.0.0.1", app)
+    via_proxy.headers.update(forwarded)
+    direct.headers.update(forwarded)
+    assert _login(via_proxy, "ghost-a", "x").status_code == 401
+    assert _login(direct, "ghost-b", "x").status_code == 401
+    with web.engine.connect() as conn:
+        clients = dict(conn.execute(sa.text("SELECT account, client FROM login_failure")).all())
+    assert clients == {"ghost-a": "203.0.113.50", "ghost-b": "127.0.0.1"}
 
 
 def test_a5_password_hashing_is_bounded_per_process(web: Web) -> None:
