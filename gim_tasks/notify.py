@@ -73,7 +73,7 @@ def _is_address(text: str) -> bool:
 def check_address(text: str) -> str:
     """An e-mail address a mail can be sent to, or :class:`GimError` saying why not: no control
     character (a line feed would break the mail's headers, issue 41), one ``local@domain`` as
-    the standard library's parser reads it, a dotted domain."""
+    the standard library's parser reads it, a dotted domain (or ``localhost``)."""
     address = text.strip()
     if any(ord(char) < 32 or ord(char) == 127 for char in address):
         raise GimError(f"e-mail address {address!r} contains a control character")
@@ -83,7 +83,8 @@ def check_address(text: str) -> str:
         raise GimError(
             f"'{address}' is not an e-mail address (name@example.com): {error}"
         ) from None
-    if not parsed.username or "." not in parsed.domain or parseaddr(address)[1] != address:
+    dotted = "." in parsed.domain or parsed.domain == "localhost"
+    if not parsed.username or not dotted or parseaddr(address)[1] != address:
         raise GimError(f"'{address}' is not an e-mail address (name@example.com)")
     return address
 
