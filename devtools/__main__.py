@@ -132,7 +132,7 @@ def up() -> None:
                 "GIM_DEV_KEEP_OPTIONS=1 keeps yours)",
             )
         demo_web_user(engine, supervisor)
-        (stack.local_dir / "output").mkdir(parents=True, exist_ok=True)
+        (stack.local_dir / "output" / "output").mkdir(parents=True, exist_ok=True)
         for url in stack.environment()["GIM_IDB_URLS"].split(","):
             init_idb(make_engine(url))
         supervisor.say("dev", "IDB schemas ready; live traffic from `gim idb simulate`")

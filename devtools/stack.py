@@ -55,7 +55,8 @@ class DevStack:
             "GIM_REDIS_URL": self.redis.url(0),
             "GIM_FLOWER_USER": DEV_FLOWER_USER,
             "GIM_FLOWER_PASSWORD": DEV_FLOWER_PASSWORD,
-            "GIM_OUTPUT_DIRECTORY": str(self.local_dir),
+            # Exports stay under .local/output: never aimed at the servers' data (issue 41).
+            "GIM_OUTPUT_DIRECTORY": str(self.local_dir / "output"),
             "GIM_WEB_SECRET": self.web_secret(),
             "GIM_WEB_BASE_URL": f"http://127.0.0.1:{self.web_port}",
             "GIM_SMTP_HOST": "127.0.0.1",

@@ -165,9 +165,9 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         return _check_postgres_url(value)
 
-    @field_validator("idb_urls", mode="before")
+    @field_validator("idb_urls", "web_trusted_proxies", mode="before")
     @classmethod
-    def _split_idb_urls(cls, value: Any) -> Any:
+    def _split_comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
@@ -177,13 +177,6 @@ class Settings(BaseSettings):
     def _idb_urls(cls, value: list[str]) -> list[str]:
         for url in value:
             _check_postgres_url(url)
-        return value
-
-    @field_validator("web_trusted_proxies", mode="before")
-    @classmethod
-    def _split_proxies(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("web_trusted_proxies")

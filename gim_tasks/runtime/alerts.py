@@ -16,6 +16,7 @@ A webhook receives a JSON POST: ``text`` (one line, for Slack-style receivers) a
 from __future__ import annotations
 
 import email.policy
+import ipaddress
 import json
 import logging
 import smtplib
@@ -85,7 +86,7 @@ def _post(url: str, body: dict[str, Any]) -> None:
         method="POST",
     )
     # Operators run air-gapped: receivers are on their network; no proxy from the environment.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
     with opener.open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
         if not 200 <= response.status < 300:
             raise OSError(f"HTTP {response.status}")
@@ -199,7 +200,33 @@ def check_url(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise GimError(f"webhook URL '{url}' is not an http:// or https:// URL with a host")
+    try:
+        literal = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        literal = None
+    if literal is not None and literal.is_link_local:
+        # 169.254.169.254 and the like answer cloud metadata, never a chat webhook (issue 41).
+        raise GimError(f"webhook URL '{url}' points at a link-local address ({literal})")
     return url.strip()
+
+
+def shown_target(channel: str, target: str) -> str:
+    """What viewers see of a delivery's target: a webhook URL often carries its secret in its
+    path or query, so only its scheme and host are shown (issue 41); a mail recipient as is."""
+    if channel != "webhook":
+        return target
+    parts = urlsplit(target)
+    return (
+        f"{parts.scheme}://{parts.hostname or '?'}{':' + str(parts.port) if parts.port else ''}/…"
+    )
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A webhook POST is answered where it was sent: a redirect is a failed delivery, never
+    a GET to wherever it points (issue 41)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def parse_events(text: str | None) -> list[str]:
@@ -276,7 +303,7 @@ def list_incidents(
                 {
                     "event": item.event,
                     "channel": item.channel,
-                    "target": item.target,
+                    "target": shown_target(item.channel, item.target),
                     "state": item.state,
                     "attempts": item.attempts,
                     "last_error": item.last_error,

@@ -254,10 +254,10 @@ def register(app: FastAPI, kit: Kit) -> None:
                 if request.query_params.get("day")
                 else timeline.today(current.schedule(), now)
             )
-        except (OptionError, ValueError) as error:
+            before = timeline.planned_timeline(current.schedule(), day, 1, now)
+            after = timeline.planned_timeline(changed.schedule(), day, 1, now)
+        except (OptionError, ValueError) as error:  # a day outside 1970-2999 too (issue 41)
             raise HTTPException(400, str(error)) from None
-        before = timeline.planned_timeline(current.schedule(), day, 1, now)
-        after = timeline.planned_timeline(changed.schedule(), day, 1, now)
 
         def count(drawn: Any) -> int:
             return sum(1 for items in drawn.lanes.values() for i in items if i.kind == "planned")

@@ -484,7 +484,10 @@ class Firing(Closed):
 class AlertDelivery(Closed):
     event: Literal["opened", "resolved"]
     channel: Literal["mail", "webhook"]
-    target: str = Field(description="A recipient (user or address) or a webhook URL.")
+    target: str = Field(
+        description="A recipient (user or address), or a webhook's scheme and host only (its "
+        "URL may carry a secret)."
+    )
     state: Literal["pending", "sent", "failed"]
     attempts: int
     last_error: str | None

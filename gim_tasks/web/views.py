@@ -171,6 +171,8 @@ class RunQuery:
                 raise GimError(f"ended_since '{ended_since}' is not an ISO instant") from None
             if instant.tzinfo is None:
                 raise GimError(f"ended_since '{ended_since}' needs a UTC offset")
+            if not 1970 <= instant.year <= 2999:  # as every day of the API (issue 41)
+                raise GimError(f"ended_since {instant.isoformat()} is not from 1970 to 2999")
         if sort and sort not in SORTS:
             raise GimError(f"unknown sort '{sort}'; sorts are {', '.join(SORTS)}")
         if not 1 <= limit <= 1000 or offset < 0:

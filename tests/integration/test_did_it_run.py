@@ -24,8 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from devtools.localstack import free_port
 from gim_tasks import mart_status, notify
 from gim_tasks.db.engine import make_engine
+from gim_tasks.lifecycle import Condition
 from gim_tasks.options import store
-from gim_tasks.runtime import alerts, ledger, watchdog
+from gim_tasks.runtime import alerts, incidents, ledger, watchdog
 from gim_tasks.runtime.state import BEAT_KEY
 from gim_tasks.schedule import plan
 from gim_tasks.settings import get_settings
@@ -629,3 +630,55 @@ def test_o2_a_pass_while_another_holds_the_lock_does_nothing_and_no_pass_starts_
     after = snapshot()
     assert after[0] != before[0] and after[1] != before[1]  # verdicts and incidents written
     assert after[3] == [] and queued() == messages  # no run, no message
+
+
+def test_o3_webhooks_follow_no_redirect_hide_their_url_and_refuse_link_local(
+    beat: Beat,
+) -> None:
+    """Issue 41: a receiver's redirect is a failed delivery (no GET to where it points);
+    viewers see a webhook's scheme and host, not its URL (often a secret); a link-local URL
+    (cloud metadata) is refused at registration."""
+    from gim_tasks.errors import GimError
+
+    engine, settings = beat.engine, get_settings()
+    requests: list[tuple[str, str]] = []
+
+    class Redirecting(BaseHTTPRequestHandler):
+        def _note(self) -> None:
+            requests.append((self.command, self.path))
+
+        def do_POST(self) -> None:
+            self._note()
+            self.send_response(302)
+            self.send_header("Location", "/elsewhere")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            self._note()
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/hook/s3cr3t-token"
+        alerts.add_webhook(engine, url, [], "test")
+        with engine.begin() as conn:
+            incidents.open_incident(conn, EXTRACT, Condition.FAILURE, "boom")
+        assert alerts.deliver(engine, settings) == (0, 1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert requests == [("POST", "/hook/s3cr3t-token")]  # the redirect was not followed
+    with engine.connect() as conn:
+        (listed,) = alerts.list_incidents(conn)
+        error = conn.execute(sa.text("SELECT last_error FROM alert")).scalar_one()
+    assert "302" in error
+    (delivery,) = listed["deliveries"]
+    assert delivery["target"] == f"http://127.0.0.1:{server.server_port}/…"
+    assert "s3cr3t" not in json.dumps(listed)
+    with pytest.raises(GimError, match="link-local"):
+        alerts.add_webhook(engine, "http://169.254.169.254/latest/meta-data", [], "test")

@@ -868,3 +868,22 @@ def test_dates_are_days_in_every_body_and_query_as_the_document_says(web: Web) -
     # Options a preview does not know, and values its pattern refuses, never reach the plan.
     unknown = admin.post("/api/schedule/preview", json={"values": {"no-such-option": "1"}})
     assert unknown.status_code == 400 and "no-such-option" in unknown.json()["error"]
+
+
+def test_out_of_range_dates_on_pages_and_api_are_refused_never_a_500(web: Web) -> None:
+    """Issue 41: the dates a live probe found answered 500 are refused, naming the range."""
+    viewer, _ = web.session("viewer")
+    admin, _ = web.session("admin")
+    api = web.api("viewer")
+    for client, path in (
+        (api, "/api/runs?to=9999-12-31"),
+        (api, "/api/runs?date=9999-12-31"),
+        (api, "/api/runs?ended_since=9999-12-31T23:59:59-14:00"),
+        (api, "/api/firings?from=0001-01-01"),
+        (viewer, "/jobs/history?to=9999-12-31"),
+        (viewer, "/jobs/history?from=0001-01-01"),
+        (admin, "/options/preview?day=1969-12-31"),
+        (viewer, "/timeline?start=0001-01-01"),
+    ):
+        reply = client.get(path)
+        assert 400 <= reply.status_code < 500, (path, reply.status_code, reply.text[:300])
