@@ -166,7 +166,7 @@ def ledger_tick(engine: sa.Engine, ticks: int) -> tuple[float, float, float, flo
 
 
 def report_ledger_cost(engine: sa.Engine) -> None:
-    from gim_tasks.runtime import ledger
+    from gim_tasks.monitor import ledger
 
     with_median, with_p99, without_median, without_p99 = ledger_tick(engine, 300)
     print(

@@ -74,7 +74,7 @@ def env() -> None:
 
 def demo_web_user(engine: sa.Engine, supervisor: Supervisor) -> None:
     """The demo admin, subscribed to maintenance and export mails (printed by the SMTP sink)."""
-    from gim_tasks import notify
+    from gim_tasks.monitor import notify
     from gim_tasks.web import auth
 
     if not any(user["name"] == DEV_WEB_USER for user in auth.list_users(engine)):

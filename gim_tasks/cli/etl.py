@@ -220,7 +220,7 @@ def etl_status(as_json: JsonFlag = False) -> None:
     Extract/Transform durations, fact row counts."""
     from rich.table import Table
 
-    from gim_tasks.mart_status import etl_status as etl_status_data
+    from gim_tasks.monitor.mart_status import etl_status as etl_status_data
 
     data = etl_status_data(mart_engine())
     if as_json:
@@ -343,7 +343,7 @@ aggregate_app = typer.Typer(
 def aggregate_status(as_json: JsonFlag = False) -> None:
     """Pending intervals, oldest pending, queued re-aggregation requests, last pass, and per
     hierarchy the newest aggregated interval (freshness)."""
-    from gim_tasks.mart_status import aggregate_status as aggregate_status_data
+    from gim_tasks.monitor.mart_status import aggregate_status as aggregate_status_data
 
     data = aggregate_status_data(mart_engine())
     if as_json:

@@ -36,8 +36,8 @@ def firings_command(
     from rich.markup import escape
     from rich.table import Table
 
+    from gim_tasks.monitor import ledger
     from gim_tasks.options import store
-    from gim_tasks.runtime import ledger
 
     engine = mart_engine()
     with engine.connect() as conn:
@@ -70,7 +70,7 @@ def alerts_command(
     from rich.markup import escape
     from rich.table import Table
 
-    from gim_tasks.runtime import alerts
+    from gim_tasks.monitor import alerts
 
     with mart_engine().connect() as conn:
         rows = alerts.list_incidents(conn, open_only, limit)
@@ -104,7 +104,7 @@ def watchdog_command(
 
     import redis
 
-    from gim_tasks.runtime import watchdog
+    from gim_tasks.monitor import watchdog
 
     if once:
         result = watchdog.check(
@@ -132,7 +132,7 @@ def webhook_add(
     actor: ActorOption = "",
 ) -> None:
     """Send incident messages (opened and resolved) to URL."""
-    from gim_tasks.runtime import alerts
+    from gim_tasks.monitor import alerts
 
     hook = alerts.add_webhook(
         mart_engine(), url, alerts.parse_events(events), actor or current_actor()
@@ -143,7 +143,7 @@ def webhook_add(
 @webhook_app.command("remove")
 def webhook_remove(hook_id: Annotated[int, typer.Argument(help="Webhook id.")]) -> None:
     """Stop sending to a webhook."""
-    from gim_tasks.runtime import alerts
+    from gim_tasks.monitor import alerts
 
     alerts.remove_webhook(mart_engine(), hook_id)
     out.print(f"webhook {hook_id} removed", markup=False)
@@ -154,7 +154,7 @@ def webhook_list(as_json: JsonFlag = False) -> None:
     """Webhooks: id, URL, conditions, who added them."""
     from rich.table import Table
 
-    from gim_tasks.runtime import alerts
+    from gim_tasks.monitor import alerts
 
     rows = alerts.list_webhooks(mart_engine())
     if as_json:

@@ -266,7 +266,7 @@ def notify_add(
     actor: ActorOption = "",
 ) -> None:
     """Subscribe a recipient to a job's run ends (or change an existing subscription)."""
-    from gim_tasks import notify
+    from gim_tasks.monitor import notify
 
     notify.add_subscription(
         mart_engine(), job, recipient, on_success, on_error, actor or current_actor()
@@ -277,7 +277,7 @@ def notify_add(
 @notify_app.command("remove")
 def notify_remove(subscription_id: Annotated[int, typer.Argument(help="Subscription id.")]) -> None:
     """Remove a subscription."""
-    from gim_tasks import notify
+    from gim_tasks.monitor import notify
 
     notify.remove_subscription(mart_engine(), subscription_id)
     out.print(f"subscription {subscription_id} removed", markup=False)
@@ -288,7 +288,7 @@ def notify_list(as_json: JsonFlag = False) -> None:
     """Subscriptions: job, recipient, on success, on error."""
     from rich.table import Table
 
-    from gim_tasks import notify
+    from gim_tasks.monitor import notify
 
     rows = notify.list_subscriptions(mart_engine())
     if as_json:
@@ -311,7 +311,7 @@ def notify_list(as_json: JsonFlag = False) -> None:
 def notify_send() -> None:
     """Send every due notification mail now, in this process (the workers do this on their
     own; for operators checking SMTP settings)."""
-    from gim_tasks import notify
+    from gim_tasks.monitor import notify
 
     sent, pending = notify.deliver(mart_engine(), settings())
     out.print(f"{sent} mail(s) sent, {pending} still pending after a failed attempt", markup=False)

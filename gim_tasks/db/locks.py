@@ -90,7 +90,7 @@ WATCHDOG = AdvisoryLock(
     0x67696D5F776174,  # "gim_wat"
     "one watchdog pass at a time across web replicas and `gim watchdog` processes: the others "
     "skip their pass (try-lock), so an incident is judged once (O2)",
-    ("runtime.watchdog.check",),
+    ("monitor.watchdog.check",),
 )
 
 LOGIN = AdvisoryLock(

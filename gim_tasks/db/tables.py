@@ -271,7 +271,7 @@ incident = Table(
 )
 
 
-#: SPEC O1: every planned firing, written by the beat at least 24 h ahead (runtime/ledger.py),
+#: SPEC O1: every planned firing, written by the beat at least 24 h ahead (monitor/ledger.py),
 #: with one verdict once decided. The firing id is the engine's (S11), so a launch finds its
 #: row; aggregation window closes have ids of their own.
 firing = Table(
@@ -317,7 +317,7 @@ webhook = Table(
 
 #: SPEC O3: one delivery of an incident's opened or resolved message to one mail recipient or
 #: webhook; the unique key makes queueing idempotent, ``FOR UPDATE SKIP LOCKED`` keeps two
-#: senders (web replicas) off the same row (runtime/alerts.py).
+#: senders (web replicas) off the same row (monitor/alerts.py).
 alert = Table(
     "alert",
     metadata,

@@ -25,14 +25,14 @@ from redbeat import RedBeatScheduler
 from redbeat.schedulers import RedBeatSchedulerEntry, get_redis
 from sqlalchemy.engine import Engine
 
-from gim_tasks import notify
 from gim_tasks.db import locks
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.registry import BODIES
 from gim_tasks.lifecycle import RunState, SkipKind
+from gim_tasks.monitor import incidents, ledger, notify
 from gim_tasks.options import store
-from gim_tasks.runtime import incidents, ledger, runs
+from gim_tasks.runtime import runs
 from gim_tasks.runtime.dispatch import send
 from gim_tasks.runtime.health import CachedServerCheck
 from gim_tasks.runtime.runs import (
@@ -223,6 +223,26 @@ class GimScheduler(RedBeatScheduler):
         return {text(key): datetime.fromisoformat(text(value)) for key, value in raw.items()}
 
     def gim_tick(self, now: datetime) -> Tick:
+        """One tick, in named steps: sweep, read, plan, decide (the pure engine), carry out
+        (with the ledger's judgement, in one transaction), heartbeat."""
+        self.sweep(now)
+        with self._engine.connect() as conn:
+            options = store.load_options(conn)
+            state = load_state(conn, self.load_cursors())
+        # C2: every error item blocks; server items come from a cache refreshed every 30 s.
+        server_check = self.__dict__.get("_server_check")
+        if server_check is None:
+            server_check = self.__dict__["_server_check"] = CachedServerCheck(get_settings())
+        report = server_check.report(options)
+        judge = self.plan(options, state, now)
+        tick = decide(options.schedule(), now, state, report.refusal)
+        carry_out(self._engine, self.app, tick, judge)
+        self.heartbeat(tick, state, now)
+        return tick
+
+    def sweep(self, now: datetime) -> None:
+        """Runs whose worker or waiting process is gone (R2), messages lost on the way (S11),
+        mails due (A3), stops not honoured within the grace (M6)."""
         engine = self._engine
         for run_id in sweep_lost(engine):
             log.warning("run %s: worker lost (R2)", run_id)
@@ -248,30 +268,26 @@ class GimScheduler(RedBeatScheduler):
                     STOP_GRACE_SECONDS,
                 )
                 self.app.control.revoke(task_id, terminate=True)
-        with engine.connect() as conn:
-            options = store.load_options(conn)
-            state = load_state(conn, self.load_cursors())
-        # C2: every error item blocks; server items come from a cache refreshed every 30 s.
-        server_check = self.__dict__.get("_server_check")
-        if server_check is None:
-            server_check = self.__dict__["_server_check"] = CachedServerCheck(get_settings())
-        report = server_check.report(options)
+
+    def plan(self, options: Any, state: Any, now: datetime) -> ledger.Judge | None:
+        """Keep the ledger planned a day ahead (O1); what carry_out needs to judge the tick."""
+        if not self.LEDGER:
+            return None
         schedule = options.schedule()
-        judge = None
-        if self.LEDGER:
-            horizon = self.__dict__.setdefault("_horizon", ledger.Horizon())
-            if ledger.needs_planning(horizon, schedule, now):
-                with engine.begin() as conn:
-                    ledger.keep_planned(conn, horizon, schedule, now)
-            judge = ledger.Judge(
-                now,
-                options.get("monitor", "grace-seconds"),
-                options.get("monitor", "late-alert-seconds"),
-                horizon,
-                state,
-            )
-        tick = decide(schedule, now, state, report.refusal)
-        carry_out(engine, self.app, tick, judge)
+        horizon = self.__dict__.setdefault("_horizon", ledger.Horizon())
+        if ledger.needs_planning(horizon, schedule, now):
+            with self._engine.begin() as conn:
+                ledger.keep_planned(conn, horizon, schedule, now)
+        return ledger.Judge(
+            now,
+            options.get("monitor", "grace-seconds"),
+            options.get("monitor", "late-alert-seconds"),
+            horizon,
+            state,
+        )
+
+    def heartbeat(self, tick: Tick, state: Any, now: datetime) -> None:
+        """Say the beat is alive (O2), mirror Next Runs into RedBeat, keep the cursors."""
         self._redis.hset(BEAT_KEY, mapping={"tick": time.time(), "leader": runs.worker_name()})
         self.mirror(tick.next_runs, now)
         changed: dict[Any, Any] = {
@@ -279,4 +295,3 @@ class GimScheduler(RedBeatScheduler):
         }
         if changed:
             self._redis.hset(CURSORS_KEY, mapping=changed)
-        return tick

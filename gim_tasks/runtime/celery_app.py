@@ -37,7 +37,7 @@ class GimCelery(Celery):
 
 
 def create_app(settings: Settings) -> Celery:
-    from gim_tasks.notify import NOTIFY_TASK
+    from gim_tasks.monitor.notify import NOTIFY_TASK
 
     app = GimCelery("gim_tasks")
     app.conf.update(

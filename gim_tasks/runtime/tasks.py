@@ -97,7 +97,7 @@ def run_job(
 def _announce(run_id: int) -> None:
     """Queue the run's notification mails (A3), if anyone subscribed; the beat relays them
     if this message is lost."""
-    from gim_tasks import notify
+    from gim_tasks.monitor import notify
     from gim_tasks.runtime.celery_app import app
 
     try:
@@ -109,7 +109,7 @@ def _announce(run_id: int) -> None:
 
 def notify_task(self: Any, run_id: int) -> dict[str, int]:
     """Send a run's notification mails; retried with back-off while SMTP fails (A3)."""
-    from gim_tasks import notify
+    from gim_tasks.monitor import notify
 
     sent, pending = notify.deliver(_engine(), get_settings(), run_id)
     if pending:
@@ -153,7 +153,7 @@ def request_stop_of_active_runs(**_: Any) -> None:
 def register(app: Celery) -> None:
     from celery import signals
 
-    from gim_tasks.notify import MAX_ATTEMPTS, NOTIFY_TASK
+    from gim_tasks.monitor.notify import MAX_ATTEMPTS, NOTIFY_TASK
 
     signals.worker_shutting_down.connect(request_stop_of_active_runs, weak=False)
     # shared=False: the tasks belong to this app only (a shared task would be added to every

@@ -12,13 +12,13 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from gim_tasks import mart_status, notify
 from gim_tasks.db.tables import RUN_STATES
 from gim_tasks.errors import GimError
 from gim_tasks.lifecycle import VERDICTS, RunState
+from gim_tasks.monitor import alerts, ledger, mart_status, notify
 from gim_tasks.options import store
 from gim_tasks.options.registry import OptionError
-from gim_tasks.runtime import alerts, ledger, manager
+from gim_tasks.runtime import manager
 from gim_tasks.web import schemas as sc
 from gim_tasks.web import views
 from gim_tasks.web.access import Admin, Operator, Viewer
@@ -322,7 +322,7 @@ def register(app: FastAPI, kit: Kit) -> None:
     def metrics(who: Viewer) -> Response:
         """Prometheus metrics (O5), read from PostgreSQL and Redis on each scrape; any API
         token (viewer) may scrape."""
-        from gim_tasks.runtime import metrics
+        from gim_tasks.monitor import metrics
 
         body = metrics.exposition(engine, kit.redis())
         return Response(body, media_type=metrics.CONTENT_TYPE)
@@ -397,7 +397,7 @@ def register(app: FastAPI, kit: Kit) -> None:
     ) -> dict[str, Any]:
         """The Timeline (A7) as data: per job, planned firings (with the ledger's verdict),
         aggregation windows and runs (with state and R4 outcome) of the period."""
-        from gim_tasks import timeline
+        from gim_tasks.monitor import timeline
 
         plain_days(request, "start")
         now = datetime.now(UTC)
@@ -431,7 +431,7 @@ def register(app: FastAPI, kit: Kit) -> None:
         """Preview a `[schedule]` change (A7): the planned firings of the period with the given
         values (as `gim schedule plan`) and the configuration check's findings. Nothing is
         stored."""
-        from gim_tasks import timeline
+        from gim_tasks.monitor import timeline
         from gim_tasks.schedule import plan
 
         now = datetime.now(UTC)

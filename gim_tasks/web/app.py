@@ -149,7 +149,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         """The watchdog thread (O2) runs while the app serves (``gim web``, uvicorn)."""
         watchdog = None
         if settings.watchdog_seconds:
-            from gim_tasks.runtime.watchdog import Watchdog
+            from gim_tasks.monitor.watchdog import Watchdog
 
             watchdog = Watchdog(engine, settings, settings.watchdog_seconds)
             watchdog.start()

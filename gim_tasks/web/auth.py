@@ -77,7 +77,7 @@ def add_user(
     check_role(role)
     check_password(password)
     if email is not None:
-        from gim_tasks.notify import check_address  # mails are composed from it (issue 41)
+        from gim_tasks.monitor.notify import check_address  # mails are composed from it (issue 41)
 
         email = check_address(email)
     try:
@@ -116,7 +116,7 @@ def update_user(
     if password is not None:
         values["password_hash"] = _hasher.hash(check_password(password))
     if email is not None:
-        from gim_tasks.notify import check_address
+        from gim_tasks.monitor.notify import check_address
 
         values["email"] = check_address(email) if email else None
     if not values:

@@ -15,9 +15,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from gim_tasks import mart_status, notify
 from gim_tasks.errors import GimError
 from gim_tasks.lifecycle import RunState
+from gim_tasks.monitor import mart_status, notify
 from gim_tasks.options import store
 from gim_tasks.options.registry import OptionError
 from gim_tasks.runtime import manager
@@ -202,7 +202,7 @@ def register(app: FastAPI, kit: Kit) -> None:
         start: Annotated[datetime_date | None, Query()] = None,
         days: Annotated[int, Query(ge=1, le=7)] = 1,
     ) -> Response:
-        from gim_tasks import timeline
+        from gim_tasks.monitor import timeline
 
         now = datetime.now(UTC)
         with engine.connect() as conn:
@@ -234,7 +234,7 @@ def register(app: FastAPI, kit: Kit) -> None:
     def schedule_preview_page(request: Request, who: PageAdmin) -> Response:
         """A7: the plan of a day with changed [schedule] values beside the current one,
         and the configuration check's findings; nothing is stored."""
-        from gim_tasks import timeline
+        from gim_tasks.monitor import timeline
         from gim_tasks.options.registry import OPTIONS
 
         now = datetime.now(UTC)
@@ -280,7 +280,7 @@ def register(app: FastAPI, kit: Kit) -> None:
 
     @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
     def alerts_page(request: Request, who: PageViewer) -> Response:
-        from gim_tasks.runtime import alerts, ledger, watchdog
+        from gim_tasks.monitor import alerts, ledger, watchdog
 
         with engine.connect() as conn:
             incidents = alerts.list_incidents(conn, limit=200)

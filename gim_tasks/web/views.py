@@ -24,7 +24,7 @@ from gim_tasks.lifecycle import (
     StopKind,
     outcome,
 )
-from gim_tasks.notify import notifications_of
+from gim_tasks.monitor.notify import notifications_of
 from gim_tasks.options import store
 from gim_tasks.options.values import Options
 from gim_tasks.runtime.listing import iso, run_record

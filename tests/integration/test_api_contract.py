@@ -38,9 +38,10 @@ from schemathesis.checks import (
 )
 from schemathesis.config import SchemathesisConfig
 
-from gim_tasks import __version__, notify
+from gim_tasks import __version__
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.tables import ROLES, metadata, web_user
+from gim_tasks.monitor import notify
 from gim_tasks.settings import Settings, get_settings
 from gim_tasks.web import auth
 from gim_tasks.web.app import create_app

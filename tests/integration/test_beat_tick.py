@@ -349,7 +349,7 @@ def test_r4_a_block_of_the_check_fails_each_firing_but_mails_once_when_it_starts
     """R4, A3: every scheduled firing the configuration check blocks (C2) is a failure (a
     Rejected run with skip 'blocked'); the error subscribers get one mail when the block
     starts and one when it clears, not one per slot."""
-    from gim_tasks import notify
+    from gim_tasks.monitor import notify
 
     notify.add_subscription(beat.engine, "Job_ExtractICON", "ops@example.com", False, True, "t")
     notify.add_subscription(beat.engine, "Job_ExtractICON", "fyi@example.com", True, False, "t")

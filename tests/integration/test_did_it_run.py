@@ -22,11 +22,10 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.localstack import free_port
-from gim_tasks import mart_status, notify
 from gim_tasks.db.engine import make_engine
 from gim_tasks.lifecycle import Condition
+from gim_tasks.monitor import alerts, incidents, ledger, mart_status, notify, watchdog
 from gim_tasks.options import store
-from gim_tasks.runtime import alerts, incidents, ledger, watchdog
 from gim_tasks.runtime.state import BEAT_KEY
 from gim_tasks.schedule import plan
 from gim_tasks.settings import get_settings

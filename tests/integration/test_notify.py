@@ -10,11 +10,11 @@ import sqlalchemy as sa
 from conftest import Smtp, insert_run
 
 from devtools.localstack import free_port
-from gim_tasks import notify
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.tables import job_run, notification
 from gim_tasks.errors import GimError
 from gim_tasks.jobs.base import Counts
+from gim_tasks.monitor import notify
 from gim_tasks.runtime.runs import finish_run
 from gim_tasks.settings import get_settings
 from gim_tasks.web import auth
@@ -207,7 +207,7 @@ def test_o3_one_alert_that_cannot_be_composed_never_holds_up_the_alerts_after_it
 ) -> None:
     """Issue 41: in the alert loop (lowest id first), a row whose mail cannot be composed is
     recorded failed and the next alerts go out."""
-    from gim_tasks.runtime import alerts
+    from gim_tasks.monitor import alerts
 
     bad = '"ops\nBcc: x@evil.example"@example.com'
     auth.add_user(engine, "legacy", "viewer", "password-1", "t")

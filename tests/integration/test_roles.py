@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from gim_tasks import notify
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.roles import grant_web
 from gim_tasks.errors import GimError
+from gim_tasks.monitor import notify
 from gim_tasks.options import store
 from gim_tasks.runtime import manager
 from gim_tasks.settings import get_settings

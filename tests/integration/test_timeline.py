@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from conftest import insert_run
 from fastapi.testclient import TestClient
 
-from gim_tasks import timeline
 from gim_tasks.db.engine import make_engine
+from gim_tasks.monitor import timeline
 from gim_tasks.options import store
 from gim_tasks.options.values import ScheduleOptions
 from gim_tasks.schedule.localtime import resolve, zone

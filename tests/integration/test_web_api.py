@@ -16,9 +16,9 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Mount, Route
 
-from gim_tasks import notify
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.tables import ROLES, job_run, option_value
+from gim_tasks.monitor import notify
 from gim_tasks.options import store
 from gim_tasks.settings import get_settings
 from gim_tasks.web import auth

@@ -14,9 +14,9 @@ import redis
 import sqlalchemy as sa
 from conftest import CELERY, Stack
 
-from gim_tasks import notify
 from gim_tasks.db.engine import make_engine
 from gim_tasks.idb.generator import generate
+from gim_tasks.monitor import notify
 from gim_tasks.options import store
 from gim_tasks.runtime.state import BEAT_KEY
 from gim_tasks.schedule.jobs import AGGREGATE

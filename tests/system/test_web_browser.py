@@ -20,7 +20,7 @@ from conftest import Smtp, Stack, insert_run
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from devtools.localstack import free_port
-from gim_tasks import notify
+from gim_tasks.monitor import notify
 from gim_tasks.web import auth
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from gim_tasks.monitor import ledger
 from gim_tasks.options.values import ScheduleOptions
-from gim_tasks.runtime import ledger
 from gim_tasks.schedule.engine import Hold, Launch, SchedulerState, Skip, decide
 from gim_tasks.schedule.localtime import resolve, zone
 

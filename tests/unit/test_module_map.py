@@ -1,5 +1,5 @@
 """The README's Architecture table names every module of ``gim_tasks/`` (issue 31): a module
-is named by its path (``gim_tasks/timeline.py``) or, in the row of its package
+is named by its path (``gim_tasks/monitor/timeline.py``) or, in the row of its package
 (``gim_tasks/runtime/``), by its path inside that package (``beat.py``)."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Create Date: 2026-12-04 13:00:00
 
 - ``scheduler_epoch``: one row, written by the first beat tick ever (``INSERT ... ON CONFLICT
   DO NOTHING``: of two beats starting at once, the first to commit sets it). The ledger never
-  plans or judges a firing planned before it (runtime/ledger.py).
+  plans or judges a firing planned before it (monitor/ledger.py).
 - ``login_success``: (account, client address) pairs of successful logins, with the last one's
   time (web/security.py).
 """

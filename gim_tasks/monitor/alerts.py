@@ -1,6 +1,6 @@
 """Incident messages by mail and webhook, and the webhooks themselves (SPEC O3).
 
-:mod:`gim_tasks.runtime.incidents` queues one ``alert`` row per message (incident x opened or
+:mod:`gim_tasks.monitor.incidents` queues one ``alert`` row per message (incident x opened or
 resolved x recipient or webhook) in the transaction that opens or resolves the incident;
 :func:`deliver` sends the due ones. It runs in every watchdog pass (web app or ``gim
 watchdog``). Each row is locked ``FOR UPDATE SKIP LOCKED`` while it is sent and marked sent in
@@ -31,13 +31,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
-from gim_tasks import notify
 from gim_tasks.db.tables import alert, incident, webhook
 from gim_tasks.errors import GimError, NotFound
 from gim_tasks.lifecycle import CONDITIONS
+from gim_tasks.monitor import notify
 from gim_tasks.settings import Settings
 
-log = logging.getLogger("gim_tasks.runtime.alerts")
+log = logging.getLogger("gim_tasks.monitor.alerts")
 
 MAX_ATTEMPTS = 12
 WEBHOOK_TIMEOUT_SECONDS = 10

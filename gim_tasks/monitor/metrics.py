@@ -22,8 +22,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy.engine import Engine
 
-from gim_tasks import mart_status
 from gim_tasks.lifecycle import CONDITIONS, FAILURE, OPERATOR_STOP, SUCCESS, VERDICTS, outcome
+from gim_tasks.monitor import mart_status
 from gim_tasks.options import store
 from gim_tasks.runtime.queues import QUEUES
 from gim_tasks.runtime.state import BEAT_KEY, heartbeat_of

@@ -16,7 +16,7 @@ Verdicts (first one stands; a later decision only fills in the run):
   when its instant passes; an open while aggregation already runs or maintenance runs is
   ``held`` (the window's run starts after it), while the check blocks aggregation
   ``blocked``;
-- the watchdog (``runtime/watchdog.py``, another process): any firing still undecided at its
+- the watchdog (``monitor/watchdog.py``, another process): any firing still undecided at its
   instant + grace is ``missed``.
 
 A first start raises no alarm (issue 31): the first beat tick ever records its instant

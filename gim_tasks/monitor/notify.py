@@ -12,7 +12,7 @@ run, so a mail is never forgotten whichever process ends the run. Delivery is at
 * the beat relays rows whose retry time has passed (a lost task, a worker restart).
 
 Besides a run's end, a mail can be about a block of the configuration check (kinds
-``blocked`` and ``unblocked``, one each per block: :mod:`gim_tasks.runtime.incidents`), queued
+``blocked`` and ``unblocked``, one each per block: :mod:`gim_tasks.monitor.incidents`), queued
 by the beat in the tick that records it.
 
 A mail failure only touches the ``notification`` row: the run's state never changes.
@@ -48,7 +48,7 @@ from gim_tasks.schedule.jobs import BY_NAME, JOB_NAMES
 from gim_tasks.schedule.localtime import zone
 from gim_tasks.settings import Settings
 
-log = logging.getLogger("gim_tasks.notify")
+log = logging.getLogger("gim_tasks.monitor.notify")
 
 SUCCESS_STATES = (RunState.COMPLETED, RunState.COMPLETED_WITH_WARNINGS)
 ERROR_STATES = (RunState.FAILED, RunState.STOPPED)

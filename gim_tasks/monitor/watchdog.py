@@ -40,17 +40,16 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from gim_tasks import mart_status
 from gim_tasks.db import locks
 from gim_tasks.db.tables import firing, job_run
 from gim_tasks.lifecycle import FAILURE, SUCCESS, Condition, RunState, StopKind, outcome
+from gim_tasks.monitor import alerts, incidents, ledger, mart_status
 from gim_tasks.options import store
-from gim_tasks.runtime import alerts, incidents, ledger
 from gim_tasks.runtime.state import BEAT_KEY, heartbeat_of
 from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES, TRANSFORM
 from gim_tasks.settings import Settings
 
-log = logging.getLogger("gim_tasks.runtime.watchdog")
+log = logging.getLogger("gim_tasks.monitor.watchdog")
 
 #: No beat tick for this long: the scheduler is down (O2).
 SILENT_BEAT_SECONDS = 60

@@ -111,7 +111,7 @@ def planned_items(
 ) -> dict[str, list[Item]]:
     """The plan's firings and windows per job (pure). ``verdicts``: ledger rows by firing id;
     those the plan does not contain are added as planned firings of their job."""
-    from gim_tasks.runtime.ledger import event_firing_id
+    from gim_tasks.monitor.ledger import event_firing_id
 
     lanes: dict[str, list[Item]] = {job: [] for job in JOB_NAMES}
     events = plan.plan(options, start, end)

@@ -46,7 +46,7 @@ from gim_tasks.db.tables import (
 from gim_tasks.lifecycle import Condition, Verdict
 
 if TYPE_CHECKING:
-    from gim_tasks.runtime.ledger import Judged
+    from gim_tasks.monitor.ledger import Judged
 
 BLOCKED = Condition.BLOCKED
 #: The ``job`` of a scheduler-down incident.
