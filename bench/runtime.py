@@ -38,6 +38,7 @@ from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
 from gim_tasks.options import store
 from gim_tasks.options.check import check_options
+from gim_tasks.options.values import schedule_from_ini
 from gim_tasks.runtime.beat import carry_out
 from gim_tasks.runtime.health import CachedServerCheck, server_findings
 from gim_tasks.runtime.runs import overdue_stops, sweep_abandoned_waits, sweep_lost
@@ -177,7 +178,7 @@ def report_ledger_cost(engine: sa.Engine) -> None:
     )
     with engine.connect() as conn:
         options = store.load_options(conn).schedule()
-    every_minute = options.from_ini(
+    every_minute = schedule_from_ini(
         "[schedule]\netl-start-time = 00:00\netl-end-time = 00:00\netl-frequency = 1\n"
         "update-stats-schedule = * *\n"
     )

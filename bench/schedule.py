@@ -17,11 +17,11 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
-from gim_tasks.options.values import ScheduleOptions
+from gim_tasks.options.values import schedule_from_ini
 from gim_tasks.schedule.engine import ActiveRun, SchedulerState, decide
 from gim_tasks.schedule.jobs import AGGREGATE, EXPORT, EXTRACT, MAINTAIN, UPDATE_STATS
 
-OPTIONS = ScheduleOptions.from_ini("""
+OPTIONS = schedule_from_ini("""
 [schedule]
 timezone = Europe/Berlin
 run-aggregates = true

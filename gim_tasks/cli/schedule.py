@@ -13,7 +13,7 @@ from gim_tasks.cli.common import JsonFlag, mart_engine, out
 from gim_tasks.errors import GimError
 
 if TYPE_CHECKING:
-    from gim_tasks.options.values import ScheduleOptions
+    from gim_tasks.schedule.options import ScheduleOptions
 
 # The schedule is pure and light; SQLAlchemy is loaded only to read the stored options.
 

@@ -42,7 +42,6 @@ from sqlalchemy.engine import Connection
 from gim_tasks.db.tables import firing, scheduler_epoch
 from gim_tasks.errors import GimError
 from gim_tasks.lifecycle import StopKind, Trigger, Verdict
-from gim_tasks.options.values import ScheduleOptions
 from gim_tasks.schedule import plan
 from gim_tasks.schedule.engine import (
     Action,
@@ -63,6 +62,7 @@ from gim_tasks.schedule.jobs import (
     UPDATE_STATS,
 )
 from gim_tasks.schedule.localtime import resolve, zone
+from gim_tasks.schedule.options import ScheduleOptions
 
 #: How far ahead the ledger is written, and when it is extended (O1: at least 24 h ahead).
 HORIZON = timedelta(hours=26)

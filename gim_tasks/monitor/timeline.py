@@ -28,10 +28,10 @@ from sqlalchemy.engine import Connection
 
 from gim_tasks.db.tables import firing, job_run
 from gim_tasks.lifecycle import RunState, outcome
-from gim_tasks.options.values import ScheduleOptions
 from gim_tasks.schedule import plan
 from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES
 from gim_tasks.schedule.localtime import resolve, wall, zone
+from gim_tasks.schedule.options import ScheduleOptions
 
 MAX_DAYS = 7
 #: Days the timeline draws (a schedule's plan beyond is arithmetic on the edge of datetime).

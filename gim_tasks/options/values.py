@@ -9,13 +9,12 @@ from __future__ import annotations
 import configparser
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime
 from typing import Any
 
 from gim_tasks.options.registry import OPTIONS, OptionError, lookup
 from gim_tasks.options.types import TimeZone, TimeZoneList
-from gim_tasks.schedule.cron import Cron
-from gim_tasks.schedule.etl import EtlGrid
+from gim_tasks.schedule.options import ScheduleOptions
 
 Key = tuple[str, str]
 
@@ -92,7 +91,9 @@ class Options:
         return Options.from_texts(stored, self.changes)
 
     def schedule(self) -> ScheduleOptions:
-        return ScheduleOptions.from_options(self)
+        return ScheduleOptions.from_values(
+            {name: value for (section, name), value in self.values.items() if section == "schedule"}
+        )
 
     def to_ini(self) -> str:
         """Every option as INI text, which ``parse_ini`` reads back to the same options."""
@@ -199,43 +200,6 @@ def parse_ini(text: str, source: str = "input") -> dict[Key, str]:
     return read_ini(text, source).values
 
 
-@dataclass(frozen=True)
-class ScheduleOptions:
-    """The ``[schedule]`` section, typed, as the firing engine reads it."""
-
-    timezone: str
-    run_scheduler: bool
-    etl: EtlGrid
-    run_update_stats: bool
-    update_stats_schedule: Cron
-    run_aggregates: bool
-    aggregate_schedule: Cron
-    aggregate_duration: timedelta
-    run_maintain: bool
-    maintain_start: time
-    run_export: bool
-    export_schedule: Cron
-
-    @classmethod
-    def from_options(cls, options: Options) -> ScheduleOptions:
-        def get(name: str) -> Any:
-            return options.values[("schedule", name)]
-
-        return cls(
-            timezone=get("timezone"),
-            run_scheduler=get("run-scheduler"),
-            etl=EtlGrid(get("etl-start-time"), get("etl-end-time"), get("etl-frequency")),
-            run_update_stats=get("run-update-stats"),
-            update_stats_schedule=get("update-stats-schedule"),
-            run_aggregates=get("run-aggregates"),
-            aggregate_schedule=get("aggregate-schedule"),
-            aggregate_duration=get("aggregate-duration"),
-            run_maintain=get("run-maintain"),
-            maintain_start=get("maintain-start-time"),
-            run_export=get("run-export"),
-            export_schedule=get("export-schedule"),
-        )
-
-    @classmethod
-    def from_ini(cls, text: str) -> ScheduleOptions:
-        return Options.from_texts(parse_ini(text)).schedule()
+def schedule_from_ini(text: str) -> ScheduleOptions:
+    """The ``[schedule]`` options of INI text, over the defaults (tests, benches)."""
+    return Options.from_texts(parse_ini(text)).schedule()

@@ -21,10 +21,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from gim_tasks.lifecycle import RunState, Via
-from gim_tasks.options.values import ScheduleOptions
 from gim_tasks.schedule.engine import ActiveRun, SchedulerState, open_window
 from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOB_NAMES, MAINTAIN
 from gim_tasks.schedule.localtime import wall, zone
+from gim_tasks.schedule.options import ScheduleOptions
 
 if TYPE_CHECKING:
     from gim_tasks.aggregate.params import Reaggregation

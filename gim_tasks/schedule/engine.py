@@ -24,7 +24,6 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
 from gim_tasks.lifecycle import COMPLETED_STATES, StopKind, Trigger
-from gim_tasks.options.values import ScheduleOptions
 from gim_tasks.schedule.cron import parse_cron
 from gim_tasks.schedule.jobs import (
     AGGREGATE,
@@ -36,6 +35,7 @@ from gim_tasks.schedule.jobs import (
     UPDATE_STATS,
 )
 from gim_tasks.schedule.localtime import resolve, wall, zone
+from gim_tasks.schedule.options import ScheduleOptions
 
 COMPLETED = COMPLETED_STATES
 #: A firing handled later than this after its instant counts as missed (scheduler downtime),

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
 
-from gim_tasks.options.values import ScheduleOptions
 from gim_tasks.schedule.engine import next_runs, streams, window_end
 from gim_tasks.schedule.jobs import AGGREGATE, EXTRACT, JOB_NAMES, MAINTAIN, TRANSFORM
 from gim_tasks.schedule.localtime import resolve, zone
+from gim_tasks.schedule.options import ScheduleOptions
 
 ORDER = {name: index for index, name in enumerate(JOB_NAMES)}
 

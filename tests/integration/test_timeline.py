@@ -14,14 +14,14 @@ from fastapi.testclient import TestClient
 from gim_tasks.db.engine import make_engine
 from gim_tasks.monitor import timeline
 from gim_tasks.options import store
-from gim_tasks.options.values import ScheduleOptions
+from gim_tasks.options.values import schedule_from_ini
 from gim_tasks.schedule.localtime import resolve, zone
 from gim_tasks.settings import get_settings
 from gim_tasks.web import auth
 from gim_tasks.web.app import create_app
 
 TZ = zone("Europe/Berlin")
-BERLIN = ScheduleOptions.from_ini(
+BERLIN = schedule_from_ini(
     "[schedule]\ntimezone = Europe/Berlin\nrun-aggregates = true\nrun-update-stats = false\n"
 )
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gim_tasks.monitor import ledger
-from gim_tasks.options.values import ScheduleOptions
+from gim_tasks.options.values import schedule_from_ini
 from gim_tasks.schedule.engine import Hold, Launch, SchedulerState, Skip, decide
 from gim_tasks.schedule.localtime import resolve, zone
 
@@ -26,7 +26,7 @@ run-update-stats = true
 update-stats-schedule = 0/10 *
 run-export = true
 """
-OPTIONS = ScheduleOptions.from_ini(INI)
+OPTIONS = schedule_from_ini(INI)
 TZ = zone("Europe/Berlin")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gim_tasks.cli.main import main as gim
-from gim_tasks.options.values import ScheduleOptions
+from gim_tasks.options.values import schedule_from_ini
 from gim_tasks.schedule.plan import period, plan
 
 SAMPLE_INI = """\
@@ -29,7 +29,7 @@ run-update-stats = false
 
 
 def events_of(ini: str, start: datetime, days: int) -> list[dict[str, str]]:
-    options = ScheduleOptions.from_ini(ini)
+    options = schedule_from_ini(ini)
     return [event.as_dict() for event in plan(options, *period(options, start, days))]
 
 
