@@ -28,6 +28,8 @@ class RunState(StrEnum):
 
 #: Run states of SPEC R1 in order (the ``job_run.state`` constraint is built from this).
 RUN_STATES = tuple(state.value for state in RunState)
+#: Every state but Scheduled and Running (R1): a run in one of them has ended.
+FINAL_STATES = RUN_STATES[2:]
 #: States of a run that ended well (R4 successes besides planned stops).
 COMPLETED_STATES = (RunState.COMPLETED, RunState.COMPLETED_WITH_WARNINGS)
 

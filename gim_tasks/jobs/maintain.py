@@ -33,8 +33,8 @@ from gim_tasks.db.partitions import (
 )
 from gim_tasks.jobs.base import JobContext
 from gim_tasks.jobs.transform import TRAFFIC_SOURCES
+from gim_tasks.lifecycle import FINAL_STATES
 from gim_tasks.options import store
-from gim_tasks.runtime.runs import FINAL_STATES
 
 log = logging.getLogger("gim_tasks.jobs.maintain")
 

@@ -51,8 +51,8 @@ from gim_tasks.schedule.engine import (
     Skip,
     Stop,
     Tick,
-    firing_id,
 )
+from gim_tasks.schedule.firings import close_id, firing_id
 from gim_tasks.schedule.jobs import (
     AGGREGATE,
     EXPORT,
@@ -77,11 +77,6 @@ STREAMS = {
     EXPORT: "export",
 }
 WINDOW_OPEN, WINDOW_CLOSE = "window-open", "window-close"
-
-
-def close_id(closes: datetime) -> str:
-    """The firing id of an aggregation window's close (the open has the engine's id)."""
-    return f"{AGGREGATE}:close:{closes.astimezone(UTC).isoformat()}"
 
 
 def event_firing_id(event: plan.Event) -> str:

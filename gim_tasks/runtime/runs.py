@@ -46,14 +46,11 @@ from gim_tasks import logs
 from gim_tasks.db.engine import session_name
 from gim_tasks.db.tables import job_run
 from gim_tasks.jobs.base import Counts, JobContext, StopRequested, StopToken
-from gim_tasks.lifecycle import RUN_STATES, RunState, StopKind
+from gim_tasks.lifecycle import FINAL_STATES, RunState, StopKind
 from gim_tasks.options import store
 from gim_tasks.settings import get_settings
 
 log = logging.getLogger("gim_tasks.runtime.runs")
-
-#: Every state but Scheduled and Running (R1).
-FINAL_STATES = RUN_STATES[2:]
 
 
 def worker_name() -> str:

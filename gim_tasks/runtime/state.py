@@ -12,13 +12,12 @@ from sqlalchemy.engine import Connection
 from gim_tasks.db.tables import job_run
 from gim_tasks.lifecycle import RunState
 from gim_tasks.schedule.engine import (
-    RESUME_MARK,
     ActiveRun,
     CycleView,
     SchedulerState,
     WaitingRun,
-    firing_id,
 )
+from gim_tasks.schedule.firings import RESUME_MARK, firing_id
 from gim_tasks.schedule.jobs import AGGREGATE, EXTRACT, TRANSFORM
 
 

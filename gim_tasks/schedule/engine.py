@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Protocol
 
 from gim_tasks.lifecycle import COMPLETED_STATES, StopKind, Trigger
 from gim_tasks.schedule.cron import parse_cron
+from gim_tasks.schedule.firings import firing_id, restart_id, resume_id
 from gim_tasks.schedule.jobs import (
     AGGREGATE,
     EXPORT,
@@ -45,7 +46,6 @@ LATE_AFTER = timedelta(minutes=2)
 SCHEDULED = Trigger.SCHEDULED
 RESTART = Trigger.RESTART
 #: In the firing id of a manual aggregation's resumption after maintenance (M3).
-RESUME_MARK = "resume-of-run-"
 
 
 class Stream(Protocol):
@@ -129,11 +129,6 @@ class SchedulerState:
 
 
 # --- decisions ---------------------------------------------------------------------------------
-
-
-def firing_id(job: str, planned_at: datetime) -> str:
-    """S11: job + planned instant; unique in ``job_run``, so a firing starts at most one run."""
-    return f"{job}:{planned_at.astimezone(UTC).isoformat()}"
 
 
 @dataclass(frozen=True)
@@ -662,7 +657,7 @@ def _aggregation(tick: _Tick) -> None:
         tick.add(
             Launch(
                 AGGREGATE,
-                firing_id(AGGREGATE, opened) + f"/restart@{tick.now.astimezone(UTC).isoformat()}",
+                restart_id(opened, tick.now),
                 opened,
                 RESTART,
                 "aggregation not running inside its window: restarted (S7)",
@@ -687,7 +682,7 @@ def _resume_manual_aggregation(tick: _Tick) -> None:
     tick.add(
         Launch(
             AGGREGATE,
-            f"{AGGREGATE}:{RESUME_MARK}{paused}",
+            resume_id(paused),
             tick.now,
             RESTART,
             f"resumes aggregation run {paused}, paused for maintenance (M3)",

@@ -24,8 +24,8 @@ from gim_tasks.schedule.engine import (
     Tick,
     WaitingRun,
     decide,
-    firing_id,
 )
+from gim_tasks.schedule.firings import firing_id
 from gim_tasks.schedule.jobs import (
     AGGREGATE,
     EXPORT,
