@@ -25,6 +25,8 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from gim_tasks.schedule.jobs import MAINTAIN
+
 if TYPE_CHECKING:
     from gim_tasks.aggregate.params import Reaggregation
 
@@ -73,7 +75,7 @@ def refusal(request: Reaggregation, holdings: Holdings, tz: ZoneInfo, today: dat
     asked = f"-insertPendingAgg range {request.start}:{request.end}"
     if holdings.calendar is None:
         return (
-            f"{asked} lies outside DATE_TIME, which is empty; run Job_MaintainGIM to fill it; "
+            f"{asked} lies outside DATE_TIME, which is empty; run {MAINTAIN} to fill it; "
             "nothing was changed (D5)"
         )
     first, last = holdings.calendar

@@ -20,7 +20,7 @@ from gim_tasks.cli.common import (
 )
 from gim_tasks.errors import GimError
 from gim_tasks.lifecycle import RunState, Via
-from gim_tasks.schedule.jobs import JOB_NAMES
+from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -379,7 +379,7 @@ def aggregate_once(
     from gim_tasks.jobs.aggregate import run_once
 
     outcome = run_local(
-        "Job_AggregateGIM",
+        AGGREGATE,
         actor or current_actor(),
         body=run_once,
         params=params,
@@ -387,14 +387,14 @@ def aggregate_once(
     )
     counts = outcome.counts
     if counts is None:
-        report_local(outcome, "Job_AggregateGIM")
+        report_local(outcome, AGGREGATE)
         return
     out.print(
         f"run {outcome.run_id}: {outcome.state} ({counts.read:,} intervals, "
         f"{counts.written:,} rows written)" + (f": {outcome.error}" if outcome.error else ""),
         markup=False,
     )
-    report_local(outcome, "Job_AggregateGIM", quiet=True)
+    report_local(outcome, AGGREGATE, quiet=True)
 
 
 @aggregate_app.command("verify")

@@ -16,6 +16,7 @@ from gim_tasks.cli.etl import report_local, run_local
 from gim_tasks.errors import GimError
 from gim_tasks.lifecycle import RunState, Via
 from gim_tasks.runtime.queues import QUEUES
+from gim_tasks.schedule.jobs import AGGREGATE, EXPORT, EXTRACT, UPDATE_STATS
 
 # The manager (SQLAlchemy), Celery's client and rich are imported inside the commands.
 
@@ -79,12 +80,12 @@ def wait_for(run_id: int, timeout: float | None = None) -> dict[str, Any]:
 
 
 def run_command(
-    job: Annotated[str, typer.Argument(help="Job name, e.g. Job_ExtractICON.")],
+    job: Annotated[str, typer.Argument(help=f"Job name, e.g. {EXTRACT}.")],
     params: Annotated[
         str,
         typer.Option(
             "--params",
-            help="Job parameters (Job_AggregateGIM only, e.g. '-insertPendingAgg ALLSETS:…').",
+            help=f"Job parameters ({AGGREGATE} only, e.g. '-insertPendingAgg ALLSETS:…').",
         ),
     ] = "",
     wait: Annotated[bool, typer.Option("--wait", help="Follow the run to its end.")] = False,
@@ -96,7 +97,7 @@ def run_command(
         typer.Option(
             "--force",
             help="Admin: run a job that is not run "
-            "manually (Job_UpdateStats, Job_ExportGIM), recorded "
+            f"manually ({UPDATE_STATS}, {EXPORT}), recorded "
             "as forced (M7).",
         ),
     ] = False,

@@ -16,9 +16,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from gim_tasks.options import store
+from gim_tasks.schedule.jobs import AGGREGATE, EXTRACT, TRANSFORM
 
 #: Extract and Transform runs shown as "recent cycles".
-CYCLE_JOBS = ("Job_ExtractICON", "Job_TransformGIM")
+CYCLE_JOBS = (EXTRACT, TRANSFORM)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -138,16 +139,18 @@ def aggregate_status(engine: sa.Engine) -> dict[str, Any]:
         ).all()
         last = conn.execute(
             sa.text(
-                "SELECT summary FROM job_run WHERE job = 'Job_AggregateGIM' AND summary ? "
+                "SELECT summary FROM job_run WHERE job = :job AND summary ? "
                 "'last_batch_seconds' ORDER BY id DESC LIMIT 1"
-            )
+            ),
+            {"job": AGGREGATE},
         ).scalar_one_or_none()
         runs = conn.execute(
             sa.text(
                 "SELECT id, state, stop_kind, started_at, ended_at FROM job_run "
-                "WHERE job = 'Job_AggregateGIM' AND started_at IS NOT NULL "
+                "WHERE job = :job AND started_at IS NOT NULL "
                 "ORDER BY id DESC LIMIT 10"
-            )
+            ),
+            {"job": AGGREGATE},
         ).all()
         newest = conn.execute(sa.text("SELECT gim_aggregate_freshness()")).scalar_one()
     return {

@@ -13,6 +13,7 @@ from typing import Literal
 
 from gim_tasks.options.values import Options
 from gim_tasks.schedule.etl import DAY_MINUTES, minute_of_day
+from gim_tasks.schedule.jobs import MAINTAIN
 
 Level = Literal["error", "warning"]
 
@@ -153,7 +154,7 @@ def check_options(options: Options) -> CheckReport:
                 "[schedule] run-maintain",
                 "false: nothing creates partitions or fills DATE_TIME ahead, and nothing "
                 "purges expired facts, staging or history (D2); when DATE_TIME runs short the "
-                "check blocks every job but Job_MaintainGIM (C2): run it by hand",
+                f"check blocks every job but {MAINTAIN} (C2): run it by hand",
             )
         )
 

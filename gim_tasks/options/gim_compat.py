@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import re
 
+from gim_tasks.schedule.jobs import AGGREGATE
+
 #: java.time.ZoneId.SHORT_IDS: the zone Java (so GIM) means by each three-letter ID. EST, MST
 #: and HST are fixed offsets in Java.
 JAVA_SHORT_IDS: dict[str, str] = {
@@ -62,7 +64,7 @@ _OFFSET = re.compile(r"(?:GMT|UTC|UT)([+-])(\d{1,2})(?::?(\d{2}))?")
 #: GIM options gim-tasks does not use -> why, or its counterpart here.
 UNUSED: dict[tuple[str, str], str] = {
     ("schedule", "on-demand-migration"): "schema migrations run with `gim db upgrade`",
-    ("gim-etl", "aggregation-engine-class-name"): "aggregation is built in: Job_AggregateGIM",
+    ("gim-etl", "aggregation-engine-class-name"): f"aggregation is built in: {AGGREGATE}",
     ("gim-etl", "days-to-keep-gim-facts"): "the counterpart is [gim-etl] days-to-keep-facts",
     ("gim-etl", "days-to-keep-gidb-facts"): "the counterpart is [gim-etl] days-to-keep-staging",
     ("gim-etl", "days-to-keep-discards-and-job-history"): (

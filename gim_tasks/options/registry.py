@@ -27,6 +27,7 @@ from gim_tasks.options.types import (
     TimeZone,
     TimeZoneList,
 )
+from gim_tasks.schedule.jobs import AGGREGATE, EXPORT, EXTRACT, MAINTAIN, TRANSFORM, UPDATE_STATS
 
 
 class OptionError(GimError):
@@ -131,15 +132,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "run-update-stats",
         _bool,
         "true",
-        "Launch Job_UpdateStats on update-stats-schedule (S6).",
+        f"Launch {UPDATE_STATS} on update-stats-schedule (S6).",
     ),
-    OptionSpec("schedule", "update-stats-schedule", _cron, "0/10 *", "Cron of Job_UpdateStats."),
+    OptionSpec("schedule", "update-stats-schedule", _cron, "0/10 *", f"Cron of {UPDATE_STATS}."),
     OptionSpec(
         "schedule",
         "run-aggregates",
         _bool,
         "false",
-        "Run Job_AggregateGIM continuously inside the aggregation windows (S7).",
+        f"Run {AGGREGATE} continuously inside the aggregation windows (S7).",
     ),
     OptionSpec(
         "schedule",
@@ -160,24 +161,24 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "run-maintain",
         _bool,
         "true",
-        "Launch Job_MaintainGIM daily at maintain-start-time (S4).",
+        f"Launch {MAINTAIN} daily at maintain-start-time (S4).",
     ),
     OptionSpec(
         "schedule",
         "maintain-start-time",
         _clock,
         "03:00",
-        "Time of day Job_MaintainGIM starts; must lie outside the ETL span.",
+        f"Time of day {MAINTAIN} starts; must lie outside the ETL span.",
     ),
     OptionSpec(
-        "schedule", "run-export", _bool, "false", "Launch Job_ExportGIM on export-schedule (S8)."
+        "schedule", "run-export", _bool, "false", f"Launch {EXPORT} on export-schedule (S8)."
     ),
     OptionSpec(
         "schedule",
         "export-schedule",
         _cron,
         "20 0,8,16",
-        "Cron of Job_ExportGIM (default 00:20, 08:20, 16:20).",
+        f"Cron of {EXPORT} (default 00:20, 08:20, 16:20).",
     ),
     # [gim-etl] -- retention, calendars, extraction batching.
     OptionSpec(
@@ -244,14 +245,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "extract-batch-size",
         Integer(100, 10_000_000, "rows"),
         "50000",
-        "Rows per Job_ExtractICON batch; each batch commits with its high-water mark.",
+        f"Rows per {EXTRACT} batch; each batch commits with its high-water mark.",
     ),
     OptionSpec(
         "gim-etl",
         "parallel-tables",
         Integer(1, 8, "tables"),
         "2",
-        "IDB tables Job_ExtractICON extracts, and traffic sources Job_TransformGIM "
+        f"IDB tables {EXTRACT} extracts, and traffic sources {TRANSFORM} "
         "transforms, at once, each in its own connections and batch transactions; "
         "1 = one after the other.",
     ),

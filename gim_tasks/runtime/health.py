@@ -19,7 +19,7 @@ from gim_tasks.errors import GimError
 from gim_tasks.options.check import CheckReport, Finding, Level, check_options
 from gim_tasks.options.paths import resolve_output_directory
 from gim_tasks.options.values import Options
-from gim_tasks.schedule.jobs import MAINTAIN
+from gim_tasks.schedule.jobs import EXPORT, MAINTAIN
 from gim_tasks.settings import Settings
 from gim_tasks.status import Check, run_checks
 
@@ -92,7 +92,7 @@ def check_retention(
                 "warning",
                 "[gim-etl] days-to-keep-facts",
                 f"export has reached {through:%Y-%m-%d %H:%M %Z} only; facts before "
-                f"{oldest_kept:%Y-%m-%d} are purged before Job_ExportGIM exports them",
+                f"{oldest_kept:%Y-%m-%d} are purged before {EXPORT} exports them",
             )
         ]
     return []
@@ -136,7 +136,7 @@ def check_calendar(
                 "error",
                 "[gim-etl] date-time-min-days-ahead",
                 f"{what} {reach}; it must reach {days} days ahead ({needed:%Y-%m-%d}): run "
-                "Job_MaintainGIM (`gim run Job_MaintainGIM`), which fills it up to "
+                f"{MAINTAIN} (`gim run {MAINTAIN}`), which fills it up to "
                 "date-time-max-days-ahead",
                 spares=(MAINTAIN,),
             )

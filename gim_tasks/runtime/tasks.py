@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery
 
 from gim_tasks.lifecycle import RunState
-from gim_tasks.schedule.jobs import JOBS
+from gim_tasks.schedule.jobs import AGGREGATE, JOBS
 from gim_tasks.settings import get_settings
 
 # The job bodies and the execution machinery are imported when a task runs, not when the
@@ -175,7 +175,7 @@ def bad_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
     if args:
         return (
             "positional arguments are not accepted; pass keyword arguments, e.g. celery call "
-            'Job_AggregateGIM --kwargs \'{"params": "-insertPendingAgg ..."}\''
+            f'{AGGREGATE} --kwargs \'{{"params": "-insertPendingAgg ..."}}\''
         )
     unknown = sorted(set(kwargs) - set(TASK_ARGUMENTS))
     if unknown:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 from gim_tasks.lifecycle import RunState, Via
 from gim_tasks.schedule.engine import ActiveRun, SchedulerState, open_window
-from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOB_NAMES, MAINTAIN
+from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOB_NAMES, JOBS, MAINTAIN
 from gim_tasks.schedule.localtime import wall, zone
 from gim_tasks.schedule.options import ScheduleOptions
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from gim_tasks.aggregate.safety import Holdings
 
 #: The [schedule] option that schedules each job that is not run manually (M7).
-SCHEDULED_BY = {"Job_UpdateStats": "update-stats-schedule", "Job_ExportGIM": "export-schedule"}
+SCHEDULED_BY = {info.name: info.scheduled_by[-1] for info in JOBS if not info.manual}
 
 
 @dataclass(frozen=True)

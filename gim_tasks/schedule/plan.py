@@ -15,7 +15,15 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 
 from gim_tasks.schedule.engine import next_runs, streams, window_end
-from gim_tasks.schedule.jobs import AGGREGATE, EXTRACT, JOB_NAMES, MAINTAIN, TRANSFORM
+from gim_tasks.schedule.jobs import (
+    AGGREGATE,
+    EXPORT,
+    EXTRACT,
+    JOB_NAMES,
+    MAINTAIN,
+    TRANSFORM,
+    UPDATE_STATS,
+)
 from gim_tasks.schedule.localtime import resolve, zone
 from gim_tasks.schedule.options import ScheduleOptions
 
@@ -106,18 +114,18 @@ def describe_schedules(options: ScheduleOptions) -> dict[str, tuple[bool, str]]:
     maintain = options.maintain_start.strftime("%H:%M")
     return {
         EXTRACT: (on, f"{options.etl.describe()}, {zone_name}"),
-        TRANSFORM: (on, "after each scheduled Job_ExtractICON completes"),
+        TRANSFORM: (on, f"after each scheduled {EXTRACT} completes"),
         AGGREGATE: (
             on and options.run_aggregates,
             f"windows of {hours:02d}:{minutes:02d} opening "
             f"{options.aggregate_schedule.describe()}, {zone_name}",
         ),
         MAINTAIN: (on and options.run_maintain, f"daily at {maintain}, {zone_name}"),
-        "Job_UpdateStats": (
+        UPDATE_STATS: (
             on and options.run_update_stats,
             f"{options.update_stats_schedule.describe()}, {zone_name}",
         ),
-        "Job_ExportGIM": (
+        EXPORT: (
             on and options.run_export,
             f"{options.export_schedule.describe()}, {zone_name}",
         ),

@@ -19,7 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from gim_tasks.lifecycle import CONDITIONS, RUN_STATES, STOP_KINDS, VERDICTS
 from gim_tasks.options.registry import OPTIONS
-from gim_tasks.schedule.jobs import CATEGORIES, JOB_NAMES
+from gim_tasks.schedule.jobs import AGGREGATE, CATEGORIES, JOB_NAMES
 
 #: Largest id PostgreSQL's bigint holds: larger path ids are a 422, never a 500.
 MAX_ID = 2**63 - 1
@@ -159,7 +159,7 @@ class RunRequest(Closed):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "if": {"properties": {"job": {"const": "Job_AggregateGIM"}}, "required": ["job"]},
+            "if": {"properties": {"job": {"const": AGGREGATE}}, "required": ["job"]},
             "else": {"properties": {"params": {"pattern": r"^\s*$"}}},
         },
     )
@@ -169,7 +169,7 @@ class RunRequest(Closed):
         default="",
         max_length=2000,
         description=(
-            "Job_AggregateGIM only: '-insertPendingAgg <AGR_SET>:<START>:<END>' (M4); a "
+            f"{AGGREGATE} only: '-insertPendingAgg <AGR_SET>:<START>:<END>' (M4); a "
             "malformed value is a 400 naming the bad token; other jobs take none."
         ),
     )

@@ -40,3 +40,45 @@ def test_the_check_sees_an_import_of_the_shell() -> None:
         "from gim_tasks.options.values import Options\ndef f():\n    import gim_tasks.db.engine\n"
     )
     assert shell_imports(source) == ["gim_tasks.options.values", "gim_tasks.db.engine"]
+
+
+JOB_NAMES = (
+    "Job_ExtractICON",
+    "Job_TransformGIM",
+    "Job_AggregateGIM",
+    "Job_MaintainGIM",
+    "Job_UpdateStats",
+    "Job_ExportGIM",
+)
+
+
+def job_name_literals(source: str) -> int:
+    """String literals (docstrings aside) that spell a job's name."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return sum(
+        1
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and any(name in node.value for name in JOB_NAMES)
+    )
+
+
+def test_job_names_are_spelled_in_the_catalogue_only() -> None:
+    """Issue 33: a job is declared once; everything else names it through schedule/jobs.py
+    (migrations aside: they are history)."""
+    spelling = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "gim_tasks").rglob("*.py")
+        if "versions" not in path.parts and job_name_literals(path.read_text())
+    )
+    assert spelling == ["gim_tasks/schedule/jobs.py"]
