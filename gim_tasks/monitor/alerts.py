@@ -19,7 +19,6 @@ import email.policy
 import ipaddress
 import json
 import logging
-import smtplib
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -156,8 +155,7 @@ def deliver(engine: Engine, settings: Settings) -> tuple[int, int]:
                 # Recorded on this row (attempt counted, last error), and the loop goes on:
                 # one bad address or URL never holds up the alerts after it (issue 41).
                 error = f"{type(failure).__name__}: {failure}"
-                expected = (TimeoutError, OSError, urllib.error.URLError, smtplib.SMTPException)
-                if not isinstance(failure, expected):
+                if not isinstance(failure, notify.TRANSIENT):
                     permanent = True
                     log.exception("incident %s %s to %s failed", row.id, row.event, row.target)
             attempts = row.attempts + 1

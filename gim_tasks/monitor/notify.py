@@ -55,6 +55,9 @@ ERROR_STATES = (RunState.FAILED, RunState.STOPPED)
 #: After this many failed attempts a mail is given up (state failed, error kept).
 MAX_ATTEMPTS = 12
 SMTP_TIMEOUT_SECONDS = 20
+#: Failures a retry may cure (the network, the SMTP server, a webhook's receiver: urllib's
+#: errors are OSErrors). Anything else (a message that cannot be composed) is final.
+TRANSIENT = (TimeoutError, OSError, smtplib.SMTPException)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -386,7 +389,7 @@ def deliver(
                     # message cannot carry) is recorded on its row and the loop goes on to
                     # the next: one bad row never holds up the others (issue 41).
                     error = f"{type(failure).__name__}: {failure}"
-                    if not isinstance(failure, TimeoutError | OSError | smtplib.SMTPException):
+                    if not isinstance(failure, TRANSIENT):
                         permanent = True
                         log.exception("run %s: mail to %s could not be composed", row.run_id, to)
             if error is None:

@@ -99,12 +99,14 @@ def check(
         options = store.load_options(conn)
         grace = options.get("monitor", "grace-seconds")
         tick, leader = beat_heartbeat(client)
-        if started is not None and (tick is None or tick < started.timestamp()):
+        # No tick since this watchdog started (a fresh or restarted stack): within the
+        # start-up grace nothing is judged; past it, the scheduler is down.
+        unseen = started is not None and (tick is None or tick < started.timestamp())
+        if unseen and started is not None:
             waited = (now - started).total_seconds()
-            if waited < options.get("monitor", "startup-grace-seconds"):
-                result.starting = True
+            result.starting = waited < options.get("monitor", "startup-grace-seconds")
         if not result.starting:
-            result.scheduler_down = _scheduler(conn, now, tick, leader, started)
+            result.scheduler_down = _scheduler(conn, now, tick, leader, started if unseen else None)
             result.missed = _missed(conn, now, grace)
         result.failing = _failures(conn)
         result.stale = _freshness(conn, options, now)
@@ -138,11 +140,11 @@ def _scheduler(
     now: datetime,
     tick: float | None,
     leader: str | None,
-    started: datetime | None,
+    unseen_since: datetime | None,
 ) -> bool:
-    if started is not None and (tick is None or tick < started.timestamp()):
-        # Past the start-up grace (check() returned before otherwise) with no tick since.
-        detail = f"no beat tick in the {(now - started).total_seconds():.0f} s since the " + (
+    """``unseen_since``: when the watchdog started, if no tick came since (past the grace)."""
+    if unseen_since is not None:
+        detail = f"no beat tick in the {(now - unseen_since).total_seconds():.0f} s since the " + (
             "watchdog started"
             if tick is None
             else f"watchdog started (last at {datetime.fromtimestamp(tick, UTC):%H:%M:%S} UTC "

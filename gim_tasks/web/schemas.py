@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from gim_tasks.lifecycle import CONDITIONS, RUN_STATES, STOP_KINDS, VERDICTS
+from gim_tasks.monitor.timeline import FIRST_YEAR, LAST_YEAR
 from gim_tasks.options.registry import OPTIONS
 from gim_tasks.schedule.jobs import AGGREGATE, CATEGORIES, JOB_NAMES
 
@@ -38,8 +39,8 @@ OptionName = StrEnum(  # type: ignore[misc]
 )
 Trigger = Literal["scheduled", "manual", "forced", "restart"]  # lifecycle.Trigger's values
 
-#: Days the plan and the Timeline take: 1970 to 2999 (issue 32: stated in the document).
-FIRST_YEAR, LAST_YEAR = 1970, 2999
+#: Days the plan and the Timeline take (timeline.FIRST_YEAR to LAST_YEAR: 1970 to 2999), stated
+#: in the document (issue 32); the patterns spell the same range.
 DAY_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
 #: A day, a local time of day, or an ISO instant with its offset (the ledger's from and to).
 WHEN_PATTERN = (

@@ -25,6 +25,7 @@ from gim_tasks.lifecycle import (
     outcome,
 )
 from gim_tasks.monitor.notify import notifications_of
+from gim_tasks.monitor.timeline import FIRST_YEAR, LAST_YEAR
 from gim_tasks.options import store
 from gim_tasks.options.values import Options
 from gim_tasks.runtime.listing import iso, run_record
@@ -114,8 +115,8 @@ def _day(text: str | None, name: str) -> date | None:
         day = date.fromisoformat(text)
     except ValueError:
         raise GimError(f"{name} '{text}' is not a date (YYYY-MM-DD)") from None
-    if not 1970 <= day.year <= 2999:  # the API document's range (web/schemas.DAY_PATTERN)
-        raise GimError(f"{name} {day} is not a day from 1970 to 2999")
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:  # the API document's range (DAY_PATTERN)
+        raise GimError(f"{name} {day} is not a day from {FIRST_YEAR} to {LAST_YEAR}")
     return day
 
 
@@ -171,8 +172,10 @@ class RunQuery:
                 raise GimError(f"ended_since '{ended_since}' is not an ISO instant") from None
             if instant.tzinfo is None:
                 raise GimError(f"ended_since '{ended_since}' needs a UTC offset")
-            if not 1970 <= instant.year <= 2999:  # as every day of the API (issue 41)
-                raise GimError(f"ended_since {instant.isoformat()} is not from 1970 to 2999")
+            if not FIRST_YEAR <= instant.year <= LAST_YEAR:  # as every day of the API (issue 41)
+                raise GimError(
+                    f"ended_since {instant.isoformat()} is not from {FIRST_YEAR} to {LAST_YEAR}"
+                )
         if sort and sort not in SORTS:
             raise GimError(f"unknown sort '{sort}'; sorts are {', '.join(SORTS)}")
         if not 1 <= limit <= 1000 or offset < 0:

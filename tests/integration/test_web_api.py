@@ -846,7 +846,7 @@ def test_a3_a_jobs_email_notifications_page_adds_users_and_addresses_and_saves_a
     assert client.get("/jobs/Job_Nope/notifications").status_code == 404
 
 
-def test_dates_are_days_in_every_body_and_query_as_the_document_says(web: Web) -> None:
+def test_a5_dates_are_days_in_every_body_and_query_as_the_document_says(web: Web) -> None:
     """Issue 32: a number is never taken for a date (pydantic would read it as Unix time), in a
     body as in a query; days outside 1970-2999 and other forms are refused with the status the
     document gives (422 where its schema states the form, 400 where only the code can)."""
@@ -870,7 +870,7 @@ def test_dates_are_days_in_every_body_and_query_as_the_document_says(web: Web) -
     assert unknown.status_code == 400 and "no-such-option" in unknown.json()["error"]
 
 
-def test_out_of_range_dates_on_pages_and_api_are_refused_never_a_500(web: Web) -> None:
+def test_a5_out_of_range_dates_on_pages_and_api_are_refused_never_a_500(web: Web) -> None:
     """Issue 41: the dates a live probe found answered 500 are refused, naming the range."""
     viewer, _ = web.session("viewer")
     admin, _ = web.session("admin")

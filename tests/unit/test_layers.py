@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from gim_tasks.schedule.jobs import JOB_NAMES
+
 ROOT = Path(__file__).resolve().parents[2]
 SHELL = ("options", "runtime", "monitor", "web", "db", "cli")
 
@@ -40,16 +42,6 @@ def test_the_check_sees_an_import_of_the_shell() -> None:
         "from gim_tasks.options.values import Options\ndef f():\n    import gim_tasks.db.engine\n"
     )
     assert shell_imports(source) == ["gim_tasks.options.values", "gim_tasks.db.engine"]
-
-
-JOB_NAMES = (
-    "Job_ExtractICON",
-    "Job_TransformGIM",
-    "Job_AggregateGIM",
-    "Job_MaintainGIM",
-    "Job_UpdateStats",
-    "Job_ExportGIM",
-)
 
 
 def job_name_literals(source: str) -> int:
