@@ -18,8 +18,9 @@ from datetime import UTC, datetime, timedelta
 from croniter import croniter
 
 from gim_tasks.options.values import schedule_from_ini
-from gim_tasks.schedule.engine import ActiveRun, SchedulerState, decide
+from gim_tasks.schedule.engine import decide
 from gim_tasks.schedule.jobs import AGGREGATE, EXPORT, EXTRACT, MAINTAIN, UPDATE_STATS
+from gim_tasks.schedule.state import ActiveRun, SchedulerState
 
 OPTIONS = schedule_from_ini("""
 [schedule]

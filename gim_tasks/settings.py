@@ -130,6 +130,13 @@ class Settings(BaseSettings):
         "Empty: the TCP peer is the client.",
         examples=["10.0.0.0/8,172.16.0.0/12"],
     )
+    job_modules: str = Field(
+        default="",
+        description="Modules of site jobs (comma-separated import paths), each exposing "
+        "JOBS = (JobSpec(...),); read from the environment of every process when the job "
+        "catalogue is built (README: Adding a job).",
+        examples=["acme_jobs.check_mart"],
+    )
     web_hash_slots: int = Field(
         default=2,
         ge=1,

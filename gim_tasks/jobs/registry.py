@@ -1,36 +1,23 @@
-"""Which job names have a body in this version (SPEC §1 names)."""
+"""A job's body, from the catalogue's ``JobSpec.body`` (``module:function``), imported when a
+run needs it: a process that only sends tasks or reads the catalogue loads no body."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
-from gim_tasks.jobs import aggregate, export, extract, maintain, transform, update_stats
+from gim_tasks.errors import GimError
 from gim_tasks.jobs.base import JobContext
-from gim_tasks.schedule.jobs import (
-    AGGREGATE,
-    EXPORT,
-    EXTRACT,
-    JOB_NAMES,
-    MAINTAIN,
-    TRANSFORM,
-    UPDATE_STATS,
-)
-
-BODIES: dict[str, Callable[[JobContext], None]] = {
-    EXTRACT: extract.run,
-    TRANSFORM: transform.run,
-    MAINTAIN: maintain.run,
-    UPDATE_STATS: update_stats.run,
-    EXPORT: export.run,
-    AGGREGATE: aggregate.run,
-}
+from gim_tasks.schedule.jobs import BY_NAME, JOB_NAMES
 
 
 def body_of(job: str) -> Callable[[JobContext], None]:
-    from gim_tasks.errors import GimError
-
-    if job not in JOB_NAMES:
+    spec = BY_NAME.get(job)
+    if spec is None:
         raise GimError(f"unknown job '{job}'; jobs are {', '.join(JOB_NAMES)}")
-    if job not in BODIES:
-        raise GimError(f"{job} cannot run in this version yet; runnable: {', '.join(BODIES)}")
-    return BODIES[job]
+    module, _, function = spec.body.partition(":")
+    try:
+        body: Callable[[JobContext], None] = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as error:
+        raise GimError(f"{job}: its body {spec.body} cannot be loaded: {error}") from None
+    return body

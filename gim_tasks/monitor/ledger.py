@@ -47,22 +47,16 @@ from gim_tasks.schedule.engine import (
     Action,
     Hold,
     Launch,
-    SchedulerState,
     Skip,
     Stop,
     Tick,
 )
 from gim_tasks.schedule.firings import close_id, firing_id
-from gim_tasks.schedule.jobs import (
-    AGGREGATE,
-    EXPORT,
-    EXTRACT,
-    JOB_NAMES,
-    MAINTAIN,
-    UPDATE_STATS,
-)
+from gim_tasks.schedule.gate import Ask, gate
+from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES, STREAMED
 from gim_tasks.schedule.localtime import resolve, zone
 from gim_tasks.schedule.options import ScheduleOptions
+from gim_tasks.schedule.state import SchedulerState
 
 #: How far ahead the ledger is written, and when it is extended (O1: at least 24 h ahead).
 HORIZON = timedelta(hours=26)
@@ -70,12 +64,8 @@ EXTEND_BELOW = timedelta(hours=24)
 #: Ledger rows older than this are deleted when the plan is extended.
 KEEP = timedelta(days=100)
 
-STREAMS = {
-    EXTRACT: "etl",
-    MAINTAIN: "maintenance",
-    UPDATE_STATS: "statistics",
-    EXPORT: "export",
-}
+#: Each streamed job's ledger stream (the catalogue's ``JobSpec.ledger``).
+STREAMS = {spec.name: spec.ledger for spec in STREAMED if spec.ledger}
 WINDOW_OPEN, WINDOW_CLOSE = "window-open", "window-close"
 
 
@@ -320,13 +310,10 @@ def settle_windows(
                 reason += f": stop of run {run_id} requested"
         elif (why := tick.blocked.get(AGGREGATE)) is not None:
             verdict, reason = Verdict.BLOCKED, why
-        elif (running := state.running_job(AGGREGATE)) is not None:
-            # The window's own run starts when this one ends (S2, S7): its launch fills in
-            # the run.
-            verdict = Verdict.HELD
-            reason = f"waiting for {AGGREGATE} run {running.run_id} to end (S2)"
-        elif state.running_job(MAINTAIN) is not None or state.waiting_job(MAINTAIN) is not None:
-            verdict, reason = Verdict.HELD, "window opened during maintenance: starts after it (S7)"
+        elif not (held := gate(AGGREGATE, Ask.SCHEDULER, state)).go:
+            # Maintenance (S7) or the window's earlier run (S2): the window's own run starts
+            # after it, and its launch fills in the run.
+            verdict, reason = Verdict.HELD, held.reason or ""
         if verdict is not None:
             conn.execute(
                 sa.update(firing)

@@ -27,7 +27,15 @@ from gim_tasks.options.types import (
     TimeZone,
     TimeZoneList,
 )
-from gim_tasks.schedule.jobs import AGGREGATE, EXPORT, EXTRACT, MAINTAIN, TRANSFORM, UPDATE_STATS
+from gim_tasks.schedule.jobs import (
+    AGGREGATE,
+    EXPORT,
+    EXTRACT,
+    JOBS,
+    MAINTAIN,
+    TRANSFORM,
+    UPDATE_STATS,
+)
 
 
 class OptionError(GimError):
@@ -350,6 +358,19 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "4",
         "Chunks or tables exported in parallel.",
     ),
+)
+#: The value types a site job's option rows may declare (``schedule.spec.OptionKind``).
+_KINDS: dict[str, OptionType] = {
+    "boolean": _bool,
+    "cron": _cron,
+    "clock-time": _clock,
+    "duration": Duration(),
+}
+#: The [schedule] options of site jobs (``GIM_JOB_MODULES``): their catalogue rows bring them.
+OPTIONS += tuple(
+    OptionSpec("schedule", row.name, _KINDS[row.kind], row.default, row.description)
+    for spec in JOBS
+    for row in spec.options
 )
 
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(spec.section for spec in OPTIONS))

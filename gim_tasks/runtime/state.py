@@ -11,14 +11,9 @@ from sqlalchemy.engine import Connection
 
 from gim_tasks.db.tables import job_run
 from gim_tasks.lifecycle import RunState
-from gim_tasks.schedule.engine import (
-    ActiveRun,
-    CycleView,
-    SchedulerState,
-    WaitingRun,
-)
 from gim_tasks.schedule.firings import RESUME_MARK, firing_id
 from gim_tasks.schedule.jobs import AGGREGATE, EXTRACT, TRANSFORM
+from gim_tasks.schedule.state import ActiveRun, CycleView, SchedulerState, WaitingRun
 
 
 def load_state(conn: Connection, cursors: Mapping[str, datetime]) -> SchedulerState:

@@ -43,7 +43,7 @@ def run_job(
     params: str | dict[str, Any] | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
-    from gim_tasks.jobs.registry import BODIES
+    from gim_tasks.jobs.registry import body_of
     from gim_tasks.runtime.manager import InvalidRequest, request_run
     from gim_tasks.runtime.runs import claim, run_claimed
     from gim_tasks.schedule.admission import Via
@@ -89,7 +89,7 @@ def run_job(
             job,
         )
         return {"run_id": run_id, "state": "not claimable"}
-    state, _, _ = run_claimed(engine, run_id, token, BODIES[job], get_settings().idb_urls)
+    state, _, _ = run_claimed(engine, run_id, token, body_of(job), get_settings().idb_urls)
     _announce(run_id)
     return {"run_id": run_id, "state": state}
 

@@ -21,10 +21,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from gim_tasks.lifecycle import RunState, Via
-from gim_tasks.schedule.engine import ActiveRun, SchedulerState, open_window
-from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOB_NAMES, JOBS, MAINTAIN
+from gim_tasks.schedule.engine import open_window
+from gim_tasks.schedule.gate import Ask, Outcome, gate
+from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOB_NAMES, JOBS
 from gim_tasks.schedule.localtime import wall, zone
 from gim_tasks.schedule.options import ScheduleOptions
+from gim_tasks.schedule.state import SchedulerState
 
 if TYPE_CHECKING:
     from gim_tasks.aggregate.params import Reaggregation
@@ -93,7 +95,7 @@ def admit(
     job = request.job
     if job not in JOB_NAMES:
         return _reject(f"unknown job '{job}'; jobs are {', '.join(JOB_NAMES)}", invalid=True)
-    reaggregation = None
+    reaggregation, tz = None, zone(options.timezone)
     if request.params.strip():
         # The hierarchy registry comes with SQLAlchemy: loaded only when parameters are given
         # (the command line imports this module for Via, and must start fast).
@@ -110,7 +112,6 @@ def admit(
             raise ValueError("a re-aggregation is admitted against the mart's holdings (D5)")
         from gim_tasks.aggregate.safety import refusal as destroys
 
-        tz = zone(options.timezone)
         # D5 before anything else, --force included: nothing overrides it.
         if (why := destroys(reaggregation, holdings, tz, wall(now, tz).date())) is not None:
             return _reject(why)
@@ -122,6 +123,7 @@ def admit(
         )
     if (refused := refusal(job)) is not None:
         return _reject(f"{refused} (C2)")
+    decision = gate(job, Ask.MANUAL, state, tz=tz)  # S2, S13, M5: the exclusivity gate
     running = state.running_job(job)
     if job == AGGREGATE and running is not None and reaggregation is not None:
         return Admission(
@@ -131,12 +133,10 @@ def admit(
             reaggregation=reaggregation,
             joins=running.run_id,
         )
-    if running is not None:
-        return _reject(f"already running as run {running.run_id} (S2)")
-    if (waiting := state.waiting_job(job)) is not None:
-        return _reject(f"already waiting as run {waiting.run_id} (S2)")
+    if decision.outcome is Outcome.SKIP:
+        return _reject(decision.reason or "")
     if job == AGGREGATE and options.run_aggregates:
-        if open_window(options, now, zone(options.timezone)) is None:
+        if open_window(options, now, tz) is None:
             queued = (
                 "; the re-aggregation request stays queued for the next window"
                 if reaggregation is not None
@@ -147,9 +147,8 @@ def admit(
                 f"only inside its windows (M3){queued}",
                 request=reaggregation,
             )
-    wait = _wait_reason(state.running, job)
-    if wait is not None:
-        return Admission(RunState.SCHEDULED, wait, reaggregation=reaggregation)
+    if decision.outcome is Outcome.WAIT:
+        return Admission(RunState.SCHEDULED, decision.reason, reaggregation=reaggregation)
     if reaggregation is not None:
         return Admission(
             RunState.RUNNING,
@@ -157,20 +156,3 @@ def admit(
             reaggregation=reaggregation,
         )
     return Admission(RunState.RUNNING)
-
-
-def _wait_reason(active: tuple[ActiveRun, ...], job: str) -> str | None:
-    """M5: manual maintenance waits until no other run is active; S13 [beyond]: other manual
-    runs wait while maintenance runs (exclusive maintenance is never overlapped)."""
-    if job == MAINTAIN:
-        others = [f"{run.job} run {run.run_id}" for run in active if run.job != MAINTAIN]
-        if others:
-            return (
-                f"waiting for {', '.join(others)} (M5); scheduled launches will wait for "
-                "this maintenance (S13)"
-            )
-        return None
-    maintenance = next((run for run in active if run.job == MAINTAIN), None)
-    if maintenance is not None:
-        return f"waiting for maintenance run {maintenance.run_id} (S13)"
-    return None

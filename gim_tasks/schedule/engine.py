@@ -4,13 +4,12 @@ Pure: no I/O, no clock. The beat calls :func:`decide` on every tick and carries 
 out (launch, hold as Scheduled, release, stop, record a skipped firing), then persists the new
 cursors. Every decision carries the reason an operator will read in the run history.
 
-Rules implemented (SPEC §4): S1 ETL grid and at most one pending cycle; S2 one run per job;
-S3 Transform after Extract; S4 maintenance waits for ETL and excludes other launches; S5 a due
-ETL cycle preempts scheduler-started maintenance; S6 UpdateStats skipped during scheduled
-maintenance; S7 aggregation windows with restart, pause for maintenance, stop at window end;
-S8 export waits for maintenance; S9 run flags; S10 via the streams' local-time resolution;
-S11 firing ids; S12 catch-up after downtime; S13 scheduled launches wait for manual
-maintenance. C2: while the configuration check reports an error no run starts.
+Rules implemented (SPEC §4): S1 the ETL grid; S3 Transform after Extract; S7 aggregation
+windows with restart and stop at window end; S9 run flags; S10 via the streams' local-time
+resolution; S11 firing ids; S12 catch-up after downtime. Who waits for whom (S1's pending
+cycle, S2, S4, S5, S6, S7's pause, S8, S13) is the exclusivity gate's table
+(:mod:`gim_tasks.schedule.gate`), asked for every firing, release and window; the jobs and
+their streams are the catalogue's (:mod:`gim_tasks.schedule.jobs`). C2: while the configuration check reports an error no run starts.
 
 Cost: a tick evaluates each stream's next firing after its cursor; those calls are memoised
 (pure functions of hashable values), so a tick with nothing due costs a few dictionary lookups.
@@ -21,111 +20,34 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, tzinfo
-from typing import Protocol
+from typing import Any
 
-from gim_tasks.lifecycle import COMPLETED_STATES, StopKind, Trigger
-from gim_tasks.schedule.cron import parse_cron
+from gim_tasks.lifecycle import StopKind
 from gim_tasks.schedule.firings import firing_id, restart_id, resume_id
+from gim_tasks.schedule.gate import ROWS, Ask, Decision, Outcome, gate
 from gim_tasks.schedule.jobs import (
     AGGREGATE,
-    EXPORT,
+    BY_NAME,
     EXTRACT,
     JOB_NAMES,
     MAINTAIN,
+    STREAMED,
     TRANSFORM,
-    UPDATE_STATS,
 )
 from gim_tasks.schedule.localtime import resolve, wall, zone
 from gim_tasks.schedule.options import ScheduleOptions
+from gim_tasks.schedule.spec import Stream
+from gim_tasks.schedule.state import (
+    RESTART,
+    SCHEDULED,
+    ActiveRun,
+    SchedulerState,
+    WaitingRun,
+)
 
-COMPLETED = COMPLETED_STATES
 #: A firing handled later than this after its instant counts as missed (scheduler downtime),
 #: and S12's catch-up rules decide whether it still runs.
 LATE_AFTER = timedelta(minutes=2)
-
-SCHEDULED = Trigger.SCHEDULED
-RESTART = Trigger.RESTART
-#: In the firing id of a manual aggregation's resumption after maintenance (M3).
-
-
-class Stream(Protocol):
-    def next_after(self, instant: datetime, tz: tzinfo) -> datetime | None: ...
-
-    def latest_at_or_before(
-        self, instant: datetime, tz: tzinfo, not_before: datetime
-    ) -> datetime | None: ...
-
-
-# --- state snapshot ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ActiveRun:
-    """A run in state Running."""
-
-    run_id: int
-    job: str
-    trigger: str  # scheduled | restart | manual | forced
-    stopping: bool = False  # a stop was already requested
-
-    @property
-    def by_scheduler(self) -> bool:
-        return self.trigger in (SCHEDULED, RESTART)
-
-
-@dataclass(frozen=True)
-class WaitingRun:
-    """A run in state Scheduled: waiting for an exclusivity rule, oldest first."""
-
-    run_id: int
-    job: str
-    trigger: str
-    planned_at: datetime | None = None
-
-    @property
-    def by_scheduler(self) -> bool:
-        return self.trigger in (SCHEDULED, RESTART)
-
-
-@dataclass(frozen=True)
-class CycleView:
-    """The newest scheduled ETL cycle: its planned slot and the states of its two runs."""
-
-    planned_at: datetime
-    extract_state: str | None  # None: not started yet
-    transform_state: str | None
-
-
-@dataclass(frozen=True)
-class SchedulerState:
-    running: tuple[ActiveRun, ...] = ()
-    waiting: tuple[WaitingRun, ...] = ()
-    #: Per stream, the instant of the last firing handled (launched, held or skipped).
-    cursors: Mapping[str, datetime] = field(default_factory=dict)
-    last_cycle: CycleView | None = None
-    #: M3: the newest started aggregation run, when it was Stopped to pause for maintenance.
-    paused_aggregation: int | None = None
-
-    def running_job(self, job: str) -> ActiveRun | None:
-        return next((run for run in self.running if run.job == job), None)
-
-    def waiting_job(self, job: str) -> WaitingRun | None:
-        return next((run for run in self.waiting if run.job == job), None)
-
-    @property
-    def transform_owed(self) -> bool:
-        """S3: the newest scheduled cycle's Extract completed and its Transform has not run."""
-        cycle = self.last_cycle
-        return bool(cycle and cycle.extract_state in COMPLETED and cycle.transform_state is None)
-
-    @property
-    def etl_busy(self) -> bool:
-        """An ETL cycle (or a manual Extract/Transform) is in progress."""
-        return (
-            self.running_job(EXTRACT) is not None
-            or self.running_job(TRANSFORM) is not None
-            or self.transform_owed
-        )
 
 
 # --- decisions ---------------------------------------------------------------------------------
@@ -207,16 +129,9 @@ class Tick:
 
 
 def streams(options: ScheduleOptions) -> dict[str, Stream]:
-    """The enabled firing streams, keyed by the job each one launches (S9)."""
-    result: dict[str, Stream] = {EXTRACT: options.etl}
-    if options.run_maintain:
-        start = options.maintain_start
-        result[MAINTAIN] = parse_cron(f"{start.minute} {start.hour}")
-    if options.run_update_stats:
-        result[UPDATE_STATS] = options.update_stats_schedule
-    if options.run_export:
-        result[EXPORT] = options.export_schedule
-    return result
+    """The firing streams of the jobs whose own flag is on, keyed by the job each one launches
+    (S9): the catalogue's streamed jobs."""
+    return {spec.name: spec.stream(options) for spec in STREAMED if spec.switched_on(options)}
 
 
 def local_midnight(instant: datetime, tz: tzinfo) -> datetime:
@@ -245,9 +160,7 @@ def open_window(options: ScheduleOptions, now: datetime, tz: tzinfo) -> datetime
 def next_runs(options: ScheduleOptions, now: datetime) -> dict[str, datetime | None]:
     """Next Run of every job (A1); None when its launches are off. Transform follows Extract."""
     tz = zone(options.timezone)
-    result: dict[str, datetime | None] = dict.fromkeys(
-        (EXTRACT, TRANSFORM, AGGREGATE, MAINTAIN, UPDATE_STATS, EXPORT)
-    )
+    result: dict[str, datetime | None] = dict.fromkeys(JOB_NAMES)
     if not options.run_scheduler:
         return result
     for job, stream in streams(options).items():
@@ -303,9 +216,14 @@ class _Tick:
                 ),
             )
 
-    @property
-    def maintenance(self) -> ActiveRun | None:
-        return self.state.running_job(MAINTAIN)
+    def gate(self, job: str, planned: datetime | None = None, **kwargs: Any) -> Decision:
+        """The exclusivity gate's answer for ``job`` at this point of the tick; its stops
+        are requested at once."""
+        when = _clock(planned, self.tz) if planned is not None else ""
+        decision = gate(job, Ask.SCHEDULER, self.state, planned=when, tz=self.tz, **kwargs)
+        for run, reason, kind in decision.stops:
+            self.stop(run, reason, kind)
+        return decision
 
     def stop(self, run: ActiveRun, reason: str, kind: StopKind) -> None:
         if not run.stopping:
@@ -316,25 +234,6 @@ class _Tick:
         if self.refusal is None or isinstance(self.refusal, str):
             return self.refusal
         return self.refusal(job)
-
-    def maintenance_blockers(self, manual: bool) -> list[str]:
-        """What a waiting or due maintenance run waits for (S4, M5): every other running job,
-        except UpdateStats for scheduler-started maintenance (S6), and an owed Transform."""
-        blockers = [
-            f"{run.job} run {run.run_id}" if run.run_id > 0 else run.job
-            for run in self.state.running
-            if run.job != MAINTAIN and (manual or run.job != UPDATE_STATS)
-        ]
-        cycle = self.state.last_cycle
-        if (
-            cycle is not None
-            and self.state.transform_owed
-            and not self.state.running_job(TRANSFORM)
-        ):
-            blockers.append(
-                f"{TRANSFORM} of the cycle planned at {_clock(cycle.planned_at, self.tz)}"
-            )
-        return blockers
 
 
 def _clock(instant: datetime, tz: tzinfo) -> str:
@@ -419,138 +318,13 @@ def _handle_stream(tick: _Tick, job: str, stream: Stream) -> None:
     if (refused := tick.refused(job)) is not None:
         tick.add(Skip(job, fid, planned, refused, blocked=True))
         return
-    {
-        EXTRACT: _fire_etl,
-        MAINTAIN: _fire_maintain,
-        UPDATE_STATS: _fire_update_stats,
-        EXPORT: _fire_export,
-    }[job](tick, fid, planned)
-
-
-def _fire_etl(tick: _Tick, fid: str, planned: datetime) -> None:
-    state, maintenance = tick.state, tick.maintenance
-    pending = state.waiting_job(EXTRACT)
-    if pending is not None:
-        tick.add(
-            Skip(
-                EXTRACT,
-                fid,
-                planned,
-                f"a cycle is already pending as run "
-                f"{pending.run_id} (S1: at most one pending cycle)",
-            )
-        )
-        return
-    if maintenance is not None and not maintenance.by_scheduler:
-        tick.add(
-            Hold(
-                EXTRACT,
-                fid,
-                planned,
-                f"waiting for manual maintenance run {maintenance.run_id} (S13)",
-            )
-        )
-        return
-    if maintenance is not None:
-        tick.stop(
-            maintenance,
-            # Maintenance (its purge above all) has no end of its own: an ETL cycle ends it,
-            # and the steps it did not reach run at the next maintenance (S5).
-            f"preempted by the ETL cycle planned at {_clock(planned, tick.tz)} (S5); "
-            "the steps left resume at the next maintenance",
-            StopKind.PREEMPTED,
-        )
-        tick.add(
-            Hold(
-                EXTRACT,
-                fid,
-                planned,
-                f"waiting for maintenance run {maintenance.run_id} to stop (S5)",
-            )
-        )
-        return
-    if state.etl_busy:
-        tick.add(Hold(EXTRACT, fid, planned, "previous ETL cycle still running (S1)"))
-        return
-    tick.add(Launch(EXTRACT, fid, planned, SCHEDULED, "ETL cycle (S1)"))
-
-
-def _fire_maintain(tick: _Tick, fid: str, planned: datetime) -> None:
-    running, waiting = tick.maintenance, tick.state.waiting_job(MAINTAIN)
-    if running is not None:
-        tick.add(Skip(MAINTAIN, fid, planned, f"already running as run {running.run_id} (S2)"))
-        return
-    if waiting is not None:
-        tick.add(Skip(MAINTAIN, fid, planned, f"already waiting as run {waiting.run_id} (S2)"))
-        return
-    aggregation = tick.state.running_job(AGGREGATE)
-    if aggregation is not None:
-        tick.stop(
-            aggregation, "paused for maintenance; resumes after it (S7)", StopKind.MAINTENANCE
-        )
-    blockers = tick.maintenance_blockers(manual=False)
-    if blockers:
-        tick.add(Hold(MAINTAIN, fid, planned, f"waiting for {', '.join(blockers)} (S4)"))
-        return
-    tick.add(Launch(MAINTAIN, fid, planned, SCHEDULED, "daily maintenance (S4)"))
-
-
-def _fire_update_stats(tick: _Tick, fid: str, planned: datetime) -> None:
-    maintenance = tick.maintenance
-    if maintenance is not None and maintenance.by_scheduler:
-        tick.add(
-            Skip(
-                UPDATE_STATS,
-                fid,
-                planned,
-                f"scheduled maintenance run {maintenance.run_id} is running (S6)",
-            )
-        )
-        return
-    if (running := tick.state.running_job(UPDATE_STATS)) is not None:
-        tick.add(Skip(UPDATE_STATS, fid, planned, f"already running as run {running.run_id} (S2)"))
-        return
-    if (waiting := tick.state.waiting_job(UPDATE_STATS)) is not None:
-        tick.add(Skip(UPDATE_STATS, fid, planned, f"already waiting as run {waiting.run_id}"))
-        return
-    if maintenance is not None:
-        tick.add(
-            Hold(
-                UPDATE_STATS,
-                fid,
-                planned,
-                f"waiting for manual maintenance run {maintenance.run_id} (S13)",
-            )
-        )
-        return
-    tick.add(Launch(UPDATE_STATS, fid, planned, SCHEDULED, "statistics schedule (S6)"))
-
-
-def _fire_export(tick: _Tick, fid: str, planned: datetime) -> None:
-    if (running := tick.state.running_job(EXPORT)) is not None:
-        tick.add(Skip(EXPORT, fid, planned, f"already running as run {running.run_id} (S2)"))
-        return
-    if (waiting := tick.state.waiting_job(EXPORT)) is not None:
-        tick.add(Skip(EXPORT, fid, planned, f"already waiting as run {waiting.run_id}"))
-        return
-    reason = _maintenance_gate(tick)
-    if reason is not None:
-        tick.add(Hold(EXPORT, fid, planned, reason))
-        return
-    tick.add(Launch(EXPORT, fid, planned, SCHEDULED, "export schedule (S8)"))
-
-
-def _maintenance_gate(tick: _Tick) -> str | None:
-    """Why a job other than ETL and UpdateStats may not start now because of maintenance,
-    with the rule: scheduled maintenance runs (S8) or manual maintenance runs (S13), or
-    maintenance waits to run (writer preference, so it is not starved)."""
-    if (maintenance := tick.maintenance) is not None:
-        if not maintenance.by_scheduler:
-            return f"waiting for manual maintenance run {maintenance.run_id} (S13)"
-        return f"waiting for maintenance run {maintenance.run_id} (S8)"
-    if (waiting := tick.state.waiting_job(MAINTAIN)) is not None:
-        return f"maintenance run {waiting.run_id} is waiting to start (S8)"
-    return None
+    decision = tick.gate(job, planned)
+    if decision.outcome is Outcome.SKIP:
+        tick.add(Skip(job, fid, planned, decision.reason or ""))
+    elif decision.outcome is Outcome.WAIT:
+        tick.add(Hold(job, fid, planned, decision.reason or ""))
+    else:
+        tick.add(Launch(job, fid, planned, SCHEDULED, BY_NAME[job].launched))
 
 
 def _transform_after_extract(tick: _Tick) -> None:
@@ -561,12 +335,9 @@ def _transform_after_extract(tick: _Tick) -> None:
         not state.transform_owed
         or cycle is None
         or tick.refused(TRANSFORM) is not None
-        or state.running_job(TRANSFORM) is not None
+        or not tick.gate(TRANSFORM).go  # S2; S13: waits for manual maintenance, stays owed
     ):
         return
-    maintenance = tick.maintenance
-    if maintenance is not None and not maintenance.by_scheduler:
-        return  # S13: waits for manual maintenance; stays owed
     tick.add(
         Launch(
             TRANSFORM,
@@ -591,29 +362,14 @@ def _release_waiting(tick: _Tick) -> None:
 
 
 def _release_reason(tick: _Tick, waiting: WaitingRun) -> str | None:
-    state, job = tick.state, waiting.job
-    if state.running_job(job) is not None:
-        return None  # S2
-    maintenance = tick.maintenance
-    if job == MAINTAIN:
-        manual = not waiting.by_scheduler
-        if tick.maintenance_blockers(manual) or state.waiting_job(EXTRACT) is not None:
-            return None
-        aggregation = state.running_job(AGGREGATE)
-        if aggregation is not None:  # pragma: no cover - counted as a blocker above
-            return None
-        return "no other run active (S4)" if not manual else "no other run active (M5)"
-    if job == EXTRACT and waiting.by_scheduler:
-        if maintenance is not None or state.etl_busy:
-            return None
-        return "previous cycle and maintenance ended (S1, S5)"
-    if job == UPDATE_STATS:
-        if maintenance is not None:
-            return None
-        return "maintenance ended (S13)"
-    if _maintenance_gate(tick) is not None:
-        return None
-    return "maintenance ended (S4, S13)"
+    """The gate's answer for a waiting run: the release reason, or None (it keeps waiting)."""
+    ask = Ask.SCHEDULER if waiting.by_scheduler else Ask.MANUAL
+    decision = gate(waiting.job, ask, tick.state, waiting=waiting.run_id, tz=tick.tz)
+    return decision.reason if decision.go else None
+
+
+#: The gate's rows that keep an aggregation window from running: maintenance runs or waits.
+_MAINTENANCE_ROWS = ("S7-maintenance", "S7-maintenance-waiting")
 
 
 def _aggregation(tick: _Tick) -> None:
@@ -628,18 +384,12 @@ def _aggregation(tick: _Tick) -> None:
         if running is not None:
             tick.stop(running, "aggregation window ended (S7)", StopKind.WINDOW_END)
         return
-    paused_for = tick.maintenance or state.waiting_job(MAINTAIN)
-    if paused_for is not None:
+    decision = tick.gate(AGGREGATE)
+    if decision.row in _MAINTENANCE_ROWS:
         if running is not None:
-            tick.stop(
-                running, "paused for maintenance; resumes after it (S7)", StopKind.MAINTENANCE
-            )
+            tick.stop(running, ROWS["S7-pause"].words, StopKind.MAINTENANCE)
         return
-    if (
-        running is not None
-        or state.waiting_job(AGGREGATE) is not None
-        or tick.refused(AGGREGATE) is not None
-    ):
+    if not decision.go or tick.refused(AGGREGATE) is not None:
         return
     first = tick.state.cursors.get(AGGREGATE) != opened
     tick.cursors[AGGREGATE] = opened
@@ -669,15 +419,8 @@ def _resume_manual_aggregation(tick: _Tick) -> None:
     """M3: with ``run-aggregates=false`` a manual aggregation runs until someone stops it; when
     the scheduler paused it for maintenance (S7), it resumes once maintenance is over. The
     firing id names the paused run, so it resumes once (S11)."""
-    state, paused = tick.state, tick.state.paused_aggregation
-    if (
-        paused is None
-        or tick.maintenance is not None
-        or state.waiting_job(MAINTAIN) is not None
-        or state.running_job(AGGREGATE) is not None
-        or state.waiting_job(AGGREGATE) is not None
-        or tick.refused(AGGREGATE) is not None
-    ):
+    paused = tick.state.paused_aggregation
+    if paused is None or tick.refused(AGGREGATE) is not None or not tick.gate(AGGREGATE).go:
         return
     tick.add(
         Launch(

@@ -30,6 +30,16 @@ class ScheduleOptions:
     maintain_start: time
     run_export: bool
     export_schedule: Cron
+    #: Every [schedule] option's value by name, the built-in jobs' above included: a site
+    #: job's catalogue row reads its own options through :meth:`value`.
+    values: tuple[tuple[str, Any], ...] = ()
+
+    def value(self, name: str) -> Any:
+        """The value of the ``[schedule]`` option ``name`` (KeyError for an unknown one)."""
+        for key, value in self.values:
+            if key == name:
+                return value
+        raise KeyError(f"[schedule] {name} is not an option")
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> ScheduleOptions:
@@ -47,4 +57,5 @@ class ScheduleOptions:
             maintain_start=values["maintain-start-time"],
             run_export=values["run-export"],
             export_schedule=values["export-schedule"],
+            values=tuple(sorted(values.items())),
         )

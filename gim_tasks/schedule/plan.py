@@ -15,15 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 
 from gim_tasks.schedule.engine import next_runs, streams, window_end
-from gim_tasks.schedule.jobs import (
-    AGGREGATE,
-    EXPORT,
-    EXTRACT,
-    JOB_NAMES,
-    MAINTAIN,
-    TRANSFORM,
-    UPDATE_STATS,
-)
+from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES, JOBS
 from gim_tasks.schedule.localtime import resolve, zone
 from gim_tasks.schedule.options import ScheduleOptions
 
@@ -106,30 +98,9 @@ class NextRun:
 
 
 def describe_schedules(options: ScheduleOptions) -> dict[str, tuple[bool, str]]:
-    """Per job: whether the scheduler launches it, and its schedule in words."""
-    zone_name = options.timezone
-    on = options.run_scheduler
-    duration = options.aggregate_duration
-    hours, minutes = divmod(int(duration.total_seconds()) // 60, 60)
-    maintain = options.maintain_start.strftime("%H:%M")
-    return {
-        EXTRACT: (on, f"{options.etl.describe()}, {zone_name}"),
-        TRANSFORM: (on, f"after each scheduled {EXTRACT} completes"),
-        AGGREGATE: (
-            on and options.run_aggregates,
-            f"windows of {hours:02d}:{minutes:02d} opening "
-            f"{options.aggregate_schedule.describe()}, {zone_name}",
-        ),
-        MAINTAIN: (on and options.run_maintain, f"daily at {maintain}, {zone_name}"),
-        UPDATE_STATS: (
-            on and options.run_update_stats,
-            f"{options.update_stats_schedule.describe()}, {zone_name}",
-        ),
-        EXPORT: (
-            on and options.run_export,
-            f"{options.export_schedule.describe()}, {zone_name}",
-        ),
-    }
+    """Per job: whether the scheduler launches it, and its schedule in words (the catalogue's
+    ``JobSpec.active`` and ``JobSpec.words``)."""
+    return {spec.name: (spec.active(options), spec.words(options)) for spec in JOBS}
 
 
 def next_run_table(options: ScheduleOptions, now: datetime) -> list[NextRun]:

@@ -16,7 +16,6 @@ import pytest
 from gim_tasks.aggregate.safety import Holdings
 from gim_tasks.options.values import Options, ScheduleOptions
 from gim_tasks.schedule.admission import RunRequest, Via, admit
-from gim_tasks.schedule.engine import ActiveRun, SchedulerState, WaitingRun
 from gim_tasks.schedule.jobs import (
     AGGREGATE,
     EXPORT,
@@ -26,6 +25,7 @@ from gim_tasks.schedule.jobs import (
     UPDATE_STATS,
 )
 from gim_tasks.schedule.localtime import resolve, zone
+from gim_tasks.schedule.state import ActiveRun, SchedulerState, WaitingRun
 
 TZ = zone("Europe/Berlin")
 #: Aggregation windows open at 04:00 for 23 hours: closed from 03:00 to 04:00 (Berlin).

@@ -13,16 +13,12 @@ import pytest
 from gim_tasks.lifecycle import StopKind
 from gim_tasks.options.values import Options, ScheduleOptions
 from gim_tasks.schedule.engine import (
-    ActiveRun,
-    CycleView,
     Hold,
     Launch,
     Release,
-    SchedulerState,
     Skip,
     Stop,
     Tick,
-    WaitingRun,
     decide,
 )
 from gim_tasks.schedule.firings import firing_id
@@ -35,6 +31,7 @@ from gim_tasks.schedule.jobs import (
     UPDATE_STATS,
 )
 from gim_tasks.schedule.localtime import resolve, zone
+from gim_tasks.schedule.state import ActiveRun, CycleView, SchedulerState, WaitingRun
 
 TZ = zone("Europe/Berlin")
 

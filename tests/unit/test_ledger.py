@@ -10,8 +10,9 @@ import pytest
 
 from gim_tasks.monitor import ledger
 from gim_tasks.options.values import schedule_from_ini
-from gim_tasks.schedule.engine import Hold, Launch, SchedulerState, Skip, decide
+from gim_tasks.schedule.engine import Hold, Launch, Skip, decide
 from gim_tasks.schedule.localtime import resolve, zone
+from gim_tasks.schedule.state import SchedulerState
 
 INI = """\
 [schedule]

@@ -41,12 +41,21 @@ def test_every_cited_rule_is_in_the_map() -> None:
 
 
 def test_every_enforcement_point_resolves() -> None:
+    """``module.attribute``, or a row of the exclusivity gate's table as
+    ``schedule.gate.TABLE[row-id]``: the row exists and cites the rule."""
+    from gim_tasks.schedule.gate import ROWS
+
     for rule, (_, where, _) in _rows().items():
         assert where, rule
         for point in where:
+            point, _, row = point.partition("[")
             module, _, attribute = point.rpartition(".")
             loaded = importlib.import_module(f"gim_tasks.{module}")
             assert hasattr(loaded, attribute), f"{rule}: gim_tasks.{point} does not exist"
+            if row:
+                row = row.rstrip("]")
+                assert row in ROWS, f"{rule}: the gate has no row {row}"
+                assert rule in RULE.findall(f"{row} {ROWS[row].words}"), f"{rule}: {row}"
 
 
 def test_every_listed_test_exists() -> None:
