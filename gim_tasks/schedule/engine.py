@@ -9,7 +9,8 @@ windows with restart and stop at window end; S9 run flags; S10 via the streams' 
 resolution; S11 firing ids; S12 catch-up after downtime. Who waits for whom (S1's pending
 cycle, S2, S4, S5, S6, S7's pause, S8, S13) is the exclusivity gate's table
 (:mod:`gim_tasks.schedule.gate`), asked for every firing, release and window; the jobs and
-their streams are the catalogue's (:mod:`gim_tasks.schedule.jobs`). C2: while the configuration check reports an error no run starts.
+their streams are the catalogue's (:mod:`gim_tasks.schedule.jobs`). C2: while the
+configuration check reports an error no run starts.
 
 Cost: a tick evaluates each stream's next firing after its cursor; those calls are memoised
 (pure functions of hashable values), so a tick with nothing due costs a few dictionary lookups.

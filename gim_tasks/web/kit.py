@@ -4,23 +4,27 @@ with the helpers that render pages and admit runs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any
 
+from fastapi import Depends, Request
 from fastapi import Path as FastApiPath
+from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException
 
+from gim_tasks.schedule.jobs import JOBS
 from gim_tasks.settings import Settings
 from gim_tasks.web import schemas as sc
+from gim_tasks.web.auth import Principal
 from gim_tasks.web.schemas import errors
 
 #: Path ids: bigint in PostgreSQL, so 1 .. 2**63 - 1 (larger ones are a 422, never a 500).
 RunId = Annotated[int, FastApiPath(ge=1, le=sc.MAX_ID, description="Run id.")]
 SubscriptionId = Annotated[int, FastApiPath(ge=1, le=sc.MAX_ID, description="Subscription id.")]
+#: Every text of a body is stored: PostgreSQL cannot store a NUL byte (app.py's handler).
+NUL = "text with a NUL byte, which PostgreSQL cannot store."
 #: Every authenticated operation may answer these.
 AUTH = errors(401, 403)
 #: History's page size unless ?limit= says otherwise; the API's largest offset.
@@ -37,24 +41,127 @@ class LoginRequired(Exception):
         self.target = target
 
 
-@dataclass(frozen=True)
 class Kit:
-    """The app's engine, settings and templates, and the helpers the routes call (who may
-    call a route: :mod:`gim_tasks.web.access`)."""
+    """What every route shares, built once by :func:`gim_tasks.web.app.create_app` and kept in
+    ``app.state.kit``; a route receives it as a parameter ``kit: KitDep`` (a FastAPI
+    dependency). Who may call a route: :mod:`gim_tasks.web.access`."""
 
-    engine: Engine
-    settings: Settings
-    templates: Jinja2Templates
-    throttle: Any
-    hash_slots: Any
-    page: Callable[..., Any]
-    back: Callable[..., Any]
-    admit: Callable[..., Any]
-    gim_error: Callable[..., ApiError]
-    known_option: Callable[..., tuple[str, str]]
-    startable: Callable[..., list[tuple[str, bool]]]
-    option_rows: Callable[[], tuple[list[dict[str, Any]], Any]]
-    redis: Callable[[], Any]  # the app's Redis client (made on first use)
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        templates: Jinja2Templates,
+        throttle: Any,
+        hash_slots: Any,
+    ) -> None:
+        self.engine, self.settings, self.templates = engine, settings, templates
+        self.throttle, self.hash_slots = throttle, hash_slots
+        self._redis: Any = None
+
+    def redis(self) -> Any:
+        """The app's Redis client (made on first use)."""
+        if self._redis is None:
+            import redis
+
+            self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
+        return self._redis
+
+    def tz_name(self) -> str:
+        from gim_tasks.web import views
+
+        return views.schedule_zone(self.engine)
+
+    @staticmethod
+    def known_option(section: Enum, name: Enum) -> tuple[str, str]:
+        """The option's section and name as text; a 404 when the section has no such name."""
+        from gim_tasks.options.registry import BY_KEY, OPTIONS
+
+        key = (str(section.value), str(name.value))
+        if key not in BY_KEY:
+            names = ", ".join(spec.name for spec in OPTIONS if spec.section == key[0])
+            raise ApiError(404, f"[{key[0]}] has no option '{key[1]}'; its options are {names}")
+        return key
+
+    @staticmethod
+    def startable(who: Principal) -> list[tuple[str, bool]]:
+        """Run Job's choices: (job, needs force). Operators start the jobs M7 lets anyone run
+        by hand; admins also the others, forced."""
+        return [(job.name, not job.manual) for job in JOBS if job.manual or who.may("admin")]
+
+    def page(self, request: Request, name: str, who: Principal, **context: Any) -> Response:
+        from gim_tasks.web import views
+
+        days = _days(request.query_params.get("days"))
+        context.setdefault("notice", request.session.pop("notice", None))
+        return self.templates.TemplateResponse(
+            request,
+            name,
+            {
+                "user": who,
+                "csrf": request.session.get("csrf", ""),
+                "tz": context.pop("tz", None) or self.tz_name(),
+                "summary": views.summary(self.engine, days),
+                "path": request.url.path,
+                **context,
+            },
+        )
+
+    @staticmethod
+    def back(request: Request, target: str, notice: str) -> Response:
+        request.session["notice"] = notice
+        return RedirectResponse(target, status_code=303)
+
+    def admit(self, job: str, params: str, force: bool, who: Principal) -> Any:
+        """Request a run as ``who`` through the one admission (M0), sent to a worker when
+        admitted."""
+        from gim_tasks.runtime.dispatch import request_and_send
+        from gim_tasks.schedule.admission import Via
+
+        if force and not who.may("admin"):
+            raise ApiError(403, "forcing a run (M7) needs the admin role")
+        return request_and_send(self.engine, job, who.name, params, force, via=Via.API)
+
+    def option_rows(self) -> tuple[list[dict[str, Any]], Any]:
+        """Every option with its value, default, description and last changer; the check."""
+        from gim_tasks.options import store
+        from gim_tasks.options.registry import OPTIONS
+        from gim_tasks.runtime.health import check_deployment
+
+        with self.engine.connect() as conn:
+            options = store.load_options(conn)
+        report = check_deployment(options, self.settings)
+        rows = [
+            {
+                "section": spec.section,
+                "name": spec.name,
+                "value": options.texts[spec.key],
+                "default": spec.default,
+                "stored": spec.key in options.stored,
+                "description": spec.description,
+                "allowed": spec.type.allowed,
+                "changed_by": options.changes[spec.key].actor
+                if spec.key in options.changes
+                else "",
+            }
+            for spec in OPTIONS
+        ]
+        return rows, report
+
+
+def _kit(request: Request) -> Kit:
+    kit: Kit = request.app.state.kit
+    return kit
+
+
+#: A route's parameter ``kit: KitDep``: the app's :class:`Kit`, from ``app.state``.
+KitDep = Annotated[Kit, Depends(_kit)]
+
+
+def _days(text: str | None) -> int:
+    try:
+        return min(max(int(text or 7), 1), 366)
+    except ValueError:
+        return 7
 
 
 def text(value: Enum | None) -> str | None:

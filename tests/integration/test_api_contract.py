@@ -45,6 +45,7 @@ from gim_tasks.monitor import notify
 from gim_tasks.settings import Settings, get_settings
 from gim_tasks.web import auth
 from gim_tasks.web.app import create_app
+from gim_tasks.web.errors import every_route
 from gim_tasks.web.schemas import CANNOT_CHECK
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,7 +109,7 @@ def _unchecked(operation: str) -> str:
 def _roles(app: Any) -> dict[str, str]:
     """Each API operation's weakest role, read from its role dependency (api_role)."""
     found = {}
-    for route in app.routes:
+    for route in every_route(app):
         if isinstance(route, APIRoute) and route.include_in_schema:
             needed = [d.call.role for d in route.dependant.dependencies if hasattr(d.call, "role")]
             needed += [

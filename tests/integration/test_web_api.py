@@ -23,6 +23,7 @@ from gim_tasks.options import store
 from gim_tasks.settings import get_settings
 from gim_tasks.web import auth
 from gim_tasks.web.app import MAX_BODY, create_app
+from gim_tasks.web.errors import every_route
 
 PASSWORD = "correct horse 1"
 
@@ -138,7 +139,7 @@ def web(gim_env: dict[str, str]) -> Iterator[Web]:
 
 def _app_routes(app: Any) -> set[tuple[str, str]]:
     found = set()
-    for route in app.routes:
+    for route in every_route(app):
         if isinstance(route, Mount):
             assert route.path == "/static", f"unexpected mount {route.path}"
             continue

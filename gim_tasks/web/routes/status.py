@@ -1,0 +1,76 @@
+"""Status: the summary, ETL and aggregation status, /metrics (A4, O5)."""
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from gim_tasks.monitor import mart_status
+from gim_tasks.web import schemas as sc
+from gim_tasks.web import views
+from gim_tasks.web.access import PageViewer, Viewer
+from gim_tasks.web.kit import AUTH, KitDep
+from gim_tasks.web.schemas import errors, ok
+
+log = logging.getLogger("gim_tasks.web")
+
+router = APIRouter()
+
+
+@router.get(
+    "/api/summary",
+    tags=["jobs"],
+    response_model=None,
+    responses={**ok(sc.Summary, "Per category."), **AUTH, **errors(422)},
+)
+def api_summary(
+    kit: KitDep, who: Viewer, days: Annotated[int, Query(ge=1, le=366)] = 7
+) -> dict[str, Any]:
+    """Status summary (A4): per category, runs and failures of the last N days."""
+    return views.summary(kit.engine, days)
+
+
+@router.get(
+    "/api/etl/status",
+    tags=["status"],
+    response_model=None,
+    responses={**ok(sc.EtlStatus, "ETL status."), **AUTH},
+)
+def api_etl_status(kit: KitDep, who: Viewer) -> dict[str, Any]:
+    """What `gim etl status --json` shows: per IDB and table extraction marks and rows
+    waiting for Transform, segment facts and discards per IDB, lag, fact counts, the last
+    Extract and Transform runs."""
+    return mart_status.etl_status(kit.engine)
+
+
+@router.get(
+    "/api/aggregate/status",
+    tags=["status"],
+    response_model=None,
+    responses={**ok(sc.AggregateStatus, "Aggregation status."), **AUTH},
+)
+def api_aggregate_status(kit: KitDep, who: Viewer) -> dict[str, Any]:
+    """What `gim aggregate status --json` shows: pending intervals, queued re-aggregation
+    requests, the last batch's duration, recent runs, freshness per hierarchy."""
+    return mart_status.aggregate_status(kit.engine)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(kit: KitDep, who: Viewer) -> Response:
+    """Prometheus metrics (O5), read from PostgreSQL and Redis on each scrape; any API
+    token (viewer) may scrape."""
+    from gim_tasks.monitor import metrics
+
+    body = metrics.exposition(kit.engine, kit.redis())
+    return Response(body, media_type=metrics.CONTENT_TYPE)
+
+
+@router.get("/etl", response_class=HTMLResponse, include_in_schema=False)
+def etl_page(kit: KitDep, request: Request, who: PageViewer) -> Response:
+    return kit.page(request, "etl.html", who, etl=mart_status.etl_status(kit.engine))
+
+
+@router.get("/aggregation", response_class=HTMLResponse, include_in_schema=False)
+def aggregation_page(kit: KitDep, request: Request, who: PageViewer) -> Response:
+    return kit.page(request, "aggregation.html", who, agg=mart_status.aggregate_status(kit.engine))
