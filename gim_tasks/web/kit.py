@@ -164,6 +164,15 @@ def _days(text: str | None) -> int:
         return 7
 
 
+def day_query(description: str, alias: str | None = None) -> Any:
+    """A query parameter that is a local day ``YYYY-MM-DD`` (its pattern in the document)."""
+    from fastapi import Query
+
+    return Query(
+        alias=alias, description=description, json_schema_extra={"pattern": sc.DAY_PATTERN}
+    )
+
+
 def text(value: Enum | None) -> str | None:
     """An enumerated parameter as the plain text the views take."""
     return None if value is None else str(value.value)

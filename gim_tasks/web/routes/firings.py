@@ -1,6 +1,5 @@
 """Firings and the Timeline: the ledger, the plan drawn, a schedule change previewed (O1, A7)."""
 
-import logging
 from datetime import UTC, datetime, timedelta
 from datetime import date as datetime_date
 from typing import Annotated, Any
@@ -16,10 +15,8 @@ from gim_tasks.options import store
 from gim_tasks.options.registry import OptionError
 from gim_tasks.web import schemas as sc
 from gim_tasks.web.access import Admin, PageAdmin, PageViewer, Viewer
-from gim_tasks.web.kit import AUTH, NUL, ApiError, KitDep, plain_days
+from gim_tasks.web.kit import AUTH, NUL, ApiError, KitDep, day_query, plain_days
 from gim_tasks.web.schemas import errors, ok
-
-log = logging.getLogger("gim_tasks.web")
 
 router = APIRouter()
 
@@ -84,10 +81,8 @@ def api_timeline(
     request: Request,
     start: Annotated[
         datetime_date | None,
-        Query(
-            description="First local day, YYYY-MM-DD from 1970 to 2999 (default: today in "
-            "the schedule's zone).",
-            json_schema_extra={"pattern": sc.DAY_PATTERN},
+        day_query(
+            "First local day, YYYY-MM-DD from 1970 to 2999 (default: today in the schedule's zone)."
         ),
     ] = None,
     days: Annotated[int, Query(ge=1, le=7, description="Days: 1 to 7.")] = 1,

@@ -1,6 +1,5 @@
 """Notifications and alerts: subscriptions per job, incidents (A3, O3)."""
 
-import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -18,8 +17,6 @@ from gim_tasks.web import schemas as sc
 from gim_tasks.web.access import Admin, PageAdmin, PageViewer, Viewer
 from gim_tasks.web.kit import AUTH, NUL, KitDep, SubscriptionId
 from gim_tasks.web.schemas import errors, ok
-
-log = logging.getLogger("gim_tasks.web")
 
 router = APIRouter()
 

@@ -1,6 +1,5 @@
 """Operator options: list, set, unset (C1)."""
 
-import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -13,8 +12,6 @@ from gim_tasks.web import schemas as sc
 from gim_tasks.web.access import Admin, PageAdmin, PageViewer, Viewer
 from gim_tasks.web.kit import AUTH, NUL, KitDep
 from gim_tasks.web.schemas import errors, ok
-
-log = logging.getLogger("gim_tasks.web")
 
 router = APIRouter()
 

@@ -1,6 +1,5 @@
 """Runs: start, stop, cancel, the Running and History tabs, a run's page (M1, M6, A2, A6)."""
 
-import logging
 from datetime import date as datetime_date
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -25,12 +24,11 @@ from gim_tasks.web.kit import (
     ApiError,
     KitDep,
     RunId,
+    day_query,
     plain_days,
     text,
 )
 from gim_tasks.web.schemas import errors, ok
-
-log = logging.getLogger("gim_tasks.web")
 
 router = APIRouter()
 
@@ -77,26 +75,15 @@ def api_runs(
     ] = None,
     date: Annotated[
         datetime_date | None,
-        Query(
-            description="A local day of the schedule's zone, YYYY-MM-DD (from = to).",
-            json_schema_extra={"pattern": sc.DAY_PATTERN},
-        ),
+        day_query("A local day of the schedule's zone, YYYY-MM-DD (from = to)."),
     ] = None,
     since: Annotated[
         datetime_date | None,
-        Query(
-            alias="from",
-            description="First local day (included), YYYY-MM-DD.",
-            json_schema_extra={"pattern": sc.DAY_PATTERN},
-        ),
+        day_query("First local day (included), YYYY-MM-DD.", alias="from"),
     ] = None,
     until: Annotated[
         datetime_date | None,
-        Query(
-            alias="to",
-            description="Last local day (included), YYYY-MM-DD.",
-            json_schema_extra={"pattern": sc.DAY_PATTERN},
-        ),
+        day_query("Last local day (included), YYYY-MM-DD.", alias="to"),
     ] = None,
     outcome: Annotated[
         str | None,

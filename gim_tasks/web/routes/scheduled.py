@@ -1,6 +1,5 @@
 """The Scheduled tab: every job of the catalogue with its Next Run (A1)."""
 
-import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -14,8 +13,6 @@ from gim_tasks.web import views
 from gim_tasks.web.access import PageViewer, Viewer
 from gim_tasks.web.kit import AUTH, KitDep, text
 from gim_tasks.web.schemas import errors, ok
-
-log = logging.getLogger("gim_tasks.web")
 
 router = APIRouter()
 

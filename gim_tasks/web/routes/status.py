@@ -1,6 +1,5 @@
 """Status: the summary, ETL and aggregation status, /metrics (A4, O5)."""
 
-import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -12,8 +11,6 @@ from gim_tasks.web import views
 from gim_tasks.web.access import PageViewer, Viewer
 from gim_tasks.web.kit import AUTH, KitDep
 from gim_tasks.web.schemas import errors, ok
-
-log = logging.getLogger("gim_tasks.web")
 
 router = APIRouter()
 
