@@ -6,6 +6,8 @@ wrong and what is allowed or what to do next.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class GimError(Exception):
     """Base class of every error the user should read as one line."""
@@ -42,3 +44,17 @@ class NotFound(GimError):
 class Conflict(GimError):
     """The request is well formed but the object's current state refuses it (the API's 409):
     stopping a run that already ended, subscribing a user without an e-mail address."""
+
+
+def aware_instant(text: str, what: str) -> datetime:
+    """An ISO-8601 instant with its UTC offset (``what`` names it in the error: an option, a
+    parameter), or a :class:`GimError` saying which part is missing."""
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise GimError(
+            f"{what} '{text}' is not an ISO-8601 instant, e.g. 2026-11-23T00:00+01:00"
+        ) from None
+    if instant.tzinfo is None:
+        raise GimError(f"{what} '{text}' has no UTC offset; add one, e.g. {text}+00:00")
+    return instant

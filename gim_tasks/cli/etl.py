@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -18,7 +18,7 @@ from gim_tasks.cli.common import (
     out,
     settings,
 )
-from gim_tasks.errors import GimError
+from gim_tasks.errors import GimError, aware_instant
 from gim_tasks.lifecycle import RunState, Via
 from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES
 
@@ -96,12 +96,7 @@ def idb_generate(
 
     from gim_tasks.idb.generator import generate
 
-    try:
-        begin = datetime.fromisoformat(start)
-    except ValueError:
-        raise GimError(f"--start '{start}' is not ISO-8601, e.g. 2026-11-23T00:00+01:00") from None
-    if begin.tzinfo is None:
-        raise GimError(f"--start '{start}' has no UTC offset; add one, e.g. {start}+00:00")
+    begin = aware_instant(start, "--start")
     url = _pick_idb(idb)
     with psycopg.connect(url) as conn:
         if as_json:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from gim_tasks.cli.common import JsonFlag, mart_engine, out
-from gim_tasks.errors import GimError
+from gim_tasks.errors import GimError, aware_instant
 
 if TYPE_CHECKING:
     from gim_tasks.schedule.options import ScheduleOptions
@@ -102,12 +102,7 @@ def next_command(
     options = _schedule_options(options_file)
     instant = datetime.now(UTC)
     if now is not None:
-        try:
-            instant = datetime.fromisoformat(now)
-        except ValueError:
-            raise GimError(f"--now '{now}' is not an ISO-8601 instant") from None
-        if instant.tzinfo is None:
-            raise GimError(f"--now '{now}' has no UTC offset; add one, e.g. {now}+00:00")
+        instant = aware_instant(now, "--now")
     rows = next_run_table(options, instant)
     if as_json:
         print(json.dumps([row.as_dict() for row in rows], indent=2))

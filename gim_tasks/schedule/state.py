@@ -16,13 +16,10 @@ RESTART = Trigger.RESTART
 
 
 @dataclass(frozen=True)
-class ActiveRun:
-    """A run in state Running."""
-
+class _Run:
     run_id: int
     job: str
     trigger: str  # scheduled | restart | manual | forced
-    stopping: bool = False  # a stop was already requested
 
     @property
     def by_scheduler(self) -> bool:
@@ -30,17 +27,17 @@ class ActiveRun:
 
 
 @dataclass(frozen=True)
-class WaitingRun:
+class ActiveRun(_Run):
+    """A run in state Running (or Scheduled and already sent to a worker)."""
+
+    stopping: bool = False  # a stop was already requested
+
+
+@dataclass(frozen=True)
+class WaitingRun(_Run):
     """A run in state Scheduled: waiting for an exclusivity rule, oldest first."""
 
-    run_id: int
-    job: str
-    trigger: str
     planned_at: datetime | None = None
-
-    @property
-    def by_scheduler(self) -> bool:
-        return self.trigger in (SCHEDULED, RESTART)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from gim_tasks.db.mart_tables import discard
 from gim_tasks.db.tables import RUN_STATES, job_run
-from gim_tasks.errors import GimError
+from gim_tasks.errors import GimError, aware_instant
 from gim_tasks.lifecycle import (
     FAILURE,
     OPERATOR_STOP,
@@ -166,12 +166,7 @@ class RunQuery:
             raise GimError(f"from {first} is after to {last}")
         instant = None
         if ended_since:
-            try:
-                instant = datetime.fromisoformat(ended_since)
-            except ValueError:
-                raise GimError(f"ended_since '{ended_since}' is not an ISO instant") from None
-            if instant.tzinfo is None:
-                raise GimError(f"ended_since '{ended_since}' needs a UTC offset")
+            instant = aware_instant(ended_since, "ended_since")
             if not FIRST_YEAR <= instant.year <= LAST_YEAR:  # as every day of the API (issue 41)
                 raise GimError(
                     f"ended_since {instant.isoformat()} is not from {FIRST_YEAR} to {LAST_YEAR}"
