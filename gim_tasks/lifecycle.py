@@ -103,6 +103,9 @@ class Verdict(StrEnum):
     SKIPPED = "skipped"  # a rule or flag starts nothing (S1, S2, S6, S9, S12)
     BLOCKED = "blocked"  # the configuration check blocks it (C2)
     MISSED = "missed"  # no decision by planned + grace: the scheduler was down
+    PAUSED = "paused"  # the job (or every job) was paused by an operator (P1)
+    OPERATOR_SKIP = "operator-skip"  # an operator skipped this one firing (P2)
+    BLACKOUT = "blackout"  # inside a blackout window naming the job (P3)
 
 
 VERDICTS = tuple(verdict.value for verdict in Verdict)
@@ -117,6 +120,7 @@ class Condition(StrEnum):
     LATE = "late"
     STALE_DATA = "stale-data"
     SCHEDULER_DOWN = "scheduler-down"
+    PAUSED = "paused"  # P1, P5: the job is paused (opened by a pause, resolved by its end)
 
 
 CONDITIONS = tuple(condition.value for condition in Condition)

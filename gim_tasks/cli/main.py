@@ -17,6 +17,7 @@ import typer
 from gim_tasks import __version__
 from gim_tasks.cli import config as config_cli
 from gim_tasks.cli import etl as etl_cli
+from gim_tasks.cli import holds as holds_cli
 from gim_tasks.cli import monitor as monitor_cli
 from gim_tasks.cli import runs as runs_cli
 from gim_tasks.cli import schedule as schedule_cli
@@ -52,6 +53,11 @@ app.command("run")(runs_cli.run_command)
 app.command("stop")(runs_cli.stop_command)
 app.command("cancel")(runs_cli.cancel_command)
 app.command("jobs")(runs_cli.jobs_command)
+app.command("pause")(holds_cli.pause_command)
+app.command("resume")(holds_cli.resume_command)
+app.command("skip")(holds_cli.skip_command)
+app.add_typer(holds_cli.blackout_app, name="blackout")
+app.command("holds")(holds_cli.holds_command)
 app.command("firings")(monitor_cli.firings_command)
 app.command("alerts")(monitor_cli.alerts_command)
 app.command("watchdog")(monitor_cli.watchdog_command)

@@ -51,6 +51,10 @@ WEB_PRIVILEGES: dict[str, str] = {
     "firing": "SELECT, UPDATE (verdict, decided_at, reason)",
     "alert": "SELECT, INSERT, UPDATE (state, attempts, next_attempt_at, last_error, sent_at)",
     "webhook": "SELECT",
+    # P1-P3: operators pause, resume, skip a firing and keep blackout windows from the web
+    "job_pause": "SELECT, INSERT, UPDATE, DELETE",
+    "firing_skip": "SELECT, INSERT, DELETE",
+    "blackout": "SELECT, INSERT, DELETE",
     # ETL and aggregation status pages (metadata, no data rows; counts through the functions)
     "idb_source": "SELECT",
     "extract_mark": "SELECT",

@@ -303,6 +303,56 @@ scheduler_epoch = Table(
     CheckConstraint("id", name="one_row"),
 )
 
+#: SPEC P1: paused jobs, one row per job (``*``: every job, a global pause that leaves each
+#: job's own pause in place). ``until``: resumed by the beat's first tick at or after it.
+#: ``source``: ``operator``, or ``failures`` (P5: paused by N consecutive failures).
+job_pause = Table(
+    "job_pause",
+    metadata,
+    Column("job", Text, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("paused_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("until", DateTime(timezone=True)),
+    Column("source", Text, nullable=False, server_default=text("'operator'")),
+    CheckConstraint("length(btrim(reason)) > 0", name="reason"),
+    CheckConstraint("source IN ('operator', 'failures')", name="source"),
+)
+
+#: SPEC P2: one future firing an operator skipped (its verdict is ``operator-skip``).
+firing_skip = Table(
+    "firing_skip",
+    metadata,
+    Column("firing_id", Text, primary_key=True),
+    Column("job", Text, nullable=False),
+    Column("planned_at", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("length(btrim(reason)) > 0", name="reason"),
+)
+
+#: SPEC P3: named blackout windows in the schedule's zone. ``kind`` ``once`` (``starts`` ..
+#: ``ends``, local wall times), ``weekly`` (``weekly``: "Sat 00:00-Sun 06:00") or
+#: ``month-end`` (the last ``days`` days of every month); ``jobs`` empty: every job but
+#: maintenance.
+blackout = Table(
+    "blackout",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("starts", Text),
+    Column("ends", Text),
+    Column("weekly", Text),
+    Column("days", Integer),
+    Column("jobs", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("reason", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("kind IN ('once', 'weekly', 'month-end')", name="kind"),
+    CheckConstraint("length(btrim(reason)) > 0", name="reason"),
+)
+
 #: SPEC O3: receivers of incident messages (JSON POST); ``events`` limits the conditions
 #: (empty: all).
 webhook = Table(

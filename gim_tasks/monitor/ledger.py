@@ -52,7 +52,8 @@ from gim_tasks.schedule.engine import (
     Tick,
 )
 from gim_tasks.schedule.firings import close_id, firing_id
-from gim_tasks.schedule.gate import Ask, gate
+from gim_tasks.schedule.gate import HELD_VERDICTS, Ask, gate
+from gim_tasks.schedule.holds import Holds
 from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES, STREAMED
 from gim_tasks.schedule.localtime import resolve, zone
 from gim_tasks.schedule.options import ScheduleOptions
@@ -221,6 +222,8 @@ def verdict_of(action: Action, lag: float, grace: float) -> Verdict | None:
     if isinstance(action, Hold):
         return Verdict.HELD
     if isinstance(action, Skip):
+        if action.operator is not None:
+            return action.operator  # P1-P3
         if action.blocked:
             return Verdict.BLOCKED
         return Verdict.MISSED if action.missed else Verdict.SKIPPED
@@ -241,11 +244,14 @@ def record(
     now: datetime,
     grace: float,
     since: datetime | None = None,
+    holds: Holds | None = None,
+    tz: Any = UTC,
 ) -> list[Judged]:
     """Verdicts of the firings this tick decided (``decided``: each action with the run it
     recorded). Earlier undecided firings of a stream the engine collapsed into this one (S12)
     are missed. A firing planned before ``since`` (the scheduler's epoch) is not judged: the
-    first start's catch-up of a slot planned before the system existed raises no alarm. Runs in
+    first start's catch-up of a slot planned before the system existed raises no alarm. The
+    collapsed firings an operator's hold covers (``holds``) get its verdict (P1-P3). Runs in
     the tick's transaction (beat.carry_out)."""
     judged = []
     for action, run_id in decided:
@@ -260,13 +266,17 @@ def record(
         _judge(conn, action, verdict, lag, now, run_id)
         judged.append(Judged(action.job, verdict, lag, run_id))
         if action.job in STREAMS:
+            earlier = (
+                firing.c.job == action.job,
+                firing.c.verdict.is_(None),
+                firing.c.planned_at < action.planned_at,
+            )
+            if holds:
+                due = sa.select(firing.c.firing_id, firing.c.job, firing.c.planned_at)
+                _judge_held(conn, conn.execute(due.where(*earlier)).all(), now, holds, tz)
             conn.execute(
                 sa.update(firing)
-                .where(
-                    firing.c.job == action.job,
-                    firing.c.verdict.is_(None),
-                    firing.c.planned_at < action.planned_at,
-                )
+                .where(*earlier)
                 .values(
                     verdict=Verdict.MISSED,
                     decided_at=now,
@@ -298,8 +308,10 @@ def settle_windows(
         )
     ).all()
     stops = [a for a in tick.actions if isinstance(a, Stop) and a.kind == StopKind.WINDOW_END]
+    tz = zone(horizon.options.timezone) if horizon.options else UTC
     for row in due:
         lag = (now - row.planned_at).total_seconds()
+        opening = (row.firing_id, row.planned_at)
         verdict: Verdict | None = None
         run_id = None
         if row.stream == WINDOW_CLOSE:
@@ -310,10 +322,11 @@ def settle_windows(
                 reason += f": stop of run {run_id} requested"
         elif (why := tick.blocked.get(AGGREGATE)) is not None:
             verdict, reason = Verdict.BLOCKED, why
-        elif not (held := gate(AGGREGATE, Ask.SCHEDULER, state)).go:
-            # Maintenance (S7) or the window's earlier run (S2): the window's own run starts
-            # after it, and its launch fills in the run.
-            verdict, reason = Verdict.HELD, held.reason or ""
+        elif not (held := gate(AGGREGATE, Ask.SCHEDULER, state, tz=tz, firing=opening)).go:
+            # An operator's hold (P1-P3); else maintenance (S7) or the window's earlier run
+            # (S2): the window's own run starts after it, and its launch fills in the run.
+            verdict = HELD_VERDICTS.get(held.row or "", Verdict.HELD)
+            reason = held.reason or ""
         if verdict is not None:
             conn.execute(
                 sa.update(firing)
@@ -325,16 +338,46 @@ def settle_windows(
     horizon.next_window = _next_window(conn)
 
 
-def mark_missed(conn: Connection, now: datetime, grace: float) -> list[Any]:
-    """The watchdog's verdict: every firing still undecided at planned + grace is missed.
-    Returns (job, firing_id, planned_at) of each."""
+def held_verdict(
+    job: str, firing_id: str, planned: datetime, holds: Holds, tz: Any
+) -> tuple[Verdict, str] | None:
+    """P1-P3: the verdict and reason of a firing an operator's hold covers, or None."""
+    if not holds or job not in JOB_NAMES:
+        return None
+    state = SchedulerState(holds=holds)
+    firing_at = (firing_id, planned)
+    held = gate(job, Ask.SCHEDULER, state, tz=tz, firing=firing_at, only=HELD_VERDICTS)
+    return None if held.go else (HELD_VERDICTS[held.row or ""], held.reason or "")
+
+
+def _judge_held(
+    conn: Connection, rows: Iterable[Any], now: datetime, holds: Holds | None, tz: Any
+) -> None:
+    """Give each undecided firing in ``rows`` an operator's hold covers its held verdict."""
+    for row in rows if holds else ():
+        found = held_verdict(row.job, row.firing_id, row.planned_at, holds, tz)  # type: ignore[arg-type]
+        if found is not None:
+            conn.execute(
+                sa.update(firing)
+                .where(firing.c.firing_id == row.firing_id, firing.c.verdict.is_(None))
+                .values(verdict=found[0], decided_at=now, reason=found[1])
+            )
+
+
+def mark_missed(
+    conn: Connection, now: datetime, grace: float, holds: Holds | None = None, tz: Any = UTC
+) -> list[Any]:
+    """The watchdog's verdict: every firing still undecided at planned + grace is missed,
+    unless an operator held it (P1-P3: ``paused``, ``operator-skip``, ``blackout``, no alarm).
+    Returns (job, firing_id, planned_at) of each missed one."""
+    overdue = firing.c.verdict.is_(None), firing.c.planned_at < now - timedelta(seconds=grace)
+    if holds:
+        due = sa.select(firing.c.firing_id, firing.c.job, firing.c.planned_at).where(*overdue)
+        _judge_held(conn, conn.execute(due).all(), now, holds, tz)
     return list(
         conn.execute(
             sa.update(firing)
-            .where(
-                firing.c.verdict.is_(None),
-                firing.c.planned_at < now - timedelta(seconds=grace),
-            )
+            .where(*overdue)
             .values(
                 verdict=Verdict.MISSED,
                 decided_at=now,

@@ -66,6 +66,7 @@ def families(engine: Engine, client: redis.Redis, now: datetime | None = None) -
         firing_counts = conn.execute(FIRING_COUNTS).all()
         incidents = dict(conn.execute(OPEN_INCIDENTS).tuples().all())
         freshness = mart_status.data_freshness(conn, now, store.load_options(conn))
+        paused_jobs = set(conn.execute(sa.text("SELECT job FROM job_pause")).scalars())
     with client.pipeline(transaction=False) as pipe:
         pipe.hgetall(BEAT_KEY)
         for name in QUEUES:
@@ -144,7 +145,15 @@ def families(engine: Engine, client: redis.Redis, now: datetime | None = None) -
     )
     for condition in CONDITIONS:
         open_incidents.add_metric([condition], incidents.get(condition, 0))
+    paused = GaugeMetricFamily(
+        "gim_job_paused",
+        "1 while the job's scheduled firings are paused, by its own pause or a global one (P1).",
+        labels=["job"],
+    )
+    for spec in JOBS:
+        paused.add_metric([spec.name], int(bool({spec.name, "*"} & paused_jobs)))
     return [
+        paused,
         info,
         last_success,
         runs_total,

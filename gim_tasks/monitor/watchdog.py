@@ -47,6 +47,7 @@ from gim_tasks.monitor import alerts, incidents, ledger, mart_status
 from gim_tasks.options import store
 from gim_tasks.runtime.state import BEAT_KEY, heartbeat_of
 from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES, TRANSFORM
+from gim_tasks.schedule.localtime import zone
 from gim_tasks.settings import Settings
 
 log = logging.getLogger("gim_tasks.monitor.watchdog")
@@ -107,7 +108,7 @@ def check(
             result.starting = waited < options.get("monitor", "startup-grace-seconds")
         if not result.starting:
             result.scheduler_down = _scheduler(conn, now, tick, leader, started if unseen else None)
-            result.missed = _missed(conn, now, grace)
+            result.missed = _missed(conn, now, grace, options)
         result.failing = _failures(conn)
         result.stale = _freshness(conn, options, now)
     result.sent, result.failed_sends = alerts.deliver(engine, settings)
@@ -120,9 +121,14 @@ def check(
     return result
 
 
-def _missed(conn: Connection, now: datetime, grace: float) -> list[str]:
+def _missed(conn: Connection, now: datetime, grace: float, options: Any) -> list[str]:
+    """Firings undecided past their grace are missed, but those an operator held (P1-P3:
+    their verdict says so, and no incident opens)."""
+    from gim_tasks.runtime import holds
+
     missed = []
-    for row in ledger.mark_missed(conn, now, grace):
+    held, tz = holds.load(conn, now), zone(options.schedule().timezone)
+    for row in ledger.mark_missed(conn, now, grace, held, tz):
         missed.append(row.firing_id)
         incidents.open_incident(
             conn,

@@ -22,6 +22,7 @@ from gim_tasks.options.types import (
     Encoding,
     FreshnessMinutes,
     Integer,
+    JobCounts,
     OptionalDate,
     OptionType,
     TimeZone,
@@ -187,6 +188,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
         _cron,
         "20 0,8,16",
         f"Cron of {EXPORT} (default 00:20, 08:20, 16:20).",
+    ),
+    OptionSpec(
+        "schedule",
+        "pause-on-failure",
+        JobCounts(),
+        "",
+        "JOB=N, ...: after N consecutive failed runs (R4) the job pauses itself, with one "
+        "alert; `gim resume JOB` ends the pause (P5).",
     ),
     # [gim-etl] -- retention, calendars, extraction batching.
     OptionSpec(

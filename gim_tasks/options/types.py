@@ -172,6 +172,35 @@ class TimeZoneList(OptionType):
 
 
 @dataclass(frozen=True)
+class JobCounts(OptionType):
+    """``JOB=N, JOB=N``: a count per job of the catalogue (P5's consecutive failures)."""
+
+    allowed: str = "comma-separated JOB=N with a job name and N from 1 to 100, or empty for none"
+    specific: ClassVar[bool] = True
+
+    def parse(self, raw: str) -> tuple[tuple[str, int], ...]:
+        from gim_tasks.schedule.jobs import JOB_NAMES
+
+        pairs: dict[str, int] = {}
+        for part in (p.strip() for p in raw.split(",")):
+            if not part:
+                continue
+            job, _, count = part.partition("=")
+            job = job.strip()
+            if job not in JOB_NAMES:
+                raise ValueError(f"'{job}' is not a job; jobs are {', '.join(JOB_NAMES)}")
+            if not count.strip().isdigit() or not 1 <= int(count) <= 100:
+                raise ValueError(f"{job}: '{count.strip()}' is not a count from 1 to 100")
+            if job in pairs:
+                raise ValueError(f"{job} is listed twice")
+            pairs[job] = int(count)
+        return tuple(pairs.items())
+
+    def format(self, value: Any) -> str:
+        return ", ".join(f"{job}={count}" for job, count in value)
+
+
+@dataclass(frozen=True)
 class OptionalDate(OptionType):
     allowed: str = "a date YYYY-MM-DD, or empty for none"
 

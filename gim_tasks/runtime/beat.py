@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +32,7 @@ from gim_tasks.db.tables import job_run
 from gim_tasks.lifecycle import RunState, SkipKind
 from gim_tasks.monitor import incidents, ledger, notify
 from gim_tasks.options import store
-from gim_tasks.runtime import runs
+from gim_tasks.runtime import holds, runs
 from gim_tasks.runtime.dispatch import send
 from gim_tasks.runtime.health import CachedServerCheck
 from gim_tasks.runtime.runs import (
@@ -45,6 +46,7 @@ from gim_tasks.runtime.runs import (
 from gim_tasks.runtime.state import BEAT_KEY, load_state, text
 from gim_tasks.schedule.engine import Action, Hold, Launch, Release, Skip, Stop, Tick, decide
 from gim_tasks.schedule.jobs import BY_NAME
+from gim_tasks.schedule.localtime import zone
 from gim_tasks.settings import get_settings
 
 log = logging.getLogger("gim_tasks.runtime.beat")
@@ -132,7 +134,10 @@ def carry_out(engine: Engine, app: Any, tick: Tick, judge: ledger.Judge | None =
                 )
         to_mail.extend(incidents.resolve_cleared(conn, tick.blocked))
         if judge is not None:
-            judged = ledger.record(conn, decided, judge.now, judge.grace, since=judge.horizon.epoch)
+            tz = zone(judge.horizon.options.timezone) if judge.horizon.options else UTC
+            judged = ledger.record(
+                conn, decided, judge.now, judge.grace, judge.horizon.epoch, judge.state.holds, tz
+            )
             incidents.after_verdicts(conn, judged, judge.late_limit)
             ledger.settle_windows(conn, judge.horizon, tick, judge.state, judge.now, judge.grace)
     for job, run_id in to_send:  # after commit: the worker must find the row
@@ -224,7 +229,8 @@ class GimScheduler(RedBeatScheduler):
         self.sweep(now)
         with self._engine.connect() as conn:
             options = store.load_options(conn)
-            state = load_state(conn, self.load_cursors())
+            state = load_state(conn, self.load_cursors(), now)
+        state = self.operator_holds(options, state, now)
         # C2: every error item blocks; server items come from a cache refreshed every 30 s.
         server_check = self.__dict__.get("_server_check")
         if server_check is None:
@@ -235,6 +241,23 @@ class GimScheduler(RedBeatScheduler):
         carry_out(self._engine, self.app, tick, judge)
         self.heartbeat(tick, state, now)
         return tick
+
+    def operator_holds(self, options: Any, state: Any, now: datetime) -> Any:
+        """P1 ``until``: pauses whose instant came end now (within one tick, with their
+        notice); P5: jobs failing N times in a row pause themselves. Cheap when neither
+        applies: one look at the holds just read and at one option."""
+        thresholds = dict(options.schedule().value("pause-on-failure"))
+        due = any(p.until is not None and p.until <= now for p in state.holds.pauses.values())
+        if not due and not thresholds:
+            return state
+        with self._engine.begin() as conn:
+            if due:
+                # The ended pause stays in this tick's state: it still holds the firings
+                # planned before its `until` (a catch-up, S12), not those at or after it.
+                holds.expire(conn, now)
+            if thresholds and holds.pause_on_failure(conn, thresholds, now):
+                return replace(state, holds=holds.load(conn, now))
+        return state
 
     def sweep(self, now: datetime) -> None:
         """Runs whose worker or waiting process is gone (R2), messages lost on the way (S11),

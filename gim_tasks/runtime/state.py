@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,9 +16,13 @@ from gim_tasks.schedule.jobs import AGGREGATE, EXTRACT, TRANSFORM
 from gim_tasks.schedule.state import ActiveRun, CycleView, SchedulerState, WaitingRun
 
 
-def load_state(conn: Connection, cursors: Mapping[str, datetime]) -> SchedulerState:
+def load_state(
+    conn: Connection, cursors: Mapping[str, datetime], now: datetime | None = None
+) -> SchedulerState:
     """Running runs (and Scheduled ones already sent to a worker, about to run), waiting runs
-    oldest first, and the newest scheduled ETL cycle."""
+    oldest first, the newest scheduled ETL cycle, and the operators' holds (P1-P3)."""
+    from gim_tasks.runtime import holds
+
     rows = conn.execute(
         sa.select(
             job_run.c.id,
@@ -87,6 +91,7 @@ def load_state(conn: Connection, cursors: Mapping[str, datetime]) -> SchedulerSt
         cursors=dict(cursors),
         last_cycle=cycle,
         paused_aggregation=paused,
+        holds=holds.load(conn, now or datetime.now(UTC)),
     )
 
 

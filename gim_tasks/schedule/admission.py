@@ -155,4 +155,11 @@ def admit(
             "aggregation was not running: started, and the request is queued (M4)",
             reaggregation=reaggregation,
         )
+    if (pause := state.holds.pause_of(job)) is not None:
+        # P1: manual starts stay allowed; the answer says the job is paused.
+        return Admission(
+            RunState.RUNNING,
+            f"started; note: {job} is {pause.words} (P1: manual starts stay "
+            "allowed, its scheduled firings do not start)",
+        )
     return Admission(RunState.RUNNING)

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from gim_tasks.lifecycle import StopKind
+from gim_tasks.lifecycle import StopKind, Verdict
 from gim_tasks.schedule.firings import firing_id, restart_id, resume_id
-from gim_tasks.schedule.gate import ROWS, Ask, Decision, Outcome, gate
+from gim_tasks.schedule.gate import HELD_VERDICTS, ROWS, Ask, Decision, Outcome, gate
 from gim_tasks.schedule.jobs import (
     AGGREGATE,
     BY_NAME,
@@ -108,6 +108,9 @@ class Skip:
     #: S12: the firing fell due while the scheduler was down and no longer runs (the ledger's
     #: verdict ``missed``, O1).
     missed: bool = False
+    #: P1-P3: an operator's hold skipped it: the ledger's verdict (paused, operator-skip,
+    #: blackout).
+    operator: Verdict | None = None
 
 
 Action = Launch | Hold | Release | Stop | Skip
@@ -312,6 +315,13 @@ def _handle_stream(tick: _Tick, job: str, stream: Stream) -> None:
         return
     tick.cursors[job] = planned
     fid = firing_id(job, planned)
+    # P1-P3 first: an operator's hold explains the firing better than a miss or a block.
+    held = gate(
+        job, Ask.SCHEDULER, tick.state, tz=tick.tz, firing=(fid, planned), only=HELD_VERDICTS
+    )
+    if not held.go:
+        tick.add(Skip(job, fid, planned, held.reason or "", operator=HELD_VERDICTS[held.row or ""]))
+        return
     late = _missed_rule(tick, job, planned)
     if late is not None:
         tick.add(Skip(job, fid, planned, late, missed=True))
@@ -319,7 +329,7 @@ def _handle_stream(tick: _Tick, job: str, stream: Stream) -> None:
     if (refused := tick.refused(job)) is not None:
         tick.add(Skip(job, fid, planned, refused, blocked=True))
         return
-    decision = tick.gate(job, planned)
+    decision = tick.gate(job, planned, firing=(fid, planned))
     if decision.outcome is Outcome.SKIP:
         tick.add(Skip(job, fid, planned, decision.reason or ""))
     elif decision.outcome is Outcome.WAIT:
@@ -385,20 +395,25 @@ def _aggregation(tick: _Tick) -> None:
         if running is not None:
             tick.stop(running, "aggregation window ended (S7)", StopKind.WINDOW_END)
         return
-    decision = tick.gate(AGGREGATE)
+    first = tick.state.cursors.get(AGGREGATE) != opened
+    fid, at = (
+        (firing_id(AGGREGATE, opened), opened)
+        if first
+        else (restart_id(opened, tick.now), tick.now)
+    )
+    decision = tick.gate(AGGREGATE, firing=(fid, at))
     if decision.row in _MAINTENANCE_ROWS:
         if running is not None:
             tick.stop(running, ROWS["S7-pause"].words, StopKind.MAINTENANCE)
         return
     if not decision.go or tick.refused(AGGREGATE) is not None:
-        return
-    first = tick.state.cursors.get(AGGREGATE) != opened
+        return  # P1-P3 included: the ledger judges the window's opening (settle_windows)
     tick.cursors[AGGREGATE] = opened
     if first:
         tick.add(
             Launch(
                 AGGREGATE,
-                firing_id(AGGREGATE, opened),
+                fid,
                 opened,
                 SCHEDULED,
                 f"aggregation window opened at {_clock(opened, tick.tz)} (S7)",
@@ -408,7 +423,7 @@ def _aggregation(tick: _Tick) -> None:
         tick.add(
             Launch(
                 AGGREGATE,
-                restart_id(opened, tick.now),
+                fid,
                 opened,
                 RESTART,
                 "aggregation not running inside its window: restarted (S7)",

@@ -23,12 +23,12 @@ recording the answer), so two askers never both see a job free.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
 
-from gim_tasks.lifecycle import StopKind
+from gim_tasks.lifecycle import StopKind, Verdict
 from gim_tasks.schedule.jobs import TRANSFORM, exclusivity_of
 from gim_tasks.schedule.localtime import wall
 from gim_tasks.schedule.state import ActiveRun, SchedulerState, WaitingRun
@@ -52,6 +52,9 @@ class Outcome(StrEnum):
 class Blocker(StrEnum):
     """What in the state a row looks for (see :data:`FINDERS`)."""
 
+    OPERATOR_SKIP = "an operator skipped this firing"
+    PAUSED = "the job, or every job, is paused"
+    BLACKOUT = "a blackout window naming the job covers the firing's instant"
     ITSELF = "the job itself, running"
     ITSELF_WAITING = "the job itself, waiting"
     ETL_CYCLE = "an ETL cycle in progress (Extract or Transform running, or a Transform owed)"
@@ -84,6 +87,7 @@ class Row:
 
 S, M = Ask.SCHEDULER, Ask.MANUAL
 ALL = ("extract", "transform", "aggregation", "maintenance", "statistics", "export")
+_FIRES = ("extract", "aggregation", "maintenance", "statistics", "export")
 _NOT_WINDOW = ("transform", "maintenance", "statistics", "export")
 _MAINTENANCE_HELD = ("extract", "transform", "aggregation", "export")
 _UNDER_MAINTENANCE = "waiting for maintenance run {run} (S13)"
@@ -92,6 +96,13 @@ _WINDOW_HELD = "window opened during maintenance: starts after it (S7)"
 #: Who waits for whom. Order matters within a class and asker: the first row that applies
 #: decides (stop rows excepted).
 TABLE: tuple[Row, ...] = (
+    # P1-P3: operators hold a scheduled firing back (Transform has none of its own: it follows
+    # its Extract). A run already waiting, and manual starts, are not held.
+    Row("P2-skip", _FIRES, (S,), Blocker.OPERATOR_SKIP, Outcome.SKIP,
+        "skipped by {actor}: {reason} (P2)", phase="new"),
+    Row("P1-paused", _FIRES, (S,), Blocker.PAUSED, Outcome.SKIP, "{words} (P1)", phase="new"),
+    Row("P3-blackout", _FIRES, (S,), Blocker.BLACKOUT, Outcome.SKIP, "in {words} (P3)",
+        phase="new"),
     # S6: statistics never overlap scheduled maintenance; they are skipped, not queued.
     Row("S6-skip", ("statistics",), (S,), Blocker.SCHEDULED_MAINTENANCE, Outcome.SKIP,
         "scheduled maintenance run {run} is running (S6)"),
@@ -154,6 +165,12 @@ TABLE: tuple[Row, ...] = (
 )  # fmt: skip
 
 ROWS = {row.id: row for row in TABLE}
+#: The ledger's verdict of a firing an operator's hold skipped (O1), by row.
+HELD_VERDICTS = {
+    "P1-paused": Verdict.PAUSED,
+    "P2-skip": Verdict.OPERATOR_SKIP,
+    "P3-blackout": Verdict.BLACKOUT,
+}
 
 #: The reason a waiting run is released with, by class and asker (the rules that held it).
 RELEASED: dict[tuple[str, Ask], str] = {
@@ -172,6 +189,7 @@ class Blocking:
 
     run: ActiveRun | WaitingRun | None
     text: str
+    fields: tuple[tuple[str, str], ...] = ()  # more words for the row's text
 
 
 @dataclass(frozen=True)
@@ -193,6 +211,7 @@ class _Asking:
     state: SchedulerState
     waiting: int | None  # the asking run's id when it is already waiting
     tz: tzinfo
+    firing: tuple[str, datetime] | None  # the firing asking: its id and instant
 
     def running(self, cls: str) -> list[ActiveRun]:
         return [run for run in self.state.running if exclusivity_of(run.job) == cls]
@@ -224,7 +243,30 @@ def _others(asking: _Asking, spare: tuple[str, ...]) -> list[Blocking]:
     return found
 
 
+def _skipped(asking: _Asking) -> list[Blocking]:
+    skip = asking.firing and asking.state.holds.skips.get(asking.firing[0])
+    if not skip:
+        return []
+    return [Blocking(None, skip.firing_id, (("actor", skip.actor), ("reason", skip.reason)))]
+
+
+def _paused(asking: _Asking) -> list[Blocking]:
+    pause = asking.state.holds.pause_of(asking.job, asking.firing[1] if asking.firing else None)
+    return [Blocking(None, pause.job, (("words", pause.words),))] if pause else []
+
+
+def _blacked_out(asking: _Asking) -> list[Blocking]:
+    if asking.firing is None:
+        return []
+    job, instant = asking.job, asking.firing[1]
+    window = asking.state.holds.blackout_of(job, exclusivity_of(job), instant, asking.tz)
+    return [Blocking(None, window.name, (("words", window.words),))] if window else []
+
+
 FINDERS: dict[Blocker, Callable[[_Asking], list[Blocking]]] = {
+    Blocker.OPERATOR_SKIP: _skipped,
+    Blocker.PAUSED: _paused,
+    Blocker.BLACKOUT: _blacked_out,
     Blocker.ITSELF: lambda a: [_named(r) for r in a.state.running if r.job == a.job],
     Blocker.ITSELF_WAITING: lambda a: [
         Blocking(w, str(w.run_id))
@@ -262,6 +304,8 @@ def gate(
     waiting: int | None = None,
     planned: str = "",
     tz: tzinfo = UTC,
+    firing: tuple[str, datetime] | None = None,
+    only: Collection[str] | None = None,
 ) -> Decision:
     """May ``job`` start now?
 
@@ -271,7 +315,10 @@ def gate(
         state: what is Running and Scheduled (with this tick's earlier decisions in it).
         waiting: the asking run's id when it is already waiting (a release), else None.
         planned: the firing's local time in words, for S5's stop reason.
-        tz: the schedule's zone, to name an owed Transform by its cycle's local time.
+        tz: the schedule's zone, to name an owed Transform by its cycle's local time and to
+            place a firing in a blackout window.
+        firing: the scheduler's firing asking (its id and instant), for P2 and P3.
+        only: read only these rows (``HELD_VERDICTS``: is the firing held by an operator?).
 
     Returns:
         GO, or WAIT/SKIP with the reason and the deciding row, and any runs to stop first.
@@ -279,9 +326,11 @@ def gate(
     cls = exclusivity_of(job)
     if cls is None:
         raise ValueError(f"unknown job '{job}'")
-    asking = _Asking(job, state, waiting, tz)
+    asking = _Asking(job, state, waiting, tz, firing)
     stops: list[tuple[ActiveRun, str, StopKind]] = []
     for row in rows_for(cls, ask):
+        if only is not None and row.id not in only:
+            continue
         if row.phase == ("waiting" if waiting is None else "new"):
             continue
         found = FINDERS[row.blocker](asking)
@@ -294,6 +343,7 @@ def gate(
             runs=", ".join(texts),
             job=job,
             planned=planned,
+            **dict(found[0].fields),
         )
         if row.outcome is Outcome.STOP:
             if row.kind is None:  # pragma: no cover - the table gives every stop row a kind

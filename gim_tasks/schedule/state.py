@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from gim_tasks.lifecycle import COMPLETED_STATES, Trigger
+from gim_tasks.schedule.holds import Holds
 from gim_tasks.schedule.jobs import EXTRACT, TRANSFORM
 
 SCHEDULED = Trigger.SCHEDULED
@@ -58,6 +59,8 @@ class SchedulerState:
     last_cycle: CycleView | None = None
     #: M3: the newest started aggregation run, when it was Stopped to pause for maintenance.
     paused_aggregation: int | None = None
+    #: P1-P3: operators' pauses, skipped firings and blackout windows.
+    holds: Holds = field(default_factory=Holds)
 
     def running_job(self, job: str) -> ActiveRun | None:
         return next((run for run in self.running if run.job == job), None)

@@ -46,6 +46,7 @@ from gim_tasks.web import errors
 from gim_tasks.web.kit import ApiError, Kit
 from gim_tasks.web.routes import (
     firings,
+    holds,
     notifications,
     options,
     runs,
@@ -180,6 +181,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     for router in (
         session.router,
         scheduled.router,
+        holds.router,
         runs.router,
         firings.router,
         status.router,

@@ -15,7 +15,7 @@ from datetime import date as datetime_date
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from gim_tasks.lifecycle import CONDITIONS, RUN_STATES, STOP_KINDS, VERDICTS
 from gim_tasks.monitor.timeline import FIRST_YEAR, LAST_YEAR
@@ -213,7 +213,101 @@ class Subscription(Closed):
         return self
 
 
+Reason = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=500,
+        pattern=r"\S",
+        description="Why (required; shown with every held firing).",
+    ),
+]
+
+
+class PauseRequest(Closed):
+    reason: Reason
+    until: AwareDatetime | None = Field(
+        default=None, description="Resume at this instant (with its offset); null: never."
+    )
+    stop: bool = Field(
+        default=False,
+        description="Stop the running run now (stop kind operator); false: let it finish.",
+    )
+
+
+class SkipRequest(Closed):
+    """Exactly one of ``at`` and ``firing_id`` names the firing."""
+
+    reason: Reason
+    at: AwareDatetime | None = Field(default=None, description="The firing's instant.")
+    firing_id: str | None = Field(
+        default=None, max_length=200, description="The firing id (GET /api/firings)."
+    )
+
+
+class BlackoutRequest(Closed):
+    """``once`` takes ``starts`` and ``ends``, ``weekly`` takes ``weekly``, ``month-end`` takes
+    ``days``."""
+
+    name: str = Field(min_length=1, max_length=80, pattern=r"\S")
+    kind: Literal["once", "weekly", "month-end"]
+    reason: Reason
+    starts: str | None = Field(
+        default=None, max_length=16, description="once: local YYYY-MM-DDTHH:MM."
+    )
+    ends: str | None = Field(default=None, max_length=16, description="once: local end.")
+    weekly: str | None = Field(
+        default=None, max_length=40, description="weekly: 'Sat 00:00-Sun 06:00'."
+    )
+    days: int | None = Field(default=None, ge=1, le=27, description="month-end: last N days.")
+    jobs: list[JobName] = Field(
+        default_factory=list, max_length=20, description="Empty: every job but maintenance."
+    )
+
+
 # ----- answers -----------------------------------------------------------------------------------
+
+
+class PauseRow(Closed):
+    job: str = Field(description="A job, or '*' for every job.")
+    reason: str
+    actor: str
+    paused_at: str = Field(json_schema_extra={"format": "date-time"})
+    until: str | None = Field(json_schema_extra={"format": "date-time"})
+    source: Literal["operator", "failures"]
+
+
+class SkipRow(Closed):
+    firing_id: str
+    job: str
+    planned_at: str = Field(json_schema_extra={"format": "date-time"})
+    reason: str
+    actor: str
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class BlackoutRow(Closed):
+    name: str
+    kind: Literal["once", "weekly", "month-end"]
+    starts: str | None
+    ends: str | None
+    weekly: str | None
+    days: int | None
+    jobs: list[str]
+    reason: str
+    actor: str
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    describe: str = Field(description="The window in words.")
+
+
+class HoldsReply(Closed):
+    pauses: list[PauseRow]
+    skips: list[SkipRow]
+    blackouts: list[BlackoutRow]
+
+
+class Skipped(Closed):
+    firing_id: str
 
 
 class Me(Closed):
@@ -233,6 +327,14 @@ class ScheduledJob(Closed):
     description: str = Field(description="What the job does, in one line.")
     scheduled_by: list[str] = Field(
         description="The [schedule] options that make up its schedule (GET /api/options).",
+    )
+    paused: str | None = Field(
+        description="P1: who paused it, why and until when; null when it is not paused "
+        "(its scheduled firings do not start while it is)."
+    )
+    pausable: bool = Field(
+        description="Whether it has firings of its own to pause (a job that follows another, "
+        "as Transform follows Extract, has none)."
     )
 
 

@@ -63,9 +63,12 @@ def scheduled_jobs(
     engine: Engine, now: datetime, category: str | None = None
 ) -> list[dict[str, Any]]:
     """A1: one row per job: active, name, category, creator, schedule in words, next run."""
+    from gim_tasks.runtime import holds
+
     wanted = check_category(category)
     with engine.connect() as conn:
         options = store.load_options(conn)
+        held = holds.load(conn, now)
     rows = []
     for row in next_run_table(options.schedule(), now):
         info = BY_NAME[row.job]
@@ -82,9 +85,20 @@ def scheduled_jobs(
                 "manual": info.manual,
                 "description": info.description,
                 "scheduled_by": list(info.scheduled_by),
+                "paused": _paused_words(held.pause_of(row.job)),
+                "pausable": info.fires != "after-extract",
             }
         )
     return rows
+
+
+def _paused_words(pause: Any) -> str | None:
+    """P1: how the Scheduled list says a job is paused (None: it is not)."""
+    if pause is None:
+        return None
+    whole = " (every job)" if pause.job == "*" else ""
+    until = f" until {pause.until.isoformat()}" if pause.until else ""
+    return f"{pause.words}{whole}{until}"
 
 
 def schedule_zone(engine: Engine) -> str:

@@ -79,6 +79,16 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/notifications"): "viewer",
     ("POST", "/api/notifications"): "admin",
     ("DELETE", "/api/notifications/{subscription_id}"): "admin",
+    ("GET", "/api/holds"): "viewer",
+    ("POST", "/api/jobs/{job}/pause"): "operator",
+    ("POST", "/api/pause"): "operator",
+    ("POST", "/api/jobs/{job}/resume"): "operator",
+    ("POST", "/api/resume"): "operator",
+    ("POST", "/api/jobs/{job}/skip"): "operator",
+    ("POST", "/api/blackouts"): "admin",
+    ("DELETE", "/api/blackouts/{name}"): "admin",
+    ("POST", "/jobs/{job}/pause"): "operator",
+    ("POST", "/jobs/{job}/resume"): "operator",
 }
 
 #: A body for each state-changing route, valid enough to get past validation.
@@ -94,6 +104,11 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/schedule/preview"): {"values": {"etl-frequency": "15"}},
     ("PUT", "/api/options/{section}/{name}"): {"value": "false"},
     ("POST", "/api/notifications"): {"job": "Job_ExportGIM", "recipient": "a@example.com"},
+    ("POST", "/api/jobs/{job}/pause"): {"reason": "role test"},
+    ("POST", "/api/pause"): {"reason": "role test"},
+    ("POST", "/api/jobs/{job}/skip"): {"reason": "role test", "firing_id": "none"},
+    ("POST", "/api/blackouts"): {"name": "w", "kind": "month-end", "days": 2, "reason": "x"},
+    ("POST", "/jobs/{job}/pause"): {"reason": "role test"},
 }
 
 

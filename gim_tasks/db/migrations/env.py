@@ -34,5 +34,11 @@ try:
     )
     with context.begin_transaction():
         context.run_migrations()
+except BaseException:
+    # A failed statement leaves the transaction aborted: roll back first, so that the unlock
+    # below runs and the real error is the one raised (it was hidden behind "current
+    # transaction is aborted" from the unlock, seen once in CI's concurrent-upgrade test).
+    connection.rollback()
+    raise
 finally:
     locks.release_session(connection, locks.MIGRATION)

@@ -1,0 +1,208 @@
+"""Operators' holds on the plan (P1-P3): pause and resume a job or every job, skip one firing,
+blackout windows; the Scheduled list's Pause and Resume buttons."""
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Path, Request
+from fastapi.responses import Response
+
+from gim_tasks.errors import GimError, aware_instant
+from gim_tasks.options import store
+from gim_tasks.runtime import holds
+from gim_tasks.schedule.holds import Blackout
+from gim_tasks.web import schemas as sc
+from gim_tasks.web.access import Admin, Operator, PageOperator, Viewer
+from gim_tasks.web.kit import AUTH, KitDep
+from gim_tasks.web.schemas import errors, ok
+
+router = APIRouter()
+
+JobPath = Annotated[sc.JobName, Path(description="The job.")]
+_REFUSED = (
+    "a job without firings of its own (Transform follows Extract), an until not in the future"
+)
+
+
+def _json(found: dict[str, Any]) -> dict[str, Any]:
+    """Instants as ISO text, as the document says."""
+    return {
+        key: [
+            {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+            for row in rows
+        ]
+        for key, rows in found.items()
+    }
+
+
+@router.get(
+    "/api/holds",
+    tags=["holds"],
+    response_model=None,
+    responses={**ok(sc.HoldsReply, "Pauses, future skipped firings, blackouts."), **AUTH},
+)
+def api_holds(kit: KitDep, who: Viewer) -> dict[str, Any]:
+    """Every operator hold in force (P1-P3)."""
+    return _json(holds.listing(kit.engine))
+
+
+def _pause(kit: Any, who: Any, job: str | None, body: sc.PauseRequest) -> dict[str, str]:
+    done = holds.pause(kit.engine, job, body.reason, who.name, until=body.until, stop=body.stop)
+    what = "every job" if job is None else job
+    stopped = f"; stop requested for run(s) {', '.join(map(str, done.stopped))}"
+    return {"result": f"{what} paused" + (stopped if done.stopped else "")}
+
+
+@router.post(
+    "/api/jobs/{job}/pause",
+    tags=["holds"],
+    response_model=None,
+    responses={**ok(sc.Result, "Paused."), **AUTH, **errors(400, 413, 422, unchecked=_REFUSED)},
+)
+def api_pause(kit: KitDep, who: Operator, job: JobPath, body: sc.PauseRequest) -> dict[str, str]:
+    """Pause a job (P1): its scheduled firings are judged `paused`; manual starts stay
+    allowed."""
+    return _pause(kit, who, job.value, body)
+
+
+@router.post(
+    "/api/pause",
+    tags=["holds"],
+    response_model=None,
+    responses={
+        **ok(sc.Result, "Every job paused."),
+        **AUTH,
+        **errors(400, 413, 422, unchecked="an until not in the future"),
+    },
+)
+def api_pause_all(kit: KitDep, who: Operator, body: sc.PauseRequest) -> dict[str, str]:
+    """Pause every job (P1); each job's own pause stays under it."""
+    return _pause(kit, who, None, body)
+
+
+@router.post(
+    "/api/jobs/{job}/resume",
+    tags=["holds"],
+    response_model=None,
+    responses={**ok(sc.Result, "Resumed."), **AUTH, **errors(409, 422)},
+)
+def api_resume(kit: KitDep, who: Operator, job: JobPath) -> dict[str, str]:
+    """End a job's own pause (P1); 409 when it is not paused."""
+    return {"result": holds.resume(kit.engine, job.value, who.name)}
+
+
+@router.post(
+    "/api/resume",
+    tags=["holds"],
+    response_model=None,
+    responses={**ok(sc.Result, "The global pause ended."), **AUTH, **errors(409)},
+)
+def api_resume_all(kit: KitDep, who: Operator) -> dict[str, str]:
+    """End the global pause (P1); each job's own pause stays."""
+    return {"result": holds.resume(kit.engine, None, who.name)}
+
+
+@router.post(
+    "/api/jobs/{job}/skip",
+    tags=["holds"],
+    status_code=201,
+    response_model=None,
+    responses={
+        **ok(sc.Skipped, "The firing will be skipped.", 201),
+        **AUTH,
+        **errors(
+            400,
+            409,
+            413,
+            422,
+            unchecked="neither or both of at and firing_id; a past or unplanned firing (the "
+            "error names the next planned ones)",
+        ),
+    },
+)
+def api_skip(kit: KitDep, who: Operator, job: JobPath, body: sc.SkipRequest) -> dict[str, str]:
+    """Skip one future firing (P2): judged `operator-skip` in the ledger; 409 when it is
+    skipped already."""
+    with kit.engine.connect() as conn:
+        options = store.load_options(conn).schedule()
+    done = holds.skip(
+        kit.engine, options, job.value, body.reason, who.name, at=body.at, firing=body.firing_id
+    )
+    return {"firing_id": done}
+
+
+@router.post(
+    "/api/blackouts",
+    tags=["holds"],
+    status_code=201,
+    response_model=None,
+    responses={
+        **ok(sc.Result, "Added.", 201),
+        **AUTH,
+        **errors(
+            400,
+            409,
+            413,
+            422,
+            unchecked="a kind without its fields, a local time that does not parse, a window "
+            "that ends before it starts",
+        ),
+    },
+)
+def api_add_blackout(kit: KitDep, who: Admin, body: sc.BlackoutRequest) -> dict[str, str]:
+    """Add a blackout window (P3, admin); 409 when the name is taken."""
+    window = Blackout(
+        body.name.strip(),
+        body.kind,
+        body.reason,
+        tuple(job.value for job in body.jobs),
+        body.starts,
+        body.ends,
+        body.weekly,
+        body.days,
+    )
+    holds.add_blackout(kit.engine, window, who.name)
+    return {"result": f"blackout '{window.name}' added: {window.describe()}"}
+
+
+@router.delete(
+    "/api/blackouts/{name}",
+    tags=["holds"],
+    response_model=None,
+    responses={**ok(sc.Result, "Removed."), **AUTH, **errors(404, 422)},
+)
+def api_remove_blackout(
+    kit: KitDep, who: Admin, name: Annotated[str, Path(max_length=80)]
+) -> dict[str, str]:
+    """Remove a blackout window (admin)."""
+    holds.remove_blackout(kit.engine, name)
+    return {"result": f"blackout '{name}' removed"}
+
+
+# ----- the Scheduled list's buttons ----------------------------------------------------------
+
+
+@router.post("/jobs/{job}/pause", include_in_schema=False)
+def pause_page(
+    kit: KitDep,
+    request: Request,
+    who: PageOperator,
+    job: str,
+    reason: Annotated[str, Form(max_length=500)] = "",
+    until: Annotated[str, Form(max_length=40)] = "",
+) -> Response:
+    try:
+        instant = aware_instant(until, "until") if until.strip() else None
+        holds.pause(kit.engine, job, reason, who.name, until=instant)
+    except GimError as error:
+        return kit.back(request, "/jobs/scheduled", f"{job} not paused: {error}")
+    return kit.back(request, "/jobs/scheduled", f"{job} paused: {reason.strip()}")
+
+
+@router.post("/jobs/{job}/resume", include_in_schema=False)
+def resume_page(kit: KitDep, request: Request, who: PageOperator, job: str) -> Response:
+    try:
+        notice = holds.resume(kit.engine, job, who.name)
+    except GimError as error:
+        notice = str(error)
+    return kit.back(request, "/jobs/scheduled", notice)
