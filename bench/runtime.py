@@ -110,7 +110,30 @@ def tick_cost(
     return statistics.median(walls), statistics.median(cpus), round_trips, statistics.median(base)
 
 
+def add_holds(url: str) -> None:
+    """Issue 34's load: 10 blackout windows and 3 paused jobs (none due now)."""
+    from gim_tasks.runtime import holds
+    from gim_tasks.schedule.holds import Blackout
+
+    engine = make_engine(url)
+    for number in range(10):
+        window = Blackout(f"w{number}", "once", "bench", starts="2099-01-01T00:00",
+                          ends="2099-01-02T00:00")  # fmt: skip
+        holds.add_blackout(engine, window, "bench")
+    for job in ("Job_MaintainGIM", "Job_UpdateStats", "Job_ExportGIM"):
+        holds.pause(engine, job, "bench", "bench")
+    engine.dispose()
+
+
 def report_tick_cost(url: str, redis_url: str) -> None:
+    plain = tick_cost(url, redis_url, 300, "cached")[0]
+    add_holds(url)
+    held = tick_cost(url, redis_url, 300, "cached")[0]
+    print(
+        f"beat tick, nothing due, with 10 blackout windows and 3 paused jobs: wall "
+        f"{held * 1000:.2f} ms vs {plain * 1000:.2f} ms without (ratio {held / plain:.2f}, "
+        "target 1.2)"
+    )
     for check, what in (
         ("cached", "C2 as the beat reads it (server items cached, 30 s)"),
         ("options", "option rules only (before C2 covered server items)"),

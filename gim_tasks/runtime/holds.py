@@ -42,20 +42,34 @@ SKIP_AHEAD = timedelta(days=35)
 SKIP_KEPT = timedelta(days=2)
 
 
+#: Every hold in one round trip (the beat reads it each tick, issue 34: the tick's budget).
+HOLDS = sa.text(
+    """
+    SELECT (SELECT coalesce(json_agg(p), '[]') FROM job_pause p) AS pauses,
+           (SELECT coalesce(json_agg(s), '[]') FROM firing_skip s
+             WHERE s.planned_at >= :since) AS skips,
+           (SELECT coalesce(json_agg(b ORDER BY b.name), '[]') FROM blackout b) AS blackouts
+    """
+)
+
+
 def load(conn: Connection, now: datetime) -> Holds:
     """Every hold in force: pauses, skips of firings not long past, blackout windows."""
+    row = conn.execute(HOLDS, {"since": now - SKIP_KEPT}).one()
     pauses = {
-        row.job: Pause(row.job, row.reason, row.actor, row.until, row.source)
-        for row in conn.execute(sa.select(job_pause))
+        p["job"]: Pause(p["job"], p["reason"], p["actor"], _at(p["until"]), p["source"])
+        for p in row.pauses
     }
     skips = {
-        row.firing_id: OperatorSkip(row.firing_id, row.reason, row.actor)
-        for row in conn.execute(
-            sa.select(firing_skip).where(firing_skip.c.planned_at >= now - SKIP_KEPT)
-        )
+        k["firing_id"]: OperatorSkip(k["firing_id"], k["reason"], k["actor"]) for k in row.skips
     }
-    windows = tuple(_blackout(row) for row in conn.execute(sa.select(blackout).order_by("name")))
+    windows = tuple(_blackout(_Row(b)) for b in row.blackouts)
     return Holds(pauses, skips, windows)
+
+
+def _at(text: str | None) -> datetime | None:
+    """A timestamptz from json_agg (ISO text with an offset)."""
+    return datetime.fromisoformat(text) if text else None
 
 
 def _blackout(row: Any) -> Blackout:
