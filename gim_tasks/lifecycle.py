@@ -106,6 +106,7 @@ class Verdict(StrEnum):
     PAUSED = "paused"  # the job (or every job) was paused by an operator (P1)
     OPERATOR_SKIP = "operator-skip"  # an operator skipped this one firing (P2)
     BLACKOUT = "blackout"  # inside a blackout window naming the job (P3)
+    CANCELLED = "cancelled"  # a run planned at a set time, cancelled before it (P4)
 
 
 VERDICTS = tuple(verdict.value for verdict in Verdict)
@@ -135,6 +136,7 @@ class Via(StrEnum):
     AGGREGATE_ONCE = "gim aggregate once"
     API = "api"
     CELERY_CALL = "celery call"
+    AT = "gim run --at"  # planned at a set time (P4), admitted by the beat at its instant
 
     @property
     def in_process(self) -> bool:

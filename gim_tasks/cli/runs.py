@@ -101,6 +101,17 @@ def run_command(
             "as forced (M7).",
         ),
     ] = False,
+    at: Annotated[
+        str,
+        typer.Option(
+            "--at",
+            help="Run at this instant instead of now (P4): ISO with its offset, or a local "
+            "time YYYY-MM-DDTHH:MM of the schedule's zone; needs --reason.",
+        ),
+    ] = "",
+    reason: Annotated[
+        str, typer.Option("--reason", help="With --at: why (shown with the planned run).")
+    ] = "",
     actor: ActorOption = "",
 ) -> None:
     """Run a job now (M1). Prints the run id and its state: Running (sent to a worker),
@@ -112,6 +123,11 @@ def run_command(
     failed, 2 malformed request (nothing recorded), 130 stopped."""
 
     who = actor or current_actor()
+    if at:
+        if local or wait:
+            raise GimError("--at plans the run for the beat: it takes neither --local nor --wait")
+        _plan_at(job, at, reason, who, params, force)
+        return
     if local:
         report_local(run_local(job, who, force=force, params=params), job)
         return
@@ -129,6 +145,17 @@ def run_command(
             raise typer.Exit(130 if run["state"] == RunState.STOPPED else 1)
 
 
+def _plan_at(job: str, at: str, reason: str, who: str, params: str, force: bool) -> None:
+    from gim_tasks.options import store
+    from gim_tasks.runtime import run_at
+
+    engine = mart_engine()
+    with engine.connect() as conn:
+        tz_name = store.load_options(conn).schedule().timezone
+    fid = run_at.plan_run(engine, job, run_at.instant_of(at, tz_name), reason, who, params, force)
+    out.print(f"{job} planned: {fid} (gim cancel {fid} cancels it)", markup=False)
+
+
 def stop_command(
     run_id: Annotated[int, typer.Argument(help="Run id.")], actor: ActorOption = ""
 ) -> None:
@@ -140,12 +167,24 @@ def stop_command(
 
 
 def cancel_command(
-    run_id: Annotated[int, typer.Argument(help="Run id.")], actor: ActorOption = ""
+    run: Annotated[
+        str, typer.Argument(help="Run id, or the firing id at:JOB:ISO of a planned run (P4).")
+    ],
+    actor: ActorOption = "",
 ) -> None:
-    """Cancel a Scheduled run (M6): it leaves the scheduled list and is recorded Cancelled."""
+    """Cancel a Scheduled run (M6): it leaves the scheduled list and is recorded Cancelled; or
+    a run planned at a set time (P4), before its instant (ledger verdict `cancelled`)."""
+    who = actor or current_actor()
+    if run.startswith("at:"):
+        from gim_tasks.runtime import run_at
+
+        out.print(run_at.cancel_planned(mart_engine(), run, who), markup=False)
+        return
+    if not run.isdigit():
+        raise GimError(f"'{run}' is neither a run id nor a planned run's firing id at:JOB:ISO")
     from gim_tasks.runtime import manager
 
-    out.print(manager.cancel_run(mart_engine(), run_id, actor or current_actor()), markup=False)
+    out.print(manager.cancel_run(mart_engine(), int(run), who), markup=False)
 
 
 def jobs_command(

@@ -48,13 +48,14 @@ WEB_PRIVILEGES: dict[str, str] = {
     # O2: the watchdog runs in the web app: it judges missed firings, opens and resolves
     # incidents and sends their alerts (the beat writes the ledger's plan and its verdicts).
     "incident": "SELECT, INSERT, UPDATE (resolved_at, firings)",
-    "firing": "SELECT, UPDATE (verdict, decided_at, reason)",
+    "firing": "SELECT, INSERT, UPDATE (verdict, decided_at, reason)",
     "alert": "SELECT, INSERT, UPDATE (state, attempts, next_attempt_at, last_error, sent_at)",
     "webhook": "SELECT",
     # P1-P3: operators pause, resume, skip a firing and keep blackout windows from the web
     "job_pause": "SELECT, INSERT, UPDATE, DELETE",
     "firing_skip": "SELECT, INSERT, DELETE",
     "blackout": "SELECT, INSERT, DELETE",
+    "run_at": "SELECT, INSERT, UPDATE (state)",  # P4: plan and cancel a run at a set time
     # ETL and aggregation status pages (metadata, no data rows; counts through the functions)
     "idb_source": "SELECT",
     "extract_mark": "SELECT",

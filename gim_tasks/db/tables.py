@@ -353,6 +353,26 @@ blackout = Table(
     CheckConstraint("length(btrim(reason)) > 0", name="reason"),
 )
 
+#: SPEC P4: one manual run planned at a set instant; ``firing_id`` ``at:JOB:ISO`` is also its
+#: ledger row's and its run's (unique in job_run: started once however many beats).
+run_at = Table(
+    "run_at",
+    metadata,
+    Column("firing_id", Text, primary_key=True),
+    Column("job", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("params", Text, nullable=False, server_default=text("''")),
+    Column("force", Boolean, nullable=False, server_default=text("false")),
+    Column("reason", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("state", Text, nullable=False, server_default=text("'planned'")),
+    Column("run_id", BigInteger, ForeignKey("job_run.id", ondelete="SET NULL")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("state IN ('planned', 'started', 'cancelled', 'missed')", name="state"),
+    CheckConstraint("length(btrim(reason)) > 0", name="reason"),
+    Index("ix_run_at_planned", "at", postgresql_where=text("state = 'planned'")),
+)
+
 #: SPEC O3: receivers of incident messages (JSON POST); ``events`` limits the conditions
 #: (empty: all).
 webhook = Table(

@@ -68,6 +68,8 @@ KEEP = timedelta(days=100)
 #: Each streamed job's ledger stream (the catalogue's ``JobSpec.ledger``).
 STREAMS = {spec.name: spec.ledger for spec in STREAMED if spec.ledger}
 WINDOW_OPEN, WINDOW_CLOSE = "window-open", "window-close"
+#: The ledger stream of runs planned at a set time (P4).
+AT_STREAM = "at"
 
 
 def event_firing_id(event: plan.Event) -> str:
@@ -153,7 +155,12 @@ def keep_planned(
         horizon.epoch = epoch(conn, now)
     if horizon.options != options:
         # Firings due now or earlier keep their rows: the beat or the watchdog judges them.
-        conn.execute(sa.delete(firing).where(firing.c.verdict.is_(None), firing.c.planned_at > now))
+        # A run planned at a set time (P4, stream "at") is not the options': it stays.
+        conn.execute(
+            sa.delete(firing).where(
+                firing.c.verdict.is_(None), firing.c.planned_at > now, firing.c.stream != AT_STREAM
+            )
+        )
         _insert(conn, planned(options, now, now + HORIZON))
         horizon.options, horizon.through = options, now + HORIZON
     else:

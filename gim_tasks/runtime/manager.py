@@ -77,6 +77,7 @@ def request_run(
     now: datetime | None = None,
     refusal: Callable[[str], str | None] | None = None,
     settings: Settings | None = None,
+    firing_id: str | None = None,
 ) -> Admission:
     """M0, M1: admit a manual run through :func:`gim_tasks.schedule.admission.admit`.
 
@@ -87,6 +88,8 @@ def request_run(
     Returns Running (send it to a worker with :func:`gim_tasks.runtime.beat.send`, or, for an
     in-process path, claim it with :func:`gim_tasks.runtime.runs.claim`), Scheduled with
     the reason, or Rejected with the reason. Raises :class:`InvalidRequest` for bad input.
+    ``firing_id``: a run planned at a set time (P4) carries its firing id, unique in
+    ``job_run`` (S11), so two beats admitting it record one run.
     """
     request = RunRequest(job, actor, via, _params_text(params), force)
     refused = refusal if refusal is not None else deployment_refusal(engine, settings)
@@ -125,6 +128,8 @@ def request_run(
             "reason": decision.reason,
             "in_process": via.in_process,
         }
+        if firing_id is not None:
+            values["firing_id"] = firing_id
         if decision.verdict == RunState.REJECTED:
             values |= {"state": RunState.REJECTED, "ended_at": sa.func.now()}
         else:
@@ -136,7 +141,8 @@ def request_run(
                 # it if that process goes away before it claims the run.
                 values |= {"worker": worker_name(), "heartbeat_at": sa.func.now()}
         run_id = runs.record(conn, values)
-    assert run_id is not None  # a manual start has no firing id: always recorded
+    if run_id is None:  # P4: another beat recorded this planned run first (S11)
+        raise InvalidRequest(f"{firing_id} was started already")
     return Admission(run_id, decision.verdict, decision.reason)
 
 

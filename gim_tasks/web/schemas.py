@@ -265,7 +265,30 @@ class BlackoutRequest(Closed):
     )
 
 
+class PlannedRunRequest(Closed):
+    """P4: a manual run at a set instant, admitted by the beat at that instant (M0)."""
+
+    job: JobName
+    at: AwareDatetime = Field(description="When (with its offset); in the future.")
+    reason: Reason
+    params: str = Field(default="", max_length=2000, description="As for POST /api/runs.")
+    force: bool = Field(default=False, description="Admin only: a non-manual job (M7).")
+
+
 # ----- answers -----------------------------------------------------------------------------------
+
+
+class PlannedRun(Closed):
+    firing_id: str
+    job: str
+    at: str = Field(json_schema_extra={"format": "date-time"})
+    params: str
+    force: bool
+    reason: str
+    actor: str
+    state: Literal["planned", "started", "cancelled", "missed"]
+    run_id: int | None
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
 
 
 class PauseRow(Closed):

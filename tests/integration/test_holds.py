@@ -211,3 +211,54 @@ def test_p1_p3_bad_input_is_refused_naming_what_is_allowed(
             sa.text("SELECT (SELECT count(*) FROM job_pause) + (SELECT count(*) FROM blackout)")
         ).scalar_one()
     assert stored == 0
+
+
+def test_p4_a_run_planned_at_a_set_time_is_admitted_at_its_instant_once_and_judged(
+    beat: Beat,
+) -> None:
+    from gim_tasks.runtime import run_at
+
+    fid = run_at.plan_run(
+        beat.engine, MAINTAIN, at("2026-11-23 07:02:00"), "index rebuild", "frank",
+        now=at("2026-11-23 06:59:00"),
+    )  # fmt: skip
+    assert fid == "at:Job_MaintainGIM:2026-11-23T06:02:00+00:00"
+    beat.tick("2026-11-23 07:01:01")
+    assert beat.rows(MAINTAIN) == []  # not before its instant
+    beat.tick("2026-11-23 07:02:01")
+    beat.tick("2026-11-23 07:02:02")  # a second tick (or beat) starts it no second time
+    rows = beat.rows(MAINTAIN)
+    assert [(r.firing_id, r.trigger, r.actor) for r in rows] == [(fid, "manual", "frank")]
+    with beat.engine.connect() as conn:
+        verdict = conn.execute(
+            sa.text("SELECT stream, verdict, run_id FROM firing WHERE firing_id = :f"), {"f": fid}
+        ).one()
+    assert tuple(verdict) == ("at", "on-time", rows[0].id)
+    assert run_at.planned(beat.engine) == []
+
+
+def test_p4_cancelled_before_its_instant_and_missed_across_a_day_s12(beat: Beat) -> None:
+    from gim_tasks.runtime import run_at
+
+    now = at("2026-11-23 06:59:00")
+    kept = run_at.plan_run(beat.engine, MAINTAIN, at("2026-11-23 23:50:00"), "r", "g", now=now)
+    dropped = run_at.plan_run(beat.engine, MAINTAIN, at("2026-11-23 07:05:00"), "r", "g", now=now)
+    run_at.cancel_planned(beat.engine, dropped, "g")
+    with pytest.raises(Exception, match="only a planned run can be cancelled"):
+        run_at.cancel_planned(beat.engine, dropped, "g")
+    # The beat is down from 23:45 to the next morning: the next day, the run no longer runs.
+    beat.tick("2026-11-24 07:00:00")
+    with beat.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT firing_id, verdict FROM firing WHERE stream = 'at'"))
+        verdicts = {row.firing_id: row.verdict for row in rows}
+    assert verdicts == {dropped: "cancelled", kept: "missed"}
+    assert beat.rows(MAINTAIN) == []
+
+
+def test_p4_a_local_time_in_the_dst_gap_is_the_first_instant_after_it_s10() -> None:
+    from gim_tasks.runtime import run_at
+
+    instant = run_at.instant_of("2027-03-28T02:30", "Europe/Berlin")
+    assert instant.isoformat() == "2027-03-28T01:00:00+00:00"  # 03:00 CEST
+    with pytest.raises(Exception, match="neither an ISO instant with its offset nor a local"):
+        run_at.instant_of("next tuesday", "Europe/Berlin")

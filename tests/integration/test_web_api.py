@@ -89,6 +89,10 @@ ROUTES: dict[tuple[str, str], str] = {
     ("DELETE", "/api/blackouts/{name}"): "admin",
     ("POST", "/jobs/{job}/pause"): "operator",
     ("POST", "/jobs/{job}/resume"): "operator",
+    ("GET", "/api/planned-runs"): "viewer",
+    ("POST", "/api/planned-runs"): "operator",
+    ("DELETE", "/api/planned-runs/{firing_id}"): "operator",
+    ("POST", "/planned-runs/cancel"): "operator",
 }
 
 #: A body for each state-changing route, valid enough to get past validation.
@@ -109,6 +113,12 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/jobs/{job}/skip"): {"reason": "role test", "firing_id": "none"},
     ("POST", "/api/blackouts"): {"name": "w", "kind": "month-end", "days": 2, "reason": "x"},
     ("POST", "/jobs/{job}/pause"): {"reason": "role test"},
+    ("POST", "/api/planned-runs"): {
+        "job": "Job_ExtractICON",
+        "at": "2099-01-01T00:00:00+00:00",
+        "reason": "role test",
+    },
+    ("POST", "/planned-runs/cancel"): {"firing_id": "at:none"},
 }
 
 
@@ -172,6 +182,7 @@ def _call(client: TestClient, method: str, path: str, csrf: str | None) -> Any:
         section="schedule",
         name="run-export",
         job="Job_ExportGIM",
+        firing_id="at:none",
     )
     body = BODIES.get((method, path))
     if path.startswith("/api"):

@@ -9,11 +9,11 @@ from fastapi.responses import Response
 
 from gim_tasks.errors import GimError, aware_instant
 from gim_tasks.options import store
-from gim_tasks.runtime import holds
+from gim_tasks.runtime import holds, run_at
 from gim_tasks.schedule.holds import Blackout
 from gim_tasks.web import schemas as sc
 from gim_tasks.web.access import Admin, Operator, PageOperator, Viewer
-from gim_tasks.web.kit import AUTH, KitDep
+from gim_tasks.web.kit import AUTH, ApiError, KitDep
 from gim_tasks.web.schemas import errors, ok
 
 router = APIRouter()
@@ -179,6 +179,61 @@ def api_remove_blackout(
     return {"result": f"blackout '{name}' removed"}
 
 
+@router.get(
+    "/api/planned-runs",
+    tags=["runs"],
+    response_model=None,
+    responses={**ok(list[sc.PlannedRun], "Runs planned at a set time, soonest first."), **AUTH},
+)
+def api_planned_runs(kit: KitDep, who: Viewer) -> list[dict[str, Any]]:
+    """P4: the runs planned at a set time that have not started."""
+    return _json({"rows": run_at.planned(kit.engine)})["rows"]
+
+
+@router.post(
+    "/api/planned-runs",
+    tags=["runs"],
+    status_code=201,
+    response_model=None,
+    responses={
+        **ok(sc.Skipped, "Planned: its firing id (at:JOB:ISO).", 201),
+        **AUTH,
+        **errors(
+            400,
+            403,
+            409,
+            413,
+            422,
+            unchecked="an instant not in the future or over a year ahead, parameters a job "
+            "does not take (M4), a non-manual job without force (M7)",
+        ),
+    },
+)
+def api_plan_run(kit: KitDep, who: Operator, body: sc.PlannedRunRequest) -> dict[str, str]:
+    """Plan a manual run at a set instant (P4): in the ledger and on the Timeline; the beat
+    admits it at that instant by the same decision as every manual start (M0); 409 when the
+    job is planned at that instant already. Forcing (M7) needs the admin role."""
+    if body.force and not who.may("admin"):
+        raise ApiError(403, "forcing a run (M7) needs the admin role")
+    fid = run_at.plan_run(
+        kit.engine, body.job.value, body.at, body.reason, who.name, body.params, body.force
+    )
+    return {"firing_id": fid}
+
+
+@router.delete(
+    "/api/planned-runs/{firing_id}",
+    tags=["runs"],
+    response_model=None,
+    responses={**ok(sc.Result, "Cancelled."), **AUTH, **errors(404, 409, 422)},
+)
+def api_cancel_planned(
+    kit: KitDep, who: Operator, firing_id: Annotated[str, Path(max_length=200)]
+) -> dict[str, str]:
+    """Cancel a planned run before its instant (P4: verdict `cancelled`); 409 once started."""
+    return {"result": run_at.cancel_planned(kit.engine, firing_id, who.name)}
+
+
 # ----- the Scheduled list's buttons ----------------------------------------------------------
 
 
@@ -197,6 +252,20 @@ def pause_page(
     except GimError as error:
         return kit.back(request, "/jobs/scheduled", f"{job} not paused: {error}")
     return kit.back(request, "/jobs/scheduled", f"{job} paused: {reason.strip()}")
+
+
+@router.post("/planned-runs/cancel", include_in_schema=False)
+def cancel_planned_page(
+    kit: KitDep,
+    request: Request,
+    who: PageOperator,
+    firing_id: Annotated[str, Form(max_length=200)],
+) -> Response:
+    try:
+        notice = run_at.cancel_planned(kit.engine, firing_id, who.name)
+    except GimError as error:
+        notice = str(error)
+    return kit.back(request, "/jobs/scheduled", notice)
 
 
 @router.post("/jobs/{job}/resume", include_in_schema=False)

@@ -308,8 +308,12 @@ def run_job_page(
     job: Annotated[str, Form(max_length=64)],
     params: Annotated[str, Form(max_length=2000)] = "",
     force: Annotated[bool, Form()] = False,
+    at: Annotated[str, Form(max_length=40)] = "",
+    reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
     try:
+        if at.strip():  # P4: planned for the beat, admitted at that instant (M0)
+            return _plan_from_page(kit, request, who, job, params, force, at, reason)
         admission = kit.admit(job, params.strip(), force, who)
         reply = {
             "run_id": admission.run_id,
@@ -329,6 +333,25 @@ def run_job_page(
         reply=reply,
         startable=kit.startable(who),
     )
+
+
+def _plan_from_page(
+    kit: Any,
+    request: Request,
+    who: Any,
+    job: str,
+    params: str,
+    force: bool,
+    at: str,
+    reason: str,
+) -> Response:
+    from gim_tasks.runtime import run_at
+
+    if force and not who.may("admin"):
+        raise ApiError(403, "forcing a run (M7) needs the admin role")
+    instant = run_at.instant_of(at, kit.tz_name())
+    fid = run_at.plan_run(kit.engine, job, instant, reason, who.name, params, force)
+    return kit.back(request, "/jobs/scheduled", f"{job} planned at {instant.isoformat()} ({fid})")
 
 
 @router.post("/runs/{run_id}/stop", include_in_schema=False)

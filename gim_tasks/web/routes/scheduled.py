@@ -37,4 +37,9 @@ def scheduled_page(kit: KitDep, request: Request, who: PageViewer, category: str
         queued = views.runs(kit.engine, views.RunQuery.parse("scheduled", category=category))
     except GimError as error:
         raise HTTPException(400, str(error)) from None
-    return kit.page(request, "scheduled.html", who, rows=rows, queued=queued, category=category)
+    from gim_tasks.runtime import run_at
+
+    planned = run_at.planned(kit.engine)
+    return kit.page(
+        request, "scheduled.html", who, rows=rows, queued=queued, category=category, planned=planned
+    )
