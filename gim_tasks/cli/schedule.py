@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -35,17 +35,19 @@ OptionsFile = Annotated[
 ]
 
 
-def _schedule_options(options_file: Path | None) -> ScheduleOptions:
+def _schedule_options(options_file: Path | None) -> tuple[ScheduleOptions, Any]:
+    """The options (of the file, or stored) and, when stored, the operators' holds (P1-P3)."""
     from gim_tasks.options.values import Options, parse_ini
 
     if options_file is not None:
         texts = parse_ini(options_file.read_text(encoding="utf-8"), str(options_file))
-        return Options.from_texts(texts).schedule()
+        return Options.from_texts(texts).schedule(), None
     from gim_tasks.db.engine import connect
     from gim_tasks.options import store
+    from gim_tasks.runtime import holds
 
     with connect(mart_engine()) as conn:
-        return store.load_options(conn).schedule()
+        return store.load_options(conn).schedule(), holds.load(conn, datetime.now(UTC))
 
 
 @app.command("plan")
@@ -66,22 +68,49 @@ def plan_command(
     statistics and export firings, honouring run-scheduler and the run-* flags."""
     from gim_tasks.schedule.plan import parse_start, period, plan
 
-    options = _schedule_options(options_file)
+    options, holds = _schedule_options(options_file)
     try:
         begin, end = period(options, parse_start(start), days)
     except ValueError as error:
         raise GimError(str(error)) from None
     events = plan(options, begin, end)
+    held = _held(options, holds, events)
     if as_json:
-        print(json.dumps([event.as_dict() for event in events], indent=2))
+        rows = [
+            {**event.as_dict(), **({"held": held[i]} if i in held else {})}
+            for i, event in enumerate(events)
+        ]
+        print(json.dumps(rows, indent=2))
         return
     from rich.table import Table
 
-    table = Table("at", "job", "event", box=None)
-    for event in events:
-        table.add_row(event.at.strftime("%Y-%m-%d %H:%M %Z"), event.job, event.event)
+    table = Table("at", "job", "event", *(["held (P1-P3)"] if held else []), box=None)
+    for i, event in enumerate(events):
+        table.add_row(
+            event.at.strftime("%Y-%m-%d %H:%M %Z"),
+            event.job,
+            event.event,
+            *([held.get(i, "")] if held else []),
+        )
     out.print(table)
     out.print(f"{len(events)} event(s), {options.timezone}")
+
+
+def _held(options: ScheduleOptions, holds: Any, events: list[Any]) -> dict[int, str]:
+    """Which of the plan's starts an operator's hold skips, in words, by index."""
+    if not holds:
+        return {}
+    from gim_tasks.monitor.ledger import held_verdict
+    from gim_tasks.schedule.firings import firing_id
+    from gim_tasks.schedule.localtime import zone
+
+    tz, found = zone(options.timezone), {}
+    for i, event in enumerate(events):
+        if event.event == "start":
+            verdict = held_verdict(event.job, firing_id(event.job, event.at), event.at, holds, tz)
+            if verdict is not None:
+                found[i] = f"{verdict[0]}: {verdict[1]}"
+    return found
 
 
 @app.command("next")
@@ -99,11 +128,11 @@ def next_command(
     """Each job's Next Run (in the schedule's time zone) and its schedule in words."""
     from gim_tasks.schedule.plan import next_run_table
 
-    options = _schedule_options(options_file)
+    options, holds = _schedule_options(options_file)
     instant = datetime.now(UTC)
     if now is not None:
         instant = aware_instant(now, "--now")
-    rows = next_run_table(options, instant)
+    rows = next_run_table(options, instant, holds)
     if as_json:
         print(json.dumps([row.as_dict() for row in rows], indent=2))
         return

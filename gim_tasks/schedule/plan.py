@@ -15,9 +15,13 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 
 from gim_tasks.schedule.engine import next_runs, streams, window_end
-from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES, JOBS
+from gim_tasks.schedule.firings import firing_id
+from gim_tasks.schedule.gate import HELD_VERDICTS, Ask, gate
+from gim_tasks.schedule.holds import Holds
+from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOB_NAMES, JOBS
 from gim_tasks.schedule.localtime import resolve, zone
 from gim_tasks.schedule.options import ScheduleOptions
+from gim_tasks.schedule.state import SchedulerState
 
 ORDER = {name: index for index, name in enumerate(JOB_NAMES)}
 
@@ -103,9 +107,35 @@ def describe_schedules(options: ScheduleOptions) -> dict[str, tuple[bool, str]]:
     return {spec.name: (spec.active(options), spec.words(options)) for spec in JOBS}
 
 
-def next_run_table(options: ScheduleOptions, now: datetime) -> list[NextRun]:
+def next_unheld(options: ScheduleOptions, now: datetime, holds: Holds, job: str) -> datetime | None:
+    """P1-P3: the job's next firing that an operator's hold does not skip (Next Run on the
+    Scheduled list); None when none within 500 firings (a pause without an end)."""
+    spec = BY_NAME[job]
+    if not spec.active(options) or spec.fires == "after-extract":
+        return None
+    tz = zone(options.timezone)
+    stream = options.aggregate_schedule if spec.fires == "window" else spec.stream(options)
+    state, at = SchedulerState(holds=holds), now
+    for _ in range(500):
+        found = stream.next_after(at, tz)
+        if found is None:
+            return None
+        at = found
+        firing = (firing_id(job, at), at)
+        if gate(job, Ask.SCHEDULER, state, tz=tz, firing=firing, only=HELD_VERDICTS).go:
+            return at
+    return None
+
+
+def next_run_table(
+    options: ScheduleOptions, now: datetime, holds: Holds | None = None
+) -> list[NextRun]:
+    """Each job's Next Run (A1): with ``holds``, the next firing that will really run."""
     tz = zone(options.timezone)
     upcoming = next_runs(options, now)
+    if holds:
+        upcoming = {job: next_unheld(options, now, holds, job) if at else at
+                    for job, at in upcoming.items()}  # fmt: skip
     rows = []
     for job, (active, words) in describe_schedules(options).items():
         at = upcoming.get(job)

@@ -70,7 +70,7 @@ def scheduled_jobs(
         options = store.load_options(conn)
         held = holds.load(conn, now)
     rows = []
-    for row in next_run_table(options.schedule(), now):
+    for row in next_run_table(options.schedule(), now, held):
         info = BY_NAME[row.job]
         if wanted and info.category != wanted:
             continue

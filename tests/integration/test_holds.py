@@ -142,7 +142,7 @@ def test_p2_skip_one_future_firing_and_refuse_a_past_or_unplanned_one(
 
 
 def test_p3_a_weekly_blackout_holds_the_jobs_it_names_and_spares_maintenance(
-    beat: Beat,
+    beat: Beat, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # 2026-11-23 is a Monday.
     holds.add_blackout(
@@ -150,6 +150,20 @@ def test_p3_a_weekly_blackout_holds_the_jobs_it_names_and_spares_maintenance(
         Blackout("monday-night", "weekly", "backup window", weekly="Mon 07:01-Mon 07:03"),
         "erin",
     )
+    # Shown ahead: Next Run is the next firing that will really run; the plan marks the held.
+    capsys.readouterr()
+    assert gim(["schedule", "next", "--now", "2026-11-23T07:00:30+01:00", "--json"]) == 0
+    rows = {row["job"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows[EXTRACT]["next_run"] == "2026-11-23T07:03:00+01:00"
+    assert gim(["schedule", "plan", "--start", "2026-11-23T07:00", "--json"]) == 0
+    held = {e["at"][11:16]: e.get("held") for e in json.loads(capsys.readouterr().out)
+            if e["job"] == EXTRACT and e["at"] < "2026-11-23T07:04"}  # fmt: skip
+    assert held == {
+        "07:00": None,
+        "07:01": "blackout: in blackout 'monday-night': backup window (P3)",
+        "07:02": "blackout: in blackout 'monday-night': backup window (P3)",
+        "07:03": None,
+    }
     for minute in range(0, 5):
         beat.tick(f"2026-11-23 07:0{minute}:01")
     verdicts = dict(_verdicts(beat, EXTRACT))
