@@ -276,3 +276,47 @@ def test_p4_a_local_time_in_the_dst_gap_is_the_first_instant_after_it_s10() -> N
     assert instant.isoformat() == "2027-03-28T01:00:00+00:00"  # 03:00 CEST
     with pytest.raises(Exception, match="neither an ISO instant with its offset nor a local"):
         run_at.instant_of("next tuesday", "Europe/Berlin")
+
+
+@pytest.mark.date_sensitive  # plans a run two days from today
+def test_p1_p3_p4_the_pages_pause_resume_keep_blackouts_and_plan_a_run(
+    gim_env: dict[str, str],
+) -> None:
+    from test_web_api import PASSWORD, ROLES, Web
+
+    from gim_tasks.db.engine import make_engine
+    from gim_tasks.web import auth
+    from gim_tasks.web.app import create_app
+
+    engine = make_engine(gim_env["GIM_DATABASE_URL"])
+    for role in ROLES:
+        auth.add_user(engine, role, role, PASSWORD, "test")
+    web = Web(create_app(get_settings(), engine), engine)
+    operator, csrf = web.session("operator")
+    operator.post(f"/jobs/{EXPORT}/pause", data={"csrf": csrf, "reason": "month-end close"})
+    page = operator.get("/jobs/scheduled").text
+    assert (
+        "paused by operator: month-end close" in page and f'action="/jobs/{EXPORT}/resume"' in page
+    )
+    operator.post(f"/jobs/{EXPORT}/resume", data={"csrf": csrf})
+    assert "month-end close" not in operator.get("/jobs/scheduled").text
+    refused = operator.post(f"/jobs/{EXPORT}/pause", data={"csrf": csrf, "reason": " "})
+    assert refused.status_code == 303
+    assert "not paused: a reason is required" in operator.get("/jobs/scheduled").text
+    from datetime import UTC, datetime, timedelta
+
+    when = (datetime.now(UTC) + timedelta(days=2)).isoformat(timespec="minutes")
+    operator.post(
+        "/jobs/run", data={"csrf": csrf, "job": MAINTAIN, "at": when, "reason": "after upgrade"}
+    )
+    page = operator.get("/jobs/scheduled").text
+    assert 'id="planned"' in page and "after upgrade" in page
+    admin, admin_csrf = web.session("admin")
+    added = {"csrf": admin_csrf, "name": "close", "kind": "month-end", "days": "2", "reason": "x"}
+    admin.post("/blackouts", data=added)
+    assert "the last 2 days of every month" in admin.get("/options").text
+    admin.post("/blackouts", data={**added, "name": "bad", "kind": "weekly", "weekly": "Sun"})
+    assert "blackout not added: weekly window &#39;Sun&#39; is not" in admin.get("/options").text
+    admin.post("/blackouts/delete", data={"csrf": admin_csrf, "name": "close"})
+    assert holds.listing(engine)["blackouts"] == []
+    engine.dispose()

@@ -93,6 +93,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/planned-runs"): "operator",
     ("DELETE", "/api/planned-runs/{firing_id}"): "operator",
     ("POST", "/planned-runs/cancel"): "operator",
+    ("POST", "/blackouts"): "admin",
+    ("POST", "/blackouts/delete"): "admin",
 }
 
 #: A body for each state-changing route, valid enough to get past validation.
@@ -119,6 +121,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "reason": "role test",
     },
     ("POST", "/planned-runs/cancel"): {"firing_id": "at:none"},
+    ("POST", "/blackouts"): {"name": "w", "kind": "month-end", "days": "2", "reason": "x"},
+    ("POST", "/blackouts/delete"): {"name": "w"},
 }
 
 

@@ -12,7 +12,7 @@ from gim_tasks.options import store
 from gim_tasks.runtime import holds, run_at
 from gim_tasks.schedule.holds import Blackout
 from gim_tasks.web import schemas as sc
-from gim_tasks.web.access import Admin, Operator, PageOperator, Viewer
+from gim_tasks.web.access import Admin, Operator, PageAdmin, PageOperator, Viewer
 from gim_tasks.web.kit import AUTH, ApiError, KitDep
 from gim_tasks.web.schemas import errors, ok
 
@@ -266,6 +266,54 @@ def cancel_planned_page(
     except GimError as error:
         notice = str(error)
     return kit.back(request, "/jobs/scheduled", notice)
+
+
+@router.post("/blackouts", include_in_schema=False)
+def add_blackout_page(
+    kit: KitDep,
+    request: Request,
+    who: PageAdmin,
+    name: Annotated[str, Form(max_length=80)],
+    kind: Annotated[str, Form(max_length=12)],
+    reason: Annotated[str, Form(max_length=500)] = "",
+    starts: Annotated[str, Form(max_length=16)] = "",
+    ends: Annotated[str, Form(max_length=16)] = "",
+    weekly: Annotated[str, Form(max_length=40)] = "",
+    days: Annotated[str, Form(max_length=2)] = "",
+    jobs: Annotated[str, Form(max_length=400)] = "",
+) -> Response:
+    target = "/options#blackouts"
+    try:
+        if kind not in ("once", "weekly", "month-end"):
+            raise GimError(f"kind '{kind}'; allowed: once, weekly, month-end")
+        if days.strip() and not days.strip().isdigit():
+            raise GimError(f"last days '{days}' is not a number from 1 to 27")
+        window = Blackout(
+            name.strip(),
+            kind,  # type: ignore[arg-type]
+            reason,
+            tuple(j.strip() for j in jobs.split(",") if j.strip()),
+            starts.strip() or None,
+            ends.strip() or None,
+            weekly.strip() or None,
+            int(days) if days.strip() else None,
+        )
+        holds.add_blackout(kit.engine, window, who.name)
+    except GimError as error:
+        return kit.back(request, target, f"blackout not added: {error}")
+    return kit.back(request, target, f"blackout '{window.name}' added: {window.describe()}")
+
+
+@router.post("/blackouts/delete", include_in_schema=False)
+def remove_blackout_page(
+    kit: KitDep, request: Request, who: PageAdmin, name: Annotated[str, Form(max_length=80)]
+) -> Response:
+    try:
+        holds.remove_blackout(kit.engine, name)
+        notice = f"blackout '{name}' removed"
+    except GimError as error:
+        notice = str(error)
+    return kit.back(request, "/options#blackouts", notice)
 
 
 @router.post("/jobs/{job}/resume", include_in_schema=False)

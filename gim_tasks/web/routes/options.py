@@ -74,8 +74,11 @@ def api_unset_option(
 
 @router.get("/options", response_class=HTMLResponse, include_in_schema=False)
 def options_page(kit: KitDep, request: Request, who: PageViewer) -> Response:
+    from gim_tasks.runtime import holds
+
     rows, report = kit.option_rows()
-    return kit.page(request, "options.html", who, options=rows, report=report)
+    blackouts = holds.listing(kit.engine)["blackouts"]
+    return kit.page(request, "options.html", who, options=rows, report=report, blackouts=blackouts)
 
 
 @router.post("/options", include_in_schema=False)
