@@ -890,6 +890,46 @@ def beat_down(lab: Lab, result: Result, full: bool) -> None:
     lab.cycles = len(_scheduled_extracts(lab))
 
 
+def pause_etl(lab: Lab, result: Result, full: bool) -> None:
+    """P1 under a real beat: ETL every minute, paused for 3 minutes (2 in --quick) with an
+    until: its slots are judged `paused`, no missed or late incident opens, and the beat
+    resumes it within one tick of the until (the pause's incident resolves then)."""
+    from gim_tasks.runtime import holds
+
+    _etl_every_minute(lab)
+    lab.worker("w1")
+    lab.beat("beat1")
+    lab.start("watchdog", "watchdog", "--interval", "5")
+    lab.wait(lambda: len(_scheduled_extracts(lab)) >= 1, 90, "a scheduled ETL cycle")
+    began = _db_now(lab)
+    until = began + timedelta(minutes=3 if full else 2)
+    holds.pause(lab.engine, EXTRACT, "reliability: pause-etl", "lab", until=until)
+    time.sleep(max(0.0, (until - _db_now(lab)).total_seconds()))
+    lab.wait(lambda: bool(_scheduled_extracts(lab, until)), 90, "a cycle after the until")
+    resolved = [row.resolved_at for row in _incidents(lab, "paused")]
+    with lab.engine.connect() as conn:
+        ledger = conn.execute(
+            sa.text(
+                "SELECT planned_at, verdict FROM firing WHERE job = :j "
+                "AND planned_at > :a AND planned_at < :b ORDER BY planned_at"
+            ),
+            {"j": EXTRACT, "a": began, "b": until},
+        ).all()
+    alarms = _incidents(lab, "missed") + _incidents(lab, "late")
+    late = (resolved[0] - until).total_seconds() if resolved and resolved[0] else None
+    result.notes.append(
+        f"slots during the pause: {[row.verdict for row in ledger]}; the pause ended "
+        f"{late if late is None else round(late, 1)} s after its until"
+    )
+    if len(ledger) < 2 or any(row.verdict != "paused" for row in ledger):
+        result.error = f"P1: the slots during the pause are not all paused: {ledger}"
+    elif alarms:
+        result.error = f"P1: a paused job raised incidents: {alarms}"
+    elif late is None or not 0 <= late <= 2.5:
+        result.error = f"P1: not resumed within one tick of its until ({late} s)"
+    lab.cycles = len(_scheduled_extracts(lab))
+
+
 QUIET_FACTS = (
     "agent_session_fact",
     "agent_state_fact",
@@ -963,6 +1003,7 @@ SCENARIOS: dict[str, Scenario] = {
     "clock-jump": clock_jump,
     "beat-down": beat_down,
     "stale-data": stale_data,
+    "pause-etl": pause_etl,
 }
 #: Scenarios only in the full run (minutes of downtime each: too long for CI's --quick).
 FULL_ONLY = ("beat-down", "stale-data")
