@@ -79,8 +79,17 @@ def initialize_calendar(engine: Engine, now: datetime | None = None) -> dict[str
         options = store.load_options(conn)
     at = now or datetime.now(UTC)
     ctx = JobContext(mart=engine, idb_urls=[], options=options, now=lambda: at)
-    with engine.begin() as conn:
-        return step_calendar(ctx, conn)
+    # Several pods upgrade at once (test_concurrent_upgrades...): one fills the calendar at a
+    # time, the others wait and find it filled (the migration lock, released after commit).
+    with engine.connect() as conn:
+        locks.hold_session(conn, locks.MIGRATION)
+        conn.commit()  # the session's lock stays; the calendar is written in a transaction
+        try:
+            with conn.begin():
+                return step_calendar(ctx, conn)
+        finally:
+            locks.release_session(conn, locks.MIGRATION)
+            conn.commit()
 
 
 def step_partitions_ahead(ctx: JobContext, conn: Connection) -> dict[str, object]:

@@ -42,7 +42,7 @@ MARKED = ("late", "missed", "blocked")
 
 @dataclass(frozen=True)
 class Item:
-    kind: str  # planned | window | run
+    kind: str  # planned | window | run | hold (P1, P3: a pause or a blackout window)
     start: datetime
     end: datetime | None = None
     state: str | None = None
@@ -203,9 +203,44 @@ def load(
                 run_id=run.id,
             )
         )
+    _holds(conn, lanes, start, end, now, tz)
     for items in lanes.values():
         items.sort(key=lambda item: (item.start, item.kind))
     return Timeline(options.timezone, start, end, now.astimezone(tz), lanes)
+
+
+def _holds(
+    conn: Connection,
+    lanes: dict[str, list[Item]],
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    tz: Any,
+) -> None:
+    """P1, P3: shade each lane where a pause (from when it began to its until, or now) or a
+    blackout window naming the job holds its firings; the reason on hover."""
+    from gim_tasks.runtime import holds
+    from gim_tasks.schedule.jobs import exclusivity_of
+
+    held = holds.load(conn, now)
+    for job, items in lanes.items():
+        for key in (job, "*"):
+            pause = held.pauses.get(key)
+            if pause is not None and pause.paused_at is not None:
+                begins, ends = max(pause.paused_at, start), min(pause.until or end, end)
+                if begins < ends:
+                    words = pause.words + (" (every job)" if key == "*" else "")
+                    items.append(
+                        Item("hold", begins.astimezone(tz), ends.astimezone(tz), reason=words)
+                    )
+        for window in held.blackouts:
+            if window.names(job, exclusivity_of(job)):
+                for begins, ends in window.intervals(start, end, tz):
+                    items.append(
+                        Item(
+                            "hold", begins.astimezone(tz), ends.astimezone(tz), reason=window.words
+                        )
+                    )
 
 
 # --- SVG ------------------------------------------------------------------------------------------
@@ -265,6 +300,14 @@ def svg(timeline: Timeline, width: int = WIDTH, runs_clickable: bool = True) -> 
             f'width="{plot}" height="{LANE - 4}"/><text class="job" x="4" y="{y + 22}">'
             f"{job}</text>"
         )
+        for item in items:
+            if item.kind == "hold" and item.end is not None:
+                parts.append(
+                    f'<rect class="hold" x="{x(item.start)}" y="{y}" '
+                    f'width="{max(1.0, x(item.end) - x(item.start))}" height="{LANE - 4}">'
+                    f"<title>{escape(item.reason or 'held')}: {item.start:%Y-%m-%d %H:%M} to "
+                    f"{item.end:%Y-%m-%d %H:%M}</title></rect>"
+                )
         for item in items:
             if item.kind == "window" and item.end is not None:
                 parts.append(

@@ -57,7 +57,9 @@ def load(conn: Connection, now: datetime) -> Holds:
     """Every hold in force: pauses, skips of firings not long past, blackout windows."""
     row = conn.execute(HOLDS, {"since": now - SKIP_KEPT}).one()
     pauses = {
-        p["job"]: Pause(p["job"], p["reason"], p["actor"], _at(p["until"]), p["source"])
+        p["job"]: Pause(
+            p["job"], p["reason"], p["actor"], _at(p["until"]), p["source"], _at(p["paused_at"])
+        )
         for p in row.pauses
     }
     skips = {

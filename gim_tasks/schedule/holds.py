@@ -19,7 +19,7 @@ import calendar
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime, time, timedelta, tzinfo
 from typing import Literal
 
 from gim_tasks.schedule.localtime import resolve, wall
@@ -41,6 +41,7 @@ class Pause:
     actor: str
     until: datetime | None = None
     source: str = "operator"  # or "failures" (P5)
+    paused_at: datetime | None = None
 
     @property
     def words(self) -> str:
@@ -131,6 +132,39 @@ class Blackout:
     @property
     def words(self) -> str:
         return f"blackout '{self.name}': {self.reason}"
+
+    def intervals(
+        self, start: datetime, end: datetime, tz: tzinfo
+    ) -> list[tuple[datetime, datetime]]:
+        """The window's periods overlapping [start, end), as instants (the Timeline shades
+        them): a weekly window once a week, a month-end window once a month."""
+        found: list[tuple[datetime, datetime]] = []
+        if self.kind == "once" and self.starts and self.ends:
+            found.append((resolve(local_time(self.starts), tz), resolve(local_time(self.ends), tz)))
+        elif self.kind == "weekly" and self.weekly:
+            first, last = week_minutes(self.weekly)
+            length = (last - first) % (7 * 1440)
+            day = wall(start, tz).date() - timedelta(days=7)
+            while resolve(datetime.combine(day, time()), tz) < end:
+                if day.weekday() == first // 1440:
+                    opens = datetime.combine(day, time()) + timedelta(minutes=first % 1440)
+                    found.append(
+                        (resolve(opens, tz), resolve(opens + timedelta(minutes=length), tz))
+                    )
+                day += timedelta(days=1)
+        elif self.kind == "month-end" and self.days:
+            month = wall(start, tz).date().replace(day=1)
+            while resolve(datetime.combine(month, time()), tz) < end:
+                following = (month + timedelta(days=32)).replace(day=1)
+                first_day = following - timedelta(days=self.days)
+                found.append(
+                    (
+                        resolve(datetime.combine(first_day, time()), tz),
+                        resolve(datetime.combine(following, time()), tz),
+                    )
+                )
+                month = following
+        return [(max(a, start), min(b, end)) for a, b in found if a < end and b > start]
 
     def describe(self) -> str:
         if self.kind == "once":

@@ -636,7 +636,9 @@ class Incident(Closed):
 
 
 class TimelineItem(Closed):
-    kind: Literal["planned", "window", "run"]
+    kind: Literal["planned", "window", "run", "hold"] = Field(
+        description="hold: a pause or a blackout window (P1, P3), its reason in `reason`."
+    )
     start: str = Field(json_schema_extra={"format": "date-time"})
     end: str | None = Field(json_schema_extra={"format": "date-time"})
     state: RunState | None

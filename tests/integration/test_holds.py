@@ -6,6 +6,7 @@ path refuses bad input naming what is allowed."""
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import pytest
 import sqlalchemy as sa
@@ -320,3 +321,27 @@ def test_p1_p3_p4_the_pages_pause_resume_keep_blackouts_and_plan_a_run(
     admin.post("/blackouts/delete", data={"csrf": admin_csrf, "name": "close"})
     assert holds.listing(engine)["blackouts"] == []
     engine.dispose()
+
+
+def test_p1_p3_the_timeline_shades_a_pause_and_a_blackout_with_their_reason(beat: Beat) -> None:
+    from gim_tasks.monitor import timeline
+
+    holds.pause(beat.engine, EXPORT, "month-end close", "ida", now=at("2026-11-23 06:00:00"))
+    holds.add_blackout(
+        beat.engine,
+        Blackout("lunch", "weekly", "canteen network work", weekly="Mon 12:00-Mon 13:00"),
+        "ida",
+    )
+    with beat.engine.connect() as conn:
+        options = store.load_options(conn).schedule()
+        day = timeline.load(conn, options, date(2026, 11, 23), 1, at("2026-11-23 15:00:00"))
+    shaded = {
+        job: [(i.start.strftime("%H:%M"), i.end.strftime("%H:%M"), i.reason) for i in items
+              if i.kind == "hold"]
+        for job, items in day.lanes.items()
+    }  # fmt: skip
+    assert ("12:00", "13:00", "blackout 'lunch': canteen network work") in shaded[EXTRACT]
+    assert shaded[MAINTAIN] == []  # a window naming no job spares maintenance
+    assert ("12:00", "13:00", "blackout 'lunch': canteen network work") in shaded[EXPORT]
+    assert any(r == "paused by ida: month-end close" for _, _, r in shaded[EXPORT])
+    assert 'class="hold"' in timeline.svg(day) and "canteen network work" in timeline.svg(day)

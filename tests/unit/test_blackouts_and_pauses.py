@@ -85,3 +85,21 @@ def test_p1_a_pause_holds_the_firings_before_its_until_and_a_job_keeps_its_own()
     assert holds.pause_of("Job_ExtractICON", until - timedelta(minutes=1)) is not None
     assert holds.pause_of("Job_ExtractICON", until) is None
     assert holds.pause_of(EXPORT, until + timedelta(days=9)).reason == "own"  # type: ignore[union-attr]
+
+
+def test_p3_the_timeline_shades_each_period_of_a_window_as_instants() -> None:
+    start, end = local("2026-12-01T00:00"), local("2027-01-04T00:00")
+    weekend = Blackout("weekend", "weekly", "r", weekly="Sat 22:00-Mon 02:00")
+    periods = weekend.intervals(start, end, TZ)
+    assert [wall(a, TZ).strftime("%a %d %H:%M") for a, _ in periods] == [
+        "Sat 05 22:00", "Sat 12 22:00", "Sat 19 22:00", "Sat 26 22:00", "Sat 02 22:00",
+    ]  # fmt: skip
+    assert all(b - a == timedelta(hours=28) for a, b in periods[:-1])  # the last is cut
+    close = Blackout("close", "month-end", "r", days=2)
+    assert [(wall(a, TZ).day, wall(b, TZ).day) for a, b in close.intervals(start, end, TZ)] == [
+        (30, 1)
+    ]  # December's 30th and 31st: in the period [Dec 1, Jan 4)
+    # Across the spring-forward night the window keeps its wall times: 25 real hours shorter.
+    dst = Blackout("dst", "weekly", "r", weekly="Sat 12:00-Sun 12:00")
+    ((a, b),) = dst.intervals(local("2027-03-27T00:00"), local("2027-03-29T00:00"), TZ)
+    assert b.astimezone(UTC) - a.astimezone(UTC) == timedelta(hours=23)
