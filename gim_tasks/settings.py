@@ -130,6 +130,22 @@ class Settings(BaseSettings):
         "Empty: the TCP peer is the client.",
         examples=["10.0.0.0/8,172.16.0.0/12"],
     )
+    web_hsts_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=63072000,
+        description="Strict-Transport-Security max-age in seconds for an HTTPS deployment "
+        "(0: no HSTS header; browsers then keep to HTTPS for this long, e.g. 31536000).",
+        examples=[31536000],
+    )
+    web_token_max_days: int = Field(
+        default=0,
+        ge=0,
+        le=3650,
+        description="The longest an API token may live, in days (gim token create "
+        "--expires-days); 0: no limit, tokens without an expiry allowed.",
+        examples=[90],
+    )
     job_modules: str = Field(
         default="",
         description="Modules of site jobs (comma-separated import paths), each exposing "

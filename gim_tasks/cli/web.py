@@ -210,7 +210,8 @@ def token_create(
     revokes it (unless `gim user update --keep-tokens`)."""
     from gim_tasks.web import auth
 
-    print(auth.create_token(mart_engine(), name, label, expires_days))
+    limit = settings().web_token_max_days
+    print(auth.create_token(mart_engine(), name, label, expires_days, max_days=limit))
 
 
 @token_app.command("list")

@@ -200,7 +200,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         https_only=settings.web_base_url.startswith("https://"),
     )
     app.add_middleware(BodyLimit, limit=MAX_BODY)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, hsts_seconds=settings.web_hsts_seconds)
     if settings.web_trusted_proxies:
         # Outermost: the client address every route and the login throttle see is the one a
         # trusted proxy forwards (the rightmost untrusted X-Forwarded-For entry); from other

@@ -250,10 +250,20 @@ def _digest(token: str) -> str:
 
 
 def create_token(
-    engine: Engine, name: str, label: str = "", expires_days: int | None = None
+    engine: Engine,
+    name: str,
+    label: str = "",
+    expires_days: int | None = None,
+    max_days: int = 0,
 ) -> str:
     """A new API token for user ``name``, valid until revoked or for ``expires_days``; the
-    token itself is returned once, never stored."""
+    token itself is returned once, never stored. ``max_days`` (GIM_WEB_TOKEN_MAX_DAYS, 0: no
+    limit) refuses a token without an expiry or one that lives longer."""
+    if max_days and (expires_days is None or expires_days > max_days):
+        raise GimError(
+            f"tokens live at most {max_days} days here (GIM_WEB_TOKEN_MAX_DAYS): give "
+            f"--expires-days 1 to {max_days}"
+        )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with engine.begin() as conn:
         user_id = conn.execute(

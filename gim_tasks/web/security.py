@@ -23,6 +23,7 @@ browser security headers, login throttling and bounded password hashing.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,8 @@ from gim_tasks.db import locks
 from gim_tasks.db.tables import login_failure, login_success
 from gim_tasks.errors import SettingsError
 
+#: A key's estimated entropy (length x log2 of its distinct characters) must reach this.
+MIN_SECRET_BITS = 128
 MIN_SECRET_BYTES = 32
 #: Keys shipped in examples and earlier versions: never accepted.
 KNOWN_PLACEHOLDERS = frozenset(
@@ -71,6 +74,17 @@ def check_web_secret(secret: str) -> str:
         )
     if len(set(secret)) < 8:
         raise SettingsError(f"GIM_WEB_SECRET repeats a few characters; {HOW_TO_MAKE}")
+    # Entropy, not only length (issue 41): a run like 0123456789abcdef... or a keyboard row
+    # is a guessable key however long. Random keys step by +-1 in ~3 % of adjacent pairs.
+    steps = sum(abs(ord(a) - ord(b)) == 1 for a, b in zip(secret, secret[1:], strict=False))
+    if steps * 2 > len(secret):
+        raise SettingsError(f"GIM_WEB_SECRET is a sequence of characters; {HOW_TO_MAKE}")
+    estimate = len(secret) * math.log2(len(set(secret)))
+    if estimate < MIN_SECRET_BITS:
+        raise SettingsError(
+            f"GIM_WEB_SECRET has about {estimate:.0f} bits of entropy from {len(set(secret))} "
+            f"distinct characters; at least {MIN_SECRET_BITS} are needed; {HOW_TO_MAKE}"
+        )
     return secret
 
 
@@ -100,10 +114,17 @@ DOCS_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
 class SecurityHeaders:
     """Adds the headers above to every response (a route may set a stricter or page-specific
     Content-Security-Policy of its own, which is kept); ``Cache-Control: no-store`` to every
-    response but the static files (pages and API answers may hold what a role may read)."""
+    response but the static files (pages and API answers may hold what a role may read);
+    ``Strict-Transport-Security`` when ``hsts_seconds`` (GIM_WEB_HSTS_SECONDS, for an HTTPS
+    deployment) is set."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, hsts_seconds: int = 0) -> None:
         self.app = app
+        self.extra: tuple[tuple[bytes, bytes], ...] = (
+            ((b"strict-transport-security", f"max-age={hsts_seconds}".encode()),)
+            if hsts_seconds
+            else ()
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -119,7 +140,7 @@ class SecurityHeaders:
                     if static or k.lower() != b"cache-control"
                 ]
                 own = {k.lower() for k, _ in headers}
-                headers.extend((k, v) for k, v in SECURITY_HEADERS if k not in own)
+                headers.extend((k, v) for k, v in SECURITY_HEADERS + self.extra if k not in own)
                 if not static:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers

@@ -40,6 +40,18 @@ GIM = str(Path(sys.executable).with_name("gim"))
 # ----- keys -----------------------------------------------------------------------------------
 
 
+def test_a5_hsts_is_sent_only_when_configured(gim_env: dict[str, str]) -> None:
+    from fastapi.testclient import TestClient
+
+    from gim_tasks.web.app import create_app
+
+    plain = TestClient(create_app(get_settings())).get("/healthz")
+    assert "strict-transport-security" not in plain.headers
+    settings = get_settings().model_copy(update={"web_hsts_seconds": 31536000})
+    strict = TestClient(create_app(settings)).get("/healthz")
+    assert strict.headers["strict-transport-security"] == "max-age=31536000"
+
+
 @pytest.mark.parametrize(
     ("secret", "problem"),
     [
@@ -48,6 +60,8 @@ GIM = str(Path(sys.executable).with_name("gim"))
         ("dev-only-session-key", "placeholder"),
         ("short-but-random-Xq9", "at least 32"),
         ("a" * 64, "repeats"),
+        ("0123456789abcdefghijklmnopqrstuvwxyz0123456789", "a sequence"),
+        ("acegbdfh" * 5, "bits of entropy"),
     ],
 )
 def test_a5_the_web_app_refuses_a_missing_short_or_known_key(
@@ -385,3 +399,21 @@ def test_a5_a_raw_task_message_can_never_force(gim_env: dict[str, str]) -> None:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(job_run.c.actor, job_run.c.forced)).all()
     assert [tuple(r) for r in rows] == [("celery call", False)]  # the plain refusal only
+
+
+def test_a5_a_token_lifetime_limit_refuses_longer_tokens(
+    gim_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gim_tasks.cli.main import main as gim
+    from gim_tasks.db.engine import make_engine
+    from gim_tasks.web import auth
+
+    auth.add_user(make_engine(gim_env["GIM_DATABASE_URL"]), "tess", "viewer", PASSWORD, "test")
+    monkeypatch.setenv("GIM_WEB_TOKEN_MAX_DAYS", "90")
+    get_settings.cache_clear()
+    capsys.readouterr()
+    assert gim(["token", "create", "tess"]) == 1
+    assert "tokens live at most 90 days here" in capsys.readouterr().err
+    assert gim(["token", "create", "tess", "--expires-days", "91"]) == 1
+    assert gim(["token", "create", "tess", "--expires-days", "90"]) == 0
+    get_settings.cache_clear()
