@@ -814,6 +814,20 @@ def _scheduled_extracts(lab: Lab, since: datetime | None = None) -> list[sa.Row[
         return list(conn.execute(query.order_by(job_run.c.id)))
 
 
+def _extract_slots(lab: Lab, after: datetime, before: datetime) -> list[sa.Row[Any]]:
+    """The ledger's ETL slots strictly between two instants, with their verdicts."""
+    with lab.engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text(
+                    "SELECT planned_at, verdict, run_id FROM firing WHERE job = :j "
+                    "AND planned_at > :a AND planned_at < :b ORDER BY planned_at"
+                ),
+                {"j": EXTRACT, "a": after, "b": before},
+            )
+        )
+
+
 def _incidents(lab: Lab, condition: str) -> list[sa.Row[Any]]:
     with lab.engine.connect() as conn:
         return list(
@@ -862,14 +876,7 @@ def beat_down(lab: Lab, result: Result, full: bool) -> None:
     lab.wait(lambda: bool(_scheduled_extracts(lab, restarted)), 60, "the catch-up cycle")
     time.sleep(3)  # any second catch-up would be recorded by now
     catch_up = [row for row in _scheduled_extracts(lab, restarted) if row.planned_at < restarted]
-    with lab.engine.connect() as conn:
-        ledger = conn.execute(
-            sa.text(
-                "SELECT planned_at, verdict, run_id FROM firing WHERE job = :j "
-                "AND planned_at > :a AND planned_at < :b ORDER BY planned_at"
-            ),
-            {"j": EXTRACT, "a": stopped, "b": restarted},
-        ).all()
+    ledger = _extract_slots(lab, stopped, restarted)
     missed = [row for row in ledger if row.verdict == "missed"]
     undecided = [row for row in ledger if row.verdict is None]
     spans = [
@@ -907,14 +914,7 @@ def pause_etl(lab: Lab, result: Result, full: bool) -> None:
     time.sleep(max(0.0, (until - _db_now(lab)).total_seconds()))
     lab.wait(lambda: bool(_scheduled_extracts(lab, until)), 90, "a cycle after the until")
     resolved = [row.resolved_at for row in _incidents(lab, "paused")]
-    with lab.engine.connect() as conn:
-        ledger = conn.execute(
-            sa.text(
-                "SELECT planned_at, verdict FROM firing WHERE job = :j "
-                "AND planned_at > :a AND planned_at < :b ORDER BY planned_at"
-            ),
-            {"j": EXTRACT, "a": began, "b": until},
-        ).all()
+    ledger = _extract_slots(lab, began, until)
     alarms = _incidents(lab, "missed") + _incidents(lab, "late")
     late = (resolved[0] - until).total_seconds() if resolved and resolved[0] else None
     result.notes.append(
