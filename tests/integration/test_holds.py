@@ -345,3 +345,20 @@ def test_p1_p3_the_timeline_shades_a_pause_and_a_blackout_with_their_reason(beat
     assert ("12:00", "13:00", "blackout 'lunch': canteen network work") in shaded[EXPORT]
     assert any(r == "paused by ida: month-end close" for _, _, r in shaded[EXPORT])
     assert 'class="hold"' in timeline.svg(day) and "canteen network work" in timeline.svg(day)
+
+
+def test_p4_s12_a_run_planned_while_the_beat_was_down_still_runs_the_same_day(
+    beat: Beat,
+) -> None:
+    from gim_tasks.runtime import run_at
+
+    fid = run_at.plan_run(
+        beat.engine, MAINTAIN, at("2026-11-23 07:02:00"), "r", "h", now=at("2026-11-23 06:59:00")
+    )
+    beat.tick("2026-11-23 07:20:00")  # the beat was down from 07:00 to 07:20
+    assert [r.firing_id for r in beat.rows(MAINTAIN)] == [fid]
+    with beat.engine.connect() as conn:
+        verdict = conn.execute(
+            sa.text("SELECT verdict, lag_seconds FROM firing WHERE firing_id = :f"), {"f": fid}
+        ).one()
+    assert verdict.verdict == "late" and verdict.lag_seconds == 18 * 60
