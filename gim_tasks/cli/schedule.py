@@ -74,7 +74,11 @@ def plan_command(
     except ValueError as error:
         raise GimError(str(error)) from None
     events = plan(options, begin, end)
-    held = _held(options, holds, events)
+    held: dict[int, str] = {}
+    if holds:  # stored options: the operators' holds too (SQLAlchemy is loaded already)
+        from gim_tasks.monitor.ledger import held_starts
+
+        held = held_starts(options, holds, events)
     if as_json:
         rows = [
             {**event.as_dict(), **({"held": held[i]} if i in held else {})}
@@ -94,23 +98,6 @@ def plan_command(
         )
     out.print(table)
     out.print(f"{len(events)} event(s), {options.timezone}")
-
-
-def _held(options: ScheduleOptions, holds: Any, events: list[Any]) -> dict[int, str]:
-    """Which of the plan's starts an operator's hold skips, in words, by index."""
-    if not holds:
-        return {}
-    from gim_tasks.monitor.ledger import held_verdict
-    from gim_tasks.schedule.firings import firing_id
-    from gim_tasks.schedule.localtime import zone
-
-    tz, found = zone(options.timezone), {}
-    for i, event in enumerate(events):
-        if event.event == "start":
-            verdict = held_verdict(event.job, firing_id(event.job, event.at), event.at, holds, tz)
-            if verdict is not None:
-                found[i] = f"{verdict[0]}: {verdict[1]}"
-    return found
 
 
 @app.command("next")

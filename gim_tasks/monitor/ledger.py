@@ -357,6 +357,18 @@ def held_verdict(
     return None if held.go else (HELD_VERDICTS[held.row or ""], held.reason or "")
 
 
+def held_starts(options: ScheduleOptions, holds: Holds, events: list[Any]) -> dict[int, str]:
+    """Which of a plan's starts (``plan.plan``) an operator's hold skips, in words, by index
+    (``gim schedule plan``, the schedule preview)."""
+    tz, found = zone(options.timezone), {}
+    for i, event in enumerate(events):
+        if event.event == "start":
+            verdict = held_verdict(event.job, firing_id(event.job, event.at), event.at, holds, tz)
+            if verdict is not None:
+                found[i] = f"{verdict[0]}: {verdict[1]}"
+    return found
+
+
 def _judge_held(
     conn: Connection, rows: Iterable[Any], now: datetime, holds: Holds | None, tz: Any
 ) -> None:

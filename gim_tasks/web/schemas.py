@@ -695,6 +695,11 @@ class PlannedEvent(Closed):
     job: JobName
     event: Literal["start", "stop"]
     at: str = Field(json_schema_extra={"format": "date-time"})
+    held: str | None = Field(
+        default=None,
+        description="P1-P3: the verdict and reason of an operator's hold that skips this start "
+        "(absent: it runs).",
+    )
 
 
 class PreviewFinding(Closed):

@@ -123,18 +123,25 @@ def api_schedule_preview(kit: KitDep, who: Admin, body: sc.SchedulePreview) -> d
     values (as `gim schedule plan`) and the configuration check's findings. Nothing is
     stored."""
     from gim_tasks.monitor import timeline
+    from gim_tasks.runtime import holds
     from gim_tasks.schedule import plan
 
     now = datetime.now(UTC)
     with kit.engine.connect() as conn:
         current = store.load_options(conn)
+        held_now = holds.load(conn, now)
     changed, report = timeline.preview(current, dict(body.values))
     options = changed.schedule()
     start, end = timeline.period(options, body.start or timeline.today(options, now), body.days)
+    events = plan.plan(options, start, end)
+    held = ledger.held_starts(options, held_now, events) if held_now else {}
     return {
         "start": start.isoformat(),
         "end": end.isoformat(),
-        "events": [event.as_dict() for event in plan.plan(options, start, end)],
+        "events": [
+            {**event.as_dict(), **({"held": held[i]} if i in held else {})}
+            for i, event in enumerate(events)
+        ],
         "findings": [finding.as_dict() for finding in report.findings],
     }
 
