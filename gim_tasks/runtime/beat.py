@@ -186,7 +186,25 @@ class GimScheduler(RedBeatScheduler):
         self._redis = redis.Redis.from_url(settings.redis_url)
         self._last_error = ""
 
+    def keep_lock(self) -> None:
+        """Keep RedBeat's beat lock, or step down. A tick that stalled past the lock's timeout
+        (a paused process, a slow database) finds the lock expired, perhaps taken by the
+        standby beat: RedBeat's extend then raises and Celery beat exits (seen once in a
+        `./dev up`). Instead this beat waits as the standby, blocking until it holds the lock
+        again; it decides nothing meanwhile, and the firing id (S11) keeps the two beats from
+        starting a firing twice in the moment they overlap."""
+        lock = getattr(self, "lock", None)
+        if lock is None or not getattr(self, "lock_key", None):
+            return
+        try:
+            lock.extend(int(self.lock_timeout))
+        except redis.exceptions.LockError as error:
+            log.warning("beat: lost the beat lock (%s); waiting as the standby", error)
+            lock.acquire()  # blocks while another beat holds it (RedBeat's own start-up wait)
+            log.warning("beat: acquired the beat lock again; deciding again")
+
     def tick(self, *args: Any, **kwargs: Any) -> float:
+        self.keep_lock()
         interval = float(super().tick(*args, **kwargs))
         started = time.perf_counter()
         wait = 1.0

@@ -468,3 +468,26 @@ def test_r2_sweep_also_ends_a_session_the_paused_process_opened_after_its_last_h
     assert busy.execute("SELECT 1").fetchone() == (1,)  # the other run's session stays
     busy.close()
     engine.dispose()
+
+
+def test_s11_a_beat_that_lost_its_lock_steps_down_and_takes_it_again(beat: Beat) -> None:
+    """A tick stalled past the lock's timeout: the standby took the lock. The stalled beat
+    does not exit (Celery beat would, on RedBeat's extend): it waits as the standby and holds
+    the lock again once the other beat lets go of it."""
+    import threading
+
+    lock = beat.redis.lock("gim-test:beat-lock", timeout=5, sleep=0.1)
+    assert lock.acquire(blocking=False)
+    scheduler = beat.scheduler
+    scheduler.lock, scheduler.lock_key, scheduler.lock_timeout = lock, "gim-test:beat-lock", 5
+    other = beat.redis.lock("gim-test:beat-lock", timeout=5, thread_local=False)
+    beat.redis.delete("gim-test:beat-lock")  # expired while this beat stalled...
+    assert other.acquire(blocking=False)  # ...and the standby took it
+    release = threading.Timer(1.0, other.release)  # the other beat goes away after 1 s
+    release.start()
+    began = time.monotonic()
+    scheduler.keep_lock()
+    assert 0.9 <= time.monotonic() - began < 4  # it waited as the standby, until the release
+    assert lock.owned()  # and holds the lock again
+    scheduler.keep_lock()  # an ordinary extend now
+    lock.release()
