@@ -128,7 +128,17 @@ NEEDED = _roles(DOCUMENT_APP)
 
 #: What the API's writes change; each example starts from the fixture's rows of these (issue
 #: 32: an example's stop, cancel, subscription or option no longer leaks into the next one).
-WRITTEN = ("job_run", "option_value", "option_change", "notification_subscription", "agg_request")
+WRITTEN = (
+    "job_run",
+    "run_at",
+    "option_value",
+    "option_change",
+    "notification_subscription",
+    "agg_request",
+    "job_pause",
+    "firing_skip",
+    "blackout",
+)
 
 
 class Contract:
@@ -215,7 +225,8 @@ def _expected_for_valid(caller: str, operation: str, case: Any) -> set[int]:
     allowed = declared - NOT_FOR_VALID
     if not _unchecked(operation):
         allowed.discard(400)  # its schema states everything it checks
-    if operation == "POST /api/runs" and caller != "admin" and (case.body or {}).get("force"):
+    forcing = operation in ("POST /api/runs", "POST /api/planned-runs")
+    if forcing and caller != "admin" and (case.body or {}).get("force"):
         allowed.add(403)  # forcing (M7) needs the admin role: documented on the operation
     return allowed
 
