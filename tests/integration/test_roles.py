@@ -109,6 +109,16 @@ def test_web_role_can_do_what_the_web_app_does_and_nothing_more(gim_env: dict[st
         "INSERT INTO option_value (section, name, value, changed_by) "
         "VALUES ('schedule', 'run-export', 'true', 'x')",
         "DELETE FROM option_change",
+        # issue 41: an admission's row carries no counts, error or skip; a firing the web
+        # inserts is a planned run's, undecided (it cannot forge a verdict)
+        "INSERT INTO job_run (job, trigger, actor, state, rows_read, ended_at) "
+        "VALUES ('Job_ExportGIM', 'manual', 'x', 'Rejected', 5000, now())",
+        "INSERT INTO job_run (job, trigger, actor, state, error) "
+        "VALUES ('Job_ExportGIM', 'manual', 'x', 'Rejected', 'forged')",
+        "INSERT INTO firing (firing_id, stream, job, planned_at, verdict) "
+        "VALUES ('at:Job_ExportGIM:x', 'at', 'Job_ExportGIM', now(), 'on-time')",
+        "INSERT INTO firing (firing_id, stream, job, planned_at) "
+        "VALUES ('Job_ExportGIM:2030-01-01', 'export', 'Job_ExportGIM', now())",
     ]
     for statement in forbidden:
         with psycopg.connect(web_url, autocommit=True) as conn:
@@ -124,6 +134,31 @@ def test_web_role_can_do_what_the_web_app_does_and_nothing_more(gim_env: dict[st
         assert conn.execute(
             sa.text(f"SELECT state, reason FROM job_run WHERE id = {ended}")
         ).one() == ("Failed", None)
+    # Operators' holds (issue 34) as the web role: pause, resume, skip, blackouts, a planned
+    # run and its cancel.
+    from gim_tasks.runtime import holds, run_at
+    from gim_tasks.schedule.holds import Blackout
+
+    holds.pause(web, "Job_ExportGIM", "month-end", "ops", stop=True)
+    holds.pause(web, None, "network", "ops")
+    holds.resume(web, None, "ops")
+    holds.resume(web, "Job_ExportGIM", "ops")
+    options = store.load_options(web.connect()).schedule()
+    upcoming = holds.skip(
+        web,
+        options,
+        "Job_ExtractICON",
+        "bad data",
+        "ops",
+        at=datetime.now(UTC).replace(hour=23, minute=0, second=0, microsecond=0)
+        + timedelta(days=1),
+    )
+    assert upcoming.startswith("Job_ExtractICON:")
+    holds.add_blackout(web, Blackout("w", "month-end", "close", days=2), "ops")
+    holds.remove_blackout(web, "w")
+    planned = run_at.plan_run(web, "Job_MaintainGIM", datetime.now(UTC) + timedelta(days=1),
+                              "after upgrade", "ops")  # fmt: skip
+    assert run_at.cancel_planned(web, planned, "ops").endswith("cancelled by ops")
     # What it may do on a Running run: ask it to stop (M6), through the manager.
     assert "stop requested" in manager.stop_run(web, running, "ops")
     with pytest.raises(GimError, match=f"run {ended} is Failed"):
