@@ -79,8 +79,33 @@ def upgrade(engine: Engine, revision: str = "head") -> SchemaState:
     if state.at_head:
         from gim_tasks.jobs.maintain import initialize_calendar
 
+        sync_option_keys(engine)
         initialize_calendar(engine)
     return state
+
+
+def sync_option_keys(engine: Engine) -> int:
+    """``option_key`` := the registry's options (site jobs' included): the only ones the
+    database function ``gim_write_option`` writes (issue 41). Returns how many."""
+    import sqlalchemy as sa
+    from sqlalchemy.dialects.postgresql import insert
+
+    from gim_tasks.db.tables import option_key
+    from gim_tasks.options.registry import OPTIONS
+
+    keys = [{"section": spec.section, "name": spec.name} for spec in OPTIONS]
+    # Safe beside another pod's upgrade: no key is deleted that the registry has, and an
+    # insert of a key already there does nothing (no unique violation between two pods).
+    with engine.begin() as conn:
+        conn.execute(
+            sa.delete(option_key).where(
+                sa.tuple_(option_key.c.section, option_key.c.name).not_in(
+                    [(k["section"], k["name"]) for k in keys]
+                )
+            )
+        )
+        conn.execute(insert(option_key).on_conflict_do_nothing(), keys)
+    return len(keys)
 
 
 def downgrade(engine: Engine, revision: str) -> SchemaState:

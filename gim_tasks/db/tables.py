@@ -303,6 +303,15 @@ scheduler_epoch = Table(
     CheckConstraint("id", name="one_row"),
 )
 
+#: The options this version declares (the registry's, site jobs' included): the only ones
+#: ``gim_write_option`` writes (issue 41). ``gim db upgrade`` keeps it equal to the registry.
+option_key = Table(
+    "option_key",
+    metadata,
+    Column("section", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+)
+
 #: SPEC P1: paused jobs, one row per job (``*``: every job, a global pause that leaves each
 #: job's own pause in place). ``until``: resumed by the beat's first tick at or after it.
 #: ``source``: ``operator``, or ``failures`` (P5: paused by N consecutive failures).

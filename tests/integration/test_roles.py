@@ -124,6 +124,10 @@ def test_web_role_can_do_what_the_web_app_does_and_nothing_more(gim_env: dict[st
         with psycopg.connect(web_url, autocommit=True) as conn:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
+    # The option function writes only the options this version declares (issue 41).
+    with psycopg.connect(web_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"unknown option"):
+            conn.execute("SELECT * FROM gim_write_option('schedule', 'no-such', 'x', 'ops', '')")
     # Row-level security: an ended run is not there to be changed (nothing happens).
     with psycopg.connect(web_url, autocommit=True) as conn:
         assert conn.execute(f"UPDATE job_run SET reason = 'x' WHERE id = {ended}").rowcount == 0

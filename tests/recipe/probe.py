@@ -29,6 +29,9 @@ def _cli(*args: str) -> Any:
 def main() -> None:
     env = {key: value for key, value in os.environ.items() if key.startswith("GIM_")}
     beat = Beat(env)
+    # The recipe's last step: gim db upgrade lists the new job's options (option_key).
+    code, _ = _cli("db", "upgrade")
+    assert code == 0
     store.set_option(beat.engine, "schedule", "run-check-mart", "true", "test")
     found: dict[str, Any] = {}
     code, text = _cli("schedule", "plan", "--start", "2026-11-23", "--days", "1", "--json")
