@@ -227,6 +227,7 @@ def skip(
     reason = _reason(reason)
     if job not in JOB_NAMES:
         raise NotFound(f"unknown job '{job}'; jobs are {', '.join(JOB_NAMES)}")
+    firing = (firing or "").strip() or None  # an empty id names nothing
     if (at is None) == (firing is None):
         raise GimError("name the firing: --at INSTANT or --firing FIRING_ID (one of them)")
     if at is not None:
@@ -237,7 +238,7 @@ def skip(
         for event in plan.plan(options, now, now + SKIP_AHEAD)
         if event.job == job and event.event == "start"
     ]
-    wanted = firing or firing_id(job, at)  # type: ignore[arg-type]
+    wanted = firing if firing is not None else firing_id(job, at)  # type: ignore[arg-type]
     planned = next((instant for instant in upcoming if firing_id(job, instant) == wanted), None)
     if planned is None:
         shown = ", ".join(wall(i, tz).strftime("%Y-%m-%d %H:%M") for i in upcoming[:5]) or "none"

@@ -203,6 +203,7 @@ def test_p5_a_job_failing_three_times_pauses_itself_with_one_alert(beat: Beat) -
          "is not in the future"),
         (["pause", EXTRACT, "--reason", "x", "--until", "tomorrow"], "is not an ISO-8601"),
         (["skip", EXTRACT, "--reason", "x"], "--at INSTANT or --firing FIRING_ID"),
+        (["skip", EXTRACT, "--reason", "x", "--firing", " "], "--at INSTANT or --firing"),
         (["blackout", "add", "w", "--reason", "x", "--weekly", "Sat 25:00-Sun 06:00"],
          "25:00 is not a time HH:MM"),
         (["blackout", "add", "w", "--reason", "x", "--weekly", "Caturday"],
