@@ -278,18 +278,15 @@ def record(
                 firing.c.verdict.is_(None),
                 firing.c.planned_at < action.planned_at,
             )
-            if holds:
-                due = sa.select(firing.c.firing_id, firing.c.job, firing.c.planned_at)
-                _judge_held(conn, conn.execute(due.where(*earlier)).all(), now, holds, tz)
-            conn.execute(
-                sa.update(firing)
-                .where(*earlier)
-                .values(
-                    verdict=Verdict.MISSED,
-                    decided_at=now,
-                    reason="not handled: the scheduler caught up with the firing planned at "
-                    f"{action.planned_at.astimezone(UTC).isoformat()} instead (S12)",
-                )
+            caught_up = action.planned_at.astimezone(UTC).isoformat()
+            _miss(
+                conn,
+                earlier,
+                now,
+                f"not handled: the scheduler caught up with the firing planned at {caught_up} "
+                "instead (S12)",
+                holds,
+                tz,
             )
     return judged
 
@@ -390,19 +387,30 @@ def mark_missed(
     unless an operator held it (P1-P3: ``paused``, ``operator-skip``, ``blackout``, no alarm).
     Returns (job, firing_id, planned_at) of each missed one."""
     overdue = firing.c.verdict.is_(None), firing.c.planned_at < now - timedelta(seconds=grace)
+    reason = (
+        f"no decision within {grace:g} s of its instant: the scheduler was down or stalled (O2)"
+    )
+    return _miss(conn, overdue, now, reason, holds, tz)
+
+
+def _miss(
+    conn: Connection,
+    where: tuple[Any, ...],
+    now: datetime,
+    reason: str,
+    holds: Holds | None,
+    tz: Any,
+) -> list[Any]:
+    """The undecided firings ``where`` selects are missed, but those an operator's hold
+    covers get its verdict (P1-P3). Returns (job, firing_id, planned_at) of the missed."""
     if holds:
-        due = sa.select(firing.c.firing_id, firing.c.job, firing.c.planned_at).where(*overdue)
+        due = sa.select(firing.c.firing_id, firing.c.job, firing.c.planned_at).where(*where)
         _judge_held(conn, conn.execute(due).all(), now, holds, tz)
     return list(
         conn.execute(
             sa.update(firing)
-            .where(*overdue)
-            .values(
-                verdict=Verdict.MISSED,
-                decided_at=now,
-                reason=f"no decision within {grace:g} s of its instant: the scheduler was "
-                "down or stalled (O2)",
-            )
+            .where(*where)
+            .values(verdict=Verdict.MISSED, decided_at=now, reason=reason)
             .returning(firing.c.job, firing.c.firing_id, firing.c.planned_at)
         )
     )

@@ -300,22 +300,19 @@ def svg(timeline: Timeline, width: int = WIDTH, runs_clickable: bool = True) -> 
             f'width="{plot}" height="{LANE - 4}"/><text class="job" x="4" y="{y + 22}">'
             f"{job}</text>"
         )
-        for item in items:
-            if item.kind == "hold" and item.end is not None:
-                parts.append(
-                    f'<rect class="hold" x="{x(item.start)}" y="{y}" '
-                    f'width="{max(1.0, x(item.end) - x(item.start))}" height="{LANE - 4}">'
-                    f"<title>{escape(item.reason or 'held')}: {item.start:%Y-%m-%d %H:%M} to "
-                    f"{item.end:%Y-%m-%d %H:%M}</title></rect>"
-                )
-        for item in items:
-            if item.kind == "window" and item.end is not None:
-                parts.append(
-                    f'<rect class="window" x="{x(item.start)}" y="{y}" '
-                    f'width="{max(1.0, x(item.end) - x(item.start))}" height="{LANE - 4}">'
-                    f"<title>aggregation window {item.start:%H:%M} to {item.end:%H:%M}"
-                    "</title></rect>"
-                )
+        bands = (
+            ("hold", lambda i: f"{i.reason or 'held'}: {i.start:%Y-%m-%d %H:%M} to "
+             f"{i.end:%Y-%m-%d %H:%M}"),
+            ("window", lambda i: f"aggregation window {i.start:%H:%M} to {i.end:%H:%M}"),
+        )  # fmt: skip
+        for kind, words_of in bands:  # a pause or blackout (P1, P3), then aggregation windows
+            for item in items:
+                if item.kind == kind and item.end is not None:
+                    parts.append(
+                        f'<rect class="{kind}" x="{x(item.start)}" y="{y}" '
+                        f'width="{max(1.0, x(item.end) - x(item.start))}" height="{LANE - 4}">'
+                        f"<title>{escape(words_of(item))}</title></rect>"
+                    )
         for item in items:
             if item.kind == "run" and item.end is not None:
                 left, right = x(item.start), x(item.end)
