@@ -52,7 +52,7 @@ from gim_tasks.schedule.engine import (
     Tick,
 )
 from gim_tasks.schedule.firings import close_id, firing_id
-from gim_tasks.schedule.gate import HELD_VERDICTS, Ask, gate
+from gim_tasks.schedule.gate import HELD_VERDICTS, Ask, gate, held
 from gim_tasks.schedule.holds import Holds
 from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES, STREAMED
 from gim_tasks.schedule.localtime import resolve, zone
@@ -326,11 +326,11 @@ def settle_windows(
                 reason += f": stop of run {run_id} requested"
         elif (why := tick.blocked.get(AGGREGATE)) is not None:
             verdict, reason = Verdict.BLOCKED, why
-        elif not (held := gate(AGGREGATE, Ask.SCHEDULER, state, tz=tz, firing=opening)).go:
+        elif not (decision := gate(AGGREGATE, Ask.SCHEDULER, state, tz=tz, firing=opening)).go:
             # An operator's hold (P1-P3); else maintenance (S7) or the window's earlier run
             # (S2): the window's own run starts after it, and its launch fills in the run.
-            verdict = HELD_VERDICTS.get(held.row or "", Verdict.HELD)
-            reason = held.reason or ""
+            verdict = HELD_VERDICTS.get(decision.row or "", Verdict.HELD)
+            reason = decision.reason or ""
         if verdict is not None:
             conn.execute(
                 sa.update(firing)
@@ -342,25 +342,13 @@ def settle_windows(
     horizon.next_window = _next_window(conn)
 
 
-def held_verdict(
-    job: str, firing_id: str, planned: datetime, holds: Holds, tz: Any
-) -> tuple[Verdict, str] | None:
-    """P1-P3: the verdict and reason of a firing an operator's hold covers, or None."""
-    if not holds or job not in JOB_NAMES:
-        return None
-    state = SchedulerState(holds=holds)
-    firing_at = (firing_id, planned)
-    held = gate(job, Ask.SCHEDULER, state, tz=tz, firing=firing_at, only=HELD_VERDICTS)
-    return None if held.go else (HELD_VERDICTS[held.row or ""], held.reason or "")
-
-
 def held_starts(options: ScheduleOptions, holds: Holds, events: list[Any]) -> dict[int, str]:
     """Which of a plan's starts (``plan.plan``) an operator's hold skips, in words, by index
     (``gim schedule plan``, the schedule preview)."""
     tz, found = zone(options.timezone), {}
     for i, event in enumerate(events):
         if event.event == "start":
-            verdict = held_verdict(event.job, firing_id(event.job, event.at), event.at, holds, tz)
+            verdict = held(event.job, holds, (firing_id(event.job, event.at), event.at), tz)
             if verdict is not None:
                 found[i] = f"{verdict[0]}: {verdict[1]}"
     return found
@@ -370,8 +358,10 @@ def _judge_held(
     conn: Connection, rows: Iterable[Any], now: datetime, holds: Holds | None, tz: Any
 ) -> None:
     """Give each undecided firing in ``rows`` an operator's hold covers its held verdict."""
-    for row in rows if holds else ():
-        found = held_verdict(row.job, row.firing_id, row.planned_at, holds, tz)  # type: ignore[arg-type]
+    if not holds:
+        return
+    for row in rows:
+        found = held(row.job, holds, (row.firing_id, row.planned_at), tz)
         if found is not None:
             conn.execute(
                 sa.update(firing)

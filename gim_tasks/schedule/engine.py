@@ -25,7 +25,7 @@ from typing import Any
 
 from gim_tasks.lifecycle import StopKind, Verdict
 from gim_tasks.schedule.firings import firing_id, restart_id, resume_id
-from gim_tasks.schedule.gate import HELD_VERDICTS, ROWS, Ask, Decision, Outcome, gate
+from gim_tasks.schedule.gate import ROWS, Ask, Decision, Outcome, gate, held
 from gim_tasks.schedule.jobs import (
     AGGREGATE,
     BY_NAME,
@@ -316,11 +316,8 @@ def _handle_stream(tick: _Tick, job: str, stream: Stream) -> None:
     tick.cursors[job] = planned
     fid = firing_id(job, planned)
     # P1-P3 first: an operator's hold explains the firing better than a miss or a block.
-    held = gate(
-        job, Ask.SCHEDULER, tick.state, tz=tick.tz, firing=(fid, planned), only=HELD_VERDICTS
-    )
-    if not held.go:
-        tick.add(Skip(job, fid, planned, held.reason or "", operator=HELD_VERDICTS[held.row or ""]))
+    if (hold := held(job, tick.state.holds, (fid, planned), tick.tz)) is not None:
+        tick.add(Skip(job, fid, planned, hold[1], operator=hold[0]))
         return
     late = _missed_rule(tick, job, planned)
     if late is not None:

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
 
 from gim_tasks.lifecycle import StopKind, Verdict
+from gim_tasks.schedule.holds import Holds
 from gim_tasks.schedule.jobs import TRANSFORM, exclusivity_of
 from gim_tasks.schedule.localtime import wall
 from gim_tasks.schedule.state import ActiveRun, SchedulerState, WaitingRun
@@ -289,6 +290,19 @@ FINDERS: dict[Blocker, Callable[[_Asking], list[Blocking]]] = {
     Blocker.OTHERS: lambda a: _others(a, ()),
     Blocker.OTHERS_BUT_STATISTICS: lambda a: _others(a, ("statistics",)),
 }
+
+
+def held(
+    job: str, holds: Holds, firing: tuple[str, datetime], tz: tzinfo
+) -> tuple[Verdict, str] | None:
+    """P1-P3: the verdict and the reason of an operator's hold on this firing of ``job``
+    (its id and instant), or None. The engine, the ledger (the watchdog, S12's collapse), the
+    plan's marks and Next Run ask here."""
+    if not holds or exclusivity_of(job) is None:
+        return None
+    state = SchedulerState(holds=holds)
+    decision = gate(job, Ask.SCHEDULER, state, tz=tz, firing=firing, only=HELD_VERDICTS)
+    return None if decision.go else (HELD_VERDICTS[decision.row or ""], decision.reason or "")
 
 
 def rows_for(cls: str, ask: Ask) -> list[Row]:

@@ -16,12 +16,11 @@ from typing import Literal
 
 from gim_tasks.schedule.engine import next_runs, streams, window_end
 from gim_tasks.schedule.firings import firing_id
-from gim_tasks.schedule.gate import HELD_VERDICTS, Ask, gate
+from gim_tasks.schedule.gate import held
 from gim_tasks.schedule.holds import Holds
 from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOB_NAMES, JOBS
 from gim_tasks.schedule.localtime import resolve, zone
 from gim_tasks.schedule.options import ScheduleOptions
-from gim_tasks.schedule.state import SchedulerState
 
 ORDER = {name: index for index, name in enumerate(JOB_NAMES)}
 
@@ -115,14 +114,13 @@ def next_unheld(options: ScheduleOptions, now: datetime, holds: Holds, job: str)
         return None
     tz = zone(options.timezone)
     stream = options.aggregate_schedule if spec.fires == "window" else spec.stream(options)
-    state, at = SchedulerState(holds=holds), now
+    at = now
     for _ in range(500):
         found = stream.next_after(at, tz)
         if found is None:
             return None
         at = found
-        firing = (firing_id(job, at), at)
-        if gate(job, Ask.SCHEDULER, state, tz=tz, firing=firing, only=HELD_VERDICTS).go:
+        if held(job, holds, (firing_id(job, at), at), tz) is None:
             return at
     return None
 
