@@ -89,7 +89,7 @@ def _reason(reason: str) -> str:
     return reason
 
 
-def _instant(value: datetime, what: str) -> datetime:
+def checked_instant(value: datetime, what: str) -> datetime:
     """An aware instant from 1970 to 2999 in UTC (the range every date of the API takes);
     a GimError naming it otherwise (never an overflow, issue 41)."""
     if value.tzinfo is None:
@@ -137,7 +137,7 @@ def pause(
     if job is not None:
         _pausable(job)
     if until is not None:
-        until = _instant(until, "until")
+        until = checked_instant(until, "until")
         if until <= now:
             raise GimError(f"until {until.isoformat()} is not in the future")
     key = job or GLOBAL
@@ -231,7 +231,7 @@ def skip(
     if (at is None) == (firing is None):
         raise GimError("name the firing: --at INSTANT or --firing FIRING_ID (one of them)")
     if at is not None:
-        at = _instant(at, "at")
+        at = checked_instant(at, "at")
     tz = zone(options.timezone)
     upcoming = [
         event.at

@@ -26,6 +26,7 @@ from gim_tasks.db.tables import firing, run_at
 from gim_tasks.errors import Conflict, GimError, NotFound
 from gim_tasks.lifecycle import RunState, Verdict, Via
 from gim_tasks.monitor.ledger import AT_STREAM, timeliness
+from gim_tasks.runtime.holds import checked_instant
 from gim_tasks.schedule.holds import local_time
 from gim_tasks.schedule.jobs import BY_NAME, JOB_NAMES
 from gim_tasks.schedule.localtime import resolve, wall, zone
@@ -78,9 +79,7 @@ def plan_run(
         raise NotFound(f"unknown job '{job}'; jobs are {', '.join(JOB_NAMES)}")
     if not (reason or "").strip():
         raise GimError("a reason is required (--reason TEXT): it is shown with the planned run")
-    if at.tzinfo is None:
-        raise GimError("--at needs a UTC offset or a local time of the schedule's zone")
-    at = at.astimezone(UTC)
+    at = checked_instant(at, "--at")  # aware, 1970 to 2999: never an overflow
     if at <= now:
         raise GimError(f"--at {at.isoformat()} is not in the future")
     if at > now + AHEAD:
