@@ -114,7 +114,7 @@ def main() -> None:
 
         settings = get_settings()
         auth.add_user(engine, "prometheus", "viewer", "bench-password-0", "bench")
-        token = auth.create_token(engine, "prometheus")
+        token = auth.create_token(engine, "prometheus", actor="bench")
         client = TestClient(create_app(settings, engine), base_url="http://testserver")
         client.headers["Authorization"] = f"Bearer {token}"
         for _ in range(3):  # warm up: connections, templates, plans

@@ -142,3 +142,16 @@ class Via(StrEnum):
     def in_process(self) -> bool:
         """The run executes in the requesting process (never sent to a worker)."""
         return self in (Via.LOCAL, Via.AGGREGATE_ONCE)
+
+
+class Channel(StrEnum):
+    """Where an audited action came from (SPEC P6)."""
+
+    WEB = "web"  # a page's form
+    API = "api"  # /api/*, with a token or a session
+    CLI = "cli"  # gim …, or any process that named no other channel
+    CELERY = "celery"  # a raw task message (celery call, Flower)
+    BEAT = "beat"  # the scheduler's own decisions (a pause ending, P5's automatic pause)
+
+
+AUDIT_CHANNELS = tuple(channel.value for channel in Channel)

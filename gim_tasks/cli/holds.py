@@ -155,7 +155,7 @@ def blackout_remove(name: Annotated[str, typer.Argument(help="The window's name.
     """Remove a blackout window."""
     from gim_tasks.runtime import holds
 
-    holds.remove_blackout(mart_engine(), name)
+    holds.remove_blackout(mart_engine(), name, current_actor())
     out.print(f"blackout '{name}' removed", markup=False)
 
 

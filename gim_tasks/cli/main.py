@@ -22,7 +22,7 @@ from gim_tasks.cli import monitor as monitor_cli
 from gim_tasks.cli import runs as runs_cli
 from gim_tasks.cli import schedule as schedule_cli
 from gim_tasks.cli import web as web_cli
-from gim_tasks.cli.common import JsonFlag, mart_engine, out, settings
+from gim_tasks.cli.common import JsonFlag, current_actor, mart_engine, out, settings
 from gim_tasks.errors import GimError
 
 # Help is plain click text (rich_markup_mode=None everywhere): rich's help panels cost
@@ -59,7 +59,9 @@ app.command("skip")(holds_cli.skip_command)
 app.add_typer(holds_cli.blackout_app, name="blackout")
 app.command("holds")(holds_cli.holds_command)
 app.command("firings")(monitor_cli.firings_command)
-app.command("alerts")(monitor_cli.alerts_command)
+app.add_typer(monitor_cli.alerts_app, name="alerts")
+app.command("note")(monitor_cli.note_command)
+app.command("audit")(monitor_cli.audit_command)
 app.command("watchdog")(monitor_cli.watchdog_command)
 app.add_typer(monitor_cli.webhook_app, name="webhook")
 _passthrough = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -116,7 +118,7 @@ def db_upgrade(
     """
     from gim_tasks.db import migrate
 
-    state = migrate.upgrade(mart_engine(), revision)
+    state = migrate.upgrade(mart_engine(), revision, current_actor())
     out.print(f"schema {state.describe()}")
 
 
@@ -129,7 +131,7 @@ def db_grant_web(
     Run as the schema owner after every upgrade; idempotent."""
     from gim_tasks.db.roles import grant_web
 
-    statements = grant_web(mart_engine(), role)
+    statements = grant_web(mart_engine(), role, current_actor())
     out.print(f"{role}: {len(statements)} grant/revoke statements applied", markup=False)
 
 

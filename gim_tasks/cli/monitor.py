@@ -61,12 +61,24 @@ def firings_command(
     out.print(table)
 
 
+alerts_app = typer.Typer(
+    rich_markup_mode=None,
+    help="Incidents (O3), open ones first; `gim alerts ack ID` acknowledges one (P7).",
+    invoke_without_command=True,
+)
+
+
+@alerts_app.callback()
 def alerts_command(
+    ctx: typer.Context,
     open_only: Annotated[bool, typer.Option("--open", help="Only open incidents.")] = False,
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
     as_json: JsonFlag = False,
 ) -> None:
-    """Incidents (O3), open ones first: condition, job, detail, opened, resolved, deliveries."""
+    """Incidents (O3), open ones first: condition, job, detail, opened, resolved, deliveries,
+    who acknowledged it. `gim alerts ack ID` acknowledges one (P7)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from rich.markup import escape
     from rich.table import Table
 
@@ -77,9 +89,12 @@ def alerts_command(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("id", "condition", "job", "opened", "resolved", "n", "sent", "detail", box=None)
+    table = Table(
+        "id", "condition", "job", "opened", "resolved", "n", "sent", "ack", "detail", box=None
+    )
     for row in rows:
         sent = sum(1 for d in row["deliveries"] if d["state"] == "sent")
+        noted = "".join(f"\n  note {n['actor']}: {n['text']}" for n in row["notes"])
         table.add_row(
             str(row["incident"]),
             row["condition"],
@@ -88,7 +103,103 @@ def alerts_command(
             (row["resolved_at"] or "open")[:19],
             str(row["occurrences"]),
             f"{sent}/{len(row['deliveries'])}",
-            escape(row["detail"]),
+            row["acknowledged_by"] or "-",
+            escape(row["detail"] + noted),
+        )
+    out.print(table)
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    incident: Annotated[int, typer.Argument(min=1, help="The incident's id (gim alerts).")],
+    note: Annotated[str | None, typer.Option(help="A note added with the acknowledgement.")] = None,
+    actor: ActorOption = "",
+) -> None:
+    """Acknowledge an open incident (P7): records who and when; its repeat notices stop (a
+    failing job's error letters) until it resolves, which stays automatic."""
+    from gim_tasks.monitor import notes
+
+    out.print(
+        notes.acknowledge(mart_engine(), incident, actor or current_actor(), note), markup=False
+    )
+
+
+NOTE_KINDS = ("run", "firing", "incident")
+
+
+def note_command(
+    kind: Annotated[str, typer.Argument(help="What the note is on: run, firing or incident.")],
+    target: Annotated[str, typer.Argument(help="The run id, firing id or incident id.")],
+    text: Annotated[str, typer.Argument(help="The note (1 to 2000 characters).")],
+    actor: ActorOption = "",
+) -> None:
+    """Add a note to a run, a firing or an incident (P7): shown in History, the Timeline's
+    hover, the run page, the Alerts page and the incident's mails that follow."""
+    from gim_tasks.monitor import notes
+
+    if kind not in NOTE_KINDS:
+        raise typer.BadParameter(
+            f"'{kind}' is not one of {', '.join(NOTE_KINDS)}", param_hint="KIND"
+        )
+    note_id = notes.add_note(mart_engine(), kind, target, text, actor or current_actor())
+    out.print(f"note {note_id} added to {kind} {target}", markup=False)
+
+
+def audit_command(
+    actor: Annotated[str | None, typer.Option(help="Only this actor's actions.")] = None,
+    action: Annotated[
+        str | None, typer.Option(help="Only this action (run, stop, pause, option-set, ...).")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Only actions on this target.")] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="From this ISO instant (with its offset).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="Before this ISO instant (with its offset).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100000)] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """The audit trail (P6), newest first: every mutating action of every channel (web, api,
+    cli, celery, beat) with its actor, role, target, reason, before and after."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from gim_tasks.errors import GimError, aware_instant
+    from gim_tasks.monitor import audit
+    from gim_tasks.runtime.holds import checked_instant
+
+    if action and action not in audit.ACTIONS:
+        raise GimError(f"unknown action '{action}'; actions are {', '.join(audit.ACTIONS)}")
+    where = audit.Filter(
+        actor=actor,
+        action=action,
+        target=target,
+        since=checked_instant(aware_instant(start, "--from"), "--from") if start else None,
+        until=checked_instant(aware_instant(end, "--to"), "--to") if end else None,
+    )
+    with mart_engine().connect() as conn:
+        rows = audit.listing(conn, where, limit)
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table("at", "actor", "role", "channel", "action", "target", "change", box=None)
+    for row in rows:
+        change = " ".join(
+            f"{label} {json.dumps(row[label], default=str)}"
+            for label in ("before", "after")
+            if row[label]
+        )
+        if row["reason"]:
+            change = f"({row['reason']}) {change}"
+        table.add_row(
+            f"{row['at']:%Y-%m-%d %H:%M:%S}",
+            row["actor"],
+            row["role"],
+            row["channel"],
+            row["action"],
+            escape(row["target"]),
+            escape(change),
         )
     out.print(table)
 
@@ -145,7 +256,7 @@ def webhook_remove(hook_id: Annotated[int, typer.Argument(help="Webhook id.")]) 
     """Stop sending to a webhook."""
     from gim_tasks.monitor import alerts
 
-    alerts.remove_webhook(mart_engine(), hook_id)
+    alerts.remove_webhook(mart_engine(), hook_id, current_actor())
     out.print(f"webhook {hook_id} removed", markup=False)
 
 

@@ -150,7 +150,13 @@ def user_update(
 
     secret = _password(password_stdin) if (password or password_stdin) else None
     ended = auth.update_user(
-        mart_engine(), name, role=role, password=secret, email=email, keep_tokens=keep_tokens
+        mart_engine(),
+        name,
+        role=role,
+        password=secret,
+        email=email,
+        keep_tokens=keep_tokens,
+        actor=current_actor(),
     )
     out.print(
         f"user {name} updated ({ended['sessions']} session(s) ended, {ended['tokens']} "
@@ -164,7 +170,7 @@ def user_remove(name: Annotated[str, typer.Argument(help="User name.")]) -> None
     """Remove a user, their sessions and their API tokens."""
     from gim_tasks.web import auth
 
-    auth.remove_user(mart_engine(), name)
+    auth.remove_user(mart_engine(), name, current_actor())
     out.print(f"user {name} removed", markup=False)
 
 
@@ -211,7 +217,11 @@ def token_create(
     from gim_tasks.web import auth
 
     limit = settings().web_token_max_days
-    print(auth.create_token(mart_engine(), name, label, expires_days, max_days=limit))
+    print(
+        auth.create_token(
+            mart_engine(), name, label, expires_days, max_days=limit, actor=current_actor()
+        )
+    )
 
 
 @token_app.command("list")
@@ -250,7 +260,7 @@ def token_revoke(
     """Revoke an API token at once."""
     from gim_tasks.web import auth
 
-    auth.revoke_token(mart_engine(), token_id)
+    auth.revoke_token(mart_engine(), token_id, current_actor())
     out.print(f"token {token_id} revoked", markup=False)
 
 
@@ -280,7 +290,7 @@ def notify_remove(subscription_id: Annotated[int, typer.Argument(help="Subscript
     """Remove a subscription."""
     from gim_tasks.monitor import notify
 
-    notify.remove_subscription(mart_engine(), subscription_id)
+    notify.remove_subscription(mart_engine(), subscription_id, current_actor())
     out.print(f"subscription {subscription_id} removed", markup=False)
 
 

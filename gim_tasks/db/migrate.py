@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -59,23 +60,37 @@ def schema_state(engine: Engine) -> SchemaState:
 _ALEMBIC = threading.Lock()
 
 
-def _run(engine: Engine, action: str, revision: str) -> SchemaState:
+def _run(engine: Engine, action: str, revision: str, actor: str = "gim-tasks") -> SchemaState:
     """Run an Alembic command on one connection. Safe to run from several threads (the lock
     above) and several processes at once (``env.py`` holds a PostgreSQL advisory lock for the
-    whole migration)."""
+    whole migration). A change of revision is audited (P6) once the audit table exists, in a
+    transaction right after the migrations' own (each migration commits by itself)."""
     config = alembic_config()
+    before = schema_state(engine).current  # its own connection: nothing carried into env.py
     with _ALEMBIC, connect(engine) as conn:
         config.attributes["connection"] = conn
         getattr(command, action)(config, revision)
+        after = MigrationContext.configure(conn).get_current_revision()
+        if after != before and conn.execute(sa.text("SELECT to_regclass('audit_event')")).scalar():
+            from gim_tasks.monitor import audit
+
+            audit.record(
+                conn,
+                audit.Action.SCHEMA_UPGRADE,
+                "schema",
+                actor,
+                before={"revision": before},
+                after={"revision": after, "command": action},
+            )
         conn.commit()
     return schema_state(engine)
 
 
-def upgrade(engine: Engine, revision: str = "head") -> SchemaState:
+def upgrade(engine: Engine, revision: str = "head", actor: str = "gim-tasks") -> SchemaState:
     """Migrate to ``revision`` (default: the newest). At the head, the DATE_TIME calendar is
     then filled ahead, as GIM's initialization does, so that a fresh install passes the
     configuration check's calendar item (C2) before the first maintenance run."""
-    state = _run(engine, "upgrade", revision)
+    state = _run(engine, "upgrade", revision, actor)
     if state.at_head:
         from gim_tasks.jobs.maintain import initialize_calendar
 

@@ -47,7 +47,7 @@ WEB_PRIVILEGES: dict[str, str] = {
     "notification": "SELECT",  # a run's mails
     # O2: the watchdog runs in the web app: it judges missed firings, opens and resolves
     # incidents and sends their alerts (the beat writes the ledger's plan and its verdicts).
-    "incident": "SELECT, INSERT, UPDATE (resolved_at, firings)",
+    "incident": "SELECT, INSERT, UPDATE (resolved_at, firings, acknowledged_at, acknowledged_by)",
     "firing": "SELECT, INSERT, UPDATE (verdict, decided_at, reason)",
     "alert": "SELECT, INSERT, UPDATE (state, attempts, next_attempt_at, last_error, sent_at)",
     "webhook": "SELECT",
@@ -56,6 +56,9 @@ WEB_PRIVILEGES: dict[str, str] = {
     "firing_skip": "SELECT, INSERT, DELETE",
     "blackout": "SELECT, INSERT, DELETE",
     "run_at": "SELECT, INSERT, UPDATE (state)",  # P4: plan and cancel a run at a set time
+    # P6: the audit trail is append-only (a trigger refuses UPDATE and DELETE to all roles)
+    "audit_event": "SELECT, INSERT",
+    "note": "SELECT, INSERT",  # P7
     # ETL and aggregation status pages (metadata, no data rows; counts through the functions)
     "idb_source": "SELECT",
     "extract_mark": "SELECT",
@@ -70,7 +73,7 @@ WEB_FUNCTIONS = (
 )
 
 
-def grant_web(engine: Engine, role: str) -> list[str]:
+def grant_web(engine: Engine, role: str, actor: str = "gim-tasks") -> list[str]:
     """Grant ``role`` the web app's privileges (and revoke everything else it had on the
     Info Mart's tables). Returns the statements run."""
     statements: list[str] = []
@@ -99,4 +102,8 @@ def grant_web(engine: Engine, role: str) -> list[str]:
             statements.append(f"GRANT EXECUTE ON FUNCTION {function} TO {quoted}")
         for statement in statements:
             conn.execute(sa.text(statement))
+        from gim_tasks.monitor import audit
+
+        after = {"statements": len(statements), "tables": sorted(WEB_PRIVILEGES)}
+        audit.record(conn, audit.Action.GRANT_WEB, role, actor, after=after)
     return statements

@@ -25,7 +25,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from gim_tasks.lifecycle import CONDITIONS, ROLES, RUN_STATES, SKIP_KINDS, STOP_KINDS, VERDICTS
+from gim_tasks.lifecycle import (
+    AUDIT_CHANNELS,
+    CONDITIONS,
+    ROLES,
+    RUN_STATES,
+    SKIP_KINDS,
+    STOP_KINDS,
+    VERDICTS,
+)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -260,6 +268,9 @@ incident = Table(
     Column("opened_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("resolved_at", DateTime(timezone=True)),
     Column("firings", Integer, nullable=False, server_default=text("1")),
+    # P7: an operator acknowledged it: its repeat notices stop until it resolves.
+    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("acknowledged_by", Text),
     CheckConstraint(_in("condition", CONDITIONS), name="condition"),
     Index(
         "uq_incident_open",
@@ -419,4 +430,43 @@ alert = Table(
     CheckConstraint("state IN ('pending', 'sent', 'failed')", name="state"),
     UniqueConstraint("incident_id", "event", "channel", "target", name="uq_alert_delivery"),
     Index("ix_alert_pending", "next_attempt_at", postgresql_where=text("state = 'pending'")),
+)
+
+#: SPEC P6: one append-only row per mutating action of every channel, written in the
+#: transaction of the change (monitor/audit.py). A trigger refuses UPDATE, DELETE and TRUNCATE
+#: to every role, the owner included (migration 0019); the web role may insert and read.
+audit_event = Table(
+    "audit_event",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("actor", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target", Text, nullable=False, server_default=text("''")),
+    Column("reason", Text),
+    Column("before", JSONB),
+    Column("after", JSONB),
+    Column("request_id", Text),
+    Column("client", Text),
+    CheckConstraint(_in("channel", AUDIT_CHANNELS), name="channel"),
+    Index("ix_audit_event_at", "at"),
+    Index("ix_audit_event_actor_at", "actor", "at"),
+    Index("ix_audit_event_target_at", "target", "at"),
+)
+
+#: SPEC P7: an operator's note on a run, a firing or an incident (audited as ``note``).
+note = Table(
+    "note",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("kind IN ('run', 'firing', 'incident')", name="kind"),
+    CheckConstraint("length(btrim(text)) > 0", name="text"),
+    Index("ix_note_kind_target", "kind", "target"),
 )

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 from gim_tasks.db.tables import alert, incident, webhook
 from gim_tasks.errors import GimError, NotFound
 from gim_tasks.lifecycle import CONDITIONS
-from gim_tasks.monitor import notify
+from gim_tasks.monitor import audit, notes, notify
 from gim_tasks.settings import Settings
 
 log = logging.getLogger("gim_tasks.monitor.alerts")
@@ -91,7 +91,7 @@ def _post(url: str, body: dict[str, Any]) -> None:
             raise OSError(f"HTTP {response.status}")
 
 
-def _mail(to: str, row: Any, event: str, settings: Settings) -> None:
+def _mail(to: str, row: Any, event: str, settings: Settings, written: list[dict[str, Any]]) -> None:
     body = payload(row, event)
     lines = [
         body["text"],
@@ -103,6 +103,11 @@ def _mail(to: str, row: Any, event: str, settings: Settings) -> None:
     ]
     if event == "resolved":
         lines.append(f"Resolved:   {body['resolved_at']}")
+    if row.acknowledged_at is not None:
+        lines.append(f"Acknowledged: by {row.acknowledged_by} at {_iso(row.acknowledged_at)}")
+    if written:  # P7: the operators' notes so far
+        lines += ["", "Notes:"]
+        lines += [f"  {n['at'][:16]} {n['actor']}: {n['text']}" for n in written]
     lines += ["", f"Alerts: {settings.web_base_url.rstrip('/')}/alerts", ""]
     message = EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998))
     message["Subject"] = body["text"]
@@ -150,7 +155,8 @@ def deliver(engine: Engine, settings: Settings) -> tuple[int, int]:
                     elif not settings.smtp_host:
                         error = "GIM_SMTP_HOST is not set"
                     else:
-                        _mail(to, row, row.event, settings)
+                        written = notes.notes_of(conn, notes.NoteOn.INCIDENT, [row.id])
+                        _mail(to, row, row.event, settings, written.get(str(row.id), []))
             except Exception as failure:
                 # Recorded on this row (attempt counted, last error), and the loop goes on:
                 # one bad address or URL never holds up the alerts after it (issue 41).
@@ -249,15 +255,23 @@ def add_webhook(engine: Engine, url: str, events: list[str], actor: str) -> int:
             .on_conflict_do_nothing(index_elements=["url"])
             .returning(webhook.c.id)
         ).scalar_one_or_none()
+        if hook_id is not None:  # the URL's path and query may be its secret: never stored
+            after = {"url": shown_target("webhook", url), "events": events}
+            audit.record(conn, audit.Action.WEBHOOK_ADD, hook_id, actor, after=after)
     if hook_id is None:
         raise GimError(f"webhook {url} is configured already (gim webhook list)")
     return int(hook_id)
 
 
-def remove_webhook(engine: Engine, hook_id: int) -> None:
+def remove_webhook(engine: Engine, hook_id: int, actor: str) -> None:
     with engine.begin() as conn:
-        if conn.execute(sa.delete(webhook).where(webhook.c.id == hook_id)).rowcount == 0:
+        gone = conn.execute(
+            sa.delete(webhook).where(webhook.c.id == hook_id).returning(webhook.c.url)
+        ).scalar_one_or_none()
+        if gone is None:
             raise NotFound(f"no webhook {hook_id} (gim webhook list)")
+        before = {"url": shown_target("webhook", gone)}
+        audit.record(conn, audit.Action.WEBHOOK_REMOVE, hook_id, actor, before=before)
 
 
 def list_webhooks(engine: Engine) -> list[dict[str, Any]]:
@@ -290,6 +304,7 @@ def list_incidents(
     if open_only:
         query = query.where(incident.c.resolved_at.is_(None))
     rows = conn.execute(query).all()
+    written = notes.notes_of(conn, notes.NoteOn.INCIDENT, [row.id for row in rows])
     deliveries: dict[int, list[dict[str, Any]]] = {}
     if rows:
         for item in conn.execute(
@@ -318,6 +333,9 @@ def list_incidents(
             "opened_at": _iso(row.opened_at),
             "resolved_at": _iso(row.resolved_at),
             "occurrences": row.firings,
+            "acknowledged_at": _iso(row.acknowledged_at),
+            "acknowledged_by": row.acknowledged_by,
+            "notes": written.get(str(row.id), []),
             "deliveries": deliveries.get(row.id, []),
         }
         for row in rows

@@ -42,6 +42,7 @@ from sqlalchemy.engine import Connection
 from gim_tasks.db.tables import firing, scheduler_epoch
 from gim_tasks.errors import GimError
 from gim_tasks.lifecycle import StopKind, Trigger, Verdict
+from gim_tasks.monitor import notes
 from gim_tasks.schedule import plan
 from gim_tasks.schedule.engine import (
     Action,
@@ -431,6 +432,8 @@ def query(conn: Connection, q: FiringQuery) -> list[dict[str, Any]]:
         stmt = stmt.where(firing.c.verdict.is_(None))
     elif q.verdict:
         stmt = stmt.where(firing.c.verdict == q.verdict)
+    rows = conn.execute(stmt).all()
+    written = notes.notes_of(conn, notes.NoteOn.FIRING, [row.firing_id for row in rows])
     return [
         {
             "firing_id": row.firing_id,
@@ -442,8 +445,9 @@ def query(conn: Connection, q: FiringQuery) -> list[dict[str, Any]]:
             "reason": row.reason,
             "run_id": row.run_id,
             "decided_at": row.decided_at.isoformat() if row.decided_at else None,
+            "notes": written.get(row.firing_id, []),
         }
-        for row in conn.execute(stmt)
+        for row in rows
     ]
 
 

@@ -43,6 +43,7 @@ from gim_tasks.db.tables import (
 )
 from gim_tasks.errors import Conflict, GimError, NotFound
 from gim_tasks.lifecycle import RunState, outcome
+from gim_tasks.monitor import audit
 from gim_tasks.options import store
 from gim_tasks.schedule.jobs import BY_NAME, JOB_NAMES
 from gim_tasks.schedule.localtime import zone
@@ -104,6 +105,8 @@ def add_subscription(
     with engine.begin() as conn:
         _check_recipient(conn, recipient)
         row = conn.execute(_upsert(job, recipient, on_success, on_error, actor)).scalar_one()
+        after = {"recipient": recipient, "on_success": on_success, "on_error": on_error}
+        audit.record(conn, audit.Action.SUBSCRIPTION_SAVE, job, actor, after=after)
     return int(row)
 
 
@@ -172,6 +175,21 @@ def save_job_subscriptions(
             _check_recipient(conn, recipient)
             conn.execute(_upsert(job, recipient, on_success, on_error, actor))
             added += 1
+        audit.record(
+            conn,
+            audit.Action.SUBSCRIPTION_SAVE,
+            job,
+            actor,
+            before={
+                str(i): {
+                    "recipient": r.recipient,
+                    "on_success": r.on_success,
+                    "on_error": r.on_error,
+                }
+                for i, r in mine.items()
+            },
+            after={"changed": changed, "removed": removed, "added": [a[0] for a in add]},
+        )
     return changed, removed, added
 
 
@@ -187,14 +205,21 @@ def _upsert(job: str, recipient: str, on_success: bool, on_error: bool, actor: s
     ).returning(notification_subscription.c.id)
 
 
-def remove_subscription(engine: Engine, subscription_id: int) -> None:
+def remove_subscription(engine: Engine, subscription_id: int, actor: str) -> None:
     with engine.begin() as conn:
         deleted = conn.execute(
-            sa.delete(notification_subscription).where(
-                notification_subscription.c.id == subscription_id
-            )
-        ).rowcount
-    if not deleted:
+            sa.delete(notification_subscription)
+            .where(notification_subscription.c.id == subscription_id)
+            .returning(notification_subscription)
+        ).one_or_none()
+        if deleted is not None:
+            before = {
+                "recipient": deleted.recipient,
+                "on_success": deleted.on_success,
+                "on_error": deleted.on_error,
+            }
+            audit.record(conn, audit.Action.SUBSCRIPTION_REMOVE, deleted.job, actor, before=before)
+    if deleted is None:
         raise NotFound(f"subscription {subscription_id} does not exist")
 
 

@@ -18,7 +18,7 @@ subtract as wall clocks in Python): a day is 24 hours wide, 23 on the spring-for
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from html import escape
 from typing import Any
@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 
 from gim_tasks.db.tables import firing, job_run
 from gim_tasks.lifecycle import RunState, outcome
+from gim_tasks.monitor import notes
 from gim_tasks.schedule import plan
 from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES
 from gim_tasks.schedule.localtime import resolve, wall, zone
@@ -51,6 +52,7 @@ class Item:
     verdict: str | None = None
     reason: str | None = None
     firing_id: str | None = None
+    notes: tuple[str, ...] = ()  # P7: "actor: text" of a run's or a firing's notes
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +65,7 @@ class Item:
             "verdict": self.verdict,
             "reason": self.reason,
             "firing_id": self.firing_id,
+            "notes": list(self.notes),
         }
 
 
@@ -204,9 +207,38 @@ def load(
             )
         )
     _holds(conn, lanes, start, end, now, tz)
+    _notes(conn, lanes)
     for items in lanes.values():
         items.sort(key=lambda item: (item.start, item.kind))
     return Timeline(options.timezone, start, end, now.astimezone(tz), lanes)
+
+
+def _notes(conn: Connection, lanes: dict[str, list[Item]]) -> None:
+    """P7: each run's and each firing's notes, for the hover (two indexed queries)."""
+    items = [item for lane in lanes.values() for item in lane]
+    on_runs = notes.notes_of(
+        conn,
+        notes.NoteOn.RUN,
+        [i.run_id for i in items if i.kind == "run" and i.run_id is not None],
+    )
+    on_firings = notes.notes_of(
+        conn,
+        notes.NoteOn.FIRING,
+        [i.firing_id for i in items if i.kind == "planned" and i.firing_id],
+    )
+    for lane in lanes.values():
+        for index, item in enumerate(lane):
+            found = (
+                on_runs.get(str(item.run_id))
+                if item.kind == "run"
+                else on_firings.get(str(item.firing_id))
+                if item.kind == "planned"
+                else None
+            )
+            if found:
+                lane[index] = replace(
+                    item, notes=tuple(f"{n['actor']}: {n['text']}" for n in found)
+                )
 
 
 def _holds(
@@ -319,7 +351,7 @@ def svg(timeline: Timeline, width: int = WIDTH, runs_clickable: bool = True) -> 
                 title = (
                     f"run {item.run_id}: {item.state}, {item.start:%Y-%m-%d %H:%M:%S} to "
                     f"{item.end:%H:%M:%S}"
-                )
+                ) + "".join(f"\nnote {n}" for n in item.notes)
                 bar = (
                     f'<rect class="run outcome-{item.outcome or "none"}" x="{left}" '
                     f'y="{y + 9}" width="{max(2.0, right - left)}" height="{LANE - 20}" '
@@ -333,8 +365,10 @@ def svg(timeline: Timeline, width: int = WIDTH, runs_clickable: bool = True) -> 
                 continue
             left = x(item.start)
             verdict = item.verdict or "pending"
-            title = f"planned {item.start:%Y-%m-%d %H:%M} ({verdict})" + (
-                f": {item.reason}" if item.reason else ""
+            title = (
+                f"planned {item.start:%Y-%m-%d %H:%M} ({verdict})"
+                + (f": {item.reason}" if item.reason else "")
+                + "".join(f"\nnote {n}" for n in item.notes)
             )
             if item.verdict in MARKED:
                 parts.append(

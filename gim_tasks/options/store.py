@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.db import locks
 from gim_tasks.db.tables import option_change, option_value
+from gim_tasks.monitor import audit
 from gim_tasks.options.paths import check_confined
 from gim_tasks.options.registry import lookup
 from gim_tasks.options.values import Change, Key, Options, read_ini
@@ -83,7 +84,23 @@ def set_option(
     check_confined(section, name, text, output_base)
     with engine.begin() as conn:
         _lock(conn)
-        return _write(conn, (section, name), text, actor)
+        return _audited(
+            conn, audit.Action.OPTION_SET, _write(conn, (section, name), text, actor), actor
+        )
+
+
+def _audited(
+    conn: Connection, action: audit.Action, update: OptionUpdate, actor: str
+) -> OptionUpdate:
+    audit.record(
+        conn,
+        action,
+        f"[{update.section}] {update.name}",
+        actor,
+        before={"value": update.old},
+        after={"value": update.new},
+    )
+    return update
 
 
 def unset_option(engine: Engine, section: str, name: str, actor: str) -> OptionUpdate:
@@ -91,7 +108,9 @@ def unset_option(engine: Engine, section: str, name: str, actor: str) -> OptionU
     lookup(section, name)
     with engine.begin() as conn:
         _lock(conn)
-        return _write(conn, (section, name), None, actor)
+        return _audited(
+            conn, audit.Action.OPTION_UNSET, _write(conn, (section, name), None, actor), actor
+        )
 
 
 def import_options(
@@ -117,11 +136,20 @@ def import_options(
         current = load_options(conn)
         # Only real changes are written: importing an export again changes nothing and keeps
         # each option's last changer (A1 "Creator").
-        return [
+        written = [
             _write(conn, key, value, actor)
             for key, value in values.items()
             if current.texts[key] != value
         ]
+        audit.record(
+            conn,
+            audit.Action.OPTION_IMPORT,
+            source,
+            actor,
+            before={f"[{u.section}] {u.name}": u.old for u in written},
+            after={f"[{u.section}] {u.name}": u.new for u in written},
+        )
+        return written
 
 
 def option_history(conn: Connection, limit: int = 50) -> list[sa.Row]:

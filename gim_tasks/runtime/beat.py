@@ -29,8 +29,8 @@ from sqlalchemy.engine import Engine
 from gim_tasks.db import locks
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.tables import job_run
-from gim_tasks.lifecycle import RunState, SkipKind
-from gim_tasks.monitor import incidents, ledger, notify
+from gim_tasks.lifecycle import Channel, RunState, SkipKind
+from gim_tasks.monitor import audit, incidents, ledger, notify
 from gim_tasks.options import store
 from gim_tasks.runtime import holds, run_at, runs
 from gim_tasks.runtime.dispatch import send
@@ -210,7 +210,8 @@ class GimScheduler(RedBeatScheduler):
         wait = 1.0
         try:
             now = self.now()
-            tick = self.gim_tick(now)
+            with audit.origin(Channel.BEAT):  # P6: what a tick changes is the beat's doing
+                tick = self.gim_tick(now)
             self._last_error = ""
             upcoming = [at for at in tick.next_runs.values() if at is not None and at > now]
             if upcoming:

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from gim_tasks.db.tables import blackout, firing_skip, job_pause, job_run
 from gim_tasks.errors import Conflict, GimError, NotFound
 from gim_tasks.lifecycle import Condition, RunState, outcome
-from gim_tasks.monitor import incidents
+from gim_tasks.monitor import audit, incidents
 from gim_tasks.schedule import plan
 from gim_tasks.schedule.firings import firing_id
 from gim_tasks.schedule.holds import GLOBAL, Blackout, Holds, OperatorSkip, Pause
@@ -142,6 +142,7 @@ def pause(
             raise GimError(f"until {until.isoformat()} is not in the future")
     key = job or GLOBAL
     with engine.begin() as conn:
+        before = _pause_of(conn, key)
         values = {"job": key, "reason": reason, "actor": actor, "until": until, "source": source}
         statement = insert(job_pause).values(**values, paused_at=now)
         conn.execute(
@@ -154,6 +155,15 @@ def pause(
             f" (until {until.astimezone(UTC):%Y-%m-%d %H:%M} UTC)" if until else ""
         )
         incidents.ensure_open(conn, _incident_job(key), Condition.PAUSED, words)
+        audit.record(
+            conn,
+            audit.Action.PAUSE,
+            key,
+            actor,
+            reason=reason,
+            before=before,
+            after={"until": until, "stop": stop},
+        )
         running = conn.execute(
             sa.select(job_run.c.id).where(
                 job_run.c.state == RunState.RUNNING,
@@ -172,6 +182,15 @@ def pause(
     return Paused(key, until, stopped)
 
 
+def _pause_of(conn: Connection, key: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        sa.select(job_pause.c.reason, job_pause.c.actor, job_pause.c.until).where(
+            job_pause.c.job == key
+        )
+    ).one_or_none()
+    return None if row is None else dict(row._mapping)
+
+
 def _incident_job(key: str) -> str:
     return incidents.SCHEDULER if key == GLOBAL else key
 
@@ -181,14 +200,17 @@ def resume(engine: Engine, job: str | None, actor: str) -> str:
     key = job or GLOBAL
     with engine.begin() as conn:
         gone = conn.execute(
-            sa.delete(job_pause).where(job_pause.c.job == key).returning(job_pause.c.job)
-        ).scalar_one_or_none()
+            sa.delete(job_pause)
+            .where(job_pause.c.job == key)
+            .returning(job_pause.c.reason, job_pause.c.actor, job_pause.c.until)
+        ).one_or_none()
         if gone is None:
             paused = conn.execute(sa.select(job_pause.c.job).order_by("job")).scalars().all()
             listed = ", ".join("all jobs" if p == GLOBAL else p for p in paused) or "nothing"
             what = "every job (--all)" if key == GLOBAL else key
             raise Conflict(f"{what} is not paused; paused: {listed}")
         incidents.resolve(conn, Condition.PAUSED, jobs=[_incident_job(key)])
+        audit.record(conn, audit.Action.RESUME, key, actor, before=dict(gone._mapping))
     log.info("%s resumed by %s", key, actor)
     return f"{'all jobs' if key == GLOBAL else key} resumed by {actor}"
 
@@ -196,19 +218,19 @@ def resume(engine: Engine, job: str | None, actor: str) -> str:
 def expire(conn: Connection, now: datetime) -> list[str]:
     """P1 ``until``: end every pause whose instant came (the beat, each tick); one notice
     each (the ``paused`` incident resolves)."""
-    ended = (
-        conn.execute(
-            sa.delete(job_pause)
-            .where(job_pause.c.until.is_not(None), job_pause.c.until <= now)
-            .returning(job_pause.c.job)
-        )
-        .scalars()
-        .all()
-    )
+    rows = conn.execute(
+        sa.delete(job_pause)
+        .where(job_pause.c.until.is_not(None), job_pause.c.until <= now)
+        .returning(job_pause.c.job, job_pause.c.reason, job_pause.c.actor, job_pause.c.until)
+    ).all()
+    ended = [row.job for row in rows]
     if ended:
         incidents.resolve(conn, Condition.PAUSED, jobs=[_incident_job(key) for key in ended])
+        for row in rows:
+            before = {"reason": row.reason, "actor": row.actor, "until": row.until}
+            audit.record(conn, audit.Action.PAUSE_ENDED, row.job, "gim-tasks", before=before)
         log.info("pause ended (until reached): %s", ", ".join(ended))
-    return list(ended)
+    return ended
 
 
 def skip(
@@ -253,18 +275,12 @@ def skip(
             .on_conflict_do_nothing()
             .returning(firing_skip.c.firing_id)
         ).scalar_one_or_none()
+        if done is not None:
+            after = {"job": job, "planned_at": planned}
+            audit.record(conn, audit.Action.SKIP, wanted, actor, reason=reason, after=after)
     if done is None:
         raise Conflict(f"firing {wanted} is already skipped")
     return wanted
-
-
-def unskip(engine: Engine, firing: str) -> None:
-    with engine.begin() as conn:
-        gone = conn.execute(
-            sa.delete(firing_skip).where(firing_skip.c.firing_id == firing)
-        ).rowcount
-    if not gone:
-        raise NotFound(f"firing {firing} is not skipped")
 
 
 def add_blackout(engine: Engine, window: Blackout, actor: str) -> None:
@@ -296,14 +312,28 @@ def add_blackout(engine: Engine, window: Blackout, actor: str) -> None:
             .on_conflict_do_nothing()
             .returning(blackout.c.name)
         ).scalar_one_or_none()
+        if added is not None:
+            audit.record(
+                conn,
+                audit.Action.BLACKOUT_ADD,
+                window.name,
+                actor,
+                reason=window.reason.strip(),
+                after={"describe": window.describe(), "jobs": list(window.jobs)},
+            )
     if added is None:
         raise Conflict(f"a blackout named '{window.name}' exists; remove it first")
 
 
-def remove_blackout(engine: Engine, name: str) -> None:
+def remove_blackout(engine: Engine, name: str, actor: str) -> None:
     with engine.begin() as conn:
-        gone = conn.execute(sa.delete(blackout).where(blackout.c.name == name)).rowcount
-    if not gone:
+        gone = conn.execute(
+            sa.delete(blackout).where(blackout.c.name == name).returning(blackout)
+        ).one_or_none()
+        if gone is not None:
+            before = {"describe": _blackout(gone).describe(), "reason": gone.reason}
+            audit.record(conn, audit.Action.BLACKOUT_REMOVE, name, actor, before=before)
+    if gone is None:
         raise NotFound(f"no blackout named '{name}'")
 
 
@@ -361,6 +391,7 @@ def pause_on_failure(conn: Connection, thresholds: dict[str, int], now: datetime
             .on_conflict_do_nothing()
         )
         incidents.ensure_open(conn, job, Condition.PAUSED, f"paused by gim-tasks: {reason} (P5)")
+        audit.record(conn, audit.Action.PAUSE_ON_FAILURE, job, "gim-tasks", reason=reason)
         paused.append(job)
         log.warning("%s paused: %s (P5)", job, reason)
     return paused

@@ -21,6 +21,7 @@ from gim_tasks.db import locks
 from gim_tasks.db.tables import job_run
 from gim_tasks.errors import Conflict, GimError, NotFound
 from gim_tasks.lifecycle import RunState, StopKind
+from gim_tasks.monitor import audit
 from gim_tasks.options import store
 from gim_tasks.runtime import runs
 from gim_tasks.runtime.runs import worker_name
@@ -118,6 +119,7 @@ def request_run(
                 decision, reason=f"{decision.reason}; re-aggregation request {queued}"
             )
         if decision.joins is not None:
+            _audit_run(conn, request, decision.joins, RunState.RUNNING, decision.reason)
             return Admission(decision.joins, RunState.RUNNING, decision.reason)
         values: dict[str, Any] = {
             "job": job,
@@ -141,9 +143,30 @@ def request_run(
                 # it if that process goes away before it claims the run.
                 values |= {"worker": worker_name(), "heartbeat_at": sa.func.now()}
         run_id = runs.record(conn, values)
+        if run_id is not None:  # P6, in this transaction: no record, no audit row
+            _audit_run(conn, request, run_id, decision.verdict, decision.reason)
     if run_id is None:  # P4: another beat recorded this planned run first (S11)
         raise InvalidRequest(f"{firing_id} was started already")
     return Admission(run_id, decision.verdict, decision.reason)
+
+
+def _audit_run(
+    conn: Connection, request: RunRequest, run_id: int, state: str, reason: str | None
+) -> None:
+    audit.record(
+        conn,
+        audit.Action.RUN,
+        request.job,
+        request.actor,
+        after={
+            "run_id": run_id,
+            "state": state,
+            "reason": reason,
+            "via": request.via.value,
+            "params": request.params,
+            "forced": request.force,
+        },
+    )
 
 
 def readmit(
@@ -195,6 +218,14 @@ def stop_run(engine: Engine, run_id: int, actor: str) -> str:
         if row.state == RunState.SCHEDULED:
             return _cancel(conn, row, actor)
         runs.request_stop(conn, run_id, f"stopped by {actor}", actor, StopKind.OPERATOR)
+        audit.record(
+            conn,
+            audit.Action.STOP,
+            run_id,
+            actor,
+            before={"job": row.job, "state": row.state},
+            after={"stop_requested": True},
+        )
         warning = ""
         if row.job == AGGREGATE:
             options = store.load_options(conn).schedule()
@@ -245,4 +276,12 @@ def _lock_live(conn: Connection, run_id: int, states: tuple[str, ...], allowed: 
 
 def _cancel(conn: Connection, row: sa.Row[Any], actor: str) -> str:
     runs.cancel(conn, row.id, actor)
+    audit.record(
+        conn,
+        audit.Action.CANCEL,
+        row.id,
+        actor,
+        before={"job": row.job, "state": row.state},
+        after={"state": RunState.CANCELLED},
+    )
     return f"run {row.id} ({row.job}): Cancelled"

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from gim_tasks.db.tables import firing, run_at
 from gim_tasks.errors import Conflict, GimError, NotFound
 from gim_tasks.lifecycle import RunState, Verdict, Via
+from gim_tasks.monitor import audit
 from gim_tasks.monitor.ledger import AT_STREAM, timeliness
 from gim_tasks.runtime.holds import checked_instant
 from gim_tasks.schedule.holds import local_time
@@ -118,6 +119,14 @@ def plan_run(
             .values(firing_id=fid, stream=AT_STREAM, job=job, planned_at=at)
             .on_conflict_do_nothing()
         )
+        audit.record(
+            conn,
+            audit.Action.PLAN_RUN,
+            fid,
+            actor,
+            reason=reason.strip(),
+            after={"job": job, "at": at, "params": params.strip(), "forced": force},
+        )
     return fid
 
 
@@ -144,6 +153,7 @@ def cancel_planned(engine: Engine, fid: str, actor: str) -> str:
                 verdict=Verdict.CANCELLED, decided_at=sa.func.now(), reason=f"cancelled by {actor}"
             )
         )
+        audit.record(conn, audit.Action.CANCEL_PLANNED, fid, actor, before={"job": row.job})
     return f"{fid} cancelled by {actor}"
 
 

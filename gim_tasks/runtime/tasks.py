@@ -11,11 +11,12 @@ carry ``force``: forcing is an admin's action through the CLI or the API.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from celery import Celery
 
-from gim_tasks.lifecycle import RunState
+from gim_tasks.lifecycle import Channel, RunState
 from gim_tasks.schedule.jobs import AGGREGATE, JOBS
 from gim_tasks.settings import get_settings
 
@@ -42,8 +43,10 @@ def run_job(
     run_id: int | None = None,
     params: str | dict[str, Any] | None = None,
     force: bool = False,
+    actor: str | None = None,
 ) -> dict[str, Any]:
     from gim_tasks.jobs.registry import body_of
+    from gim_tasks.monitor import audit
     from gim_tasks.runtime.manager import InvalidRequest, request_run
     from gim_tasks.runtime.runs import claim, run_claimed
     from gim_tasks.schedule.admission import Via
@@ -60,9 +63,16 @@ def run_job(
         return {"run_id": None, "state": RunState.REJECTED, "reason": reason}
     if run_id is None:
         try:
-            admission = request_run(
-                engine, job, "celery call", params=params, force=force, via=Via.CELERY_CALL
-            )
+            # P6: a raw message is the celery channel; its sender is who it names, if anyone.
+            with audit.origin(Channel.CELERY):
+                admission = request_run(
+                    engine,
+                    job,
+                    actor or UNNAMED,
+                    params=params,
+                    force=force,
+                    via=Via.CELERY_CALL,
+                )
         except InvalidRequest as error:  # nothing recorded; the caller reads why
             log.warning("celery call %s refused: %s", job, error)
             return {"run_id": None, "state": RunState.REJECTED, "reason": str(error)}
@@ -166,7 +176,12 @@ def register(app: Celery) -> None:
 
 
 #: The keyword arguments a job task takes; anything else is refused, naming it.
-TASK_ARGUMENTS = ("run_id", "params", "force")
+TASK_ARGUMENTS = ("run_id", "params", "force", "actor")
+
+#: P6: the actor of a raw task message that names none.
+UNNAMED = "celery (unnamed)"
+#: What a message's ``actor`` may be: a plain name (it is shown and audited as given).
+ACTOR = re.compile(r"[\w.@+-]{1,64}")
 
 
 def bad_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -191,6 +206,12 @@ def bad_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         return f"params must be a string, got {params!r}"
     if not isinstance(kwargs.get("force", False), bool):
         return f"force must be true or false, got {kwargs['force']!r}"
+    actor = kwargs.get("actor")
+    if actor is not None and not (isinstance(actor, str) and ACTOR.fullmatch(actor)):
+        return (
+            f"actor must be a name of 1-64 letters, digits, '_', '.', '@', '+' or '-', "
+            f"got {actor!r}"
+        )
     return None
 
 
@@ -209,6 +230,7 @@ def _task_for(job: str) -> Any:
             kwargs.get("run_id"),
             kwargs.get("params"),
             bool(kwargs.get("force", False)),
+            kwargs.get("actor"),
         )
 
     task.__name__ = task.__qualname__ = f"task_{job}"

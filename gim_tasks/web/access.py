@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from gim_tasks.monitor import audit
 from gim_tasks.web import auth
 from gim_tasks.web.auth import Principal
 from gim_tasks.web.kit import ApiError, LoginRequired
@@ -61,6 +62,7 @@ def api_role(needed: str) -> Callable[[Request], Awaitable[Principal]]:
             and not csrf_ok(request, request.headers.get("x-csrf-token"))
         ):
             raise ApiError(403, "missing or wrong X-CSRF-Token header")
+        audit.identify(who.name, who.role)  # P6: the request's audit rows name the caller
         return who
 
     check.role = needed  # type: ignore[attr-defined]
@@ -79,6 +81,7 @@ def page_role(needed: str) -> Callable[[Request], Awaitable[Principal]]:
             sent = form.get("csrf")
             if not csrf_ok(request, sent if isinstance(sent, str) else None):
                 raise HTTPException(403, "the form is stale or forged (CSRF token); reload")
+        audit.identify(who.name, who.role)
         return who
 
     check.role = needed  # type: ignore[attr-defined]

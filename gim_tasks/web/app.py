@@ -21,6 +21,7 @@ Security (A5):
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -38,12 +39,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gim_tasks import __version__
 from gim_tasks.db.engine import make_engine
 from gim_tasks.db.tables import RUN_STATES
+from gim_tasks.lifecycle import Channel
+from gim_tasks.monitor import audit
 from gim_tasks.options.registry import OPTIONS
 from gim_tasks.schedule.jobs import CATEGORIES, JOB_NAMES
 from gim_tasks.schedule.localtime import zone
 from gim_tasks.settings import Settings, get_settings
 from gim_tasks.web import errors
 from gim_tasks.web.kit import ApiError, Kit
+from gim_tasks.web.routes import (
+    audit as audit_routes,
+)
 from gim_tasks.web.routes import (
     firings,
     holds,
@@ -131,6 +137,38 @@ async def _empty_receive() -> Message:
     return {"type": "http.request", "body": b""}
 
 
+class AuditOrigin:
+    """P6: every request is an audit origin: ``api`` under /api/, ``web`` elsewhere, with a
+    request id (the caller's ``X-Request-ID`` when it is a plain token, else a new one; sent
+    back in the response) and the client address (after a trusted proxy's rewrite: this
+    middleware is the innermost). The role check fills in who called."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = sent if REQUEST_ID.fullmatch(sent) else audit.new_request_id()
+        channel = Channel.API if scope["path"].startswith("/api/") else Channel.WEB
+        client = scope.get("client")
+
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        with audit.origin(channel, request_id=request_id, client=client[0] if client else None):
+            await self.app(scope, receive, tagged)
+
+
+#: A request id a caller may set: a plain token (it is stored and echoed).
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or get_settings()
     secret = check_web_secret(settings.web_secret)  # refuses a missing, short or known key
@@ -187,9 +225,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         status.router,
         options.router,
         notifications.router,
+        audit_routes.router,
     ):
         app.include_router(router)
 
+    app.add_middleware(AuditOrigin)
     app.add_middleware(HeadAsGet)
     app.add_middleware(
         SessionMiddleware,

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from gim_tasks.db.tables import ROLES, api_token, web_session, web_user
 from gim_tasks.errors import GimError
+from gim_tasks.monitor import audit
 
 _hasher = PasswordHasher()
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -82,19 +83,20 @@ def add_user(
         email = check_address(email)
     try:
         with engine.begin() as conn:
-            return int(
-                conn.execute(
-                    sa.insert(web_user)
-                    .values(
-                        name=name,
-                        role=role,
-                        password_hash=_hasher.hash(password),
-                        email=email,
-                        created_by=actor,
-                    )
-                    .returning(web_user.c.id)
-                ).scalar_one()
-            )
+            user_id = conn.execute(
+                sa.insert(web_user)
+                .values(
+                    name=name,
+                    role=role,
+                    password_hash=_hasher.hash(password),
+                    email=email,
+                    created_by=actor,
+                )
+                .returning(web_user.c.id)
+            ).scalar_one()
+            after = {"role": role, "email": email}
+            audit.record(conn, audit.Action.USER_ADD, name, actor, after=after)
+            return int(user_id)
     except sa.exc.IntegrityError:  # uq_web_user_name
         raise GimError(f"user '{name}' already exists") from None
 
@@ -106,6 +108,8 @@ def update_user(
     password: str | None = None,
     email: str | None = None,
     keep_tokens: bool = False,
+    *,
+    actor: str,
 ) -> dict[str, int]:
     """Change a user. A new password or role ends every session of the user at once; a new
     password also revokes the user's API tokens unless ``keep_tokens``. Returns how many
@@ -123,13 +127,16 @@ def update_user(
         raise GimError("nothing to change: give --role, --password-stdin or --email")
     ended = {"sessions": 0, "tokens": 0}
     with engine.begin() as conn:
+        before = conn.execute(
+            sa.select(web_user.c.role, web_user.c.email).where(web_user.c.name == name)
+        ).one_or_none()
         user_id = conn.execute(
             sa.update(web_user)
             .where(web_user.c.name == name)
             .values(values)
             .returning(web_user.c.id)
         ).scalar_one_or_none()
-        if user_id is None:
+        if user_id is None or before is None:
             raise GimError(f"user '{name}' does not exist")
         if role is not None or password is not None:
             ended["sessions"] = conn.execute(
@@ -139,13 +146,33 @@ def update_user(
             ended["tokens"] = conn.execute(
                 sa.delete(api_token).where(api_token.c.user_id == user_id)
             ).rowcount
+        # That the password changed, never what to (nor its hash).
+        shown = {k: v for k, v in values.items() if k != "password_hash"}
+        audit.record(
+            conn,
+            audit.Action.USER_UPDATE,
+            name,
+            actor,
+            before=dict(before._mapping),
+            after={
+                **shown,
+                **({"password_changed": True} if password is not None else {}),
+                **ended,
+            },
+        )
     return ended
 
 
-def remove_user(engine: Engine, name: str) -> None:
+def remove_user(engine: Engine, name: str, actor: str) -> None:
     with engine.begin() as conn:
-        if not conn.execute(sa.delete(web_user).where(web_user.c.name == name)).rowcount:
+        gone = conn.execute(
+            sa.delete(web_user)
+            .where(web_user.c.name == name)
+            .returning(web_user.c.role, web_user.c.email)
+        ).one_or_none()
+        if gone is None:
             raise GimError(f"user '{name}' does not exist")
+        audit.record(conn, audit.Action.USER_REMOVE, name, actor, before=dict(gone._mapping))
 
 
 def list_users(engine: Engine) -> list[dict[str, Any]]:
@@ -191,7 +218,7 @@ def authenticate(engine: Engine, name: str, password: str) -> Principal | None:
 # ----- sessions --------------------------------------------------------------------------
 
 
-def create_session(engine: Engine, user_id: int, client: str | None, hours: int) -> str:
+def create_session(engine: Engine, who: Principal, client: str | None, hours: int) -> str:
     """A new server-side session; returns its random id (for the cookie; only its SHA-256 is
     stored). Its absolute end is fixed now: nothing extends it."""
     session_id = secrets.token_urlsafe(32)
@@ -199,13 +226,15 @@ def create_session(engine: Engine, user_id: int, client: str | None, hours: int)
         conn.execute(
             sa.insert(web_session).values(
                 id_sha256=_digest(session_id),
-                user_id=user_id,
+                user_id=who.user_id,
                 client=client,
                 expires_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, hours),
             )
         )
         # Expired sessions say nothing: keep the table small.
         conn.execute(sa.delete(web_session).where(web_session.c.expires_at < sa.func.now()))
+        audit.identify(who.name, who.role)
+        audit.record(conn, audit.Action.LOGIN, who.name, who.name)
     return session_id
 
 
@@ -240,9 +269,10 @@ def session_principal(engine: Engine, session_id: str, idle_minutes: int) -> Pri
     return Principal(row.id, row.name, row.role, "session")
 
 
-def end_session(engine: Engine, session_id: str) -> None:
+def end_session(engine: Engine, session_id: str, actor: str) -> None:
     with engine.begin() as conn:
         conn.execute(sa.delete(web_session).where(web_session.c.id_sha256 == _digest(session_id)))
+        audit.record(conn, audit.Action.LOGOUT, actor, actor)
 
 
 def _digest(token: str) -> str:
@@ -255,6 +285,8 @@ def create_token(
     label: str = "",
     expires_days: int | None = None,
     max_days: int = 0,
+    *,
+    actor: str,
 ) -> str:
     """A new API token for user ``name``, valid until revoked or for ``expires_days``; the
     token itself is returned once, never stored. ``max_days`` (GIM_WEB_TOKEN_MAX_DAYS, 0: no
@@ -271,8 +303,9 @@ def create_token(
         ).scalar_one_or_none()
         if user_id is None:
             raise GimError(f"user '{name}' does not exist; add it with `gim user add`")
-        conn.execute(
-            sa.insert(api_token).values(
+        token_id = conn.execute(
+            sa.insert(api_token)
+            .values(
                 user_id=user_id,
                 label=label or "api",
                 token_sha256=_digest(token),
@@ -280,7 +313,10 @@ def create_token(
                 if expires_days is None
                 else sa.func.now() + sa.func.make_interval(0, 0, 0, expires_days),
             )
-        )
+            .returning(api_token.c.id)
+        ).scalar_one()
+        after = {"token_id": token_id, "label": label or "api", "expires_days": expires_days}
+        audit.record(conn, audit.Action.TOKEN_CREATE, name, actor, after=after)
     return token
 
 
@@ -326,7 +362,11 @@ def list_tokens(engine: Engine, name: str | None = None) -> list[dict[str, Any]]
         return [dict(row._mapping) for row in conn.execute(query).all()]
 
 
-def revoke_token(engine: Engine, token_id: int) -> None:
+def revoke_token(engine: Engine, token_id: int, actor: str) -> None:
     with engine.begin() as conn:
-        if not conn.execute(sa.delete(api_token).where(api_token.c.id == token_id)).rowcount:
+        gone = conn.execute(
+            sa.delete(api_token).where(api_token.c.id == token_id).returning(api_token.c.label)
+        ).scalar_one_or_none()
+        if gone is None:
             raise GimError(f"token {token_id} does not exist (see `gim token list`)")
+        audit.record(conn, audit.Action.TOKEN_REVOKE, token_id, actor, before={"label": gone})

@@ -397,6 +397,54 @@ class Run(Closed):
         "blocked by the configuration check a failure; null while the run has not ended, or "
         "when it never ran (Cancelled, Rejected on request or by a rule)."
     )
+    note_count: int = Field(description="Operators' notes on the run (P7).")
+
+
+class Note(Closed):
+    """An operator's note (P7)."""
+
+    text: str
+    actor: str
+    at: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class NoteRequest(Closed):
+    text: str = Field(min_length=1, max_length=2000, description="The note (P7).")
+
+
+class AckRequest(Closed):
+    note: str | None = Field(
+        default=None, max_length=2000, description="A note added with the acknowledgement."
+    )
+
+
+class Noted(Closed):
+    note_id: int
+    result: str
+
+
+class AuditEvent(Closed):
+    """One audited action (P6)."""
+
+    id: int
+    at: str = Field(json_schema_extra={"format": "date-time"})
+    actor: str
+    role: str
+    channel: Literal["web", "api", "cli", "celery", "beat"]
+    action: str
+    target: str
+    reason: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    request_id: str | None
+    client: str | None
+
+
+class AuditPage(Closed):
+    events: list[AuditEvent]
+    next_before: int | None = Field(
+        description="Pass as `before` for the next (older) page; null on the last page."
+    )
 
 
 class Discard(Closed):
@@ -418,6 +466,7 @@ class RunDetail(Run):
     discard_count: int
     discards: list[Discard] = Field(description="The first 100 discards of the run.")
     notifications: list[Mail]
+    notes: list[Note]
 
 
 class Admission(Closed):
@@ -605,6 +654,7 @@ class Firing(Closed):
     reason: str | None
     run_id: int | None = Field(description="The run the firing started, held or recorded.")
     decided_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    notes: list[Note] = Field(description="P7: operators' notes on the firing.")
 
 
 class AlertDelivery(Closed):
@@ -629,6 +679,9 @@ class Incident(Closed):
     opened_at: str = Field(json_schema_extra={"format": "date-time"})
     resolved_at: str | None = Field(json_schema_extra={"format": "date-time"})
     occurrences: int = Field(description="Firings or passes counted while it was open.")
+    acknowledged_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    acknowledged_by: str | None = Field(description="P7: who acknowledged it.")
+    notes: list[Note]
     deliveries: list[AlertDelivery]
 
 
@@ -647,6 +700,7 @@ class TimelineItem(Closed):
     verdict: Verdict | None = Field(description="A planned firing's verdict (O1); null: none yet.")
     reason: str | None
     firing_id: str | None
+    notes: list[str] = Field(description="P7: a run's or a firing's notes, 'actor: text'.")
 
 
 class TimelineLane(Closed):

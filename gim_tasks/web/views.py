@@ -24,6 +24,7 @@ from gim_tasks.lifecycle import (
     StopKind,
     outcome,
 )
+from gim_tasks.monitor import notes
 from gim_tasks.monitor.notify import notifications_of
 from gim_tasks.monitor.timeline import FIRST_YEAR, LAST_YEAR
 from gim_tasks.options import store
@@ -304,6 +305,9 @@ def page_of_runs(engine: Engine, query: RunQuery, count: bool = True) -> dict[st
     )
     with engine.connect() as conn:
         found = [run_dict(r) for r in conn.execute(select).all()]
+        counted = notes.notes_of(conn, notes.NoteOn.RUN, [r["id"] for r in found])
+        for r in found:  # P7: History shows an icon on a run with notes
+            r["note_count"] = len(counted.get(str(r["id"]), []))
         total = None
         if count:
             total = conn.execute(
@@ -319,6 +323,8 @@ def run_detail(engine: Engine, run_id: int, discards: int = 100) -> dict[str, An
         if row is None:
             return None
         detail = run_dict(row)
+        detail["notes"] = notes.notes_of(conn, notes.NoteOn.RUN, [run_id]).get(str(run_id), [])
+        detail["note_count"] = len(detail["notes"])
         detail["discard_count"] = conn.execute(
             sa.select(sa.func.count()).select_from(discard).where(discard.c.run_id == run_id)
         ).scalar_one()

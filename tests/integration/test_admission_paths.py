@@ -89,7 +89,7 @@ def via_api(job: str, params: str = "") -> str:
     engine = make_engine(get_settings().database_url)
     if not auth.list_users(engine):
         auth.add_user(engine, "ops", "operator", "correct horse 1", "test")
-    token = auth.create_token(engine, "ops")
+    token = auth.create_token(engine, "ops", actor="test")
     client = TestClient(create_app(get_settings(), engine), base_url="http://testserver")
     body = {"job": job} | ({"params": params} if params else {})
     reply = client.post("/api/runs", json=body, headers={"Authorization": f"Bearer {token}"})

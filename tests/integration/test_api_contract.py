@@ -199,7 +199,7 @@ def contract(gim_env: dict[str, str]) -> Iterator[Contract]:
     subscription = notify.add_subscription(
         engine, "Job_ExportGIM", "a@example.com", True, True, "t"
     )
-    tokens = {role: auth.create_token(engine, role) for role in ROLES}
+    tokens = {role: auth.create_token(engine, role, actor="test") for role in ROLES}
     ids = {"run_id": run_ids, "subscription_id": [subscription]}
     yield Contract(create_app(get_settings(), engine), tokens, ids, engine)
     engine.dispose()

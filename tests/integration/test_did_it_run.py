@@ -440,7 +440,7 @@ def test_o1_o5_firings_alerts_and_metrics_agree_across_cli_api_and_metrics(beat:
     beat.tick("2026-11-23 06:29:30")
     beat.tick("2026-11-23 07:40:00")
     auth.add_user(engine, "viewer", "viewer", "correct horse battery", "test")
-    token = auth.create_token(engine, "viewer")
+    token = auth.create_token(engine, "viewer", actor="test")
     api = TestClient(create_app(get_settings(), engine), base_url="http://testserver")
     api.headers["Authorization"] = f"Bearer {token}"
 

@@ -32,7 +32,7 @@ def test_web_role_can_do_what_the_web_app_does_and_nothing_more(gim_env: dict[st
     grant_web(owner, role)
     grant_web(owner, role)  # idempotent
     auth.add_user(owner, "ops", "admin", "password-ops", "test")
-    token = auth.create_token(owner, "ops")
+    token = auth.create_token(owner, "ops", actor="test")
 
     web_url = owner_url.replace("postgresql://gim@", f"postgresql://{role}@", 1)
     web = make_engine(web_url)
@@ -159,7 +159,7 @@ def test_web_role_can_do_what_the_web_app_does_and_nothing_more(gim_env: dict[st
     )
     assert upcoming.startswith("Job_ExtractICON:")
     holds.add_blackout(web, Blackout("w", "month-end", "close", days=2), "ops")
-    holds.remove_blackout(web, "w")
+    holds.remove_blackout(web, "w", "ops")
     planned = run_at.plan_run(web, "Job_MaintainGIM", datetime.now(UTC) + timedelta(days=1),
                               "after upgrade", "ops")  # fmt: skip
     assert run_at.cancel_planned(web, planned, "ops").endswith("cancelled by ops")

@@ -126,12 +126,12 @@ def test_a5_password_role_change_and_removal_end_every_session(web: Web, change:
     second, _ = web.session("operator")
     assert first.get("/api/me").status_code == 200
     if change == "password":
-        ended = auth.update_user(web.engine, "operator", password="another pass 2")
+        ended = auth.update_user(web.engine, "operator", password="another pass 2", actor="t")
         assert ended == {"sessions": 2, "tokens": 1}
     elif change == "role":
-        assert auth.update_user(web.engine, "operator", role="viewer")["sessions"] == 2
+        assert auth.update_user(web.engine, "operator", role="viewer", actor="t")["sessions"] == 2
     else:
-        auth.remove_user(web.engine, "operator")
+        auth.remove_user(web.engine, "operator", "t")
     for client in (first, second):
         assert client.get("/api/me").status_code == 401
     with web.engine.connect() as conn:
@@ -164,7 +164,7 @@ def test_a5_idle_and_absolute_session_lifetime(web: Web) -> None:
 def test_a5_tokens_expire_are_revoked_by_a_new_password_unless_kept_and_show_last_use(
     web: Web,
 ) -> None:
-    short = auth.create_token(web.engine, "viewer", "short", expires_days=1)
+    short = auth.create_token(web.engine, "viewer", "short", expires_days=1, actor="t")
     headers = {"Authorization": f"Bearer {short}"}
     assert web.client().get("/api/me", headers=headers).status_code == 200
     (listed,) = [t for t in auth.list_tokens(web.engine, "viewer") if t["label"] == "short"]
@@ -177,9 +177,9 @@ def test_a5_tokens_expire_are_revoked_by_a_new_password_unless_kept_and_show_las
         )
     assert web.client().get("/api/me", headers=headers).status_code == 401
     kept = web.tokens["viewer"]
-    auth.update_user(web.engine, "viewer", password="a new password", keep_tokens=True)
+    auth.update_user(web.engine, "viewer", password="a new password", keep_tokens=True, actor="t")
     assert web.api("viewer").get("/api/me").status_code == 200
-    auth.update_user(web.engine, "viewer", password="yet another one")
+    auth.update_user(web.engine, "viewer", password="yet another one", actor="t")
     assert (
         web.client().get("/api/me", headers={"Authorization": f"Bearer {kept}"}).status_code == 401
     )
@@ -398,7 +398,7 @@ def test_a5_a_raw_task_message_can_never_force(gim_env: dict[str, str]) -> None:
     engine = make_engine(gim_env["GIM_DATABASE_URL"])
     with engine.connect() as conn:
         rows = conn.execute(sa.select(job_run.c.actor, job_run.c.forced)).all()
-    assert [tuple(r) for r in rows] == [("celery call", False)]  # the plain refusal only
+    assert [tuple(r) for r in rows] == [("celery (unnamed)", False)]  # the plain refusal only
 
 
 def test_a5_a_token_lifetime_limit_refuses_longer_tokens(

@@ -240,7 +240,7 @@ def test_etl_and_aggregation_status_per_idb_alike_in_cli_api_and_pages_as_the_we
     auth.add_user(owner, "viewer", "viewer", "correct horse 1", "test")
     web = make_engine(web_role_url)
     client = TestClient(create_app(get_settings(), web))
-    headers = {"Authorization": f"Bearer {auth.create_token(owner, 'viewer')}"}
+    headers = {"Authorization": f"Bearer {auth.create_token(owner, 'viewer', actor='test')}"}
 
     def cli(*args: str) -> dict[str, object]:
         capsys.readouterr()

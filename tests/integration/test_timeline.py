@@ -76,7 +76,7 @@ def web(gim_env: dict[str, str]) -> Iterator[tuple[TestClient, TestClient, sa.En
     clients = []
     for name in ("vera", "ada"):
         client = TestClient(app, base_url="http://testserver")
-        client.headers["Authorization"] = f"Bearer {auth.create_token(engine, name)}"
+        client.headers["Authorization"] = f"Bearer {auth.create_token(engine, name, actor='test')}"
         clients.append(client)
     yield clients[0], clients[1], engine
     engine.dispose()

@@ -95,6 +95,14 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/planned-runs/cancel"): "operator",
     ("POST", "/blackouts"): "admin",
     ("POST", "/blackouts/delete"): "admin",
+    ("GET", "/audit"): "admin",
+    ("GET", "/api/audit"): "admin",
+    ("POST", "/api/runs/{run_id}/notes"): "operator",
+    ("POST", "/api/firings/{firing_id}/notes"): "operator",
+    ("POST", "/api/incidents/{incident_id}/notes"): "operator",
+    ("POST", "/api/incidents/{incident_id}/ack"): "operator",
+    ("POST", "/notes"): "operator",
+    ("POST", "/alerts/{incident_id}/ack"): "operator",
 }
 
 #: A body for each state-changing route, valid enough to get past validation.
@@ -123,13 +131,18 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/planned-runs/cancel"): {"firing_id": "at:none"},
     ("POST", "/blackouts"): {"name": "w", "kind": "month-end", "days": "2", "reason": "x"},
     ("POST", "/blackouts/delete"): {"name": "w"},
+    ("POST", "/api/runs/{run_id}/notes"): {"text": "role test"},
+    ("POST", "/api/firings/{firing_id}/notes"): {"text": "role test"},
+    ("POST", "/api/incidents/{incident_id}/notes"): {"text": "role test"},
+    ("POST", "/api/incidents/{incident_id}/ack"): {},
+    ("POST", "/notes"): {"kind": "run", "target": "999999", "text": "role test"},
 }
 
 
 class Web:
     def __init__(self, app: Any, engine: sa.Engine) -> None:
         self.app, self.engine = app, engine
-        self.tokens = {role: auth.create_token(engine, role) for role in ROLES}
+        self.tokens = {role: auth.create_token(engine, role, actor="test") for role in ROLES}
 
     def client(self) -> TestClient:
         return TestClient(self.app, base_url="http://testserver", follow_redirects=False)
@@ -187,6 +200,7 @@ def _call(client: TestClient, method: str, path: str, csrf: str | None) -> Any:
         name="run-export",
         job="Job_ExportGIM",
         firing_id="at:none",
+        incident_id=999999,
     )
     body = BODIES.get((method, path))
     if path.startswith("/api"):

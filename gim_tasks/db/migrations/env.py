@@ -34,6 +34,11 @@ try:
     )
     with context.begin_transaction():
         context.run_migrations()
+    # Commit before the unlock below: the connection was in a transaction already (the lock's
+    # statement began it), so alembic committed nothing itself; a commit after the unlock left
+    # a window where a second pod took the lock and saw the schema unmigrated (issue 38 found
+    # it by doing a little more work in that window).
+    connection.commit()
 except BaseException:
     # A failed statement leaves the transaction aborted: roll back first, so that the unlock
     # below runs and the real error is the one raised (it was hidden behind "current

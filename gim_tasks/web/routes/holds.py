@@ -175,7 +175,7 @@ def api_remove_blackout(
     kit: KitDep, who: Admin, name: Annotated[str, Path(max_length=80)]
 ) -> dict[str, str]:
     """Remove a blackout window (admin)."""
-    holds.remove_blackout(kit.engine, name)
+    holds.remove_blackout(kit.engine, name, who.name)
     return {"result": f"blackout '{name}' removed"}
 
 
@@ -309,7 +309,7 @@ def remove_blackout_page(
     kit: KitDep, request: Request, who: PageAdmin, name: Annotated[str, Form(max_length=80)]
 ) -> Response:
     try:
-        holds.remove_blackout(kit.engine, name)
+        holds.remove_blackout(kit.engine, name, who.name)
         notice = f"blackout '{name}' removed"
     except GimError as error:
         notice = str(error)

@@ -79,7 +79,7 @@ def api_subscribe(kit: KitDep, who: Admin, body: sc.Subscription) -> dict[str, A
 )
 def api_unsubscribe(kit: KitDep, who: Admin, subscription_id: SubscriptionId) -> dict[str, str]:
     """Remove a subscription (admin)."""
-    notify.remove_subscription(kit.engine, subscription_id)
+    notify.remove_subscription(kit.engine, subscription_id, who.name)
     return {"result": f"subscription {subscription_id} removed"}
 
 
@@ -195,7 +195,7 @@ def notifications_delete(
     kit: KitDep, request: Request, who: PageAdmin, subscription_id: SubscriptionId
 ) -> Response:
     try:
-        notify.remove_subscription(kit.engine, subscription_id)
+        notify.remove_subscription(kit.engine, subscription_id, who.name)
         notice = "subscription removed"
     except GimError as error:
         notice = str(error)

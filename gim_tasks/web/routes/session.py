@@ -11,10 +11,11 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
+from gim_tasks.monitor import audit
 from gim_tasks.web import auth
 from gim_tasks.web import schemas as sc
 from gim_tasks.web.access import PageViewer, Viewer, csrf_ok
-from gim_tasks.web.kit import AUTH, ApiError, KitDep, safe_next
+from gim_tasks.web.kit import AUTH, ApiError, Kit, KitDep, safe_next
 from gim_tasks.web.schemas import ok
 from gim_tasks.web.security import DOCS_CONTENT_SECURITY_POLICY, Busy, Throttled
 
@@ -76,6 +77,7 @@ def login(
         reservation = kit.throttle.reserve(name, client)
     except Throttled as error:
         log.warning("login refused for %r from %s: %s", name[:64], client, error)
+        _failed(kit, name, f"throttled: {error}")
         return refuse(str(error), 429, {"Retry-After": str(error.retry_after)})
     if reservation.delay:  # an address with many failures is slowed, not refused
         time.sleep(reservation.delay)
@@ -86,21 +88,28 @@ def login(
         return refuse(str(error), 503, {"Retry-After": "5"})
     if who is None:
         log.warning("failed login for %r from %s", name[:64], client)
+        _failed(kit, name, "wrong user name or password")
         return refuse("wrong user name or password", 401)
     kit.throttle.succeeded(reservation, name, client)
-    session_id = auth.create_session(
-        kit.engine, who.user_id, client, kit.settings.web_session_hours
-    )
+    session_id = auth.create_session(kit.engine, who, client, kit.settings.web_session_hours)
     request.session.clear()  # a new session (and CSRF token) at every login
     request.session.update(sid=session_id, csrf=secrets.token_urlsafe(32))
     return RedirectResponse(safe_next(next), status_code=303)
+
+
+def _failed(kit: Kit, name: str, why: str) -> None:
+    """P6: a failed login is audited under the name tried (no password, ever)."""
+    audit.identify(name[:64], "unauthenticated")
+    audit.record_now(kit.engine, audit.Action.LOGIN_FAILED, name[:64], name[:64], reason=why)
 
 
 @router.post("/logout", include_in_schema=False)
 def logout(kit: KitDep, request: Request, who: PageViewer) -> Response:
     session_id = request.session.get("sid")
     if isinstance(session_id, str):
-        auth.end_session(kit.engine, session_id)  # the cookie, even copied, is no longer a session
+        auth.end_session(
+            kit.engine, session_id, who.name
+        )  # the cookie, even copied, is no longer a session
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
