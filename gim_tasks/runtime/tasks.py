@@ -4,7 +4,8 @@ A task carries a ``run_id`` when the beat or the manager sent it: it claims that
 executes it (only a run already admitted and waiting as Scheduled can be claimed). Without one
 (``celery -A gim_tasks.runtime.celery_app call Job_ExtractICON``, or a message sent from
 Flower) it is a manual start: it goes through the same admission as ``gim run`` (M0-M7) with
-the actor ``celery call``, and runs only if admitted as Running. Such a message can never
+the actor the message names (``actor``), else ``celery (unnamed)``, audited on the ``celery``
+channel (P6), and runs only if admitted as Running. Such a message can never
 carry ``force``: forcing is an admin's action through the CLI or the API.
 """
 

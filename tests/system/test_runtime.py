@@ -53,14 +53,15 @@ def test_m1_manual_run_on_a_worker_and_s2_and_m7(stack: Stack) -> None:
 def test_celery_call_obeys_the_same_rules(stack: Stack) -> None:
     stack.worker()
     subprocess.run(
-        [CELERY, "-A", "gim_tasks.runtime.celery_app", "call", "Job_ExtractICON"],
+        [CELERY, "-A", "gim_tasks.runtime.celery_app", "call", "Job_ExtractICON",
+         "--kwargs", '{"actor": "alice"}'],
         env=stack.env,
         check=True,
         capture_output=True,
         timeout=60,
-    )
+    )  # fmt: skip
     stack.wait(
-        lambda: any(r.state == "Completed" for r in stack.runs("actor = 'celery call'")),
+        lambda: any(r.state == "Completed" for r in stack.runs("actor = 'alice'")),
         60,
         "celery call run completed",
     )
@@ -79,6 +80,17 @@ def test_celery_call_obeys_the_same_rules(stack: Stack) -> None:
         60,
         "celery call of UpdateStats rejected",
     )
+    assert {r.actor for r in stack.runs("job = 'Job_UpdateStats'")} == {"celery (unnamed)"}
+    with stack.engine.connect() as conn:  # P6: both audited as sent through Celery
+        audited = conn.execute(
+            sa.text(
+                "SELECT actor, channel, target FROM audit_event WHERE action = 'run' ORDER BY id"
+            )
+        ).all()
+    assert [tuple(a) for a in audited] == [
+        ("alice", "celery", "Job_ExtractICON"),
+        ("celery (unnamed)", "celery", "Job_UpdateStats"),
+    ]
     typo = subprocess.run(
         [CELERY, "-A", "gim_tasks.runtime.celery_app", "call", "Job_ExtractIcon"],
         env=stack.env,

@@ -20,7 +20,7 @@ from conftest import Smtp, Stack, insert_run
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from devtools.localstack import free_port
-from gim_tasks.monitor import notify
+from gim_tasks.monitor import incidents, notes, notify
 from gim_tasks.web import auth
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -301,6 +301,9 @@ def test_every_page_has_no_serious_accessibility_violation_and_none_reloads_itse
             ended_at=sa.func.now(),
             error="boom",
         )
+        incident = incidents.open_incident(conn, "Job_AggregateGIM", "failure", "run failed: boom")
+    notes.add_note(stack.engine, "run", failed, "known: the IDB restarted", "ada")
+    notes.add_note(stack.engine, "incident", incident, "looking into it", "ada")
     url = _serve(stack)
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(url + "/login")
@@ -323,6 +326,7 @@ def test_every_page_has_no_serious_accessibility_violation_and_none_reloads_itse
         "/options/preview",
         "/notifications",
         "/jobs/Job_ExportGIM/notifications",
+        "/audit",
     ]
     for path in pages:
         page.goto(url + path)
@@ -331,6 +335,14 @@ def test_every_page_has_no_serious_accessibility_violation_and_none_reloads_itse
         expect(page.locator("h1")).to_have_count(1)
         assert page.locator("meta[http-equiv=refresh]").count() == 0, path
         findings[path] = _axe_findings(page)
+    # P7: the Ack button on the Alerts page records who acknowledged the incident.
+    page.goto(url + "/alerts")
+    row = page.locator(f"#alerts-open tr[data-incident='{incident}']")
+    expect(row.locator(".notes")).to_contain_text("looking into it")
+    row.get_by_role("button", name="Ack").click()
+    expect(page.locator(f"#alerts-open tr[data-incident='{incident}'] td.ack")).to_contain_text(
+        "by ada"
+    )
     # The Running page updates its rows in place (no reload: the page's own state survives);
     # Pause stops that until Resume.
     page.goto(url + "/jobs/running")
