@@ -58,3 +58,46 @@ def aware_instant(text: str, what: str) -> datetime:
     if instant.tzinfo is None:
         raise GimError(f"{what} '{text}' has no UTC offset; add one, e.g. {text}+00:00")
     return instant
+
+
+class TransientError(GimError):
+    """A failure a retry may cure (L3): raise it (or a subclass) from a job body for a
+    condition that passes by itself. Besides it, :func:`is_transient` counts a lost
+    connection to PostgreSQL (the mart or an IDB) or Redis and a lock wait timeout; never a
+    configuration, parameter or data error (every other :class:`GimError`, a constraint
+    violation, bad data)."""
+
+
+#: PostgreSQL SQLSTATE classes and codes a retry may cure: connection exceptions (08), an
+#: operator intervention such as a shutdown or a terminated backend (57P01-57P05: not 57014,
+#: a statement cancelled on purpose), lock not available (55P03, a lock wait timeout), a
+#: serialization failure or deadlock (40001, 40P01).
+TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "57P04", "57P05", "55P03", "40001", "40P01")
+
+
+def is_transient(error: BaseException) -> bool:
+    """L3: is ``error`` one a retry may cure? (See :class:`TransientError`.) Reads the cause
+    chain: SQLAlchemy wraps the driver's error."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TransientError):
+            return True
+        if isinstance(current, GimError):
+            return False
+        state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(state, str) and state.startswith(TRANSIENT_SQLSTATES):
+            return True
+        if getattr(current, "connection_invalidated", False):
+            return True
+        kind = type(current)
+        names = {f"{k.__module__}.{k.__qualname__}" for k in kind.__mro__}
+        if names & {
+            "redis.exceptions.ConnectionError",
+            "redis.exceptions.TimeoutError",
+            "psycopg.OperationalError",
+        } and not (isinstance(state, str) and not state.startswith(TRANSIENT_SQLSTATES)):
+            return True  # a lost connection (no SQLSTATE: the server is gone)
+        current = current.__cause__ or getattr(current, "orig", None)
+    return False

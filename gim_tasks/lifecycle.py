@@ -42,6 +42,7 @@ class Trigger(StrEnum):
     MANUAL = "manual"
     FORCED = "forced"
     RESTART = "restart"
+    RETRY = "retry"  # L3: attempt k of a firing whose attempt k-1 failed transiently
 
 
 TRIGGERS = tuple(trigger.value for trigger in Trigger)
@@ -57,6 +58,7 @@ class StopKind(StrEnum):
     OPERATOR = "operator"  # M6: `gim stop`, the web's Stop, Ctrl-C on an in-process run
     SHUTDOWN = "shutdown"  # the process running it was told to end (SIGTERM, warm shutdown)
     TERMINATED = "terminated"  # M6: no cooperative stop within the grace: revoked, terminate
+    TIME_LIMIT = "time-limit"  # L1: past its job's [limits] max-runtime (stop): a failure
 
 
 STOP_KINDS = tuple(kind.value for kind in StopKind)
@@ -122,6 +124,9 @@ class Condition(StrEnum):
     STALE_DATA = "stale-data"
     SCHEDULER_DOWN = "scheduler-down"
     PAUSED = "paused"  # P1, P5: the job is paused (opened by a pause, resolved by its end)
+    TIME_LIMIT = "time-limit"  # L1: a run past its job's max-runtime (warn); resolved at its end
+    SLOW = "slow"  # L2: a run past slow-factor x p95 of its job's successes
+    COLLISION_AHEAD = "collision-ahead"  # L2: a run predicted to run into a slot
 
 
 CONDITIONS = tuple(condition.value for condition in Condition)
@@ -142,6 +147,19 @@ class Via(StrEnum):
     def in_process(self) -> bool:
         """The run executes in the requesting process (never sent to a worker)."""
         return self in (Via.LOCAL, Via.AGGREGATE_ONCE)
+
+
+class Retry(StrEnum):
+    """L3: where a failed attempt stands. ``pending``: it failed transiently and the job has
+    attempts left: its letters and its failure incident wait for the beat's decision;
+    ``retried``: attempt k+1 exists; ``final``: no retry will be made (its reason says why)."""
+
+    PENDING = "pending"
+    RETRIED = "retried"
+    FINAL = "final"
+
+
+RETRY_STATES = tuple(r.value for r in Retry)
 
 
 class Channel(StrEnum):

@@ -247,7 +247,13 @@ def jobs_command(
         table.add_row(
             str(run["id"]),
             run["job"],
-            run["state"],
+            run["state"]
+            + (
+                f" (attempt {run['attempt']}/{run['max_attempts']})"
+                if run["max_attempts"] > 1
+                else ""
+            )
+            + (f", retry {run['retry']}" if run["retry"] else ""),
             run["trigger"],
             run["actor"],
             (run["started_at"] or "")[:19],

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from gim_tasks.lifecycle import (
     AUDIT_CHANNELS,
     CONDITIONS,
+    RETRY_STATES,
     ROLES,
     RUN_STATES,
     SKIP_KINDS,
@@ -117,9 +118,18 @@ job_run = Table(
     # R4: a firing the scheduler recorded without starting it (Rejected): required by a rule,
     # or blocked by the configuration check (C2, a failure). NULL for every other run.
     Column("skip", Text),
+    # L3: attempt k of its firing (a retry's firing id is the first attempt's with "#k"); the
+    # attempts its job allowed when it was recorded ([limits] retries + 1); where a failed
+    # attempt stands (gim_tasks.lifecycle.Retry); the attempt it repeats.
+    Column("attempt", Integer, nullable=False, server_default=text("1")),
+    Column("max_attempts", Integer, nullable=False, server_default=text("1")),
+    Column("retry", Text),
+    Column("retry_of", BigInteger, ForeignKey("job_run.id", ondelete="SET NULL")),
     CheckConstraint(
         "state IN (" + ", ".join(f"'{state}'" for state in RUN_STATES) + ")", name="state"
     ),
+    CheckConstraint(_in("retry", RETRY_STATES), name="retry"),
+    CheckConstraint("attempt >= 1 AND max_attempts >= 1", name="attempts"),
     CheckConstraint(
         "stop_kind IN (" + ", ".join(f"'{kind}'" for kind in STOP_KINDS) + ")", name="stop_kind"
     ),
@@ -136,6 +146,7 @@ job_run = Table(
     Index("uq_job_run_one_running", "job", unique=True, postgresql_where=text("state = 'Running'")),
     Index("ix_job_run_job_created", "job", "created_at"),
     Index("ix_job_run_state", "state"),
+    Index("ix_job_run_retry_pending", "ended_at", postgresql_where=text("retry = 'pending'")),
 )
 
 
@@ -297,6 +308,8 @@ firing = Table(
     Column("lag_seconds", Float),
     Column("reason", Text),
     Column("run_id", BigInteger, ForeignKey("job_run.id", ondelete="SET NULL")),
+    # L3: the attempts its run took (the last one is ``run_id``).
+    Column("attempts", Integer, nullable=False, server_default=text("1")),
     CheckConstraint(_in("verdict", VERDICTS), name="verdict"),
     Index("ix_firing_planned_at", "planned_at"),
     Index("ix_firing_job_planned_at", "job", "planned_at"),

@@ -93,6 +93,8 @@ class JobContext:
     output_base: Path = Path(".")
     #: The clock, injected so that jobs are testable at any instant.
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    #: L3: the body failed with an error a retry may cure (``errors.is_transient``).
+    transient: bool = False
 
     @contextmanager
     def transaction(self, batch: bool = False) -> Iterator[Connection]:

@@ -42,7 +42,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.db import locks
 from gim_tasks.db.tables import firing, job_run
-from gim_tasks.lifecycle import FAILURE, SUCCESS, Condition, RunState, StopKind, outcome
+from gim_tasks.lifecycle import FAILURE, SUCCESS, Condition, Retry, RunState, StopKind, outcome
 from gim_tasks.monitor import alerts, incidents, ledger, mart_status
 from gim_tasks.options import store
 from gim_tasks.runtime.state import BEAT_KEY, heartbeat_of
@@ -192,6 +192,8 @@ def _failures(conn: Connection) -> list[str]:
                 job_run.c.job == job,
                 job_run.c.state.in_(ENDED_WITH_OUTCOME),
                 sa.or_(job_run.c.stop_kind.is_(None), job_run.c.stop_kind != StopKind.OPERATOR),
+                # L3: an attempt retried, or still to be decided, is not the outcome
+                sa.or_(job_run.c.retry.is_(None), job_run.c.retry == Retry.FINAL),
             )
             .order_by(job_run.c.created_at.desc())
             .limit(1)

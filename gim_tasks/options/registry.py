@@ -20,9 +20,11 @@ from gim_tasks.options.types import (
     DirectoryPath,
     Duration,
     Encoding,
+    Factor,
     FreshnessMinutes,
     Integer,
     JobCounts,
+    JobLimits,
     OptionalDate,
     OptionType,
     TimeZone,
@@ -306,6 +308,50 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "How far the newest data may lag behind now before a `stale-data` incident opens "
         "(O4): per category (ETL: every fact table, Aggregation: every aggregate level), "
         "overridden per table or level; 0: not judged (a source without live traffic).",
+    ),
+    # [limits] -- SPEC L1-L3: time limits, slow runs, collisions ahead, retries.
+    OptionSpec(
+        "limits",
+        "max-runtime",
+        JobLimits(),
+        "",
+        "JOB=DURATION[:warn or :stop], ...: L1's time limit, enforced by the beat. warn opens a "
+        "`time-limit` incident; stop (the default) asks the run to stop (M6) and, past the "
+        "stop grace, revokes it: Stopped, stop kind `time-limit`, a failure (R4). "
+        f"e.g. {MAINTAIN}=2h:stop, {EXPORT}=20m:warn.",
+    ),
+    OptionSpec(
+        "limits",
+        "slow-factor",
+        Factor(1.1, 100.0),
+        "2",
+        "A run past this many times the p95 duration of its job's last 30 successful runs "
+        "opens one `slow` incident (L2; only once the job has 10 successes).",
+    ),
+    OptionSpec(
+        "limits",
+        "collision-warning-minutes",
+        Integer(1, 240, "minutes"),
+        "5",
+        "A running ETL cycle or export predicted (from its progress, or its job's p95) to "
+        "still run at its job's next slot or at the next maintenance start opens a "
+        "`collision-ahead` incident at least this long before that slot (L2).",
+    ),
+    OptionSpec(
+        "limits",
+        "retries",
+        JobCounts(),
+        "",
+        "JOB=N, ...: retry a transient failure (worker lost, a lost PostgreSQL, IDB or Redis "
+        "connection, a lock wait timeout) up to N times (L3), never past the job's next slot "
+        "nor into maintenance; mails and webhooks say only the final outcome.",
+    ),
+    OptionSpec(
+        "limits",
+        "retry-delay-seconds",
+        Integer(5, 3600, "seconds"),
+        "60",
+        "Delay before the first retry; each further retry waits twice as long (L3).",
     ),
     # [gim-export] -- GIM "Export Schedule".
     OptionSpec(

@@ -200,6 +200,91 @@ class JobCounts(OptionType):
         return ", ".join(f"{job}={count}" for job, count in value)
 
 
+_SPAN = re.compile(r"^(?:(\d{1,4})h)?(?:(\d{1,5})m)?(?:(\d{1,6})s)?$", re.ASCII)
+LIMIT_ACTIONS = ("warn", "stop")
+
+
+def span_seconds(text: str) -> int:
+    """``2h``, ``20m``, ``90s``, ``1h30m``: whole seconds; ValueError naming the text."""
+    match = _SPAN.match(text.strip())
+    if not text.strip() or not match:
+        raise ValueError(f"'{text.strip()}' is not a duration like 2h, 20m, 90s or 1h30m")
+    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def span_text(seconds: float) -> str:
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n) or "0s"
+
+
+@dataclass(frozen=True)
+class JobLimits(OptionType):
+    """``JOB=DURATION[:warn|:stop], ...``: L1's time limit per job (default action: stop).
+    Continuous aggregation has none: its window is its limit (S7)."""
+
+    allowed: str = (
+        "comma-separated JOB=DURATION or JOB=DURATION:warn or JOB=DURATION:stop (DURATION "
+        "like 2h, 20m, 90s, 1h30m; from 10s to 7 days; default stop), any job but the "
+        "continuous aggregation, or empty"
+    )
+    specific: ClassVar[bool] = True
+
+    def parse(self, raw: str) -> tuple[tuple[str, int, str], ...]:
+        from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES
+
+        limits: dict[str, tuple[int, str]] = {}
+        for part in (p.strip() for p in raw.split(",")):
+            if not part:
+                continue
+            job, _, rest = part.partition("=")
+            job = job.strip()
+            if job not in JOB_NAMES:
+                raise ValueError(f"'{job}' is not a job; jobs are {', '.join(JOB_NAMES)}")
+            if job == AGGREGATE:
+                raise ValueError(f"{job} has no time limit: its aggregation window is its limit")
+            span, _, action = rest.partition(":")
+            action = action.strip() or "stop"
+            if action not in LIMIT_ACTIONS:
+                raise ValueError(f"{job}: '{action}' is not warn or stop")
+            seconds = span_seconds(span)
+            if not 10 <= seconds <= 7 * 86400:
+                raise ValueError(f"{job}: {span.strip()} is not from 10s to 7 days")
+            if job in limits:
+                raise ValueError(f"{job} is listed twice")
+            limits[job] = (seconds, action)
+        return tuple((job, seconds, action) for job, (seconds, action) in limits.items())
+
+    def format(self, value: Any) -> str:
+        return ", ".join(f"{job}={span_text(seconds)}:{action}" for job, seconds, action in value)
+
+
+@dataclass(frozen=True)
+class Factor(OptionType):
+    """A multiplier with one decimal, e.g. 2 or 1.5."""
+
+    minimum: float
+    maximum: float
+
+    @property
+    def allowed(self) -> str:  # type: ignore[override]
+        return f"a number from {self.minimum:g} to {self.maximum:g}, e.g. 2 or 1.5"
+
+    def parse(self, raw: str) -> float:
+        text = raw.strip()
+        if not re.fullmatch(r"\d{1,3}(\.\d)?", text, re.ASCII):
+            raise ValueError("not a number like 2 or 1.5")
+        value = float(text)
+        if not self.minimum <= value <= self.maximum:
+            raise ValueError("out of range")
+        return value
+
+    def format(self, value: Any) -> str:
+        return f"{value:g}"
+
+
 @dataclass(frozen=True)
 class OptionalDate(OptionType):
     allowed: str = "a date YYYY-MM-DD, or empty for none"

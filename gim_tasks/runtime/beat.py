@@ -32,7 +32,7 @@ from gim_tasks.db.tables import job_run
 from gim_tasks.lifecycle import Channel, RunState, SkipKind
 from gim_tasks.monitor import audit, incidents, ledger, notify
 from gim_tasks.options import store
-from gim_tasks.runtime import holds, run_at, runs
+from gim_tasks.runtime import holds, limits, run_at, runs
 from gim_tasks.runtime.dispatch import send
 from gim_tasks.runtime.health import CachedServerCheck
 from gim_tasks.runtime.runs import (
@@ -261,6 +261,10 @@ class GimScheduler(RedBeatScheduler):
         # P4: runs planned at a set time whose instant came, through the one admission (M0).
         grace = judge.grace if judge is not None else 60.0
         run_at.start_due(self._engine, self.app, now, options.schedule().timezone, grace)
+        # L1-L3: time limits, slow runs, collisions ahead, retries (every few seconds).
+        guard = self.__dict__.setdefault("_limits", limits.Limits())
+        if guard.due():
+            guard.check(self._engine, self.app, options, now)
         self.heartbeat(tick, state, now)
         return tick
 

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.db.tables import blackout, firing_skip, job_pause, job_run
 from gim_tasks.errors import Conflict, GimError, NotFound
-from gim_tasks.lifecycle import Condition, RunState, outcome
+from gim_tasks.lifecycle import Condition, Retry, RunState, outcome
 from gim_tasks.monitor import audit, incidents
 from gim_tasks.schedule import plan
 from gim_tasks.schedule.firings import firing_id
@@ -376,6 +376,7 @@ def pause_on_failure(conn: Connection, thresholds: dict[str, int], now: datetime
                 job_run.c.ended_at.is_not(None),
                 job_run.c.state != RunState.CANCELLED,
                 sa.or_(job_run.c.skip.is_(None), job_run.c.skip != "rule"),
+                sa.or_(job_run.c.retry.is_(None), job_run.c.retry == Retry.FINAL),  # L3
             )
             .order_by(job_run.c.ended_at.desc(), job_run.c.id.desc())
             .limit(count)

@@ -95,4 +95,9 @@ def run_record(r: Any) -> dict[str, Any]:
         "stop_kind": r.stop_kind,  # R4: why a Stopped run stopped
         "skip": r.skip,  # R4: a firing recorded without starting: rule or blocked (C2)
         "in_process": r.in_process,  # M0: ran in the requesting process (gim run --local)
+        # L3: attempt k of max_attempts; retry: pending, retried or final; the attempt it repeats
+        "attempt": r.attempt,
+        "max_attempts": r.max_attempts,
+        "retry": r.retry,
+        "retry_of": r.retry_of,
     }

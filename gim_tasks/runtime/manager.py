@@ -79,6 +79,7 @@ def request_run(
     refusal: Callable[[str], str | None] | None = None,
     settings: Settings | None = None,
     firing_id: str | None = None,
+    retry: tuple[int, int, int] | None = None,
 ) -> Admission:
     """M0, M1: admit a manual run through :func:`gim_tasks.schedule.admission.admit`.
 
@@ -90,9 +91,12 @@ def request_run(
     in-process path, claim it with :func:`gim_tasks.runtime.runs.claim`), Scheduled with
     the reason, or Rejected with the reason. Raises :class:`InvalidRequest` for bad input.
     ``firing_id``: a run planned at a set time (P4) carries its firing id, unique in
-    ``job_run`` (S11), so two beats admitting it record one run.
+    ``job_run`` (S11), so two beats admitting it record one run. ``retry``: (the failed
+    attempt, this attempt's number, the attempts allowed) of an L3 retry by the beat; its
+    firing id is the first attempt's with ``#k``, and the failed attempt is marked
+    ``retried`` in this transaction.
     """
-    request = RunRequest(job, actor, via, _params_text(params), force)
+    request = RunRequest(job, actor, via, _params_text(params), force, retry=retry is not None)
     refused = refusal if refusal is not None else deployment_refusal(engine, settings)
     with engine.begin() as conn:
         locks.hold(conn, locks.ADMISSION)
@@ -132,6 +136,8 @@ def request_run(
         }
         if firing_id is not None:
             values["firing_id"] = firing_id
+        if retry is not None:
+            values |= {"retry_of": retry[0], "attempt": retry[1], "max_attempts": retry[2]}
         if decision.verdict == RunState.REJECTED:
             values |= {"state": RunState.REJECTED, "ended_at": sa.func.now()}
         else:
@@ -145,6 +151,10 @@ def request_run(
         run_id = runs.record(conn, values)
         if run_id is not None:  # P6, in this transaction: no record, no audit row
             _audit_run(conn, request, run_id, decision.verdict, decision.reason)
+            if retry is not None and decision.verdict != RunState.REJECTED:
+                from gim_tasks.runtime.limits import mark_retried
+
+                mark_retried(conn, retry[0], run_id, firing_id)
     if run_id is None:  # P4: another beat recorded this planned run first (S11)
         raise InvalidRequest(f"{firing_id} was started already")
     return Admission(run_id, decision.verdict, decision.reason)

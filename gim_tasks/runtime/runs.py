@@ -45,8 +45,9 @@ from sqlalchemy.engine import Connection, Engine
 from gim_tasks import logs
 from gim_tasks.db.engine import session_name
 from gim_tasks.db.tables import job_run
+from gim_tasks.errors import GimError, is_transient
 from gim_tasks.jobs.base import Counts, JobContext, StopRequested, StopToken
-from gim_tasks.lifecycle import FINAL_STATES, RunState, StopKind
+from gim_tasks.lifecycle import FINAL_STATES, Retry, RunState, StopKind
 from gim_tasks.options import store
 from gim_tasks.settings import get_settings
 
@@ -74,6 +75,7 @@ def finish_run(
     ended_by: str | None = None,
     token: int | None = None,
     stop_kind: str | None = None,
+    transient: bool = False,
 ) -> bool:
     """Record a run's end; only while it is still Running (with ``token``, when given).
     Returns False when the run had already been ended elsewhere (e.g. declared lost).
@@ -81,7 +83,9 @@ def finish_run(
     R4: a Stopped run keeps the kind recorded with its stop request, else takes ``stop_kind``
     (a process that stopped itself: SIGINT, SIGTERM), else ``shutdown``; the constraint
     ``ck_job_run_stopped_has_kind`` refuses a Stopped run without one. Who stopped it stays
-    as recorded with the request (M8), else ``ended_by``."""
+    as recorded with the request (M8), else ``ended_by``. L3: a ``transient`` failure of a run
+    with attempts left is marked ``retry = pending`` in the same statement: its letters wait
+    for the beat's decision (the run-letter trigger reads it)."""
     assert state in FINAL_STATES
     condition = [job_run.c.id == run_id, job_run.c.state == RunState.RUNNING]
     if token is not None:
@@ -108,19 +112,27 @@ def finish_run(
                     if state == RunState.STOPPED
                     else None
                 ),
+                retry=sa.case(
+                    (job_run.c.attempt < job_run.c.max_attempts, Retry.PENDING.value),
+                    else_=None,
+                )
+                if transient and state == RunState.FAILED
+                else None,
             )
         )
     return bool(result.rowcount)
 
 
 def execute(body: Callable[[JobContext], None], ctx: JobContext) -> tuple[str, str | None]:
-    """Run a body; returns the final state and an error summary (R1)."""
+    """Run a body; returns the final state and an error summary (R1). A failure a retry may
+    cure (``errors.is_transient``, L3) is noted on ``ctx.transient``."""
     try:
         body(ctx)
     except StopRequested as stop:
         return RunState.STOPPED, str(stop)
     except Exception as error:
         log.error("run %s failed:\n%s", ctx.run_id, traceback.format_exc())
+        ctx.transient = is_transient(error)
         return (
             RunState.FAILED,
             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
@@ -337,6 +349,7 @@ def _run_claimed(
         ended_by=ctx.stop.by,
         token=token,
         stop_kind=ctx.stop.kind,
+        transient=ctx.transient,
     )
     return state, ctx, error
 
@@ -401,6 +414,9 @@ def sweep_lost(engine: Engine, lease: float = LEASE_SECONDS) -> list[int]:
                     "UPDATE job_run SET state = CASE WHEN stop_requested_at IS NULL THEN "
                     ":failed ELSE :stopped END, stop_kind = CASE WHEN stop_requested_at IS "
                     "NULL THEN NULL ELSE coalesce(stop_kind, 'shutdown') END, "
+                    # L3: a lost worker is transient: a retry may come (letters wait)
+                    "retry = CASE WHEN stop_requested_at IS NULL AND attempt < max_attempts "
+                    "THEN 'pending' END, "
                     "ended_at = now(), error = coalesce(error, "
                     "'worker lost: no heartbeat for ' || :lease || ' s (R2)') "
                     "WHERE id = ANY(:ids) AND state = :running "
@@ -439,7 +455,9 @@ def overdue_stops(engine: Engine) -> list[tuple[int, str | None]]:
     with engine.begin() as conn:
         rows = conn.execute(
             sa.text(
-                "UPDATE job_run SET stop_kind = :terminated WHERE state = :running "
+                # L1: a time limit's stop stays one (R4: a failure either way)
+                "UPDATE job_run SET stop_kind = CASE WHEN stop_kind = 'time-limit' THEN "
+                "stop_kind ELSE :terminated END WHERE state = :running "
                 "AND task_id IS NOT NULL AND NOT in_process "
                 "AND stop_requested_at < now() - make_interval(secs => :grace) "
                 "RETURNING id, task_id"
@@ -510,12 +528,34 @@ def cancel(conn: Connection, run_id: int, by: str) -> bool:
     return bool(cancelled)
 
 
+def allowed_attempts(conn: Connection, job: str) -> int:
+    """L3: 1 + the retries ``[limits] retries`` gives ``job`` (one indexed read; a bad stored
+    value, which the configuration check reports, counts as none)."""
+    from gim_tasks.db.tables import option_value
+    from gim_tasks.options.registry import lookup
+
+    text = conn.execute(
+        sa.select(option_value.c.value).where(
+            option_value.c.section == "limits", option_value.c.name == "retries"
+        )
+    ).scalar_one_or_none()
+    if not text:
+        return 1
+    try:
+        return 1 + dict(lookup("limits", "retries").parse(text)).get(job, 0)
+    except GimError:
+        return 1
+
+
 def record(conn: Connection, values: dict[str, Any]) -> int | None:
     """Record a run decided by admission (the manager's, or the beat's for a firing), in the
     caller's transaction under the admission lock: its row with the state the decision gave
     (Scheduled, or Rejected and ended). A firing's row carries its firing id, unique (S11): a
     second beat's, or a repeated tick's, insert of the same firing is a no-op and returns None.
-    Returns the run's id."""
+    Returns the run's id. L3: ``max_attempts`` is the job's ``[limits] retries`` + 1 in force
+    now (a later change applies to later runs), unless given (a retry carries its first's)."""
+    if "max_attempts" not in values:
+        values = {**values, "max_attempts": allowed_attempts(conn, values["job"])}
     statement = insert(job_run).values(**values)
     if values.get("firing_id") is not None:
         statement = statement.on_conflict_do_nothing(

@@ -43,10 +43,13 @@ class RunRequest:
     via: Via
     params: str = ""  # Job_AggregateGIM only (M4)
     force: bool = False  # M7: an admin's forced run
+    #: L3: the beat retries a transient failure: a scheduled job's own attempt (M7 does not
+    #: apply), held like its firings by a pause (P1).
+    retry: bool = False
 
     @property
     def trigger(self) -> str:
-        return "forced" if self.force else "manual"
+        return "retry" if self.retry else "forced" if self.force else "manual"
 
 
 Verdict = Literal[RunState.RUNNING, RunState.SCHEDULED, RunState.REJECTED]
@@ -116,7 +119,7 @@ def admit(
         if (why := destroys(reaggregation, holdings, tz, wall(now, tz).date())) is not None:
             return _reject(why)
     info = BY_NAME[job]
-    if not info.manual and not request.force:
+    if not info.manual and not request.force and not request.retry:
         return _reject(
             f"{job} is not run manually: it runs on [schedule] {SCHEDULED_BY[job]} when "
             f"{info.enabled_by}=true; an admin may force a run with --force (M7)"
@@ -156,6 +159,8 @@ def admit(
             reaggregation=reaggregation,
         )
     if (pause := state.holds.pause_of(job)) is not None:
+        if request.retry:  # a retry is the scheduler's, like the firing it repeats (P1)
+            return _reject(f"no retry: {job} is {pause.words} (P1)")
         # P1: manual starts stay allowed; the answer says the job is paused.
         return Admission(
             RunState.RUNNING,

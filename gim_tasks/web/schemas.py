@@ -37,7 +37,7 @@ OptionSection = StrEnum(  # type: ignore[misc]
 OptionName = StrEnum(  # type: ignore[misc]
     "OptionName", {name: name for name in sorted({spec.name for spec in OPTIONS})}
 )
-Trigger = Literal["scheduled", "manual", "forced", "restart"]  # lifecycle.Trigger's values
+Trigger = Literal["scheduled", "manual", "forced", "restart", "retry"]  # lifecycle.Trigger's values
 
 #: Days the plan and the Timeline take (timeline.FIRST_YEAR to LAST_YEAR: 1970 to 2999), stated
 #: in the document (issue 32); the patterns spell the same range.
@@ -398,6 +398,15 @@ class Run(Closed):
         "when it never ran (Cancelled, Rejected on request or by a rule)."
     )
     note_count: int = Field(description="Operators' notes on the run (P7).")
+    attempt: int = Field(description="L3: attempt k of its firing (1: the first).")
+    max_attempts: int = Field(
+        description="L3: the attempts its job allowed ([limits] retries + 1)."
+    )
+    retry: Literal["pending", "retried", "final"] | None = Field(
+        description="L3: a transient failure's retry is pending (decided by the beat), was "
+        "made (the next attempt's retry_of is this run), or will not come (final, why in error)."
+    )
+    retry_of: int | None = Field(description="L3: the attempt this one repeats.")
 
 
 class Note(Closed):

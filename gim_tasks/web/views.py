@@ -19,9 +19,11 @@ from gim_tasks.lifecycle import (
     PLANNED_STOPS,
     SUCCESS,
     TRIGGERS,
+    Retry,
     RunState,
     SkipKind,
     StopKind,
+    Trigger,
     outcome,
 )
 from gim_tasks.monitor import notes
@@ -39,7 +41,7 @@ from gim_tasks.schedule.localtime import zone
 from gim_tasks.schedule.plan import next_run_table
 
 #: Triggers of runs the status summary counts (A4: scheduled ones; a restart is the scheduler's).
-SUMMARY_TRIGGERS = (SCHEDULED, RESTART)
+SUMMARY_TRIGGERS = (SCHEDULED, RESTART, Trigger.RETRY)
 
 
 def check_category(category: str | None) -> str | None:
@@ -380,6 +382,8 @@ def summary(engine: Engine, days: int, now: datetime | None = None) -> dict[str,
                 # R4: a rule's skip is no event; a firing blocked by the check is a failure
                 sa.or_(job_run.c.state != RunState.REJECTED, job_run.c.skip == SkipKind.BLOCKED),
                 job_run.c.trigger.in_(SUMMARY_TRIGGERS),
+                # L3: one outcome per firing: an attempt retried (or to be) is not one
+                sa.or_(job_run.c.retry.is_(None), job_run.c.retry == Retry.FINAL),
             )
             .order_by(job_run.c.id.desc())
         ).all()

@@ -418,3 +418,76 @@ def test_m6_a_run_that_ignores_its_stop_is_revoked_and_its_process_ends(stack: S
         assert ended.stop_kind == "terminated" and ended.state in ("Stopped", "Failed")
     finally:
         blocker.close()
+
+
+def test_l1_l3_a_sigstopped_run_ends_at_its_time_limit_and_a_sigkilled_one_is_retried(
+    stack: Stack,
+) -> None:
+    """L1 with a frozen worker (SIGSTOP: no heartbeat, no cooperative stop, no revoke can
+    reach it): the beat's stop request makes the run Stopped ``time-limit`` once its lease
+    runs out, within limit + grace + 60 s. L3: a worker SIGKILLed mid-maintenance is retried
+    once by the beat and the retry succeeds; one letter, on the final outcome. Maintenance is
+    held mid-run by the test holding the advisory lock its second step takes."""
+    from gim_tasks.db import locks
+
+    stack.env.update({"GIM_HEARTBEAT_SECONDS": "1", "GIM_LEASE_SECONDS": "20"})
+    for section, name, value in (
+        ("schedule", "run-scheduler", "false"),  # no firings: only what the test starts
+        ("limits", "max-runtime", "Job_MaintainGIM=10s:stop"),
+    ):
+        store.set_option(stack.engine, section, name, value, "test")
+    notify.add_subscription(stack.engine, "Job_MaintainGIM", "ops@example.com", True, True, "t")
+    stack.start("beat", "beat")
+    holder = stack.engine.connect()
+    locks.hold_session(holder, locks.PARTITIONS)  # maintenance's partitions step waits on it
+    holder.commit()
+
+    def running_maintenance() -> list[sa.Row]:
+        return stack.runs("job = 'Job_MaintainGIM' AND state = 'Running'")
+
+    try:
+        frozen = stack.worker("frozen")
+        assert stack.gim("run", "Job_MaintainGIM").returncode == 0
+        stack.wait(lambda: bool(running_maintenance()), 60, "maintenance running")
+        first = running_maintenance()[0]
+        os.killpg(frozen.pid, signal.SIGSTOP)  # the worker and its pool, frozen
+        stack.wait(
+            lambda: stack.runs(f"id = {first.id}")[0].state == "Stopped", 10 + 60 + 60, "L1 stop"
+        )
+        stopped = stack.runs(f"id = {first.id}")[0]
+        assert (stopped.stop_kind, stopped.ended_by) == ("time-limit", "gim-tasks")
+        assert "past its limit of 0m10s" in stopped.reason
+        os.killpg(frozen.pid, signal.SIGKILL)
+
+        # L3: retries on, no limit; the worker dies (SIGKILL) while maintenance waits.
+        store.set_option(stack.engine, "limits", "retries", "Job_MaintainGIM=1", "test")
+        store.set_option(stack.engine, "limits", "retry-delay-seconds", "5", "test")
+        store.unset_option(stack.engine, "limits", "max-runtime", "test")
+        doomed = stack.worker("doomed")
+        assert stack.gim("run", "Job_MaintainGIM").returncode == 0
+        stack.wait(lambda: bool(running_maintenance()), 60, "maintenance running again")
+        lost = running_maintenance()[0]
+        assert lost.max_attempts == 2
+        os.killpg(doomed.pid, signal.SIGKILL)
+        stack.wait(
+            lambda: stack.runs(f"id = {lost.id}")[0].state == "Failed", 60, "worker lost (R2)"
+        )
+    finally:
+        locks.release_session(holder, locks.PARTITIONS)
+        holder.close()
+    stack.worker("w2")
+    stack.wait(
+        lambda: any(r.state == "Completed" for r in stack.runs(f"retry_of = {lost.id}")),
+        90,
+        "the retry completed",
+    )
+    retried = stack.runs(f"id = {lost.id}")[0]
+    second = stack.runs(f"retry_of = {lost.id}")[0]
+    assert "worker lost" in retried.error and retried.retry == "retried"
+    assert (second.attempt, second.trigger, second.firing_id) == (2, "retry", f"retry:{lost.id}#2")
+    with stack.engine.connect() as conn:
+        letters = dict(
+            conn.execute(sa.text("SELECT run_id, count(*) FROM notification GROUP BY run_id")).all()
+        )
+    # The time-limited run's failure letter, the retried attempt none, its retry's success one.
+    assert letters == {first.id: 1, second.id: 1}

@@ -19,6 +19,7 @@ from gim_tasks.lifecycle import RUN_STATES, STOP_KINDS, outcome
         ("Stopped", "operator", "operator"),
         ("Stopped", "shutdown", "failure"),
         ("Stopped", "terminated", "failure"),
+        ("Stopped", "time-limit", "failure"),  # L1
         ("Stopped", None, "failure"),  # a stop nobody recorded a kind for was not planned
         ("Running", None, None),
         ("Scheduled", None, None),
@@ -57,4 +58,5 @@ def test_r4_every_state_and_kind_is_covered() -> None:
         "operator",
         "shutdown",
         "terminated",
+        "time-limit",
     }
