@@ -540,6 +540,37 @@ def sigkill_worker(lab: Lab, result: Result, full: bool) -> None:
         lab.cycle()
 
 
+def sigkill_worker_retries(lab: Lab, result: Result, full: bool) -> None:
+    """L3: with [limits] retries set for every job, a SIGKILLed worker's run is retried by the
+    beat itself (sweep, retry, new attempt): no operator rerun; the attempt that follows must
+    complete, and the facts still equal the reference (0 lost, 0 duplicated)."""
+    rng = random.Random(3)
+    every = ", ".join(f"{job}=2" for job in (EXTRACT, TRANSFORM, AGGREGATE, MAINTAIN, EXPORT))
+    lab.options({("limits", "retries"): every, ("limits", "retry-delay-seconds"): "5"})
+    _beat_worker_traffic(lab)
+    lab.cycle()
+    for job in [EXTRACT, TRANSFORM, AGGREGATE, MAINTAIN, EXPORT] * (2 if full else 1):
+        run_id = _fault_during(lab, result, job, lambda _: lab.signal("w1", signal.SIGKILL), rng)
+        lab.worker("w1")
+        if run_id is None or lab.wait_end(run_id, LEASE_SECONDS + 60) != "Failed":
+            continue  # it ended before the kill: nothing to retry
+
+        def retried_to_the_end(first: int = run_id, name: str = job) -> bool:
+            with lab.engine.connect() as conn:
+                last = conn.execute(
+                    sa.select(job_run.c.state, job_run.c.retry)
+                    .where(sa.or_(job_run.c.id == first, job_run.c.retry_of.is_not(None)))
+                    .where(job_run.c.job == name)
+                    .order_by(job_run.c.id.desc())
+                    .limit(1)
+                ).one()
+            return last.state in FINAL and last.retry is None and last.state != "Failed"
+
+        lab.wait(retried_to_the_end, 180, f"{job} run {run_id} retried to completion (L3)")
+        result.notes.append(f"{job} run {run_id}: retried by the beat")
+    lab.cycle()
+
+
 def sigstop_worker(lab: Lab, result: Result, full: bool) -> None:
     """SIGSTOP a worker past its lease while Extract runs; another worker reruns Extract; then
     SIGCONT: the paused run must not write (its fencing token is stale)."""
@@ -996,6 +1027,7 @@ def stale_data(lab: Lab, result: Result, full: bool) -> None:
 SCENARIOS: dict[str, Scenario] = {
     "pause-etl": pause_etl,
     "sigkill-worker": sigkill_worker,
+    "sigkill-worker-retries": sigkill_worker_retries,
     "sigstop-worker": sigstop_worker,
     "restart-redis": restart_redis,
     "restart-postgres": restart_postgres,
@@ -1008,7 +1040,7 @@ SCENARIOS: dict[str, Scenario] = {
     "stale-data": stale_data,
 }
 #: Scenarios only in the full run (minutes of downtime each: too long for CI's --quick).
-FULL_ONLY = ("beat-down", "stale-data")
+FULL_ONLY = ("beat-down", "stale-data", "sigkill-worker-retries")
 
 
 @contextmanager

@@ -274,3 +274,15 @@ class Smtp:
         if self.controller is not None:
             self.controller.stop()
             self.controller = None
+
+
+@pytest.fixture
+def smtp(gim_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Smtp]:
+    """A real SMTP server (aiosmtpd) on a free port, the settings pointing at it."""
+    server = Smtp(free_port())
+    monkeypatch.setenv("GIM_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("GIM_SMTP_PORT", str(server.port))
+    get_settings.cache_clear()
+    server.start()
+    yield server
+    server.stop()

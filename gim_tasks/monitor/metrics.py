@@ -6,7 +6,7 @@ Labels are bounded: ``job`` (six), ``category`` (five), ``outcome`` (three), ``v
 (six), ``table`` (fact tables and aggregate levels), ``queue`` (six), ``condition`` (six),
 ``leader`` (the beat's host:pid).
 
-Cost: five statements, each answered by an index or a GROUP BY over ``job_run`` and
+Cost: six statements, each answered by an index or a GROUP BY over ``job_run`` and
 ``firing`` (``bench metrics`` measures a scrape over 90 days of history), and one Redis
 pipeline.
 """
@@ -22,9 +22,18 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy.engine import Engine
 
-from gim_tasks.lifecycle import CONDITIONS, FAILURE, OPERATOR_STOP, SUCCESS, VERDICTS, outcome
+from gim_tasks.lifecycle import (
+    CONDITIONS,
+    FAILURE,
+    OPERATOR_STOP,
+    SUCCESS,
+    VERDICTS,
+    Retry,
+    outcome,
+)
 from gim_tasks.monitor import mart_status
 from gim_tasks.options import store
+from gim_tasks.runtime.limits import load_history
 from gim_tasks.runtime.queues import QUEUES
 from gim_tasks.runtime.state import BEAT_KEY, heartbeat_of
 from gim_tasks.schedule.jobs import JOB_NAMES, JOBS
@@ -32,8 +41,8 @@ from gim_tasks.schedule.jobs import JOB_NAMES, JOBS
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 RUN_COUNTS = sa.text(
-    "SELECT job, state, stop_kind, skip, count(*) AS n, max(ended_at) AS last "
-    "FROM job_run WHERE ended_at IS NOT NULL GROUP BY job, state, stop_kind, skip"
+    "SELECT job, state, stop_kind, skip, retry, count(*) AS n, max(ended_at) AS last "
+    "FROM job_run WHERE ended_at IS NOT NULL GROUP BY job, state, stop_kind, skip, retry"
 )
 # The newest finished run of each job (ix_job_run_job_created, backwards).
 LAST_RUNS = sa.text(
@@ -61,6 +70,7 @@ def families(engine: Engine, client: redis.Redis, now: datetime | None = None) -
     now = now or datetime.now(UTC)
     with engine.connect() as conn:
         run_counts = conn.execute(RUN_COUNTS).all()
+        history = load_history(conn)
         last_runs = conn.execute(LAST_RUNS, {"jobs": list(JOB_NAMES)}).all()
         lags = conn.execute(LAST_LAGS, {"jobs": list(JOB_NAMES)}).all()
         firing_counts = conn.execute(FIRING_COUNTS).all()
@@ -82,16 +92,33 @@ def families(engine: Engine, client: redis.Redis, now: datetime | None = None) -
         labels=["job"],
     )
     runs_total = CounterMetricFamily(
-        "gim_job_runs", "Ended runs by outcome (R4).", labels=["job", "outcome"]
+        "gim_job_runs",
+        "Ended runs by outcome (R4); an attempt that was retried (or may be) is not one (L3).",
+        labels=["job", "outcome"],
+    )
+    attempts_total = CounterMetricFamily(
+        "gim_run_attempts",
+        "Ended attempts by outcome (L3): success, failure, operator, or retried (a transient "
+        "failure followed by another attempt) and pending (its retry not decided yet).",
+        labels=["job", "outcome"],
     )
     counts: dict[tuple[str, str], int] = {
         (job, kind): 0 for job in JOB_NAMES for kind in (SUCCESS, FAILURE, OPERATOR_STOP)
+    }
+    attempts: dict[tuple[str, str], int] = {
+        (job, kind): 0
+        for job in JOB_NAMES
+        for kind in (SUCCESS, FAILURE, OPERATOR_STOP, Retry.RETRIED, Retry.PENDING)
     }
     newest: dict[str, datetime] = {}
     for row in run_counts:
         kind = outcome(row.state, row.stop_kind, row.skip)
         if kind is None or row.job not in JOB_NAMES:
             continue
+        if row.retry in (Retry.RETRIED, Retry.PENDING):
+            attempts[(row.job, row.retry)] += row.n
+            continue
+        attempts[(row.job, kind)] += row.n
         counts[(row.job, kind)] += row.n
         if kind == SUCCESS and (row.job not in newest or row.last > newest[row.job]):
             newest[row.job] = row.last
@@ -99,6 +126,16 @@ def families(engine: Engine, client: redis.Redis, now: datetime | None = None) -
         last_success.add_metric([job], at.timestamp())
     for (job, kind), n in counts.items():
         runs_total.add_metric([job, kind], n)
+    for (job, kind), n in attempts.items():
+        attempts_total.add_metric([job, str(kind)], n)
+    p95 = GaugeMetricFamily(
+        "gim_job_duration_p95_seconds",
+        "p95 duration of the job's last 30 successful runs (L2's yardstick).",
+        labels=["job"],
+    )
+    for job, known in sorted(history.items()):
+        if job in JOB_NAMES:
+            p95.add_metric([job], known.p95_seconds)
     duration = GaugeMetricFamily(
         "gim_job_duration_seconds", "Duration of the job's newest finished run.", labels=["job"]
     )
@@ -157,7 +194,9 @@ def families(engine: Engine, client: redis.Redis, now: datetime | None = None) -
         info,
         last_success,
         runs_total,
+        attempts_total,
         duration,
+        p95,
         lag,
         firings,
         age,

@@ -476,6 +476,13 @@ class RunDetail(Run):
     discards: list[Discard] = Field(description="The first 100 discards of the run.")
     notifications: list[Mail]
     notes: list[Note]
+    time_limit: str | None = Field(
+        description="L1: the job's [limits] max-runtime, e.g. 2h (stop)."
+    )
+    p95_seconds: float | None = Field(
+        description="L2: p95 duration of the job's last 30 successful runs."
+    )
+    p95_successes: int = Field(description="How many successes the p95 is taken from.")
 
 
 class Admission(Closed):

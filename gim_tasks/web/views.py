@@ -325,6 +325,7 @@ def run_detail(engine: Engine, run_id: int, discards: int = 100) -> dict[str, An
         if row is None:
             return None
         detail = run_dict(row)
+        detail |= _limits_of(conn, row.job)
         detail["notes"] = notes.notes_of(conn, notes.NoteOn.RUN, [run_id]).get(str(run_id), [])
         detail["note_count"] = len(detail["notes"])
         detail["discard_count"] = conn.execute(
@@ -355,6 +356,24 @@ def run_detail(engine: Engine, run_id: int, discards: int = 100) -> dict[str, An
             for n in notifications_of(conn, run_id)
         ]
     return detail
+
+
+def _limits_of(conn: Any, job: str) -> dict[str, Any]:
+    """L1, L2 on the run page: the job's time limit in force and its p95 yardstick."""
+    from gim_tasks.options.types import span_text
+    from gim_tasks.runtime.limits import load_history
+
+    options = store.load_options(conn)
+    limit = next(
+        (f"{span_text(s)} ({a})" for j, s, a in options.get("limits", "max-runtime") if j == job),
+        None,
+    )
+    known = load_history(conn).get(job)
+    return {
+        "time_limit": limit,
+        "p95_seconds": round(known.p95_seconds, 3) if known is not None else None,
+        "p95_successes": known.successes if known is not None else 0,
+    }
 
 
 def summary(engine: Engine, days: int, now: datetime | None = None) -> dict[str, Any]:

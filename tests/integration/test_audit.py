@@ -25,7 +25,6 @@ from conftest import Smtp, insert_run
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from devtools.localstack import free_port
 from gim_tasks.cli.main import app as cli_app
 from gim_tasks.cli.main import main as gim
 from gim_tasks.db import migrate
@@ -579,7 +578,7 @@ def test_p6_the_api_and_the_page_list_the_trail_for_admins_only(world: World) ->
     assert [e["reason"] for e in older["events"]] == ["reason 0"] and older["next_before"] is None
     assert world.api("operator").get("/api/audit").status_code == 403
     bad = world.api("admin").get("/api/audit", params={"action": "explode"})
-    assert bad.status_code == 422 and "explode" in bad.text
+    assert bad.status_code == 422 and "query.action: Input should be 'run'" in bad.json()["error"]
     client, _ = world.session("admin")
     text = client.get("/audit", params={"action": "pause"}).text
     assert text.count('data-action="pause"') == 3 and "frank" in text
@@ -666,17 +665,6 @@ def test_p7_ack_mutes_the_repeat_error_letters_until_the_incident_resolves(world
     assert letters(fail_a_run()) == 1  # resolved: letters go again
     gone = world.api("operator").post(f"/api/incidents/{incident_id}/ack", json={})
     assert gone.status_code == 409 and "resolved already" in gone.json()["error"]
-
-
-@pytest.fixture
-def smtp(gim_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Smtp]:
-    server = Smtp(free_port())
-    monkeypatch.setenv("GIM_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("GIM_SMTP_PORT", str(server.port))
-    get_settings.cache_clear()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_p7_an_incident_mail_after_a_note_carries_it(world: World, smtp: Smtp) -> None:

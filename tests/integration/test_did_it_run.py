@@ -227,17 +227,6 @@ def receiver() -> Iterator[Receiver]:
     server.close()
 
 
-@pytest.fixture
-def smtp(gim_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Smtp]:
-    server = Smtp(free_port())
-    monkeypatch.setenv("GIM_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("GIM_SMTP_PORT", str(server.port))
-    get_settings.cache_clear()
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_o2_o3_silent_scheduler_one_incident_across_replicas_mail_and_webhook_with_retry(
     beat: Beat, receiver: Receiver, smtp: Smtp
 ) -> None:

@@ -45,7 +45,7 @@ def test_l1_a_run_past_its_limit_is_over_with_its_action_and_aggregation_is_exem
     assert "past its limit of 2h00m" in found[0].detail and "(L1)" in found[0].detail
 
 
-def test_l2_slow_needs_ten_successes_and_k_times_the_p95() -> None:
+def test_l2_slow_needs_ten_successes_and_k_times_the_95th_percentile() -> None:
     history = {UPDATE_STATS: History(10, 60.0), MAINTAIN: History(9, 60.0)}
     running = [run(UPDATE_STATS, 2.01, 1), run(MAINTAIN, 30, 2)]
     assert kinds(judge(running, {}, history, 2.0, {}, None, AHEAD, NOW)) == [("slow", 1, "")]
