@@ -212,7 +212,8 @@ def reliability(
         bool,
         typer.Option(
             "--quick",
-            help="One round per scenario, without beat-down, stale-data and sigkill-worker-retries: fits in CI.",
+            help="One round per scenario, without beat-down, stale-data and "
+            "sigkill-worker-retries: fits in CI.",
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

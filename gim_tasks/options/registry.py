@@ -25,6 +25,7 @@ from gim_tasks.options.types import (
     Integer,
     JobCounts,
     JobLimits,
+    JobRetries,
     OptionalDate,
     OptionType,
     TimeZone,
@@ -340,7 +341,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "limits",
         "retries",
-        JobCounts(),
+        JobRetries(),
         "",
         "JOB=N, ...: retry a transient failure (worker lost, a lost PostgreSQL, IDB or Redis "
         "connection, a lock wait timeout) up to N times (L3), never past the job's next slot "

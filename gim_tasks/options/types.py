@@ -286,6 +286,28 @@ class Factor(OptionType):
 
 
 @dataclass(frozen=True)
+class JobRetries(JobCounts):
+    """``JOB=N``: L3's retries per job; the continuous aggregation has none (its window
+    restarts it within a tick, S7)."""
+
+    allowed: str = (
+        "comma-separated JOB=N with a job name (not the continuous aggregation) and N from 1 "
+        "to 100, or empty for none"
+    )
+
+    def parse(self, raw: str) -> tuple[tuple[str, int], ...]:
+        from gim_tasks.schedule.jobs import AGGREGATE
+
+        pairs = super().parse(raw)
+        if any(job == AGGREGATE for job, _ in pairs):
+            raise ValueError(
+                f"{AGGREGATE} is not retried: it runs continuously and its window restarts it "
+                "within a tick (S7)"
+            )
+        return pairs
+
+
+@dataclass(frozen=True)
 class OptionalDate(OptionType):
     allowed: str = "a date YYYY-MM-DD, or empty for none"
 
