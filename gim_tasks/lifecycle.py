@@ -127,6 +127,9 @@ class Condition(StrEnum):
     TIME_LIMIT = "time-limit"  # L1: a run past its job's max-runtime (warn); resolved at its end
     SLOW = "slow"  # L2: a run past slow-factor x p95 of its job's successes
     COLLISION_AHEAD = "collision-ahead"  # L2: a run predicted to run into a slot
+    DEADLINE = "deadline"  # Q1: a data day not complete by its ready-by
+    DEADLINE_AT_RISK = "deadline-at-risk"  # Q1: the work left will not fit before ready-by
+    INCOMPLETE_DAY = "incomplete-day"  # Q2: a day not complete behind a newer complete one
 
 
 CONDITIONS = tuple(condition.value for condition in Condition)

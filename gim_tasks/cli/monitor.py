@@ -204,6 +204,35 @@ def audit_command(
     out.print(table)
 
 
+def days_command(
+    count: Annotated[
+        int, typer.Option("--days", min=1, max=366, help="How many local days, newest first.")
+    ] = 14,
+    as_json: JsonFlag = False,
+) -> None:
+    """Is yesterday complete? (Q1, Q2): per local day, each live-fed fact table, the
+    aggregation and the export: complete, pending, purged or n/a, from the mart's marks; the
+    day's ready-by deadline. Exit code 0 (a report, not a check)."""
+    from rich.table import Table
+
+    from gim_tasks.monitor import days
+
+    found = days.listing(mart_engine(), count)
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    table = Table("day", "complete", *found["stages"], "due", box=None)
+    for day in found["days"]:
+        table.add_row(
+            day["day"] + ("" if day["hours"] == 24 else f" ({day['hours']:g} h)"),
+            "yes" if day["complete"] else "NO",
+            *(day["cells"].get(stage, "n/a") for stage in found["stages"]),
+            day["deadline"][:16],
+        )
+    out.print(table)
+    out.print(f"zone {found['zone']}; ready-by {found['ready_by']} the next morning")
+
+
 def watchdog_command(
     interval: Annotated[float, typer.Option(min=1, max=300, help="Seconds between passes.")] = 15,
     once: Annotated[bool, typer.Option("--once", help="One pass, print it, exit.")] = False,

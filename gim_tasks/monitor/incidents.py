@@ -44,6 +44,7 @@ from gim_tasks.db.tables import (
     webhook,
 )
 from gim_tasks.lifecycle import Condition, Verdict
+from gim_tasks.schedule.jobs import JOB_NAMES
 
 if TYPE_CHECKING:
     from gim_tasks.monitor.ledger import Judged
@@ -97,7 +98,7 @@ def queue_alerts(conn: Connection, incident_id: int, job: str, condition: str, e
             .where(notification_subscription.c.on_error)
             .distinct()
         )
-        if job != SCHEDULER:
+        if job in JOB_NAMES:  # the scheduler and data days: every error subscriber
             recipients = recipients.where(notification_subscription.c.job == job)
         count += len(
             conn.execute(

@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection, Engine
 from gim_tasks.db import locks
 from gim_tasks.db.tables import firing, job_run
 from gim_tasks.lifecycle import FAILURE, SUCCESS, Condition, Retry, RunState, StopKind, outcome
-from gim_tasks.monitor import alerts, incidents, ledger, mart_status
+from gim_tasks.monitor import alerts, days, incidents, ledger, mart_status
 from gim_tasks.options import store
 from gim_tasks.runtime.state import BEAT_KEY, heartbeat_of
 from gim_tasks.schedule.jobs import AGGREGATE, JOB_NAMES, TRANSFORM
@@ -72,6 +72,7 @@ class Pass:
     scheduler_down: bool = False
     failing: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)  # categories
+    days: list[str] = field(default_factory=list)  # Q1, Q2: "condition: day" found
     sent: int = 0
     failed_sends: int = 0
 
@@ -111,6 +112,8 @@ def check(
             result.missed = _missed(conn, now, grace, options)
         result.failing = _failures(conn)
         result.stale = _freshness(conn, options, now)
+        if not result.starting:  # Q1, Q2: deadlines and holes of the last days
+            result.days = [f"{f.condition}: {f.day}" for f in days.check(conn, options, now)]
     result.sent, result.failed_sends = alerts.deliver(engine, settings)
     if result.missed or result.scheduler_down:
         log.warning(

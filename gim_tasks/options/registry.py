@@ -303,6 +303,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec(
         "monitor",
+        "ready-by",
+        _clock,
+        "07:00",
+        "A data day is due complete (facts, aggregates, export) at this local time of the "
+        "next morning: a `deadline` incident opens for a day not complete by then, "
+        "`deadline-at-risk` earlier when the work left will not fit (Q1).",
+    ),
+    OptionSpec(
+        "monitor",
         "freshness-slo-minutes",
         FreshnessMinutes(("ETL", "Aggregation"), FRESHNESS_TABLES),
         "ETL=60, Aggregation=120",

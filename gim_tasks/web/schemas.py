@@ -701,6 +701,30 @@ class Incident(Closed):
     deliveries: list[AlertDelivery]
 
 
+# ----- data days (SPEC Q1, Q2) ------------------------------------------------------------------
+
+Cell = Literal["complete", "pending", "purged", "n/a"]
+
+
+class DataDay(Closed):
+    day: str = Field(json_schema_extra={"format": "date"})
+    start: str = Field(json_schema_extra={"format": "date-time"})
+    end: str = Field(json_schema_extra={"format": "date-time"})
+    hours: float = Field(description="23 or 25 on a DST day (S10).")
+    complete: bool
+    cells: dict[str, Cell] = Field(
+        description="Per stage: each live-fed fact table, aggregation, export (when on)."
+    )
+    deadline: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class DaysReply(Closed):
+    zone: str
+    ready_by: str = Field(description="[monitor] ready-by, HH:MM local.")
+    stages: list[str]
+    days: list[DataDay]
+
+
 # ----- timeline (SPEC A7) -----------------------------------------------------------------------
 
 

@@ -387,7 +387,7 @@ def _commands() -> set[str]:
 #: Commands that change nothing an operator decides (reads, processes, the IDB simulator's
 #: tools, mail delivery), with why.
 CLI_NOT_AUDITED = {
-    "version", "status", "jobs", "holds", "firings", "alerts", "audit", "blackout list",
+    "version", "status", "jobs", "holds", "firings", "alerts", "audit", "days", "blackout list",
     "config show", "config export", "config check", "config history", "config reference",
     "schedule plan", "schedule next", "etl status", "export status", "aggregate status",
     "aggregate verify", "user list", "token list", "notify list", "webhook list", "db check",

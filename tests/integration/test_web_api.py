@@ -96,6 +96,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/blackouts"): "admin",
     ("POST", "/blackouts/delete"): "admin",
     ("GET", "/audit"): "admin",
+    ("GET", "/days"): "viewer",
+    ("GET", "/api/days"): "viewer",
     ("GET", "/api/audit"): "admin",
     ("POST", "/api/runs/{run_id}/notes"): "operator",
     ("POST", "/api/firings/{firing_id}/notes"): "operator",

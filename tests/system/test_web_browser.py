@@ -327,6 +327,7 @@ def test_every_page_has_no_serious_accessibility_violation_and_none_reloads_itse
         "/notifications",
         "/jobs/Job_ExportGIM/notifications",
         "/audit",
+        "/days",
     ]
     for path in pages:
         page.goto(url + path)

@@ -53,6 +53,35 @@ def api_aggregate_status(kit: KitDep, who: Viewer) -> dict[str, Any]:
     return mart_status.aggregate_status(kit.engine)
 
 
+@router.get(
+    "/api/days",
+    tags=["status"],
+    response_model=None,
+    responses={**ok(sc.DaysReply, "Local data days, newest first."), **AUTH, **errors(422)},
+)
+def api_days(
+    kit: KitDep, who: Viewer, days: Annotated[int, Query(ge=1, le=366)] = 14
+) -> dict[str, Any]:
+    """Is yesterday complete? (Q1, Q2): per local data day, each live-fed fact table, the
+    aggregation and the export as complete, pending, purged or n/a, from the mart's marks;
+    its ready-by deadline. As `gim days --json`."""
+    from gim_tasks.monitor import days as data_days
+
+    return data_days.listing(kit.engine, days)
+
+
+@router.get("/days", response_class=HTMLResponse, include_in_schema=False)
+def days_page(kit: KitDep, request: Request, who: PageViewer) -> Response:
+    from gim_tasks.monitor import days as data_days
+
+    try:
+        count = int(request.query_params.get("days") or 14)
+    except ValueError:
+        count = 14
+    found = data_days.listing(kit.engine, max(1, min(count, 366)))
+    return kit.page(request, "days.html", who, grid=found, count=count)
+
+
 @router.get("/metrics", include_in_schema=False)
 def metrics(kit: KitDep, who: Viewer) -> Response:
     """Prometheus metrics (O5), read from PostgreSQL and Redis on each scrape; any API

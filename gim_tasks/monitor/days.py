@@ -1,0 +1,326 @@
+"""Is yesterday complete? Data days judged from the mart's own marks (SPEC Q1, Q2; issue 37,
+first part).
+
+A local data day D (the schedule's zone: 23 or 25 hours on DST days) is judged per stage:
+
+- each fact table fed by a live source (its freshness SLO is not 0, as O4 judges it): complete
+  when its newest fact starts at or after D's end (extraction and Transform load in source
+  order, so data past the end means D's data is in), else pending; ``purged`` before the facts'
+  purge mark; ``n/a`` for a table without live source or without any row;
+- aggregation (every level at once: the aggregation job rebuilds all levels of an interval in
+  one transaction, so they cannot differ): complete when D's facts are complete and no
+  15-minute interval of D waits in ``agg_pending`` (facts changed since aggregation saw them: a
+  late Transform, a re-extracted day, a queued re-aggregation), else pending;
+- export (when ``run-export`` is on): complete when the export mark is at or past D's end.
+
+Q1: ``[monitor] ready-by`` (07:00) is D's deadline on the next local morning. The watchdog
+opens one ``deadline`` incident per day not complete by then, and ``deadline-at-risk`` earlier
+when now + the remaining work (the wait for the next slot of each stage's job plus its p95,
+from run history) passes it; both resolve when the day is complete. A day not complete behind
+a newer complete day (a hole) opens ``incomplete-day``. Days before the scheduler's first tick
+are never judged (a fresh install raises nothing), nor is any day with no judged table yet.
+It reads marks, not runs: it fires when no run exists at all.
+
+Not yet (issue 37 stays open): a level-by-hierarchy drill-down, ``missing`` (a hole found in
+the data itself, e.g. deleted rows), ``refused``/``held`` cells, quality gates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from gim_tasks.db.tables import scheduler_epoch
+from gim_tasks.lifecycle import Condition
+from gim_tasks.schedule.jobs import BY_NAME
+from gim_tasks.schedule.localtime import resolve, wall, zone
+
+COMPLETE, PENDING, PURGED, NOT_JUDGED = "complete", "pending", "purged", "n/a"
+AGGREGATION, EXPORT_STAGE = "aggregation", "export"
+#: Days the watchdog looks back for deadlines and holes.
+LOOK_BACK_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Marks:
+    """What the mart says, read at once (``load``)."""
+
+    #: fact table -> the newest fact's start (None: no row); only the live-fed tables.
+    facts: Mapping[str, datetime | None]
+    #: 15-minute interval starts waiting for aggregation, as UTC instants, sorted.
+    pending: tuple[datetime, ...]
+    export_on: bool
+    exported_through: datetime | None
+    purged_facts: datetime | None = None
+    purged_aggregates: datetime | None = None
+    #: The scheduler's first tick: no day before it is judged.
+    epoch: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Day:
+    day: date
+    start: datetime  # aware UTC
+    end: datetime
+    cells: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def judged(self) -> bool:
+        return any(value != NOT_JUDGED for value in self.cells.values())
+
+    @property
+    def complete(self) -> bool:
+        judged = [v for v in self.cells.values() if v != NOT_JUDGED]
+        return bool(judged) and all(v in (COMPLETE, PURGED) for v in judged)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "day": self.day.isoformat(),
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "hours": round((self.end - self.start).total_seconds() / 3600, 2),
+            "complete": self.complete,
+            "cells": dict(self.cells),
+        }
+
+
+def bounds(day: date, tz_name: str) -> tuple[datetime, datetime]:
+    """[local midnight of ``day``, next local midnight) as UTC instants (S10)."""
+    tz = zone(tz_name)
+    start = resolve(datetime.combine(day, time()), tz)
+    end = resolve(datetime.combine(day + timedelta(days=1), time()), tz)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def judge_day(day: date, marks: Marks, tz_name: str) -> Day:
+    """The stages of one local day (pure)."""
+    start, end = bounds(day, tz_name)
+    cells: dict[str, str] = {}
+    facts_in = True
+    for table, newest in marks.facts.items():
+        if marks.purged_facts is not None and end <= marks.purged_facts:
+            cells[table] = PURGED
+        elif newest is None:
+            cells[table] = NOT_JUDGED
+        elif newest >= end:
+            cells[table] = COMPLETE
+        else:
+            cells[table] = PENDING
+            facts_in = False
+    if marks.purged_aggregates is not None and end <= marks.purged_aggregates:
+        cells[AGGREGATION] = PURGED
+    elif not any(v in (COMPLETE, PENDING) for v in cells.values()):
+        cells[AGGREGATION] = NOT_JUDGED
+    else:
+        waiting = any(start <= at < end for at in marks.pending)
+        cells[AGGREGATION] = COMPLETE if facts_in and not waiting else PENDING
+    if marks.export_on:
+        through = marks.exported_through
+        cells[EXPORT_STAGE] = COMPLETE if through is not None and through >= end else PENDING
+    return Day(day, start, end, cells)
+
+
+def grid(marks: Marks, last: date, count: int, tz_name: str) -> list[Day]:
+    """``count`` days up to ``last``, newest first."""
+    return [judge_day(last - timedelta(days=n), marks, tz_name) for n in range(count)]
+
+
+def deadline_of(day: date, ready_by: time, tz_name: str) -> datetime:
+    """Q1: ``ready-by`` on the local morning after ``day`` (S10 in a DST gap), UTC."""
+    return resolve(datetime.combine(day + timedelta(days=1), ready_by), zone(tz_name)).astimezone(
+        UTC
+    )
+
+
+@dataclass(frozen=True)
+class Finding:
+    condition: Condition
+    day: date
+    detail: str
+
+
+def judge_deadlines(
+    days: Iterable[Day],
+    now: datetime,
+    ready_by: time,
+    tz_name: str,
+    remaining: Mapping[str, float],
+    epoch: datetime | None,
+) -> list[Finding]:
+    """Q1, Q2 (pure): per judged day at or after the scheduler's first day: ``deadline``
+    past its deadline and not complete; ``deadline-at-risk`` before it when now + the
+    remaining work of its pending stages (seconds, per stage) passes it; ``incomplete-day``
+    when not complete behind a newer complete day."""
+    found: list[Finding] = []
+    first = wall(epoch, zone(tz_name)).date() if epoch is not None else None
+    ordered = sorted(days, key=lambda d: d.day)
+    newest_complete = max((d.day for d in ordered if d.complete), default=None)
+    for day in ordered:
+        if first is None or day.day < first or not day.judged or day.complete or day.end > now:
+            continue
+        pending = sorted(stage for stage, value in day.cells.items() if value == PENDING)
+        words = ", ".join(pending)
+        deadline = deadline_of(day.day, ready_by, tz_name)
+        if now >= deadline:
+            found.append(
+                Finding(
+                    Condition.DEADLINE,
+                    day.day,
+                    f"{day.day} is not complete by its ready-by {deadline:%Y-%m-%d %H:%M} UTC: "
+                    f"pending {words} (Q1)",
+                )
+            )
+        else:
+            left = max((remaining.get(stage, 0.0) for stage in pending), default=0.0)
+            if now + timedelta(seconds=left) >= deadline:
+                found.append(
+                    Finding(
+                        Condition.DEADLINE_AT_RISK,
+                        day.day,
+                        f"{day.day} may miss its ready-by {deadline:%Y-%m-%d %H:%M} UTC: "
+                        f"pending {words}, about {left / 60:.0f} min of work left (Q1)",
+                    )
+                )
+        if newest_complete is not None and day.day < newest_complete:
+            found.append(
+                Finding(
+                    Condition.INCOMPLETE_DAY,
+                    day.day,
+                    f"{day.day} is not complete ({words} pending) while {newest_complete} is: "
+                    "a hole (Q2)",
+                )
+            )
+    return found
+
+
+# ----- reading the marks (I/O) --------------------------------------------------------------
+
+
+def load(conn: Connection, options: Any) -> Marks:
+    """The marks, in a handful of reads (the newest fact per table comes from the SECURITY
+    DEFINER ``gim_data_freshness()``: the web role reads no data row)."""
+    from gim_tasks.monitor.mart_status import slo_of
+
+    slo = options.get("monitor", "freshness-slo-minutes")
+    newest = conn.execute(sa.text("SELECT gim_data_freshness()")).scalar_one()
+    facts = {
+        table: (datetime.fromtimestamp(seconds, UTC) if seconds is not None else None)
+        for table, seconds in sorted(newest["facts"].items())
+        if slo_of(slo, "ETL", table) is not None
+    }
+    pending = tuple(
+        datetime.fromtimestamp(key, UTC)
+        for key in conn.execute(
+            sa.text("SELECT DISTINCT date_time_key FROM agg_pending ORDER BY 1")
+        ).scalars()
+    )
+    through = conn.execute(sa.text("SELECT exported_through FROM export_mark")).scalar()
+    purged: dict[str, datetime] = {
+        row.what: row.purged_before
+        for row in conn.execute(sa.text("SELECT what, purged_before FROM purge_mark"))
+    }
+    epoch = conn.execute(sa.select(scheduler_epoch.c.first_tick_at)).scalar_one_or_none()
+    return Marks(
+        facts=facts,
+        pending=pending,
+        export_on=bool(options.schedule().run_export),
+        exported_through=through,
+        purged_facts=purged.get("facts"),
+        purged_aggregates=purged.get("aggregates"),
+        epoch=epoch,
+    )
+
+
+def listing(engine: Engine, count: int, now: datetime | None = None) -> dict[str, Any]:
+    """``gim days``, ``GET /api/days``, the Days page: the grid, newest day first."""
+    from gim_tasks.options import store
+
+    now = now or datetime.now(UTC)
+    with engine.connect() as conn:
+        options = store.load_options(conn)
+        marks = load(conn, options)
+    tz_name = options.schedule().timezone
+    today = wall(now, zone(tz_name)).date()
+    ready_by = options.get("monitor", "ready-by")
+    rows = grid(marks, today, count, tz_name)
+    return {
+        "zone": tz_name,
+        "ready_by": f"{ready_by:%H:%M}",
+        "stages": list(rows[0].cells) if rows else [],
+        "days": [
+            {**row.as_dict(), "deadline": deadline_of(row.day, ready_by, tz_name).isoformat()}
+            for row in rows
+        ],
+    }
+
+
+def remaining_work(
+    options: Any, now: datetime, history: Mapping[str, Any], tables: Iterable[str]
+) -> dict[str, float]:
+    """Seconds of work left per stage if it started at its job's next slot: the wait for that
+    slot plus the p95 of the job (Extract + Transform for the facts; the export job for the
+    export; aggregation follows Transform continuously: the facts' time)."""
+    from gim_tasks.runtime.limits import next_slots
+
+    slots, _ = next_slots(options.schedule(), now)
+
+    def p95(job: str) -> float:
+        known = history.get(job)
+        return float(known.p95_seconds) if known is not None else 0.0
+
+    def wait(job: str) -> float:
+        at = slots.get(job)
+        return max(0.0, (at - now).total_seconds()) if at is not None else 0.0
+
+    extract = next(s.name for s in BY_NAME.values() if s.exclusivity == "extract")
+    transform = next(s.name for s in BY_NAME.values() if s.exclusivity == "transform")
+    export = next(s.name for s in BY_NAME.values() if s.exclusivity == "export")
+    facts = wait(extract) + p95(extract) + p95(transform)
+    found = {AGGREGATION: facts, EXPORT_STAGE: max(facts, wait(export)) + p95(export)}
+    return found | dict.fromkeys(tables, facts)
+
+
+def check(conn: Connection, options: Any, now: datetime) -> list[Finding]:
+    """The watchdog's pass (O2 with Q1, Q2): open one incident per day and condition found,
+    resolve those whose day no longer is (complete, or its deadline came: at-risk gives way to
+    deadline)."""
+    from gim_tasks.monitor import incidents
+    from gim_tasks.runtime.limits import load_history
+
+    tz_name = options.schedule().timezone
+    marks = load(conn, options)
+    today = wall(now, zone(tz_name)).date()
+    days = grid(marks, today, LOOK_BACK_DAYS, tz_name)
+    found = judge_deadlines(
+        days,
+        now,
+        options.get("monitor", "ready-by"),
+        tz_name,
+        remaining_work(options, now, load_history(conn), marks.facts),
+        marks.epoch,
+    )
+    for condition in (Condition.DEADLINE, Condition.DEADLINE_AT_RISK, Condition.INCOMPLETE_DAY):
+        current = {subject(f.day) for f in found if f.condition == condition}
+        open_now = conn.execute(
+            sa.text(
+                "SELECT job FROM incident WHERE condition = :c AND resolved_at IS NULL "
+                "AND job LIKE 'data day %'"
+            ),
+            {"c": condition.value},
+        ).scalars()
+        gone = [job for job in open_now if job not in current]
+        if gone:
+            incidents.resolve(conn, condition, jobs=gone)
+    for finding in found:
+        incidents.ensure_open(conn, subject(finding.day), finding.condition, finding.detail)
+    return found
+
+
+def subject(day: date) -> str:
+    """An incident's subject for a data day (in place of a job: one open per day)."""
+    return f"data day {day.isoformat()}"

@@ -1,0 +1,110 @@
+"""SPEC Q1, Q2 decided purely (monitor/days.py): a local data day's stages from the marks, its
+ready-by deadline across DST, deadline, at-risk and holes (issue 37)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+
+from gim_tasks.lifecycle import Condition
+from gim_tasks.monitor.days import (
+    AGGREGATION,
+    EXPORT_STAGE,
+    Marks,
+    bounds,
+    deadline_of,
+    grid,
+    judge_day,
+    judge_deadlines,
+)
+
+TZ = "Europe/Berlin"
+FACT = "interaction_fact"
+READY = time(7, 0)
+
+
+def marks(newest: datetime | None, pending: tuple[datetime, ...] = (), **kw: object) -> Marks:
+    return Marks(
+        facts={FACT: newest, "campaign_attempt_fact": None},
+        pending=pending,
+        export_on=bool(kw.pop("export_on", False)),
+        exported_through=kw.pop("exported_through", None),  # type: ignore[arg-type]
+        epoch=kw.pop("epoch", datetime(2026, 1, 1, tzinfo=UTC)),  # type: ignore[arg-type]
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_q1_a_day_is_23_or_25_hours_across_dst_and_due_at_ready_by_the_next_morning() -> None:
+    spring, fall = bounds(date(2027, 3, 28), TZ), bounds(date(2026, 10, 25), TZ)
+    assert (spring[1] - spring[0]) == timedelta(hours=23)
+    assert (fall[1] - fall[0]) == timedelta(hours=25)
+    assert deadline_of(date(2026, 12, 3), READY, TZ) == datetime(2026, 12, 4, 6, 0, tzinfo=UTC)
+    # A ready-by inside the spring-forward gap is the first instant after it (S10).
+    assert deadline_of(date(2027, 3, 27), time(2, 30), TZ) == datetime(
+        2027, 3, 28, 1, 0, tzinfo=UTC
+    )
+
+
+def test_q2_stages_from_the_marks() -> None:
+    day = date(2026, 12, 3)
+    start, end = bounds(day, TZ)
+    done = judge_day(day, marks(end + timedelta(minutes=5)), TZ)
+    assert done.cells == {
+        FACT: "complete",
+        "campaign_attempt_fact": "n/a",  # no row: not judged
+        AGGREGATION: "complete",
+    }
+    assert done.complete
+    waiting = judge_day(day, marks(end + timedelta(minutes=5), (start + timedelta(hours=3),)), TZ)
+    assert waiting.cells[AGGREGATION] == "pending" and not waiting.complete
+    short = judge_day(day, marks(end - timedelta(minutes=20)), TZ)
+    assert (short.cells[FACT], short.cells[AGGREGATION]) == ("pending", "pending")
+    exported = judge_day(day, marks(end, export_on=True, exported_through=end - timedelta(1)), TZ)
+    assert exported.cells[EXPORT_STAGE] == "pending"
+    purged = judge_day(day, marks(None, purged_facts=end, purged_aggregates=end), TZ)
+    assert purged.cells[FACT] == "purged" and purged.cells[AGGREGATION] == "purged"
+    assert not judge_day(day, marks(None), TZ).judged  # nothing to judge yet
+
+
+def test_q1_deadline_at_risk_before_and_deadline_after_ready_by() -> None:
+    day = date(2026, 12, 3)
+    start, end = bounds(day, TZ)
+    rows = [judge_day(day, marks(end + timedelta(minutes=1), (start,)), TZ)]
+    due = deadline_of(day, READY, TZ)
+    work = {AGGREGATION: 1800.0}  # half an hour of aggregation left
+    assert judge_deadlines(rows, due - timedelta(hours=1), READY, TZ, work, None) == []  # no epoch
+    epoch = datetime(2026, 11, 1, tzinfo=UTC)
+    assert judge_deadlines(rows, due - timedelta(hours=1), READY, TZ, work, epoch) == []
+    risk = judge_deadlines(rows, due - timedelta(minutes=20), READY, TZ, work, epoch)
+    assert [(f.condition, f.day) for f in risk] == [(Condition.DEADLINE_AT_RISK, day)]
+    late = judge_deadlines(rows, due + timedelta(seconds=15), READY, TZ, work, epoch)
+    assert [(f.condition, f.day) for f in late] == [(Condition.DEADLINE, day)]
+    assert "pending aggregation (Q1)" in late[0].detail
+    # A day that began before the scheduler's first tick is never judged.
+    assert judge_deadlines(rows, due + timedelta(hours=1), READY, TZ, work, end) == []
+
+
+def test_q2_a_pending_day_behind_a_complete_one_is_a_hole() -> None:
+    older, newer = date(2026, 12, 2), date(2026, 12, 3)
+    older_start, _ = bounds(older, TZ)
+    _, newer_end = bounds(newer, TZ)
+    state = marks(newer_end + timedelta(minutes=1), (older_start + timedelta(hours=5),))
+    rows = grid(state, newer, 2, TZ)
+    found = judge_deadlines(
+        rows, newer_end + timedelta(hours=1), READY, TZ, {}, datetime(2026, 11, 1, tzinfo=UTC)
+    )
+    assert [(f.condition, f.day) for f in found] == [
+        (Condition.DEADLINE, older),
+        (Condition.INCOMPLETE_DAY, older),
+    ]
+
+
+def test_q1_a_normal_dst_week_raises_nothing() -> None:
+    """The week of the fall-back (25-hour day): every day complete in time, nothing found."""
+    last = date(2026, 10, 28)
+    _, end = bounds(last, TZ)
+    rows = grid(marks(end + timedelta(minutes=3)), last, 7, TZ)
+    assert all(row.complete for row in rows)
+    assert {round((r.end - r.start).total_seconds() / 3600) for r in rows} == {24, 25}
+    for hour in range(0, 24 * 7, 5):
+        now = end - timedelta(days=6) + timedelta(hours=hour)
+        assert judge_deadlines(rows, now, READY, TZ, {}, datetime(2026, 1, 1, tzinfo=UTC)) == []
