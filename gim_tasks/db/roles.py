@@ -70,6 +70,7 @@ WEB_FUNCTIONS = (
     "gim_etl_counts()",  # counts over staging and facts (migration 0013)
     "gim_aggregate_freshness()",  # newest interval per aggregate table (migration 0013)
     "gim_data_freshness()",  # newest data time per fact table and level (migration 0015, O4)
+    "gim_day_coverage(date[], text)",  # which local days have rows, per table (0021, Q2)
 )
 
 

@@ -21,8 +21,13 @@ a newer complete day (a hole) opens ``incomplete-day``. Days before the schedule
 are never judged (a fresh install raises nothing), nor is any day with no judged table yet.
 It reads marks, not runs: it fires when no run exists at all.
 
-Not yet (issue 37 stays open): a level-by-hierarchy drill-down, ``missing`` (a hole found in
-the data itself, e.g. deleted rows), ``refused``/``held`` cells, quality gates.
+Q2's ``missing``: a day the marks call aggregated whose hierarchy has facts that day but a level
+table without a row in it (rows deleted, a rebuild lost) is ``missing`` in its drill-down and in
+its aggregation cell: not complete, so behind a newer complete day it is a hole
+(``gim_day_coverage`` probes each table per day; the watchdog probes its 7 days).
+
+Not yet (issue 37 stays open): a lost export chunk found on disk, ``refused``/``held`` cells,
+quality gates.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from gim_tasks.schedule.jobs import BY_NAME
 from gim_tasks.schedule.localtime import resolve, wall, zone
 
 COMPLETE, PENDING, PURGED, NOT_JUDGED = "complete", "pending", "purged", "n/a"
+MISSING = "missing"  # the marks say done, the data disagrees: a level with no row for the day
 AGGREGATION, EXPORT_STAGE = "aggregation", "export"
 #: Days the watchdog looks back for deadlines and holes.
 LOOK_BACK_DAYS = 7
@@ -60,6 +66,11 @@ class Marks:
     purged_aggregates: datetime | None = None
     #: The scheduler's first tick: no day before it is judged.
     epoch: datetime | None = None
+    #: Per local day (ISO), per fact and aggregate table present: has it a row that day?
+    #: (``gim_day_coverage``); a day without an entry is judged from the marks only.
+    coverage: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
+    #: (hierarchy, its fact table, its level tables in LEVELS order).
+    hierarchies: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,8 @@ class Day:
     start: datetime  # aware UTC
     end: datetime
     cells: dict[str, str] = field(default_factory=dict)
+    #: The aggregation's drill-down: hierarchy -> level -> cell (when the data was probed).
+    levels: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def judged(self) -> bool:
@@ -86,6 +99,7 @@ class Day:
             "hours": round((self.end - self.start).total_seconds() / 3600, 2),
             "complete": self.complete,
             "cells": dict(self.cells),
+            "levels": {name: dict(cells) for name, cells in self.levels.items()},
         }
 
 
@@ -119,10 +133,38 @@ def judge_day(day: date, marks: Marks, tz_name: str) -> Day:
     else:
         waiting = any(start <= at < end for at in marks.pending)
         cells[AGGREGATION] = COMPLETE if facts_in and not waiting else PENDING
+    levels = _levels(day, marks, cells.get(AGGREGATION, NOT_JUDGED))
+    if any(MISSING in by_level.values() for by_level in levels.values()):
+        cells[AGGREGATION] = MISSING
     if marks.export_on:
         through = marks.exported_through
         cells[EXPORT_STAGE] = COMPLETE if through is not None and through >= end else PENDING
-    return Day(day, start, end, cells)
+    return Day(day, start, end, cells, levels)
+
+
+def _levels(day: date, marks: Marks, aggregation: str) -> dict[str, dict[str, str]]:
+    """Q2's drill-down: per hierarchy whose fact table has rows that day, per level table
+    present: ``missing`` when the marks say the day is aggregated but the level has no row
+    (rows deleted, a rebuild lost), else the aggregation's own cell."""
+    probed = marks.coverage.get(day.isoformat())
+    if probed is None:
+        return {}
+    from gim_tasks.aggregate.registry import LEVELS
+
+    found: dict[str, dict[str, str]] = {}
+    for name, fact, tables in marks.hierarchies:
+        if not probed.get(fact):
+            continue  # no fact row that day: nothing to aggregate
+        cells = {}
+        for level, table in zip(LEVELS, tables, strict=True):
+            if table not in probed:
+                continue  # not created yet
+            if aggregation == COMPLETE and not probed[table]:
+                cells[level] = MISSING
+            else:
+                cells[level] = aggregation
+        found[name] = cells
+    return found
 
 
 def grid(marks: Marks, last: date, count: int, tz_name: str) -> list[Day]:
@@ -163,7 +205,7 @@ def judge_deadlines(
     for day in ordered:
         if first is None or day.day < first or not day.judged or day.complete or day.end > now:
             continue
-        pending = sorted(stage for stage, value in day.cells.items() if value == PENDING)
+        pending = sorted(s for s, value in day.cells.items() if value in (PENDING, MISSING))
         words = ", ".join(pending)
         deadline = deadline_of(day.day, ready_by, tz_name)
         if now >= deadline:
@@ -199,6 +241,24 @@ def judge_deadlines(
 
 
 # ----- reading the marks (I/O) --------------------------------------------------------------
+
+
+def probe(conn: Connection, marks: Marks, days: Iterable[date], tz_name: str) -> Marks:
+    """``marks`` with the data's coverage of ``days`` (Q2's ``missing``): one call of
+    ``gim_day_coverage``, an index probe per day and table."""
+    from dataclasses import replace
+
+    from gim_tasks.aggregate.registry import HIERARCHIES, LEVELS
+
+    wanted = sorted({d.isoformat() for d in days})
+    coverage = conn.execute(
+        sa.text("SELECT gim_day_coverage(CAST(:days AS date[]), :tz)"),
+        {"days": wanted, "tz": tz_name},
+    ).scalar_one()
+    hierarchies = tuple(
+        (h.name, h.fact, tuple(h.table(level) for level in LEVELS)) for h in HIERARCHIES
+    )
+    return replace(marks, coverage=coverage, hierarchies=hierarchies)
 
 
 def load(conn: Connection, options: Any) -> Marks:
@@ -243,9 +303,10 @@ def listing(engine: Engine, count: int, now: datetime | None = None) -> dict[str
     now = now or datetime.now(UTC)
     with engine.connect() as conn:
         options = store.load_options(conn)
-        marks = load(conn, options)
-    tz_name = options.schedule().timezone
-    today = wall(now, zone(tz_name)).date()
+        tz_name = options.schedule().timezone
+        today = wall(now, zone(tz_name)).date()
+        shown = [today - timedelta(days=n) for n in range(count)]
+        marks = probe(conn, load(conn, options), shown, tz_name)
     ready_by = options.get("monitor", "ready-by")
     rows = grid(marks, today, count, tz_name)
     return {
@@ -293,8 +354,9 @@ def check(conn: Connection, options: Any, now: datetime) -> list[Finding]:
     from gim_tasks.runtime.limits import load_history
 
     tz_name = options.schedule().timezone
-    marks = load(conn, options)
     today = wall(now, zone(tz_name)).date()
+    recent = [today - timedelta(days=n) for n in range(LOOK_BACK_DAYS)]
+    marks = probe(conn, load(conn, options), recent, tz_name)
     days = grid(marks, today, LOOK_BACK_DAYS, tz_name)
     found = judge_deadlines(
         days,

@@ -703,7 +703,7 @@ class Incident(Closed):
 
 # ----- data days (SPEC Q1, Q2) ------------------------------------------------------------------
 
-Cell = Literal["complete", "pending", "purged", "n/a"]
+Cell = Literal["complete", "pending", "purged", "n/a", "missing"]
 
 
 class DataDay(Closed):
@@ -714,6 +714,10 @@ class DataDay(Closed):
     complete: bool
     cells: dict[str, Cell] = Field(
         description="Per stage: each live-fed fact table, aggregation, export (when on)."
+    )
+    levels: dict[str, dict[str, Cell]] = Field(
+        description="The aggregation's drill-down: hierarchy -> level -> cell; missing: the "
+        "day is aggregated by the marks but the level has no row for it."
     )
     deadline: str = Field(json_schema_extra={"format": "date-time"})
 

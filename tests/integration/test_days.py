@@ -131,3 +131,77 @@ def test_q1_q2_deadline_at_risk_then_missed_a_hole_and_both_resolved(
         conn.execute(sa.text("DELETE FROM agg_pending"))
     assert check("2026-11-24T08:05") == []
     assert opened() == []
+
+
+def test_q2_a_deleted_level_of_one_hierarchy_is_missing_and_a_hole_until_rebuilt(
+    gim_env: dict[str, str],
+) -> None:
+    """The marks say the 22nd is aggregated, the data disagrees: one hierarchy's HOUR rows of
+    the day are gone. The grid says `missing` (its drill-down names the level), the watchdog
+    opens incomplete-day behind the complete 23rd within one pass; a re-aggregation of the
+    day resolves it."""
+    from gim_tasks.db import calendar
+    from gim_tasks.jobs import aggregate
+    from gim_tasks.jobs.base import JobContext
+
+    beat = Beat(gim_env)
+    engine = beat.engine
+    client = redis.Redis.from_url(gim_env["GIM_REDIS_URL"])
+    client.hset("gim:beat", mapping={"tick": time.time()})
+    store.set_option(engine, "schedule", "run-scheduler", "false", "test")
+    first, last = local("2026-11-21T00:00"), local("2026-11-25T00:00")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO scheduler_epoch (first_tick_at) VALUES (:t)"),
+                     {"t": local("2026-11-20T00:00")})  # fmt: skip
+        calendar.fill_range(conn, "Europe/Berlin", calendar.key_of(first), calendar.key_of(last))
+    instants = [local(t) for t in ("2026-11-22T10:00", "2026-11-23T10:00", "2026-11-24T00:10")]
+    with engine.begin() as conn:
+        ensure_partitions(conn, "interaction_fact", [i.date() for i in instants])
+        for n, at in enumerate(instants, start=1):
+            key = calendar.key_of(at)
+            conn.execute(
+                sa.text(
+                    "INSERT INTO interaction_fact (idb_id, interaction_id, start_ts, "
+                    "date_time_key, direction, status) VALUES (1, :i, :s, :k, 'inbound', "
+                    "'completed')"
+                ),
+                {"i": n, "s": at, "k": key},
+            )
+            conn.execute(sa.text("INSERT INTO agg_pending VALUES ('interaction_fact', :k)"),
+                         {"k": key})  # fmt: skip
+
+    def aggregate_pending() -> None:
+        with engine.connect() as conn:
+            options = store.load_options(conn)
+        aggregate.run_once(JobContext(mart=engine, idb_urls=[], options=options))
+
+    def check(at: str) -> list[str]:
+        return watchdog.check(engine, client, get_settings(), local(at)).days
+
+    aggregate_pending()
+    assert check("2026-11-24T08:00") == []  # the 22nd and 23rd complete, probed
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "DELETE FROM agg_h_id_hour WHERE bucket >= '2026-11-22' AND bucket < '2026-11-23'"
+            )
+        )
+    assert check("2026-11-24T08:01") == ["deadline: 2026-11-22", "incomplete-day: 2026-11-22"]
+    grid = days.listing(engine, 3, now=local("2026-11-24T08:01"))
+    by_day = {d["day"]: d for d in grid["days"]}
+    assert by_day["2026-11-22"]["cells"]["aggregation"] == "missing"
+    assert by_day["2026-11-22"]["levels"]["H_ID"]["HOUR"] == "missing"
+    assert by_day["2026-11-22"]["levels"]["H_ID"]["DAY"] == "complete"
+    assert by_day["2026-11-23"]["complete"]
+    with engine.begin() as conn:  # re-aggregate the 22nd
+        conn.execute(sa.text("INSERT INTO agg_pending VALUES ('interaction_fact', :k)"),
+                     {"k": calendar.key_of(instants[0])})  # fmt: skip
+    aggregate_pending()
+    assert check("2026-11-24T08:02") == []
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                sa.text("SELECT count(*) FROM incident WHERE resolved_at IS NULL")
+            ).scalar_one()
+            == 0
+        )

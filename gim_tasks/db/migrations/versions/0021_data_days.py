@@ -1,6 +1,9 @@
 """Data days (issue 37, SPEC Q1, Q2): the incident conditions ``deadline``,
 ``deadline-at-risk`` and ``incomplete-day`` (their subject is ``data day YYYY-MM-DD``: one open
-per day and condition, by the existing partial unique index).
+per day and condition, by the existing partial unique index); ``gim_day_coverage(days, zone)``
+(SECURITY DEFINER: the web role reads no data row), which says per local day whether each fact
+table and each aggregate table present has a row in it: one index probe each (the facts' day
+partitions and ``date_time_key``, the aggregates' ``ix_*_key``).
 
 Revision ID: 0021
 Revises: 0020
@@ -28,11 +31,71 @@ def _check(values: str) -> None:
     )
 
 
+# The fact tables are those of this revision (a later change adds a migration).
+COVERAGE = r"""
+CREATE FUNCTION gim_day_coverage(p_days date[], p_tz text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    d date;
+    i integer;
+    present boolean;
+    lo bigint;
+    hi bigint;
+    one jsonb;
+    result jsonb := '{}';
+    facts text[] := ARRAY[
+        'interaction_fact', 'interaction_segment_fact', 'agent_session_fact', 'agent_state_fact',
+        'agent_state_reason_fact', 'campaign_attempt_fact'
+    ];
+    tables text[];
+    levels text[];
+BEGIN
+    SELECT coalesce(array_agg(c.relname ORDER BY c.relname), '{}'),
+           coalesce(array_agg(upper(substring(c.relname from '_([a-z]+)$')) ORDER BY c.relname),
+                    '{}')
+    INTO tables, levels
+    FROM pg_class AS c JOIN pg_namespace AS s ON s.oid = c.relnamespace
+    WHERE s.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+      AND c.relname ~ '^agg_.*_(subhour|hour|day|month|quarter|year)$';
+    FOREACH d IN ARRAY p_days LOOP
+        lo := extract(epoch FROM (d::timestamp AT TIME ZONE p_tz))::bigint;
+        hi := extract(epoch FROM ((d + 1)::timestamp AT TIME ZONE p_tz))::bigint;
+        one := '{}';
+        FOR i IN 1 .. array_length(facts, 1) LOOP
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE date_time_key >= $1 '
+                           'AND date_time_key < $2)', facts[i]) INTO present USING lo, hi;
+            one := one || jsonb_build_object(facts[i], present);
+        END LOOP;
+        FOR i IN 1 .. coalesce(array_length(tables, 1), 0) LOOP
+            IF levels[i] = 'SUBHOUR' THEN
+                EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE date_time_key >= $1 '
+                               'AND date_time_key < $2)', tables[i]) INTO present USING lo, hi;
+            ELSIF levels[i] = 'HOUR' THEN
+                EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE bucket >= $1 '
+                               'AND bucket < $2)', tables[i])
+                    INTO present USING d::timestamp, (d + 1)::timestamp;
+            ELSE
+                EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE bucket = '
+                               'date_trunc(%L, $1::timestamp))', tables[i], lower(levels[i]))
+                    INTO present USING d;
+            END IF;
+            one := one || jsonb_build_object(tables[i], present);
+        END LOOP;
+        result := result || jsonb_build_object(d::text, one);
+    END LOOP;
+    RETURN result;
+END
+$$;
+"""
+
+
 def upgrade() -> None:
     _check(AFTER)
+    op.execute(COVERAGE)
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION gim_day_coverage(date[], text)")
     op.execute(
         "DELETE FROM incident WHERE condition IN ('deadline', 'deadline-at-risk', 'incomplete-day')"
     )
