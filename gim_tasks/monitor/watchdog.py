@@ -113,7 +113,7 @@ def check(
         result.failing = _failures(conn)
         result.stale = _freshness(conn, options, now)
         if not result.starting:  # Q1, Q2: deadlines and holes of the last days
-            result.days = [f"{f.condition}: {f.day}" for f in days.check(conn, options, now)]
+            result.days = _days(conn, options, now)
     result.sent, result.failed_sends = alerts.deliver(engine, settings)
     if result.missed or result.scheduler_down:
         log.warning(
@@ -122,6 +122,17 @@ def check(
             "; the scheduler is silent" if result.scheduler_down else "",
         )
     return result
+
+
+def _days(conn: Connection, options: Any, now: datetime) -> list[str]:
+    """Q1, Q2 in a savepoint: a failure there (a table being rebuilt, a lock) is logged and
+    leaves the rest of the pass (missed firings, a silent beat, alerts) to do its work."""
+    try:
+        with conn.begin_nested():
+            return [f"{f.condition}: {f.day}" for f in days.check(conn, options, now)]
+    except sa.exc.SQLAlchemyError:
+        log.exception("watchdog: data days not judged in this pass")
+        return []
 
 
 def _missed(conn: Connection, now: datetime, grace: float, options: Any) -> list[str]:
