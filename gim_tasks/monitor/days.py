@@ -26,8 +26,11 @@ table without a row in it (rows deleted, a rebuild lost) is ``missing`` in its d
 its aggregation cell: not complete, so behind a newer complete day it is a hole
 (``gim_day_coverage`` probes each table per day; the watchdog probes its 7 days).
 
-Not yet (issue 37 stays open): a lost export chunk found on disk, ``refused``/``held`` cells,
-quality gates.
+The export stage is ``missing`` when the export mark is past the day but its intervals are not
+all in chunk folders on disk (a chunk lost or deleted by hand), when this process can read the
+export folder (a web replica on another host judges the mark only).
+
+Not yet (issue 37 stays open): ``refused``/``held`` cells, quality gates.
 """
 
 from __future__ import annotations
@@ -71,6 +74,10 @@ class Marks:
     coverage: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
     #: (hierarchy, its fact table, its level tables in LEVELS order).
     hierarchies: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    #: The export chunks on disk, (start, end) sorted; None: the folder is not readable here.
+    chunks: tuple[tuple[datetime, datetime], ...] | None = None
+    #: Chunks ending before this were removed by the output files' retention.
+    chunks_kept_from: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,30 @@ def judge_day(day: date, marks: Marks, tz_name: str) -> Day:
     if marks.export_on:
         through = marks.exported_through
         cells[EXPORT_STAGE] = COMPLETE if through is not None and through >= end else PENDING
+        if cells[EXPORT_STAGE] == COMPLETE and marks.chunks is not None:
+            cells[EXPORT_STAGE] = _chunked(start, end, marks)
     return Day(day, start, end, cells, levels)
+
+
+def _chunked(start: datetime, end: datetime, marks: Marks) -> str:
+    """An exported day whose intervals are not all in chunk folders on disk is ``missing``
+    (a chunk lost or deleted by hand); before the first chunk it is ``n/a`` (the export began
+    later: ``start-date``), before the files' retention ``purged``."""
+    chunks = marks.chunks or ()
+    if marks.chunks_kept_from is not None and end <= marks.chunks_kept_from:
+        return PURGED
+    if not chunks or end <= chunks[0][0]:
+        return NOT_JUDGED
+    covered = max(start, chunks[0][0])
+    for chunk_start, chunk_end in chunks:
+        if chunk_end <= covered:
+            continue
+        if chunk_start > covered:
+            return MISSING
+        covered = chunk_end
+        if covered >= end:
+            return COMPLETE
+    return MISSING
 
 
 def _levels(day: date, marks: Marks, aggregation: str) -> dict[str, dict[str, str]]:
@@ -261,7 +291,37 @@ def probe(conn: Connection, marks: Marks, days: Iterable[date], tz_name: str) ->
     return replace(marks, coverage=coverage, hierarchies=hierarchies)
 
 
-def load(conn: Connection, options: Any) -> Marks:
+def chunks_on_disk(options: Any, base: Any, now: datetime) -> tuple[Any, datetime | None]:
+    """The export's chunk folders (names only: ``chunk-<start>-<end>``) and the oldest end the
+    files' retention keeps; (None, None) when the folder cannot be read from this process
+    (a web replica on another host)."""
+    from gim_tasks.errors import GimError
+    from gim_tasks.options.paths import resolve_output_directory
+
+    try:
+        folder = resolve_output_directory(options, base)
+        names = [p.name for p in folder.glob("chunk-*")] if folder.is_dir() else None
+    except (GimError, OSError):
+        return None, None
+    if names is None:
+        return None, None
+    found = []
+    for name in names:
+        try:
+            _, first, last = name.split("-")
+            found.append(
+                (
+                    datetime.strptime(first, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC),
+                    datetime.strptime(last, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC),
+                )
+            )
+        except ValueError:
+            continue  # not ours
+    keep = timedelta(days=int(options.get("gim-export", "days-to-keep-output-files")))
+    return tuple(sorted(found)), now - keep
+
+
+def load(conn: Connection, options: Any, now: datetime | None = None) -> Marks:
     """The marks, in a handful of reads (the newest fact per table comes from the SECURITY
     DEFINER ``gim_data_freshness()``: the web role reads no data row)."""
     from gim_tasks.monitor.mart_status import slo_of
@@ -285,6 +345,13 @@ def load(conn: Connection, options: Any) -> Marks:
         for row in conn.execute(sa.text("SELECT what, purged_before FROM purge_mark"))
     }
     epoch = conn.execute(sa.select(scheduler_epoch.c.first_tick_at)).scalar_one_or_none()
+    chunks, kept_from = None, None
+    if options.schedule().run_export:
+        from gim_tasks.settings import get_settings
+
+        chunks, kept_from = chunks_on_disk(
+            options, get_settings().output_directory, now or datetime.now(UTC)
+        )
     return Marks(
         facts=facts,
         pending=pending,
@@ -293,6 +360,8 @@ def load(conn: Connection, options: Any) -> Marks:
         purged_facts=purged.get("facts"),
         purged_aggregates=purged.get("aggregates"),
         epoch=epoch,
+        chunks=chunks,
+        chunks_kept_from=kept_from,
     )
 
 
@@ -306,7 +375,7 @@ def listing(engine: Engine, count: int, now: datetime | None = None) -> dict[str
         tz_name = options.schedule().timezone
         today = wall(now, zone(tz_name)).date()
         shown = [today - timedelta(days=n) for n in range(count)]
-        marks = probe(conn, load(conn, options), shown, tz_name)
+        marks = probe(conn, load(conn, options, now), shown, tz_name)
     ready_by = options.get("monitor", "ready-by")
     rows = grid(marks, today, count, tz_name)
     return {
@@ -356,7 +425,7 @@ def check(conn: Connection, options: Any, now: datetime) -> list[Finding]:
     tz_name = options.schedule().timezone
     today = wall(now, zone(tz_name)).date()
     recent = [today - timedelta(days=n) for n in range(LOOK_BACK_DAYS)]
-    marks = probe(conn, load(conn, options), recent, tz_name)
+    marks = probe(conn, load(conn, options, now), recent, tz_name)
     days = grid(marks, today, LOOK_BACK_DAYS, tz_name)
     found = judge_deadlines(
         days,

@@ -108,3 +108,22 @@ def test_q1_a_normal_dst_week_raises_nothing() -> None:
     for hour in range(0, 24 * 7, 5):
         now = end - timedelta(days=6) + timedelta(hours=hour)
         assert judge_deadlines(rows, now, READY, TZ, {}, datetime(2026, 1, 1, tzinfo=UTC)) == []
+
+
+def test_q2_an_exported_day_with_a_chunk_gone_from_disk_is_missing() -> None:
+    day = date(2026, 12, 3)
+    start, end = bounds(day, TZ)
+    hour = timedelta(hours=1)
+    every = tuple((start + n * hour, start + (n + 1) * hour) for n in range(-2, 26))
+    base = {"export_on": True, "exported_through": end + hour}
+    whole = judge_day(day, marks(end + hour, chunks=every, **base), TZ)  # type: ignore[arg-type]
+    assert whole.cells[EXPORT_STAGE] == "complete"
+    gap = every[:8] + every[9:]  # 05:00-06:00 lost
+    lost = judge_day(day, marks(end + hour, chunks=gap, **base), TZ)  # type: ignore[arg-type]
+    assert lost.cells[EXPORT_STAGE] == "missing" and not lost.complete
+    later = tuple(c for c in every if c[0] >= end)  # the export began after this day
+    assert judge_day(day, marks(end + hour, chunks=later, **base), TZ).cells[EXPORT_STAGE] == "n/a"  # type: ignore[arg-type]
+    kept = judge_day(day, marks(end + hour, chunks=(), chunks_kept_from=end, **base), TZ)  # type: ignore[arg-type]
+    assert kept.cells[EXPORT_STAGE] == "purged"
+    # Where the folder cannot be read, the mark alone says complete.
+    assert judge_day(day, marks(end + hour, **base), TZ).cells[EXPORT_STAGE] == "complete"  # type: ignore[arg-type]
