@@ -30,7 +30,10 @@ The export stage is ``missing`` when the export mark is past the day but its int
 all in chunk folders on disk (a chunk lost or deleted by hand), when this process can read the
 export folder (a web replica on another host judges the mark only).
 
-Not yet (issue 37 stays open): ``refused``/``held`` cells, quality gates.
+A day whose newest re-aggregation request was refused (D5) shows ``refused`` with the reason;
+its aggregates are as they were, so it still counts as complete.
+
+Not yet (issue 37 stays open): quality gates (``held`` cells).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from gim_tasks.schedule.localtime import resolve, wall, zone
 
 COMPLETE, PENDING, PURGED, NOT_JUDGED = "complete", "pending", "purged", "n/a"
 MISSING = "missing"  # the marks say done, the data disagrees: a level with no row for the day
+REFUSED = "refused"  # the newest re-aggregation asked of the day was refused (D5): as it was
 AGGREGATION, EXPORT_STAGE = "aggregation", "export"
 #: Days the watchdog looks back for deadlines and holes.
 LOOK_BACK_DAYS = 7
@@ -78,6 +82,8 @@ class Marks:
     chunks: tuple[tuple[datetime, datetime], ...] | None = None
     #: Chunks ending before this were removed by the output files' retention.
     chunks_kept_from: datetime | None = None
+    #: Re-aggregation requests done, oldest first: (first day, last day, D5 refusal or None).
+    requests: tuple[tuple[date, date, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,8 @@ class Day:
     cells: dict[str, str] = field(default_factory=dict)
     #: The aggregation's drill-down: hierarchy -> level -> cell (when the data was probed).
     levels: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Why a cell is what it is, where there is more to say (a refusal's D5 reason).
+    reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def judged(self) -> bool:
@@ -96,7 +104,7 @@ class Day:
     @property
     def complete(self) -> bool:
         judged = [v for v in self.cells.values() if v != NOT_JUDGED]
-        return bool(judged) and all(v in (COMPLETE, PURGED) for v in judged)
+        return bool(judged) and all(v in (COMPLETE, PURGED, REFUSED) for v in judged)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +115,7 @@ class Day:
             "complete": self.complete,
             "cells": dict(self.cells),
             "levels": {name: dict(cells) for name, cells in self.levels.items()},
+            "reasons": dict(self.reasons),
         }
 
 
@@ -141,14 +150,21 @@ def judge_day(day: date, marks: Marks, tz_name: str) -> Day:
         waiting = any(start <= at < end for at in marks.pending)
         cells[AGGREGATION] = COMPLETE if facts_in and not waiting else PENDING
     levels = _levels(day, marks, cells.get(AGGREGATION, NOT_JUDGED))
+    reasons: dict[str, str] = {}
     if any(MISSING in by_level.values() for by_level in levels.values()):
         cells[AGGREGATION] = MISSING
+    elif cells.get(AGGREGATION) == COMPLETE:
+        # D5: the newest re-aggregation asked of this day was refused: the aggregates are as
+        # they were (complete by the marks), and the grid says the rebuild did not happen.
+        asked = [r for r in marks.requests if r[0] <= day <= r[1]]
+        if asked and asked[-1][2]:
+            cells[AGGREGATION], reasons[AGGREGATION] = REFUSED, str(asked[-1][2])
     if marks.export_on:
         through = marks.exported_through
         cells[EXPORT_STAGE] = COMPLETE if through is not None and through >= end else PENDING
         if cells[EXPORT_STAGE] == COMPLETE and marks.chunks is not None:
             cells[EXPORT_STAGE] = _chunked(start, end, marks)
-    return Day(day, start, end, cells, levels)
+    return Day(day, start, end, cells, levels, reasons)
 
 
 def _chunked(start: datetime, end: datetime, marks: Marks) -> str:
@@ -345,6 +361,16 @@ def load(conn: Connection, options: Any, now: datetime | None = None) -> Marks:
         for row in conn.execute(sa.text("SELECT what, purged_before FROM purge_mark"))
     }
     epoch = conn.execute(sa.select(scheduler_epoch.c.first_tick_at)).scalar_one_or_none()
+    requests = tuple(
+        (date.fromisoformat(row.start), date.fromisoformat(row.end), row.refused)
+        for row in conn.execute(
+            sa.text(
+                "SELECT params->>'start' AS start, params->>'end' AS end, refused "
+                "FROM agg_request WHERE done_at IS NOT NULL AND params ? 'start' "
+                "AND params ? 'end' ORDER BY done_at, id"
+            )
+        )
+    )
     chunks, kept_from = None, None
     if options.schedule().run_export:
         from gim_tasks.settings import get_settings
@@ -362,6 +388,7 @@ def load(conn: Connection, options: Any, now: datetime | None = None) -> Marks:
         epoch=epoch,
         chunks=chunks,
         chunks_kept_from=kept_from,
+        requests=requests,
     )
 
 

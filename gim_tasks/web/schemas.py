@@ -703,7 +703,7 @@ class Incident(Closed):
 
 # ----- data days (SPEC Q1, Q2) ------------------------------------------------------------------
 
-Cell = Literal["complete", "pending", "purged", "n/a", "missing"]
+Cell = Literal["complete", "pending", "purged", "n/a", "missing", "refused"]
 
 
 class DataDay(Closed):
@@ -718,6 +718,9 @@ class DataDay(Closed):
     levels: dict[str, dict[str, Cell]] = Field(
         description="The aggregation's drill-down: hierarchy -> level -> cell; missing: the "
         "day is aggregated by the marks but the level has no row for it."
+    )
+    reasons: dict[str, str] = Field(
+        description="Why a cell is what it is: a refused re-aggregation's D5 reason."
     )
     deadline: str = Field(json_schema_extra={"format": "date-time"})
 

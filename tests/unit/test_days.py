@@ -127,3 +127,15 @@ def test_q2_an_exported_day_with_a_chunk_gone_from_disk_is_missing() -> None:
     assert kept.cells[EXPORT_STAGE] == "purged"
     # Where the folder cannot be read, the mark alone says complete.
     assert judge_day(day, marks(end + hour, **base), TZ).cells[EXPORT_STAGE] == "complete"  # type: ignore[arg-type]
+
+
+def test_q2_a_refused_re_aggregation_shows_with_its_reason_and_a_later_one_clears_it() -> None:
+    day = date(2026, 12, 3)
+    _, end = bounds(day, TZ)
+    why = "facts before 2026-11-01 were purged ([gim-etl] days-to-keep-gim-facts) (D5)"
+    refused = marks(end + timedelta(minutes=1), requests=((day, day, why),))  # type: ignore[arg-type]
+    shown = judge_day(day, refused, TZ)
+    assert shown.cells[AGGREGATION] == "refused" and shown.reasons[AGGREGATION] == why
+    assert shown.complete  # the aggregates are as they were: the day is not held back
+    redone = marks(end + timedelta(minutes=1), requests=((day, day, why), (day, day, None)))  # type: ignore[arg-type]
+    assert judge_day(day, redone, TZ).cells[AGGREGATION] == "complete"
