@@ -57,6 +57,7 @@ WEB_PRIVILEGES: dict[str, str] = {
     "blackout": "SELECT, INSERT, DELETE",
     "run_at": "SELECT, INSERT, UPDATE (state)",  # P4: plan and cancel a run at a set time
     # P6: the audit trail is append-only (a trigger refuses UPDATE and DELETE to all roles)
+    "scheduler_epoch": "SELECT",  # Q1: no data day before the first tick is judged
     "audit_event": "SELECT, INSERT",
     "note": "SELECT, INSERT",  # P7
     # ETL and aggregation status pages (metadata, no data rows; counts through the functions)
