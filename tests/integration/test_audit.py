@@ -618,6 +618,20 @@ def test_p7_notes_show_on_the_run_page_history_timeline_and_api(world: World) ->
     timeline = world.api("viewer").get("/api/timeline").json()
     items = [i for lane in timeline["lanes"] for i in lane["items"] if i["run_id"] == run_id]
     assert items and items[0]["notes"] == ["hank: known: the IDB was restarted"]
+    # A missed firing's note shows on the Alerts page, with a note box for operators.
+    with world.owner.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO firing (firing_id, stream, job, planned_at, verdict, decided_at) "
+                "VALUES ('f-1', 'export', :j, now() - interval '1 hour', 'missed', now())"
+            ),
+            {"j": EXPORT},
+        )
+    notes.add_note(world.owner, "firing", "f-1", "the beat host was rebooted", "hank")
+    operator, _ = world.session("operator")
+    alerts_page = operator.get("/alerts").text
+    assert "the beat host was rebooted" in alerts_page
+    assert 'name="kind" value="firing"' in alerts_page and 'value="f-1"' in alerts_page
     with pytest.raises(Exception, match="run 999999 does not exist"):
         notes.add_note(world.owner, "run", 999999, "x", "hank")
     with pytest.raises(Exception, match="needs text"):
