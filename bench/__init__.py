@@ -58,6 +58,24 @@ def web_servers() -> Iterator[Any]:
         yield engine
 
 
+def admin_client(engine: Any) -> Any:
+    """An in-process client of the web app, logged in as an admin (a session, as a browser)."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from gim_tasks.settings import get_settings
+    from gim_tasks.web import auth
+    from gim_tasks.web.app import create_app
+
+    auth.add_user(engine, "ada", "admin", "bench-password-0", "bench")
+    client = TestClient(create_app(get_settings(), engine), base_url="http://testserver")
+    form = client.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+    client.post("/login", data={"name": "ada", "password": "bench-password-0", "csrf": csrf})
+    return client
+
+
 def median_per_history(
     marts: dict[int, tuple[str, str]],
     samples: int,

@@ -15,15 +15,13 @@ Run: ./dev bench days [--days 90] [--samples 15]
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import time
 
 import sqlalchemy as sa
 
-from bench import web_servers
+from bench import admin_client, web_servers
 from bench.metrics import HISTORY, LEDGER
-from gim_tasks.settings import get_settings
 
 FACTS = """
 INSERT INTO interaction_fact (idb_id, interaction_id, start_ts, date_time_key)
@@ -60,16 +58,7 @@ def main() -> None:
             conn.execute(sa.text(FACTS), {"days": args.days})
             conn.execute(sa.text(PENDING), {"days": args.days})
             runs = conn.execute(sa.text("SELECT count(*) FROM job_run")).scalar_one()
-        from fastapi.testclient import TestClient
-
-        from gim_tasks.web import auth
-        from gim_tasks.web.app import create_app
-
-        auth.add_user(engine, "ada", "admin", "bench-password-0", "bench")
-        client = TestClient(create_app(get_settings(), engine), base_url="http://testserver")
-        form = client.get("/login")
-        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
-        client.post("/login", data={"name": "ada", "password": "bench-password-0", "csrf": csrf})
+        client = admin_client(engine)
         grid, history = f"/days?days={args.days}", "/jobs/history"
         for path in (grid, history):  # warm up
             assert client.get(path).status_code == 200

@@ -14,16 +14,14 @@ Run: ./dev bench web [--days 7] [--samples 15]
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from bench import web_servers
+from bench import admin_client, web_servers
 from bench.metrics import HISTORY, LEDGER
-from gim_tasks.settings import get_settings
 
 
 def main() -> None:
@@ -36,16 +34,7 @@ def main() -> None:
             conn.execute(sa.text(HISTORY), {"days": args.days, "etl": 30})
             conn.execute(sa.text(LEDGER))
             runs = conn.execute(sa.text("SELECT count(*) FROM job_run")).scalar_one()
-        from fastapi.testclient import TestClient
-
-        from gim_tasks.web import auth
-        from gim_tasks.web.app import create_app
-
-        auth.add_user(engine, "ada", "admin", "bench-password-0", "bench")
-        client = TestClient(create_app(get_settings(), engine), base_url="http://testserver")
-        form = client.get("/login")
-        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
-        client.post("/login", data={"name": "ada", "password": "bench-password-0", "csrf": csrf})
+        client = admin_client(engine)
         first = (datetime.now(UTC) - timedelta(days=args.days)).date()
         last = datetime.now(UTC).date()
         timeline = f"/timeline?start={first.isoformat()}&days={args.days}"
