@@ -297,10 +297,12 @@ def probe(conn: Connection, marks: Marks, days: Iterable[date], tz_name: str) ->
     from gim_tasks.aggregate.registry import HIERARCHIES, LEVELS
 
     wanted = sorted({d.isoformat() for d in days})
-    coverage = conn.execute(
+    present = conn.execute(
         sa.text("SELECT gim_day_coverage(CAST(:days AS date[]), :tz)"),
         {"days": wanted, "tz": tz_name},
-    ).scalar_one()
+    ).scalar_one()  # table -> the days it has rows on
+    sets = {table: set(on) for table, on in present.items()}
+    coverage = {day: {table: day in on for table, on in sets.items()} for day in wanted}
     hierarchies = tuple(
         (h.name, h.fact, tuple(h.table(level) for level in LEVELS)) for h in HIERARCHIES
     )
