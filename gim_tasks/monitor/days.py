@@ -48,7 +48,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.db.tables import scheduler_epoch
 from gim_tasks.lifecycle import Condition
-from gim_tasks.schedule.jobs import BY_NAME
+from gim_tasks.schedule.jobs import EXPORT, EXTRACT, TRANSFORM
 from gim_tasks.schedule.localtime import resolve, wall, zone
 
 COMPLETE, PENDING, PURGED, NOT_JUDGED = "complete", "pending", "purged", "n/a"
@@ -340,16 +340,15 @@ def chunks_on_disk(options: Any, base: Any, now: datetime) -> tuple[Any, datetim
 
 
 def load(conn: Connection, options: Any, now: datetime | None = None) -> Marks:
-    """The marks, in a handful of reads (the newest fact per table comes from the SECURITY
-    DEFINER ``gim_data_freshness()``: the web role reads no data row)."""
-    from gim_tasks.monitor.mart_status import slo_of
+    """The marks, in a handful of reads (the newest fact per live-fed table is O4's data
+    freshness: the web role reads no data row)."""
+    from gim_tasks.monitor.mart_status import data_freshness, parse_iso
 
-    slo = options.get("monitor", "freshness-slo-minutes")
-    newest = conn.execute(sa.text("SELECT gim_data_freshness()")).scalar_one()
+    now = now or datetime.now(UTC)
     facts = {
-        table: (datetime.fromtimestamp(seconds, UTC) if seconds is not None else None)
-        for table, seconds in sorted(newest["facts"].items())
-        if slo_of(slo, "ETL", table) is not None
+        item["table"]: parse_iso(item["data_time"])
+        for item in sorted(data_freshness(conn, now, options), key=lambda item: item["table"])
+        if item["category"] == "ETL" and item["slo_minutes"] is not None
     }
     pending = tuple(
         datetime.fromtimestamp(key, UTC)
@@ -377,9 +376,7 @@ def load(conn: Connection, options: Any, now: datetime | None = None) -> Marks:
     if options.schedule().run_export:
         from gim_tasks.settings import get_settings
 
-        chunks, kept_from = chunks_on_disk(
-            options, get_settings().output_directory, now or datetime.now(UTC)
-        )
+        chunks, kept_from = chunks_on_disk(options, get_settings().output_directory, now)
     return Marks(
         facts=facts,
         pending=pending,
@@ -436,11 +433,8 @@ def remaining_work(
         at = slots.get(job)
         return max(0.0, (at - now).total_seconds()) if at is not None else 0.0
 
-    extract = next(s.name for s in BY_NAME.values() if s.exclusivity == "extract")
-    transform = next(s.name for s in BY_NAME.values() if s.exclusivity == "transform")
-    export = next(s.name for s in BY_NAME.values() if s.exclusivity == "export")
-    facts = wait(extract) + p95(extract) + p95(transform)
-    found = {AGGREGATION: facts, EXPORT_STAGE: max(facts, wait(export)) + p95(export)}
+    facts = wait(EXTRACT) + p95(EXTRACT) + p95(TRANSFORM)
+    found = {AGGREGATION: facts, EXPORT_STAGE: max(facts, wait(EXPORT)) + p95(EXPORT)}
     return found | dict.fromkeys(tables, facts)
 
 
@@ -465,17 +459,9 @@ def check(conn: Connection, options: Any, now: datetime) -> list[Finding]:
         marks.epoch,
     )
     for condition in (Condition.DEADLINE, Condition.DEADLINE_AT_RISK, Condition.INCOMPLETE_DAY):
-        current = {subject(f.day) for f in found if f.condition == condition}
-        open_now = conn.execute(
-            sa.text(
-                "SELECT job FROM incident WHERE condition = :c AND resolved_at IS NULL "
-                "AND job LIKE 'data day %'"
-            ),
-            {"c": condition.value},
-        ).scalars()
-        gone = [job for job in open_now if job not in current]
-        if gone:
-            incidents.resolve(conn, condition, jobs=gone)
+        # Only data days carry these conditions: every other open one is resolved.
+        current = [subject(f.day) for f in found if f.condition == condition]
+        incidents.resolve(conn, condition, except_jobs=current)
     for finding in found:
         incidents.ensure_open(conn, subject(finding.day), finding.condition, finding.detail)
     return found

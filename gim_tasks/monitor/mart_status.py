@@ -63,8 +63,8 @@ def etl_status(engine: sa.Engine) -> dict[str, Any]:
     by_table: dict[str, int] = {}
     for row in pending_rows:
         by_table[row["table"]] = by_table.get(row["table"], 0) + row["rows"]
-    newest_fact = _parse(counts["newest_fact"])
-    newest_staged = _parse(counts["newest_staged"])
+    newest_fact = parse_iso(counts["newest_fact"])
+    newest_staged = parse_iso(counts["newest_staged"])
     lag = None
     if newest_staged is not None:
         lag = max(0.0, (newest_staged - (newest_fact or newest_staged)).total_seconds())
@@ -182,7 +182,7 @@ def aggregate_status(engine: sa.Engine) -> dict[str, Any]:
     }
 
 
-def _parse(value: str | None) -> datetime | None:
+def parse_iso(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
 
 

@@ -28,7 +28,7 @@ from gim_tasks.db.tables import firing, incident, job_run
 from gim_tasks.lifecycle import COMPLETED_STATES, Condition, Retry, RunState, StopKind
 from gim_tasks.monitor import audit, incidents
 from gim_tasks.runtime import runs
-from gim_tasks.schedule.engine import streams
+from gim_tasks.schedule.engine import next_runs
 from gim_tasks.schedule.jobs import BY_NAME
 from gim_tasks.schedule.limits import (
     Finding,
@@ -39,7 +39,6 @@ from gim_tasks.schedule.limits import (
     retry_plan,
     slot_job,
 )
-from gim_tasks.schedule.localtime import zone
 from gim_tasks.schedule.options import ScheduleOptions
 
 log = logging.getLogger("gim_tasks.runtime.limits")
@@ -80,14 +79,8 @@ def load_history(conn: Connection) -> dict[str, History]:
 def next_slots(
     options: ScheduleOptions, now: datetime
 ) -> tuple[dict[str, datetime], datetime | None]:
-    """Each streamed job's next planned start after ``now``, and the next maintenance start."""
-    tz = zone(options.timezone)
-    found: dict[str, datetime] = {}
-    if options.run_scheduler:
-        for job, stream in streams(options).items():
-            at = stream.next_after(now, tz)
-            if at is not None:
-                found[job] = at
+    """Each job's Next Run after ``now`` (the engine's, A1), and the next maintenance start."""
+    found = {job: at for job, at in next_runs(options, now).items() if at is not None}
     maintenance = [at for job, at in found.items() if BY_NAME[job].exclusivity == "maintenance"]
     return found, min(maintenance, default=None)
 

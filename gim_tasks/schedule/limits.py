@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME
+from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, EXTRACT
 
 #: L2: a job's p95 is judged only from this many successful runs on.
 MIN_SUCCESSES = 10
@@ -29,9 +29,7 @@ PREDICTED = ("extract", "transform", "export")
 
 def slot_job(job: str) -> str:
     """Whose next slot a run of ``job`` must end before: Transform's is its Extract's."""
-    if BY_NAME[job].exclusivity != "transform":
-        return job
-    return next(spec.name for spec in BY_NAME.values() if spec.exclusivity == "extract")
+    return EXTRACT if BY_NAME[job].exclusivity == "transform" else job
 
 
 @dataclass(frozen=True)

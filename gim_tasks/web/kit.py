@@ -4,6 +4,7 @@ with the helpers that render pages and admit runs."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any
 
@@ -171,6 +172,11 @@ def day_query(description: str, alias: str | None = None) -> Any:
     return Query(
         alias=alias, description=description, json_schema_extra={"pattern": sc.DAY_PATTERN}
     )
+
+
+def iso_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for a JSON answer: its instants as ISO text, as the document says."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 def text(value: Enum | None) -> str | None:

@@ -1,7 +1,6 @@
 """The audit trail (P6, admins), notes on runs, firings and incidents, acknowledging an
 incident (P7, operators)."""
 
-from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -13,7 +12,7 @@ from gim_tasks.monitor import audit, notes
 from gim_tasks.runtime.holds import checked_instant
 from gim_tasks.web import schemas as sc
 from gim_tasks.web.access import Admin, Operator, PageAdmin, PageOperator
-from gim_tasks.web.kit import AUTH, KitDep, safe_next
+from gim_tasks.web.kit import AUTH, KitDep, iso_row, safe_next
 from gim_tasks.web.schemas import errors, ok
 
 router = APIRouter()
@@ -25,9 +24,7 @@ _INSTANT = "an ISO instant with its offset, e.g. 2026-12-01T00:00:00+00:00"
 def _page(kit: Any, where: audit.Filter, limit: int) -> dict[str, Any]:
     with kit.engine.connect() as conn:
         rows = audit.listing(conn, where, limit + 1)  # one more: is there a next page?
-    shown = [
-        {k: v.isoformat() if isinstance(v, datetime) else v for k, v in r.items()} for r in rows
-    ]
+    shown = [iso_row(r) for r in rows]
     more = len(shown) > limit
     return {"events": shown[:limit], "next_before": shown[limit - 1]["id"] if more else None}
 

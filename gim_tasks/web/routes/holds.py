@@ -1,7 +1,6 @@
 """Operators' holds on the plan (P1-P3): pause and resume a job or every job, skip one firing,
 blackout windows; the Scheduled list's Pause and Resume buttons."""
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Request
@@ -13,7 +12,7 @@ from gim_tasks.runtime import holds, run_at
 from gim_tasks.schedule.holds import Blackout
 from gim_tasks.web import schemas as sc
 from gim_tasks.web.access import Admin, Operator, PageAdmin, PageOperator, Viewer
-from gim_tasks.web.kit import AUTH, ApiError, KitDep
+from gim_tasks.web.kit import AUTH, ApiError, KitDep, iso_row
 from gim_tasks.web.schemas import errors, ok
 
 router = APIRouter()
@@ -26,13 +25,7 @@ _REFUSED = (
 
 def _json(found: dict[str, Any]) -> dict[str, Any]:
     """Instants as ISO text, as the document says."""
-    return {
-        key: [
-            {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
-            for row in rows
-        ]
-        for key, rows in found.items()
-    }
+    return {key: [iso_row(row) for row in rows] for key, rows in found.items()}
 
 
 @router.get(
