@@ -172,7 +172,7 @@ def _audit_run(
             "run_id": run_id,
             "state": state,
             "reason": reason,
-            "via": request.via.value,
+            "via": "retry" if request.retry else request.via.value,  # L3: the beat, not a path
             "params": request.params,
             "forced": request.force,
         },

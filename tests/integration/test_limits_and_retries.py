@@ -225,6 +225,11 @@ def test_l3_a_transient_failure_is_retried_as_attempt_2_of_its_firing_with_one_l
     assert (second.attempt, second.max_attempts, second.trigger) == (2, 2, "retry")
     assert second.firing_id == f"{fid}#2" and second.state == "Scheduled"
     assert (ledger.attempts, ledger.run_id) == (2, second.id)
+    with mart.engine.connect() as conn:  # P6: the retry audited as the beat's, not a path's
+        row = conn.execute(
+            sa.select(audit.audit_event).where(audit.audit_event.c.action == "run")
+        ).one()
+    assert (row.actor, row.channel, row.after["via"]) == ("gim-tasks", "beat", "retry")
     mart.check(now + timedelta(seconds=40))  # a second pass (or beat) makes no second retry
     with mart.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(job_run)).scalar_one() == 2
