@@ -6,7 +6,7 @@ wrong and what is allowed or what to do next.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 
 class GimError(Exception):
@@ -58,6 +58,14 @@ def aware_instant(text: str, what: str) -> datetime:
     if instant.tzinfo is None:
         raise GimError(f"{what} '{text}' has no UTC offset; add one, e.g. {text}+00:00")
     return instant
+
+
+def local_date(text: str, what: str) -> date:
+    """A local day ``YYYY-MM-DD`` (``what`` names it in the error), or a :class:`GimError`."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise GimError(f"{what} '{text}' is not a day YYYY-MM-DD, e.g. 2026-11-23") from None
 
 
 class TransientError(GimError):

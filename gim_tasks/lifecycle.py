@@ -130,6 +130,7 @@ class Condition(StrEnum):
     DEADLINE = "deadline"  # Q1: a data day not complete by its ready-by
     DEADLINE_AT_RISK = "deadline-at-risk"  # Q1: the work left will not fit before ready-by
     INCOMPLETE_DAY = "incomplete-day"  # Q2: a day not complete behind a newer complete one
+    CHECK_FAILED = "check-failed"  # Q3: an error quality check fails on a data day
 
 
 CONDITIONS = tuple(condition.value for condition in Condition)

@@ -309,15 +309,17 @@ def fact_day_span(conn: Connection) -> tuple[date, date] | None:
     return None if first is None else (first, last)
 
 
-def verify(conn: Connection, h: Hierarchy, start: Any, end: Any) -> list[dict[str, Any]]:
-    """Compare each level of ``h`` over local days start..end with a direct recomputation from
-    the facts. Returns one entry per table with differences."""
+def verify(
+    conn: Connection, h: Hierarchy, start: Any, end: Any, levels: tuple[str, ...] = LEVELS
+) -> list[dict[str, Any]]:
+    """Compare each level of ``h`` (of ``levels``) over local days start..end with a direct
+    recomputation from the facts. Returns one entry per table with differences."""
     names, exprs = _groups(h)
     measures = ", ".join(f"{expr} AS {name}" for name, expr in h.measures)
     measure_names = ", ".join(name for name, _ in h.measures)
     days = "d.local_date BETWEEN :a AND :b"
     details = []
-    for level in LEVELS:
+    for level in levels:
         table = h.table(level)
         if level == "SUBHOUR":
             key = "date_time_key"

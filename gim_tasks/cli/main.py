@@ -63,6 +63,8 @@ app.add_typer(monitor_cli.alerts_app, name="alerts")
 app.command("note")(monitor_cli.note_command)
 app.command("audit")(monitor_cli.audit_command)
 app.command("days")(monitor_cli.days_command)
+app.command("checks")(monitor_cli.checks_command)
+app.add_typer(monitor_cli.check_app, name="check")
 app.command("watchdog")(monitor_cli.watchdog_command)
 app.add_typer(monitor_cli.webhook_app, name="webhook")
 _passthrough = {"allow_extra_args": True, "ignore_unknown_options": True}

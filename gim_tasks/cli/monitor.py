@@ -310,3 +310,86 @@ def webhook_list(as_json: JsonFlag = False) -> None:
             row["created_by"],
         )
     out.print(table)
+
+
+DayOption = Annotated[str | None, typer.Option("--day", help="Only this local day, YYYY-MM-DD.")]
+
+
+def checks_command(
+    day: DayOption = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Only failing verdicts.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Quality checks (Q3): the newest verdict of each check (discard-ratio, hour-rows,
+    aggregate-verify, manifest-rows) on each subject and interval, newest day first; a failing
+    `error` verdict no admin overrode holds the export of what it covers. Exit code 0 (a
+    report, not a check)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from gim_tasks.errors import local_date
+    from gim_tasks.monitor import checks
+
+    with mart_engine().connect() as conn:
+        found = checks.listing(conn, local_date(day, "--day") if day else None, failed)
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    table = Table("day", "check", "subject", "from", "verdict", "measured", "bound", box=None)
+    for row in found:
+        verdict = "passed" if row["passed"] else ("FAILED" if row["holds"] else row["severity"])
+        if row["overridden_at"]:
+            verdict = f"overridden by {row['overridden_by']}"
+        table.add_row(
+            row["day"],
+            row["check"],
+            escape(row["subject"]),
+            row["start"][11:16],
+            verdict,
+            row["measured"],
+            row["bound"],
+        )
+    out.print(table if found else "no verdict yet (the export job judges the checks)")
+
+
+check_app = typer.Typer(help="Quality checks (Q3): judge them now, override a failing one.")
+
+
+@check_app.command("override")
+def check_override(
+    day: Annotated[str, typer.Argument(help="The local data day, YYYY-MM-DD.")],
+    check: Annotated[
+        str, typer.Argument(help="discard-ratio, hour-rows, aggregate-verify or manifest-rows.")
+    ],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit trail).")],
+    actor: ActorOption = "",
+) -> None:
+    """Release the failing verdicts of CHECK on DAY (Q3): the export publishes the chunks they
+    held at its next run and `check-failed` resolves unless another check still fails.
+    Audited as `check-override` with the reason."""
+    from gim_tasks.errors import local_date
+    from gim_tasks.monitor import checks
+
+    n = checks.override(
+        mart_engine(), local_date(day, "DAY"), check, reason, actor or current_actor()
+    )
+    out.print(f"{n} failing {check} verdict(s) of {day} overridden", markup=False)
+
+
+@check_app.command("run")
+def check_run(day: DayOption = None) -> None:
+    """Judge the day checks now (discard ratio over the day, one-day aggregate verify) of DAY,
+    or of the days that are due (the export job does this at the end of each run)."""
+    from datetime import UTC, datetime
+
+    from gim_tasks.errors import local_date
+    from gim_tasks.monitor import checks
+    from gim_tasks.options import store
+
+    engine = mart_engine()
+    with engine.begin() as conn:
+        options = store.load_options(conn)
+        days = [local_date(day, "--day")] if day else []
+        n = checks.run_due(conn, options, datetime.now(UTC), days)
+        failing = checks.listing(conn, failed=True, day=days[0] if days else None)
+    out.print(f"{n} day(s) judged; {len(failing)} failing verdict(s)", markup=False)

@@ -60,6 +60,9 @@ WEB_PRIVILEGES: dict[str, str] = {
     "scheduler_epoch": "SELECT",  # Q1: no data day before the first tick is judged
     "audit_event": "SELECT, INSERT",
     "note": "SELECT, INSERT",  # P7
+    # Q3: quality checks are judged by the export job; admins override a failing one
+    "quality_check": "SELECT, UPDATE (overridden_at, overridden_by, override_reason)",
+    "export_hold": "SELECT",  # Q3: the Days grid's held cells
     # ETL and aggregation status pages (metadata, no data rows; counts through the functions)
     "idb_source": "SELECT",
     "extract_mark": "SELECT",

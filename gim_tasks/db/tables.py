@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -482,4 +483,55 @@ note = Table(
     CheckConstraint("kind IN ('run', 'firing', 'incident')", name="kind"),
     CheckConstraint("length(btrim(text)) > 0", name="text"),
     Index("ix_note_kind_target", "kind", "target"),
+)
+
+#: SPEC Q3: the newest verdict of each quality check on each subject and interval (an export
+#: chunk, an hour, a local day). Written by the export job (chunk checks, before it publishes a
+#: chunk; day checks at its end) and ``gim check run``; the web role reads it and writes only
+#: an override (admins, audited as ``check-override``). A failing ``error`` row that is not
+#: overridden holds the export of every chunk it overlaps.
+quality_check = Table(
+    "quality_check",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("day", Date, nullable=False),  # the local data day of start_ts
+    Column("start_ts", DateTime(timezone=True), nullable=False),
+    Column("end_ts", DateTime(timezone=True), nullable=False),
+    Column("severity", Text, nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("measured", Text, nullable=False),
+    Column("bound", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("overridden_at", DateTime(timezone=True)),
+    Column("overridden_by", Text),
+    Column("override_reason", Text),
+    CheckConstraint("severity IN ('warn', 'error')", name="severity"),
+    CheckConstraint(
+        "overridden_at IS NULL OR length(btrim(override_reason)) > 0", name="override_reason"
+    ),
+    CheckConstraint("end_ts > start_ts", name="interval"),
+    UniqueConstraint("name", "subject", "start_ts", "end_ts", name="uq_quality_check_scope"),
+    Index("ix_quality_check_day", "day"),
+)
+
+#: SPEC Q3: an export chunk held by a failing ``error`` check. The export mark moves past it
+#: (the chunks after it are published on time); each export run tries the open holds first and
+#: publishes a chunk once its checks pass or are overridden (``released_at``). Only the export
+#: job writes it, and the export is single-instance (S2) and fenced: no two writers.
+export_hold = Table(
+    "export_hold",
+    metadata,
+    Column("chunk_start", DateTime(timezone=True), primary_key=True),
+    Column("chunk_end", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("held_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("held_by_run", BigInteger),
+    Column("released_at", DateTime(timezone=True)),
+    Column("released_by_run", BigInteger),
+    Column("release", Text),
+    CheckConstraint("release IN ('passed', 'override')", name="release"),
+    Index("ix_export_hold_open", "chunk_start", postgresql_where=text("released_at IS NULL")),
 )

@@ -13,6 +13,15 @@ So every data interval is exported exactly once (D4).
 Rows stream from PostgreSQL with ``COPY (SELECT …) TO STDOUT`` into the file: memory stays flat.
 A chunk is "complete" when its end is at least ``COMPLETE_AFTER`` in the past (late call
 endings have arrived by then) [decision].
+
+Quality gates (Q3, ``monitor/checks.py``): before a chunk is written its checks are judged
+(discard ratio, rows of each hour); after its files are written and before the rename, its
+manifest's rows are compared with the facts. A failing ``error`` check holds the chunk: it is
+not published, an ``export_hold`` row says why, and the mark moves past it in the same
+transaction (the chunks after it leave on time). Each run first tries the held chunks again
+and publishes each once its checks pass or an admin overrode them; its manifest then says
+``held`` (when and why), so a loader knows it arrived late. At the end of a run the day checks
+that are due are judged (the last closed day's discard ratio and one-day aggregate verify).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from psycopg import sql
 
 from gim_tasks.db import mart_tables as mart
 from gim_tasks.jobs.base import JobContext
+from gim_tasks.monitor import checks
 from gim_tasks.options.paths import resolve_output_directory
 
 log = logging.getLogger("gim_tasks.jobs.export")
@@ -102,6 +112,19 @@ VIEW_EXPORTS = (
         WHERE f.start_ts >= %(start)s AND f.start_ts < %(end)s ORDER BY f.start_ts, f.idb_id""",
     ),
 )
+
+
+#: The fact table behind each export view (Q3's manifest-rows: one view row per fact row).
+VIEW_FACTS = {
+    "interaction_segments": "interaction_segment_fact",
+    "interactions": "interaction_fact",
+    "agent_states": "agent_state_fact",
+}
+FACT_NAMES = frozenset(t.name for t in mart.FACTS)
+
+
+def fact_behind(table: ExportTable) -> str | None:
+    return VIEW_FACTS.get(table.name) or (table.name if table.name in FACT_NAMES else None)
 
 
 def chunk_name(start: datetime, end: datetime) -> str:
@@ -178,8 +201,16 @@ def manifest_ok(folder: Path, start: datetime, end: datetime) -> bool:
 
 
 def export_chunk(
-    ctx: JobContext, base: Path, start: datetime, end: datetime, tables: tuple[ExportTable, ...]
+    ctx: JobContext,
+    base: Path,
+    start: datetime,
+    end: datetime,
+    tables: tuple[ExportTable, ...],
+    held: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Write one chunk and rename it into place; ``{"held": reasons}`` instead when its
+    manifest-rows check fails with ``error`` (nothing published). ``held``: the hold it is
+    released from, told in its manifest."""
     final = base / chunk_name(start, end)
     if final.exists():
         if manifest_ok(final, start, end):  # renamed before a crash; the mark was not moved
@@ -194,6 +225,10 @@ def export_chunk(
         results = list(
             pool.map(lambda t: write_table(url, t, start, end, partial, encoding), tables)
         )
+    reasons = _manifest_gate(ctx, final.name, start, end, tables, results)
+    if reasons:
+        shutil.rmtree(partial)
+        return {"chunk": final.name, "held": reasons}
     manifest = {
         "start": start.isoformat(),
         "end": end.isoformat(),
@@ -202,12 +237,129 @@ def export_chunk(
         "created_at": ctx.now().isoformat(),
         "tables": {t.name: r for t, r in zip(tables, results, strict=True)},
     }
+    if held is not None:
+        manifest["held"] = held
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=2))
     _fsync(partial / "manifest.json")
     _fsync(partial)
     os.rename(partial, final)  # atomic: the chunk appears whole or not at all
     _fsync(base)
     return {"chunk": final.name, "rows": sum(r["rows"] for r in results)}
+
+
+def _manifest_gate(
+    ctx: JobContext,
+    name: str,
+    start: datetime,
+    end: datetime,
+    tables: tuple[ExportTable, ...],
+    results: list[dict[str, Any]],
+) -> list[str]:
+    """Q3's manifest-rows: the rows written per file against the facts of the interval,
+    counted now (a Transform that loaded late rows meanwhile makes them differ: the chunk is
+    held and written again at the next run). Returns why it may not be published."""
+    severity = ctx.options.get("quality", "manifest-rows")
+    if severity == checks.OFF:
+        return []
+    written = {t.name: int(r["rows"]) for t, r in zip(tables, results, strict=True)}
+    with ctx.transaction() as conn:
+        facts = {
+            t.name: checks.rows_between(conn, fact, start, end)
+            for t in tables
+            if (fact := fact_behind(t)) is not None
+        }
+        tz_name = ctx.options.schedule().timezone
+        found = checks.judge_manifest(
+            written,
+            facts,
+            chunk=name,
+            day=checks.local_day(start, tz_name),
+            start=start,
+            end=end,
+            severity=severity,
+        )
+        scope = [(checks.Check.MANIFEST_ROWS.value, start, end)]
+        checks.store(conn, [found] if found else [], scope, ctx.now())
+        return checks.holding(conn, start, end, [checks.Check.MANIFEST_ROWS.value])
+
+
+def _gate(ctx: JobContext, start: datetime, end: datetime) -> list[str]:
+    """Judge a chunk's checks and say why it may not be published (empty: it may). The
+    manifest-rows verdict is judged again when the chunk is written, so it holds only there."""
+    with ctx.transaction() as conn:
+        results, scopes = checks.chunk_checks(conn, ctx.options, start, end)
+        checks.store(conn, results, scopes, ctx.now())
+        others = [name for name in checks.CHECKS if name != checks.Check.MANIFEST_ROWS]
+        return checks.holding(conn, start, end, others)
+
+
+def _hold(
+    ctx: JobContext, start: datetime, end: datetime, reasons: list[str], move_mark: bool
+) -> None:
+    """Record the hold and, for a new chunk, move the mark past it, in one transaction: a
+    chunk is never passed over without its hold row."""
+    reason = "; ".join(reasons)
+    with ctx.transaction() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO export_hold (chunk_start, chunk_end, reason, held_at, held_by_run) "
+                "VALUES (:s, :e, :r, :now, :run) ON CONFLICT (chunk_start) DO UPDATE "
+                "SET reason = excluded.reason"
+            ),
+            {"s": start, "e": end, "r": reason, "now": ctx.now(), "run": ctx.run_id},
+        )
+        if move_mark:
+            _move_mark(conn, end, chunk_name(start, end))
+    ctx.counts.warnings += 1
+    log.warning("chunk %s held: %s", chunk_name(start, end), reason)
+
+
+def _move_mark(conn: sa.Connection, end: datetime, chunk: str) -> None:
+    conn.execute(
+        sa.text(
+            "INSERT INTO export_mark (id, exported_through, last_chunk) VALUES (1, :t, :c) "
+            "ON CONFLICT (id) DO UPDATE SET exported_through = :t, last_chunk = :c, "
+            "updated_at = now()"
+        ),
+        {"t": end, "c": chunk},
+    )
+
+
+def release_held(ctx: JobContext, base: Path, tables: tuple[ExportTable, ...]) -> list[str]:
+    """Try the held chunks, oldest first: publish each whose checks pass now or were
+    overridden (exactly once: a crash after the rename finds the folder and reuses it)."""
+    with ctx.mart.connect() as conn:
+        held = conn.execute(
+            sa.text(
+                "SELECT chunk_start, chunk_end, reason, held_at FROM export_hold "
+                "WHERE released_at IS NULL ORDER BY chunk_start"
+            )
+        ).all()
+    released = []
+    for row in held:
+        ctx.stop.check()
+        start, end = row.chunk_start, row.chunk_end
+        reasons = _gate(ctx, start, end)
+        if reasons:
+            _hold(ctx, start, end, reasons, move_mark=False)
+            continue
+        told = {"held_at": row.held_at.isoformat(), "reason": row.reason}
+        result = _export_with_retries(ctx, base, start, end, tables, told)
+        if "held" in result:
+            _hold(ctx, start, end, result["held"], move_mark=False)
+            continue
+        with ctx.transaction() as conn:
+            why = "override" if checks.overridden(conn, start, end) else "passed"
+            conn.execute(
+                sa.text(
+                    "UPDATE export_hold SET released_at = :now, released_by_run = :run, "
+                    "release = :why WHERE chunk_start = :s AND released_at IS NULL"
+                ),
+                {"now": ctx.now(), "run": ctx.run_id, "why": why, "s": start},
+            )
+        ctx.counts.written += int(result.get("rows", 0))
+        released.append(result["chunk"])
+    return released
 
 
 def _mark(conn: sa.Connection) -> datetime | None:
@@ -250,6 +402,37 @@ def purge_old_files(ctx: JobContext, base: Path) -> int:
     return removed
 
 
+def _export_with_retries(
+    ctx: JobContext,
+    base: Path,
+    start: datetime,
+    end: datetime,
+    tables: tuple[ExportTable, ...],
+    held: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    retries = int(ctx.options.get("gim-export", "max-retries"))
+    delay = float(ctx.options.get("gim-export", "retry-delay-seconds"))
+    for attempt in range(retries + 1):
+        try:
+            return export_chunk(ctx, base, start, end, tables, held)
+        except psycopg.OperationalError as error:  # transient: lost connection, shutdown
+            if attempt == retries:
+                raise
+            ctx.counts.warnings += 1
+            log.warning(
+                "chunk %s failed (%s); retry %d of %d in %s s",
+                chunk_name(start, end),
+                error,
+                attempt + 1,
+                retries,
+                delay,
+            )
+            for leftover in base.glob(f"{PARTIAL_PREFIX}*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def run(ctx: JobContext) -> None:
     base = output_directory(ctx)
     base.mkdir(parents=True, exist_ok=True)
@@ -257,45 +440,38 @@ def run(ctx: JobContext) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
     chunk = timedelta(seconds=int(ctx.options.get("gim-export", "chunk-size-seconds")))
     tables = VIEW_EXPORTS if ctx.options.get("gim-export", "use-export-views") else FACT_EXPORTS
-    retries = int(ctx.options.get("gim-export", "max-retries"))
-    delay = float(ctx.options.get("gim-export", "retry-delay-seconds"))
+    released = release_held(ctx, base, tables)
     start = _start_point(ctx, chunk)
     limit = ctx.now() - COMPLETE_AFTER
     chunks: list[str] = []
+    held: list[str] = []
     while start is not None and start + chunk <= limit:
         ctx.stop.check()
         end = start + chunk
-        for attempt in range(retries + 1):
-            try:
-                result = export_chunk(ctx, base, start, end, tables)
-                break
-            except psycopg.OperationalError as error:  # transient: lost connection, shutdown
-                if attempt == retries:
-                    raise
-                ctx.counts.warnings += 1
-                log.warning(
-                    "chunk %s failed (%s); retry %d of %d in %s s",
-                    chunk_name(start, end),
-                    error,
-                    attempt + 1,
-                    retries,
-                    delay,
-                )
-                for leftover in base.glob(f"{PARTIAL_PREFIX}*"):
-                    shutil.rmtree(leftover, ignore_errors=True)
-                time.sleep(delay)
-        with ctx.transaction() as conn:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO export_mark (id, exported_through, last_chunk) VALUES (1, :t, :c) "
-                    "ON CONFLICT (id) DO UPDATE SET exported_through = :t, last_chunk = :c, "
-                    "updated_at = now()"
-                ),
-                {"t": end, "c": result["chunk"]},
-            )
-        ctx.counts.written += int(result.get("rows", 0))
-        chunks.append(result["chunk"])
-        ctx.progress("export", len(chunks), None)
+        reasons = _gate(ctx, start, end)
+        result: dict[str, Any] = (
+            {"chunk": chunk_name(start, end), "held": reasons}
+            if reasons
+            else _export_with_retries(ctx, base, start, end, tables)
+        )
+        if "held" in result:
+            _hold(ctx, start, end, result["held"], move_mark=True)
+            held.append(result["chunk"])
+        else:
+            with ctx.transaction() as conn:
+                _move_mark(conn, end, result["chunk"])
+            ctx.counts.written += int(result.get("rows", 0))
+            chunks.append(result["chunk"])
+        ctx.progress("export", len(chunks) + len(held), None)
         start = end
+    with ctx.transaction() as conn:
+        judged = checks.run_due(conn, ctx.options, ctx.now())
     removed = purge_old_files(ctx, base)
-    ctx.counts.summary = {"chunks": chunks, "files_removed": removed, "directory": str(base)}
+    ctx.counts.summary = {
+        "chunks": chunks,
+        "held": held,
+        "released": released,
+        "days_checked": judged,
+        "files_removed": removed,
+        "directory": str(base),
+    }

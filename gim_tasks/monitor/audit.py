@@ -67,6 +67,7 @@ class Action(StrEnum):
     TOKEN_REVOKE = "token-revoke"
     INCIDENT_ACK = "incident-ack"  # P7
     NOTE = "note"  # P7
+    CHECK_OVERRIDE = "check-override"  # Q3: an admin releases a failing check with a reason
     LOGIN = "login"
     LOGIN_FAILED = "login-failed"
     LOGOUT = "logout"

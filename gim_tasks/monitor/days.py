@@ -33,7 +33,10 @@ export folder (a web replica on another host judges the mark only).
 A day whose newest re-aggregation request was refused (D5) shows ``refused`` with the reason;
 its aggregates are as they were, so it still counts as complete.
 
-Not yet (issue 37 stays open): quality gates (``held`` cells).
+Q3: a day with an export chunk held by a failing quality check (``export_hold``, see
+``monitor/checks.py``) shows ``held`` in its export cell, with the reason: not complete until
+the chunk is published. The watchdog opens one ``check-failed`` incident per day with a failing
+``error`` check no admin overrode, and resolves it when none is left.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from gim_tasks.schedule.localtime import resolve, wall, zone
 COMPLETE, PENDING, PURGED, NOT_JUDGED = "complete", "pending", "purged", "n/a"
 MISSING = "missing"  # the marks say done, the data disagrees: a level with no row for the day
 REFUSED = "refused"  # the newest re-aggregation asked of the day was refused (D5): as it was
+HELD = "held"  # an export chunk of the day is held by a failing quality check (Q3)
 AGGREGATION, EXPORT_STAGE = "aggregation", "export"
 #: Days the watchdog looks back for deadlines and holes.
 LOOK_BACK_DAYS = 7
@@ -84,6 +88,8 @@ class Marks:
     chunks_kept_from: datetime | None = None
     #: Re-aggregation requests done, oldest first: (first day, last day, D5 refusal or None).
     requests: tuple[tuple[date, date, str | None], ...] = ()
+    #: Export chunks held by a failing quality check (Q3): (start, end, reason), sorted.
+    holds: tuple[tuple[datetime, datetime, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,9 @@ def judge_day(day: date, marks: Marks, tz_name: str) -> Day:
         cells[EXPORT_STAGE] = COMPLETE if through is not None and through >= end else PENDING
         if cells[EXPORT_STAGE] == COMPLETE and marks.chunks is not None:
             cells[EXPORT_STAGE] = _chunked(start, end, marks)
+        held = [reason for s, e, reason in marks.holds if s < end and e > start]
+        if held:
+            cells[EXPORT_STAGE], reasons[EXPORT_STAGE] = HELD, held[0]
     return Day(day, start, end, cells, levels, reasons)
 
 
@@ -251,7 +260,7 @@ def judge_deadlines(
     for day in ordered:
         if first is None or day.day < first or not day.judged or day.complete or day.end > now:
             continue
-        pending = sorted(s for s, value in day.cells.items() if value in (PENDING, MISSING))
+        pending = sorted(s for s, value in day.cells.items() if value in (PENDING, MISSING, HELD))
         words = ", ".join(pending)
         deadline = deadline_of(day.day, ready_by, tz_name)
         if now >= deadline:
@@ -372,6 +381,15 @@ def load(conn: Connection, options: Any, now: datetime | None = None) -> Marks:
             )
         )
     )
+    holds = tuple(
+        (row.chunk_start, row.chunk_end, row.reason)
+        for row in conn.execute(
+            sa.text(
+                "SELECT chunk_start, chunk_end, reason FROM export_hold "
+                "WHERE released_at IS NULL ORDER BY chunk_start"
+            )
+        )
+    )
     chunks, kept_from = None, None
     if options.schedule().run_export:
         from gim_tasks.settings import get_settings
@@ -388,11 +406,14 @@ def load(conn: Connection, options: Any, now: datetime | None = None) -> Marks:
         chunks=chunks,
         chunks_kept_from=kept_from,
         requests=requests,
+        holds=holds,
     )
 
 
 def listing(engine: Engine, count: int, now: datetime | None = None) -> dict[str, Any]:
-    """``gim days``, ``GET /api/days``, the Days page: the grid, newest day first."""
+    """``gim days``, ``GET /api/days``, the Days page: the grid, newest day first, and the
+    failing quality checks of its days (Q3)."""
+    from gim_tasks.monitor import checks
     from gim_tasks.options import store
 
     now = now or datetime.now(UTC)
@@ -402,6 +423,7 @@ def listing(engine: Engine, count: int, now: datetime | None = None) -> dict[str
         today = wall(now, zone(tz_name)).date()
         shown = [today - timedelta(days=n) for n in range(count)]
         marks = probe(conn, load(conn, options, now), shown, tz_name)
+        failing = checks.listing(conn, failed=True, since=shown[-1])
     ready_by = options.get("monitor", "ready-by")
     rows = grid(marks, today, count, tz_name)
     return {
@@ -412,6 +434,7 @@ def listing(engine: Engine, count: int, now: datetime | None = None) -> dict[str
             {**row.as_dict(), "deadline": deadline_of(row.day, ready_by, tz_name).isoformat()}
             for row in rows
         ],
+        "checks": failing,
     }
 
 
@@ -442,7 +465,7 @@ def check(conn: Connection, options: Any, now: datetime) -> list[Finding]:
     """The watchdog's pass (O2 with Q1, Q2): open one incident per day and condition found,
     resolve those whose day no longer is (complete, or its deadline came: at-risk gives way to
     deadline)."""
-    from gim_tasks.monitor import incidents
+    from gim_tasks.monitor import checks, incidents
     from gim_tasks.runtime.limits import load_history
 
     tz_name = options.schedule().timezone
@@ -462,6 +485,19 @@ def check(conn: Connection, options: Any, now: datetime) -> list[Finding]:
         # Only data days carry these conditions: every other open one is resolved.
         current = [subject(f.day) for f in found if f.condition == condition]
         incidents.resolve(conn, condition, except_jobs=current)
+    for day, failing in checks.failing_days(conn, recent[-1]).items():  # Q3
+        found.append(
+            Finding(
+                Condition.CHECK_FAILED,
+                day,
+                f"{day} fails {len(failing)} quality check(s): {'; '.join(failing[:5])} (Q3)",
+            )
+        )
+    incidents.resolve(
+        conn,
+        Condition.CHECK_FAILED,
+        except_jobs=[subject(f.day) for f in found if f.condition == Condition.CHECK_FAILED],
+    )
     for finding in found:
         incidents.ensure_open(conn, subject(finding.day), finding.condition, finding.detail)
     return found

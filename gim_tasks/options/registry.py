@@ -28,6 +28,8 @@ from gim_tasks.options.types import (
     JobRetries,
     OptionalDate,
     OptionType,
+    PercentRange,
+    Severity,
     TimeZone,
     TimeZoneList,
 )
@@ -362,6 +364,71 @@ OPTIONS: tuple[OptionSpec, ...] = (
         Integer(5, 3600, "seconds"),
         "60",
         "Delay before the first retry; each further retry waits twice as long (L3).",
+    ),
+    # [quality] -- SPEC Q3: quality gates in front of the export.
+    OptionSpec(
+        "quality",
+        "discard-ratio",
+        Severity(),
+        "error",
+        "Discarded source rows (R3) per IDB and fact table, over each export chunk and each "
+        "closed day, against `discard-ratio-max-percent`. error: a failing chunk (a day: its "
+        "chunks) is held from the export and `check-failed` opens (Q3).",
+    ),
+    OptionSpec(
+        "quality",
+        "discard-ratio-max-percent",
+        Integer(1, 100, "percent"),
+        "5",
+        "Highest share of discarded rows (discards / (facts + discards)) that passes.",
+    ),
+    OptionSpec(
+        "quality",
+        "discard-ratio-min-rows",
+        Integer(1, 1_000_000, "rows"),
+        "50",
+        "Fewer source rows than this in the judged interval: the ratio is not judged (a quiet "
+        "night hour with 1 discard of 10 rows is no alarm).",
+    ),
+    OptionSpec(
+        "quality",
+        "hour-rows",
+        Severity(),
+        "warn",
+        "Fact rows of each closed hour, per fact table, against the median of the same local "
+        "hour on the last four same weekdays, within `hour-rows-bounds` (Q3).",
+    ),
+    OptionSpec(
+        "quality",
+        "hour-rows-bounds",
+        PercentRange(),
+        "50-200",
+        "Rows of an hour pass between these percentages of the same-weekday median.",
+    ),
+    OptionSpec(
+        "quality",
+        "hour-rows-min-rows",
+        Integer(1, 1_000_000, "rows"),
+        "50",
+        "A same-weekday median below this is not judged (quiet hours vary too much); fewer "
+        "than two earlier weeks with data: not judged either.",
+    ),
+    OptionSpec(
+        "quality",
+        "aggregate-verify",
+        Severity(),
+        "warn",
+        "Once per closed day, when its aggregation is done: `gim aggregate verify` of that "
+        "day (SUBHOUR, HOUR and DAY levels of every hierarchy) against the facts (Q3).",
+    ),
+    OptionSpec(
+        "quality",
+        "manifest-rows",
+        Severity(),
+        "error",
+        "Each export chunk, before it is published: the rows of every file in its manifest "
+        "equal the fact rows of its interval; error: the chunk is held and tried again at the "
+        "next export run (Q3).",
     ),
     # [gim-export] -- GIM "Export Schedule".
     OptionSpec(

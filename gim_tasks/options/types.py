@@ -286,6 +286,44 @@ class Factor(OptionType):
 
 
 @dataclass(frozen=True)
+class Severity(OptionType):
+    """Q3: what a failed quality check does: nothing (off), show itself (warn), or hold the
+    export it judges and open ``check-failed`` (error)."""
+
+    allowed: str = "off, warn or error"
+    pattern: str | None = f"^{_SPACE}([Oo][Ff][Ff]|[Ww][Aa][Rr][Nn]|[Ee][Rr][Rr][Oo][Rr]){_SPACE}$"
+
+    def parse(self, raw: str) -> str:
+        text = raw.strip().lower()
+        if text not in ("off", "warn", "error"):
+            raise ValueError("not off, warn or error")
+        return text
+
+
+@dataclass(frozen=True)
+class PercentRange(OptionType):
+    """``LOW-HIGH``: bounds in percent of a reference, LOW below 100, HIGH above it."""
+
+    allowed: str = (
+        "LOW-HIGH in percent of the reference, LOW from 0 to 99 and HIGH from 101 to 10000, "
+        "e.g. 50-200"
+    )
+    pattern: str | None = f"^{_SPACE}[0-9]{{1,2}} *- *[0-9]{{3,5}}{_SPACE}$"
+
+    def parse(self, raw: str) -> tuple[int, int]:
+        match = re.fullmatch(r"(\d{1,2}) *- *(\d{3,5})", raw.strip(), re.ASCII)
+        if not match:
+            raise ValueError("not LOW-HIGH like 50-200")
+        low, high = int(match[1]), int(match[2])
+        if not (0 <= low <= 99 and 101 <= high <= 10000):
+            raise ValueError("out of range")
+        return low, high
+
+    def format(self, value: Any) -> str:
+        return f"{value[0]}-{value[1]}"
+
+
+@dataclass(frozen=True)
 class JobRetries(JobCounts):
     """``JOB=N``: L3's retries per job; the continuous aggregation has none (its window
     restarts it within a tick, S7)."""

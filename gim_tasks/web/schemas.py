@@ -703,7 +703,7 @@ class Incident(Closed):
 
 # ----- data days (SPEC Q1, Q2) ------------------------------------------------------------------
 
-Cell = Literal["complete", "pending", "purged", "n/a", "missing", "refused"]
+Cell = Literal["complete", "pending", "purged", "n/a", "missing", "refused", "held"]
 
 
 class DataDay(Closed):
@@ -720,9 +720,33 @@ class DataDay(Closed):
         "day is aggregated by the marks but the level has no row for it."
     )
     reasons: dict[str, str] = Field(
-        description="Why a cell is what it is: a refused re-aggregation's D5 reason."
+        description="Why a cell is what it is: a refused re-aggregation's D5 reason, the "
+        "failing check that holds an export chunk (Q3)."
     )
     deadline: str = Field(json_schema_extra={"format": "date-time"})
+
+
+CheckName = Literal["discard-ratio", "hour-rows", "aggregate-verify", "manifest-rows"]
+
+
+class CheckVerdict(Closed):
+    """The newest verdict of one quality check on one subject and interval (Q3)."""
+
+    check: CheckName
+    subject: str = Field(description="An IDB and fact table, a fact table, a chunk, ...")
+    day: str = Field(json_schema_extra={"format": "date"})
+    start: str = Field(json_schema_extra={"format": "date-time"})
+    end: str = Field(json_schema_extra={"format": "date-time"})
+    severity: Literal["warn", "error"]
+    passed: bool
+    holds: bool = Field(description="Failing, error, not overridden: it holds the export.")
+    measured: str
+    bound: str
+    detail: str
+    checked_at: str = Field(json_schema_extra={"format": "date-time"})
+    overridden_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    overridden_by: str | None
+    override_reason: str | None
 
 
 class DaysReply(Closed):
@@ -730,6 +754,13 @@ class DaysReply(Closed):
     ready_by: str = Field(description="[monitor] ready-by, HH:MM local.")
     stages: list[str]
     days: list[DataDay]
+    checks: list[CheckVerdict] = Field(description="Failing quality checks of these days (Q3).")
+
+
+class CheckOverrideRequest(Closed):
+    day: BodyDay = Field(description="The local data day.")
+    check: CheckName
+    reason: str = Field(min_length=1, max_length=2000, description="Why (audited).")
 
 
 # ----- timeline (SPEC A7) -----------------------------------------------------------------------

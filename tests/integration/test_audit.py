@@ -90,7 +90,8 @@ class World:
             conn.execute(
                 sa.text(
                     "TRUNCATE job_run, run_at, job_pause, firing_skip, blackout, "
-                    "notification_subscription, webhook, incident, firing, note CASCADE"
+                    "notification_subscription, webhook, incident, firing, note, "
+                    "quality_check CASCADE"
                 )
             )
 
@@ -178,6 +179,22 @@ def webhook(w: World) -> int:
     return alerts.add_webhook(w.owner, "http://127.0.0.1:9/hook/secret-part", [], "setup")
 
 
+def failing_check(w: World) -> None:
+    """A failing error verdict of discard-ratio on 2026-11-23 (Q3), as the export job writes."""
+    with w.owner.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO quality_check (name, subject, day, start_ts, end_ts, severity, "
+                "passed, measured, bound, detail) VALUES ('discard-ratio', 'idb 1 f', "
+                "'2026-11-23', '2026-11-23T09:00Z', '2026-11-23T10:00Z', 'error', false, "
+                "'20%', '<= 5%', 'set-up')"
+            )
+        )
+
+
+OVERRIDE = {"day": "2026-11-23", "check": "discard-ratio", "reason": "r"}
+
+
 # ----- the API: every mutating operation of the OpenAPI document --------------------------------
 
 #: (method, path) -> (set-up, path values, body). The set-up runs first; its result is ``x``.
@@ -227,6 +244,7 @@ API: dict[tuple[str, str], tuple[Callable[[World], Any], Callable[[Any], dict[st
     ("POST", "/api/incidents/{incident_id}/ack"): (
         open_incident, lambda x: {"incident_id": x}, {},
     ),
+    ("POST", "/api/checks/override"): (failing_check, lambda x: {}, OVERRIDE),
 }  # fmt: skip
 #: Operations that change nothing (a preview computes a plan).
 API_READ_ONLY = {("POST", "/api/schedule/preview")}
@@ -235,6 +253,7 @@ ACTIONS = {
     "/api/runs": "run", "stop": "stop", "cancel": "cancel", "options": "option-set",
     "notifications": "subscription-save", "pause": "pause", "resume": "resume", "skip": "skip",
     "blackouts": "blackout-add", "planned-runs": "plan-run", "notes": "note", "ack": "incident-ack",
+    "override": "check-override",
 }  # fmt: skip
 
 
@@ -308,6 +327,7 @@ PAGES: dict[str, tuple[Callable[[World], Any], Callable[[Any], dict[str, Any]], 
                lambda x: {"kind": "run", "target": str(x), "text": "n"}),
     "/alerts/{incident_id}/ack": (open_incident, lambda x: {"incident_id": x},
                                   lambda x: {"note": "seen"}),
+    "/days/override": (failing_check, lambda x: {}, lambda x: OVERRIDE),
 }  # fmt: skip
 #: Forms audited by tests of their own below.
 PAGES_ELSEWHERE = {"/login", "/logout"}
@@ -391,6 +411,9 @@ CLI_NOT_AUDITED = {
     "config show", "config export", "config check", "config history", "config reference",
     "schedule plan", "schedule next", "etl status", "export status", "aggregate status",
     "aggregate verify", "user list", "token list", "notify list", "webhook list", "db check",
+    "checks",
+    # judges the quality checks (data, not a decision; the override of a verdict is audited)
+    "check run",
     # processes: what they do is audited where it happens (runs, the beat's decisions)
     "web", "web-secret", "worker", "beat", "watchdog",
     # the IDB simulator writes source data, not the mart's decisions
@@ -433,6 +456,9 @@ CLI: dict[str, tuple[Callable[[World], Any], Callable[[Any], list[str]], str]] =
     "webhook remove": (webhook, lambda x: ["webhook", "remove", str(x)], "webhook-remove"),
     "alerts ack": (open_incident, lambda x: ["alerts", "ack", str(x)], "incident-ack"),
     "note": (running_run, lambda x: ["note", "run", str(x), "looked at it"], "note"),
+    "check override": (failing_check,
+                       lambda x: ["check", "override", "2026-11-23", "discard-ratio", "--reason",
+                                  "r"], "check-override"),
     "aggregate once": (lambda w: None, lambda x: ["aggregate", "once"], "run"),
     "db upgrade": (lambda w: migrate.downgrade(w.owner, "0018"), lambda x: ["db", "upgrade"],
                    "schema-upgrade"),

@@ -105,6 +105,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/incidents/{incident_id}/ack"): "operator",
     ("POST", "/notes"): "operator",
     ("POST", "/alerts/{incident_id}/ack"): "operator",
+    ("GET", "/api/checks"): "viewer",
+    ("POST", "/api/checks/override"): "admin",
+    ("POST", "/days/override"): "admin",
 }
 
 #: A body for each state-changing route, valid enough to get past validation.
@@ -138,6 +141,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/incidents/{incident_id}/notes"): {"text": "role test"},
     ("POST", "/api/incidents/{incident_id}/ack"): {},
     ("POST", "/notes"): {"kind": "run", "target": "999999", "text": "role test"},
+    ("POST", "/api/checks/override"): {"day": "2026-11-23", "check": "hour-rows", "reason": "r"},
+    ("POST", "/days/override"): {"day": "2026-11-23", "check": "hour-rows", "reason": "r"},
 }
 
 

@@ -2,14 +2,15 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from gim_tasks.errors import GimError, local_date
 from gim_tasks.monitor import mart_status
 from gim_tasks.web import schemas as sc
 from gim_tasks.web import views
-from gim_tasks.web.access import PageViewer, Viewer
-from gim_tasks.web.kit import AUTH, KitDep
+from gim_tasks.web.access import Admin, PageAdmin, PageViewer, Viewer
+from gim_tasks.web.kit import AUTH, KitDep, day_query
 from gim_tasks.web.schemas import errors, ok
 
 router = APIRouter()
@@ -80,6 +81,66 @@ def days_page(kit: KitDep, request: Request, who: PageViewer) -> Response:
         count = 14
     found = data_days.listing(kit.engine, max(1, min(count, 366)))
     return kit.page(request, "days.html", who, grid=found, count=count)
+
+
+@router.get(
+    "/api/checks",
+    tags=["status"],
+    response_model=None,
+    responses={**ok(list[sc.CheckVerdict], "Newest day first."), **AUTH, **errors(400, 422)},
+)
+def api_checks(
+    kit: KitDep,
+    who: Viewer,
+    request: Request,
+    day: Annotated[str | None, day_query("Only this local day.")] = None,
+    failed: Annotated[bool, Query(description="Only failing verdicts.")] = False,
+) -> list[dict[str, Any]]:
+    """Quality checks (Q3): the newest verdict of each check on each subject and interval;
+    `holds`: a failing `error` verdict no admin overrode, which holds the export of what it
+    covers. As `gim checks --json`."""
+    from gim_tasks.monitor import checks
+
+    with kit.engine.connect() as conn:
+        return checks.listing(conn, local_date(day, "day") if day is not None else None, failed)
+
+
+@router.post(
+    "/api/checks/override",
+    tags=["status"],
+    response_model=None,
+    responses={
+        **ok(sc.Result, "Overridden."),
+        **AUTH,
+        **errors(400, 404, 413, 422, unchecked="a reason of blanks only"),
+    },
+)
+def api_check_override(kit: KitDep, who: Admin, body: sc.CheckOverrideRequest) -> dict[str, str]:
+    """Override the failing verdicts of a check on a day (Q3, admins): the export publishes
+    what they held at its next run; audited as `check-override` with the reason."""
+    from gim_tasks.monitor import checks
+
+    n = checks.override(kit.engine, body.day, body.check, body.reason, who.name)
+    return {"result": f"{n} failing {body.check} verdict(s) of {body.day} overridden"}
+
+
+@router.post("/days/override", include_in_schema=False)
+def check_override_page(
+    kit: KitDep,
+    request: Request,
+    who: PageAdmin,
+    day: Annotated[str, Form(max_length=10)],
+    check: Annotated[str, Form(max_length=40)],
+    reason: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    from gim_tasks.monitor import checks
+
+    try:
+        n = checks.override(kit.engine, local_date(day, "day"), check, reason, who.name)
+        notice = f"{n} failing {check} verdict(s) of {day} overridden"
+    except GimError as error:
+        notice = f"not overridden: {error}"
+    return kit.back(request, "/days", notice)
 
 
 @router.get("/metrics", include_in_schema=False)
