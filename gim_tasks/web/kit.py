@@ -92,7 +92,9 @@ class Kit:
     def page(self, request: Request, name: str, who: Principal, **context: Any) -> Response:
         from gim_tasks.web import views
 
-        days = _days(request.query_params.get("days"))
+        # The summary strip's period (A4) is the page's ``days`` unless the page says otherwise
+        # (the Days grid's ``days`` is its row count, not the strip's period).
+        days = context.pop("summary_days", None) or _days(request.query_params.get("days"))
         context.setdefault("notice", request.session.pop("notice", None))
         return self.templates.TemplateResponse(
             request,

@@ -80,7 +80,8 @@ def days_page(kit: KitDep, request: Request, who: PageViewer) -> Response:
     except ValueError:
         count = 14
     found = data_days.listing(kit.engine, max(1, min(count, 366)))
-    return kit.page(request, "days.html", who, grid=found, count=count)
+    # The strip keeps its default period: 90 grid days are not 90 days of run summary.
+    return kit.page(request, "days.html", who, grid=found, count=count, summary_days=7)
 
 
 @router.get(
