@@ -47,6 +47,10 @@ PasswordStdin = Annotated[
 ]
 
 
+#: Seconds an idle keep-alive connection stays open (longer than common proxies' 60 s).
+KEEP_ALIVE_SECONDS = 65
+
+
 def web_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
@@ -73,6 +77,11 @@ def web_command(
         # X-Forwarded-For only from GIM_WEB_TRUSTED_PROXIES, applied by the app itself
         # (uvicorn's default would trust it from any loopback peer).
         proxy_headers=False,
+        # An idle keep-alive connection is closed after 65 s, not uvicorn's 5 s: a client
+        # (a browser, Prometheus every 15 s, a proxy pooling connections with its own idle
+        # timeout, commonly 60 s) that sends on a connection the server is closing that moment
+        # gets no answer at all (the load bench's one error, issue 40).
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         # O6: JSON lines for the server's log and the access log
         log_config=(
             logs.uvicorn_config(config.log_level)

@@ -148,6 +148,11 @@ job_run = Table(
     Index("ix_job_run_job_created", "job", "created_at"),
     Index("ix_job_run_state", "state"),
     Index("ix_job_run_retry_pending", "ended_at", postgresql_where=text("retry = 'pending'")),
+    # History's order (issue 40): newest start (or creation) first, all jobs or one.
+    Index("ix_job_run_began", text("coalesce(started_at, created_at)"), "id"),
+    Index("ix_job_run_job_began", "job", text("coalesce(started_at, created_at)"), "id"),
+    Index("ix_job_run_ended", "ended_at"),  # the summary strip: runs ended in the last days
+    Index("ix_job_run_job_planned", "job", "planned_at"),  # the beat: the newest ETL cycle
 )
 
 

@@ -379,40 +379,46 @@ def _limits_of(conn: Any, job: str) -> dict[str, Any]:
 def summary(engine: Engine, days: int, now: datetime | None = None) -> dict[str, Any]:
     """A4: the last ``days`` days per category: scheduled runs ended (manual runs are not
     counted, as in Alma), failures by R4 (a planned stop is a success, an operator's stop
-    neither), the failed runs."""
+    neither), the failed runs. Counted in SQL per job (R4's ``outcome_clause``) over
+    ``ix_job_run_ended``; only the failed runs come back as rows (every page shows the strip:
+    it summed a week of runs in Python per page, 35 ms at 65,000 runs, issue 40)."""
     if not 1 <= days <= 366:
         raise GimError(f"days must be 1-366, not {days}")
     since = (now or datetime.now(UTC)) - timedelta(days=days)
+    c = job_run.c
+    counted = (
+        c.ended_at >= since,
+        c.state != RunState.CANCELLED,
+        # R4: a rule's skip is no event; a firing blocked by the check is a failure
+        sa.or_(c.state != RunState.REJECTED, c.skip == SkipKind.BLOCKED),
+        c.trigger.in_(SUMMARY_TRIGGERS),
+        # L3: one outcome per firing: an attempt retried (or to be) is not one
+        sa.or_(c.retry.is_(None), c.retry == Retry.FINAL),
+    )
+    failure = outcome_clause(FAILURE)
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(
-                job_run.c.id,
-                job_run.c.job,
-                job_run.c.state,
-                job_run.c.stop_kind,
-                job_run.c.skip,
-                job_run.c.ended_at,
-                job_run.c.error,
-                job_run.c.reason,
-            )
-            .where(
-                job_run.c.ended_at >= since,
-                job_run.c.state != RunState.CANCELLED,
-                # R4: a rule's skip is no event; a firing blocked by the check is a failure
-                sa.or_(job_run.c.state != RunState.REJECTED, job_run.c.skip == SkipKind.BLOCKED),
-                job_run.c.trigger.in_(SUMMARY_TRIGGERS),
-                # L3: one outcome per firing: an attempt retried (or to be) is not one
-                sa.or_(job_run.c.retry.is_(None), job_run.c.retry == Retry.FINAL),
-            )
-            .order_by(job_run.c.id.desc())
+        per_job = conn.execute(
+            sa.select(c.job, sa.func.count(), sa.func.count().filter(failure))
+            .where(*counted)
+            .group_by(c.job)
         ).all()
-    categories = {c: {"category": c, "runs": 0, "failures": 0, "failed": []} for c in CATEGORIES}
-    for row in rows:
-        entry: dict[str, Any] = categories[BY_NAME[row.job].category]
-        entry["runs"] += 1
-        if outcome(row.state, row.stop_kind, row.skip) == FAILURE:
-            entry["failures"] += 1
-            entry["failed"].append(
+        failed = conn.execute(
+            sa.select(c.id, c.job, c.state, c.skip, c.ended_at, c.error, c.reason)
+            .where(*counted, failure)
+            .order_by(c.id.desc())
+        ).all()
+    categories: dict[str, dict[str, Any]] = {
+        c: {"category": c, "runs": 0, "failures": 0, "failed": []} for c in CATEGORIES
+    }
+    for job, runs, failures in per_job:
+        if job not in BY_NAME:
+            continue  # a site job this process was not given
+        entry: dict[str, Any] = categories[BY_NAME[job].category]
+        entry["runs"] += runs
+        entry["failures"] += failures
+    for row in failed:
+        if row.job in BY_NAME:
+            categories[BY_NAME[row.job].category]["failed"].append(
                 {
                     "id": row.id,
                     "job": row.job,
