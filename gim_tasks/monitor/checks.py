@@ -325,15 +325,10 @@ def local_day(at: datetime, tz_name: str) -> date:
     return wall(at, zone(tz_name)).date()
 
 
-def chunk_checks(
-    conn: Connection, options: Any, start: datetime, end: datetime
-) -> tuple[list[Result], list[tuple[str, datetime, datetime]]]:
-    """The checks of one export chunk [start, end) before it is published: discard ratio over
-    the chunk, rows of each whole hour in it. Returns the results and the scopes judged
-    (check, start, end): a scope's earlier results not found again are removed by ``store``."""
-    tz_name = options.schedule().timezone
-    day = local_day(start, tz_name)
-    results = judge_discards(
+def _discard_ratio(
+    conn: Connection, options: Any, day: date, start: datetime, end: datetime
+) -> list[Result]:
+    return judge_discards(
         discard_counts(conn, start, end),
         day=day,
         start=start,
@@ -342,6 +337,17 @@ def chunk_checks(
         max_percent=options.get("quality", "discard-ratio-max-percent"),
         min_rows=options.get("quality", "discard-ratio-min-rows"),
     )
+
+
+def chunk_checks(
+    conn: Connection, options: Any, start: datetime, end: datetime
+) -> tuple[list[Result], list[tuple[str, datetime, datetime]]]:
+    """The checks of one export chunk [start, end) before it is published: discard ratio over
+    the chunk, rows of each whole hour in it. Returns the results and the scopes judged
+    (check, start, end): a scope's earlier results not found again are removed by ``store``."""
+    tz_name = options.schedule().timezone
+    day = local_day(start, tz_name)
+    results = _discard_ratio(conn, options, day, start, end)
     scopes = [(Check.DISCARD_RATIO.value, start, end)]
     severity = options.get("quality", "hour-rows")
     if severity == OFF:
@@ -394,15 +400,7 @@ def day_checks(
 
     tz_name = options.schedule().timezone
     start, end = bounds(day, tz_name)
-    results = judge_discards(
-        discard_counts(conn, start, end),
-        day=day,
-        start=start,
-        end=end,
-        severity=options.get("quality", "discard-ratio"),
-        max_percent=options.get("quality", "discard-ratio-max-percent"),
-        min_rows=options.get("quality", "discard-ratio-min-rows"),
-    )
+    results = _discard_ratio(conn, options, day, start, end)
     severity = options.get("quality", "aggregate-verify")
     if severity != OFF:
         levels = ("SUBHOUR", "HOUR", "DAY")
