@@ -485,7 +485,12 @@ def check(conn: Connection, options: Any, now: datetime) -> list[Finding]:
         # Only data days carry these conditions: every other open one is resolved.
         current = [subject(f.day) for f in found if f.condition == condition]
         incidents.resolve(conn, condition, except_jobs=current)
-    for day, failing in checks.failing_days(conn, recent[-1]).items():  # Q3
+    # Q3: the last days, and any older day whose chunk is still held (a hold nobody resolved
+    # keeps its incident open past the look-back).
+    held_since = min(
+        (wall(start, zone(tz_name)).date() for start, _, _ in marks.holds), default=recent[-1]
+    )
+    for day, failing in checks.failing_days(conn, min(recent[-1], held_since)).items():
         found.append(
             Finding(
                 Condition.CHECK_FAILED,

@@ -101,9 +101,9 @@ def open_incidents(url: str) -> list[tuple[str, str]]:
         ]
 
 
-def watchdog_pass(url: str) -> None:
+def watchdog_pass(url: str, now: datetime = NOW) -> None:
     with make_engine(url).begin() as conn:
-        days.check(conn, options(**{"schedule.run-export": "true"}), NOW)
+        days.check(conn, options(**{"schedule.run-export": "true"}), now)
 
 
 def test_q3_malformed_hour_holds_its_chunk_until_re_transform_releases_it(
@@ -128,6 +128,9 @@ def test_q3_malformed_hour_holds_its_chunk_until_re_transform_releases_it(
     # One check-failed incident for the data day, within one watchdog pass.
     watchdog_pass(url)
     watchdog_pass(url)
+    assert [job for job, _ in open_incidents(url)] == ["data day 2026-11-23"]
+    # Still held ten days later, past the watchdog's 7-day look-back: still open.
+    watchdog_pass(url, NOW + timedelta(days=10))
     assert [job for job, _ in open_incidents(url)] == ["data day 2026-11-23"]
     # The grid: the day's export cell is held, with the reason; the day is not complete.
     with engine.connect() as conn:

@@ -1,5 +1,6 @@
 """Status: the summary, ETL and aggregation status, /metrics (A4, O5)."""
 
+from datetime import date as datetime_date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -10,7 +11,7 @@ from gim_tasks.monitor import mart_status
 from gim_tasks.web import schemas as sc
 from gim_tasks.web import views
 from gim_tasks.web.access import Admin, PageAdmin, PageViewer, Viewer
-from gim_tasks.web.kit import AUTH, KitDep, day_query
+from gim_tasks.web.kit import AUTH, KitDep, day_query, plain_days
 from gim_tasks.web.schemas import errors, ok
 
 router = APIRouter()
@@ -94,7 +95,7 @@ def api_checks(
     kit: KitDep,
     who: Viewer,
     request: Request,
-    day: Annotated[str | None, day_query("Only this local day.")] = None,
+    day: Annotated[datetime_date | None, day_query("Only this local day, YYYY-MM-DD.")] = None,
     failed: Annotated[bool, Query(description="Only failing verdicts.")] = False,
 ) -> list[dict[str, Any]]:
     """Quality checks (Q3): the newest verdict of each check on each subject and interval;
@@ -102,8 +103,9 @@ def api_checks(
     covers. As `gim checks --json`."""
     from gim_tasks.monitor import checks
 
+    plain_days(request, "day")  # (a bare number would be taken for Unix time)
     with kit.engine.connect() as conn:
-        return checks.listing(conn, local_date(day, "day") if day is not None else None, failed)
+        return checks.listing(conn, day, failed)
 
 
 @router.post(
