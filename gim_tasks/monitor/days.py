@@ -51,6 +51,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.db.tables import scheduler_epoch
 from gim_tasks.lifecycle import Condition
+from gim_tasks.options.types import ReadyByValue
 from gim_tasks.schedule.jobs import EXPORT, EXTRACT, TRANSFORM
 from gim_tasks.schedule.localtime import resolve, wall, zone
 
@@ -241,18 +242,32 @@ class Finding:
     detail: str
 
 
+def category_of(stage: str) -> str:
+    """The data category of a grid stage, for ``ready-by``'s overrides: the facts are ETL."""
+    return {AGGREGATION: "Aggregation", EXPORT_STAGE: "Export"}.get(stage, "ETL")
+
+
+def stage_deadlines(
+    day: date, stages: Iterable[str], ready_by: time | ReadyByValue, tz_name: str
+) -> dict[str, datetime]:
+    """Q1: each stage's deadline for ``day`` (``ready_by``: one time, or ``[monitor]
+    ready-by``'s value with its per-category overrides)."""
+    value = ready_by if isinstance(ready_by, ReadyByValue) else ReadyByValue(ready_by)
+    return {stage: deadline_of(day, value.of(category_of(stage)), tz_name) for stage in stages}
+
+
 def judge_deadlines(
     days: Iterable[Day],
     now: datetime,
-    ready_by: time,
+    ready_by: time | ReadyByValue,
     tz_name: str,
     remaining: Mapping[str, float],
     epoch: datetime | None,
 ) -> list[Finding]:
     """Q1, Q2 (pure): per judged day at or after the scheduler's first day: ``deadline``
-    past its deadline and not complete; ``deadline-at-risk`` before it when now + the
-    remaining work of its pending stages (seconds, per stage) passes it; ``incomplete-day``
-    when not complete behind a newer complete day."""
+    when a stage is still pending past its deadline (``ready_by``: one time, or per category);
+    else ``deadline-at-risk`` when now + a pending stage's remaining work (seconds) passes its
+    deadline; ``incomplete-day`` when not complete behind a newer complete day."""
     found: list[Finding] = []
     first = wall(epoch, zone(tz_name)).date() if epoch is not None else None
     ordered = sorted(days, key=lambda d: d.day)
@@ -262,27 +277,34 @@ def judge_deadlines(
             continue
         pending = sorted(s for s, value in day.cells.items() if value in (PENDING, MISSING, HELD))
         words = ", ".join(pending)
-        deadline = deadline_of(day.day, ready_by, tz_name)
-        if now >= deadline:
+        due = stage_deadlines(day.day, pending, ready_by, tz_name)
+        late = [stage for stage in pending if now >= due[stage]]
+        risky = [
+            stage
+            for stage in pending
+            if now + timedelta(seconds=remaining.get(stage, 0.0)) >= due[stage]
+        ]
+        if late:
+            deadline = min(due[stage] for stage in late)
             found.append(
                 Finding(
                     Condition.DEADLINE,
                     day.day,
                     f"{day.day} is not complete by its ready-by {deadline:%Y-%m-%d %H:%M} UTC: "
-                    f"pending {words} (Q1)",
+                    f"pending {', '.join(late)} (Q1)",
                 )
             )
-        else:
-            left = max((remaining.get(stage, 0.0) for stage in pending), default=0.0)
-            if now + timedelta(seconds=left) >= deadline:
-                found.append(
-                    Finding(
-                        Condition.DEADLINE_AT_RISK,
-                        day.day,
-                        f"{day.day} may miss its ready-by {deadline:%Y-%m-%d %H:%M} UTC: "
-                        f"pending {words}, about {left / 60:.0f} min of work left (Q1)",
-                    )
+        elif risky:
+            deadline = min(due[stage] for stage in risky)
+            left = max(remaining.get(stage, 0.0) for stage in risky)
+            found.append(
+                Finding(
+                    Condition.DEADLINE_AT_RISK,
+                    day.day,
+                    f"{day.day} may miss its ready-by {deadline:%Y-%m-%d %H:%M} UTC: "
+                    f"pending {', '.join(risky)}, about {left / 60:.0f} min of work left (Q1)",
                 )
+            )
         if newest_complete is not None and day.day < newest_complete:
             found.append(
                 Finding(
@@ -426,14 +448,17 @@ def listing(engine: Engine, count: int, now: datetime | None = None) -> dict[str
         failing = checks.listing(conn, failed=True, since=shown[-1])
     ready_by = options.get("monitor", "ready-by")
     rows = grid(marks, today, count, tz_name)
+
+    def due(row: Day) -> str:
+        """The day's deadline: its latest stage's (every stage due complete by then)."""
+        found = stage_deadlines(row.day, row.cells or [AGGREGATION], ready_by, tz_name)
+        return max(found.values()).isoformat()
+
     return {
         "zone": tz_name,
-        "ready_by": f"{ready_by:%H:%M}",
+        "ready_by": options.text("monitor", "ready-by"),
         "stages": list(rows[0].cells) if rows else [],
-        "days": [
-            {**row.as_dict(), "deadline": deadline_of(row.day, ready_by, tz_name).isoformat()}
-            for row in rows
-        ],
+        "days": [{**row.as_dict(), "deadline": due(row)} for row in rows],
         "checks": failing,
     }
 

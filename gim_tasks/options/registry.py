@@ -29,6 +29,7 @@ from gim_tasks.options.types import (
     OptionalDate,
     OptionType,
     PercentRange,
+    ReadyBy,
     Severity,
     TimeZone,
     TimeZoneList,
@@ -306,10 +307,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "monitor",
         "ready-by",
-        _clock,
+        ReadyBy(("ETL", "Aggregation", "Export")),
         "07:00",
         "A data day is due complete (facts, aggregates, export) at this local time of the "
-        "next morning: a `deadline` incident opens for a day not complete by then, "
+        "next morning, overridden per category (`07:00, Export=08:30`: the facts are ETL, the "
+        "aggregates Aggregation): a `deadline` incident opens for a day not complete by then, "
         "`deadline-at-risk` earlier when the work left will not fit (Q1).",
     ),
     OptionSpec(

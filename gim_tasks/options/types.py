@@ -286,6 +286,61 @@ class Factor(OptionType):
 
 
 @dataclass(frozen=True)
+class ReadyByValue:
+    """Q1's ready-by: a local time of the next morning, overridden per data category."""
+
+    default: time
+    overrides: tuple[tuple[str, time], ...] = ()
+
+    def of(self, category: str | None) -> time:
+        return dict(self.overrides).get(category or "", self.default)
+
+    def times(self) -> tuple[time, ...]:
+        return (self.default, *(at for _, at in self.overrides))
+
+
+@dataclass(frozen=True)
+class ReadyBy(OptionType):
+    """``HH:mm`` then ``CATEGORY=HH:mm`` overrides: ``07:00, Export=08:30`` (Q1)."""
+
+    categories: tuple[str, ...] = ()
+    specific: ClassVar[bool] = True
+
+    @property
+    def allowed(self) -> str:  # type: ignore[override]
+        return (
+            "a time of day HH:mm, then optionally comma-separated CATEGORY=HH:mm overrides "
+            f"with CATEGORY one of {', '.join(self.categories)} (e.g. 07:00, Export=08:30)"
+        )
+
+    def parse(self, raw: str) -> ReadyByValue:
+        first, *rest = (part.strip() for part in raw.split(","))
+        try:
+            default = ClockTime().parse(first)
+        except ValueError:
+            raise ValueError(f"'{first}' is not a time of day HH:mm (the default)") from None
+        names = {name.lower(): name for name in self.categories}
+        overrides: dict[str, time] = {}
+        for part in rest:
+            given, equals, at = (text.strip() for text in part.partition("="))
+            name = names.get(given.lower())
+            if name is None or not equals:
+                raise ValueError(f"'{part}' is not CATEGORY=HH:mm with a known category")
+            if name in overrides:
+                raise ValueError(f"{name} is given twice")
+            try:
+                overrides[name] = ClockTime().parse(at)
+            except ValueError:
+                raise ValueError(f"'{at}' for {name} is not a time of day HH:mm") from None
+        return ReadyByValue(default, tuple(overrides.items()))
+
+    def format(self, value: Any) -> str:
+        return ", ".join(
+            [f"{value.default:%H:%M}", *(f"{name}={at:%H:%M}" for name, at in value.overrides)]
+        )
+
+
+@dataclass(frozen=True)
 class Severity(OptionType):
     """Q3: what a failed quality check does: nothing (off), show itself (warn), or hold the
     export it judges and open ``check-failed`` (error)."""

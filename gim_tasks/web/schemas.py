@@ -723,7 +723,10 @@ class DataDay(Closed):
         description="Why a cell is what it is: a refused re-aggregation's D5 reason, the "
         "failing check that holds an export chunk (Q3)."
     )
-    deadline: str = Field(json_schema_extra={"format": "date-time"})
+    deadline: str = Field(
+        description="When the day is due complete: its latest stage's ready-by.",
+        json_schema_extra={"format": "date-time"},
+    )
 
 
 CheckName = Literal["discard-ratio", "hour-rows", "aggregate-verify", "manifest-rows"]
@@ -751,7 +754,9 @@ class CheckVerdict(Closed):
 
 class DaysReply(Closed):
     zone: str
-    ready_by: str = Field(description="[monitor] ready-by, HH:MM local.")
+    ready_by: str = Field(
+        description="[monitor] ready-by as set: HH:MM local, then CATEGORY=HH:MM overrides."
+    )
     stages: list[str]
     days: list[DataDay]
     checks: list[CheckVerdict] = Field(description="Failing quality checks of these days (Q3).")

@@ -3,7 +3,10 @@ ready-by deadline across DST, deadline, at-risk and holes (issue 37)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time, timedelta
+
+import pytest
 
 from gim_tasks.lifecycle import Condition
 from gim_tasks.monitor.days import (
@@ -139,3 +142,45 @@ def test_q2_a_refused_re_aggregation_shows_with_its_reason_and_a_later_one_clear
     assert shown.complete  # the aggregates are as they were: the day is not held back
     redone = marks(end + timedelta(minutes=1), requests=((day, day, why), (day, day, None)))  # type: ignore[arg-type]
     assert judge_day(day, redone, TZ).cells[AGGREGATION] == "complete"
+
+
+def test_q1_ready_by_per_category_gives_each_stage_its_deadline() -> None:
+    """``07:00, Export=09:00``: the facts and the aggregation are due at 07:00, the export two
+    hours later; a late export alone is not a deadline at 07:30."""
+    from gim_tasks.options.types import ReadyBy
+
+    ready = ReadyBy(("ETL", "Aggregation", "Export")).parse("07:00, export=09:00")
+    assert ReadyBy(("ETL", "Aggregation", "Export")).format(ready) == "07:00, Export=09:00"
+    day = date(2026, 12, 3)
+    _, end = bounds(day, TZ)
+    state = marks(end + timedelta(minutes=1), export_on=True, exported_through=end - timedelta(1))
+    rows = [judge_day(day, state, TZ)]
+    assert rows[0].cells[EXPORT_STAGE] == "pending" and rows[0].cells[AGGREGATION] == "complete"
+    epoch = datetime(2026, 11, 1, tzinfo=UTC)
+    seven = deadline_of(day, time(7, 0), TZ)
+    assert judge_deadlines(rows, seven + timedelta(minutes=30), ready, TZ, {}, epoch) == []
+    at_risk = judge_deadlines(
+        rows, seven + timedelta(minutes=30), ready, TZ, {EXPORT_STAGE: 7200.0}, epoch
+    )
+    assert [f.condition for f in at_risk] == [Condition.DEADLINE_AT_RISK]
+    late = judge_deadlines(rows, seven + timedelta(hours=2), ready, TZ, {}, epoch)
+    assert [f.condition for f in late] == [Condition.DEADLINE]
+    assert "08:00 UTC: pending export (Q1)" in late[0].detail  # 09:00 Berlin
+    # The same day under one ready-by for all: late at 07:00 already.
+    assert judge_deadlines(rows, seven + timedelta(minutes=30), READY, TZ, {}, epoch)
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("7am", "not a time of day HH:mm (the default)"),
+        ("07:00, Exports=08:00", "not CATEGORY=HH:mm with a known category"),
+        ("07:00, Export=25:00", "'25:00' for Export is not a time of day"),
+        ("07:00, Export=08:00, export=09:00", "Export is given twice"),
+    ],
+)
+def test_q1_ready_by_refuses_what_it_cannot_read(raw: str, why: str) -> None:
+    from gim_tasks.options.types import ReadyBy
+
+    with pytest.raises(ValueError, match=re.escape(why)):
+        ReadyBy(("ETL", "Aggregation", "Export")).parse(raw)
