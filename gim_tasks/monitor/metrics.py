@@ -32,6 +32,7 @@ from gim_tasks.lifecycle import (
     outcome,
 )
 from gim_tasks.monitor import mart_status
+from gim_tasks.monitor.checks import CHECKS
 from gim_tasks.options import store
 from gim_tasks.runtime.limits import load_history
 from gim_tasks.runtime.queues import QUEUES
@@ -60,6 +61,11 @@ LAST_LAGS = sa.text(
 FIRING_COUNTS = sa.text(
     "SELECT job, verdict, count(*) AS n FROM firing WHERE verdict IS NOT NULL GROUP BY job, verdict"
 )
+#: Q3: failing verdicts by check and whether they hold the export (error, not overridden).
+FAILING_CHECKS = sa.text(
+    "SELECT name, (severity = 'error' AND overridden_at IS NULL) AS holds, count(*) AS n "
+    "FROM quality_check WHERE NOT passed GROUP BY 1, 2"
+)
 OPEN_INCIDENTS = sa.text(
     "SELECT condition, count(*) AS n FROM incident WHERE resolved_at IS NULL GROUP BY condition"
 )
@@ -77,6 +83,10 @@ def families(engine: Engine, client: redis.Redis, now: datetime | None = None) -
         incidents = dict(conn.execute(OPEN_INCIDENTS).tuples().all())
         freshness = mart_status.data_freshness(conn, now, store.load_options(conn))
         paused_jobs = set(conn.execute(sa.text("SELECT job FROM job_pause")).scalars())
+        failing_checks = conn.execute(FAILING_CHECKS).all()
+        held_chunks = conn.execute(
+            sa.text("SELECT count(*) FROM export_hold WHERE released_at IS NULL")
+        ).scalar_one()
     with client.pipeline(transaction=False) as pipe:
         pipe.hgetall(BEAT_KEY)
         for name in QUEUES:
@@ -189,7 +199,23 @@ def families(engine: Engine, client: redis.Redis, now: datetime | None = None) -
     )
     for spec in JOBS:
         paused.add_metric([spec.name], int(bool({spec.name, "*"} & paused_jobs)))
+    failing = GaugeMetricFamily(
+        "gim_quality_checks_failing",
+        "Failing quality-check verdicts (Q3) by check; holds=true: error and not overridden, "
+        "so they hold the export of what they cover.",
+        labels=["check", "holds"],
+    )
+    found = {(row.name, bool(row.holds)): row.n for row in failing_checks}
+    for check in CHECKS:
+        for holds in (True, False):
+            failing.add_metric([check, str(holds).lower()], found.get((check, holds), 0))
+    held = GaugeMetricFamily(
+        "gim_export_held_chunks", "Export chunks held by a failing quality check (Q3)."
+    )
+    held.add_metric([], held_chunks)
     return [
+        failing,
+        held,
         paused,
         info,
         last_success,

@@ -101,6 +101,18 @@ def open_incidents(url: str) -> list[tuple[str, str]]:
         ]
 
 
+def scrape(url: str) -> str:
+    """``/metrics`` as Prometheus reads it."""
+    import os
+
+    import redis
+
+    from gim_tasks.monitor import metrics
+
+    client = redis.Redis.from_url(os.environ["GIM_REDIS_URL"])
+    return metrics.exposition(make_engine(url), client).decode()
+
+
 def watchdog_pass(url: str, now: datetime = NOW) -> None:
     with make_engine(url).begin() as conn:
         days.check(conn, options(**{"schedule.run-export": "true"}), now)
@@ -125,6 +137,9 @@ def test_q3_malformed_hour_holds_its_chunk_until_re_transform_releases_it(
         ("discard-ratio", "idb 1 interaction_segment_fact", True)
     ]
     assert 18.0 <= float(failing[0]["measured"].rstrip("%")) <= 22.0
+    body = scrape(url)  # what Prometheus alerts on
+    assert 'gim_quality_checks_failing{check="discard-ratio",holds="true"} 1.0' in body
+    assert "gim_export_held_chunks 1.0" in body
     # One check-failed incident for the data day, within one watchdog pass.
     watchdog_pass(url)
     watchdog_pass(url)
@@ -154,6 +169,9 @@ def test_q3_malformed_hour_holds_its_chunk_until_re_transform_releases_it(
     with engine.connect() as conn:
         release = conn.execute(sa.text("SELECT release FROM export_hold")).scalar_one()
     assert release == "passed"
+    body = scrape(url)
+    assert "gim_export_held_chunks 0.0" in body
+    assert 'gim_quality_checks_failing{check="discard-ratio",holds="true"} 0.0' in body
     published = {m["start"]: m for m in manifests(out)}
     assert published[BAD.isoformat()]["held"]["reason"] == hold.reason
     assert_exactly_once(url, out)  # every fact row of the six hours in exactly one chunk
