@@ -293,6 +293,23 @@ def _gate(ctx: JobContext, start: datetime, end: datetime) -> list[str]:
         return checks.holding(conn, start, end, others)
 
 
+def _publish(
+    ctx: JobContext,
+    base: Path,
+    start: datetime,
+    end: datetime,
+    tables: tuple[ExportTable, ...],
+    held: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A chunk through its gate: ``{"held": reasons}`` when a check holds it (before it is
+    written, or at its manifest), else what :func:`export_chunk` wrote. New chunks and held
+    ones take this one road."""
+    reasons = _gate(ctx, start, end)
+    if reasons:
+        return {"chunk": chunk_name(start, end), "held": reasons}
+    return _export_with_retries(ctx, base, start, end, tables, held)
+
+
 def _hold(
     ctx: JobContext, start: datetime, end: datetime, reasons: list[str], move_mark: bool
 ) -> None:
@@ -339,12 +356,8 @@ def release_held(ctx: JobContext, base: Path, tables: tuple[ExportTable, ...]) -
     for row in held:
         ctx.stop.check()
         start, end = row.chunk_start, row.chunk_end
-        reasons = _gate(ctx, start, end)
-        if reasons:
-            _hold(ctx, start, end, reasons, move_mark=False)
-            continue
         told = {"held_at": row.held_at.isoformat(), "reason": row.reason}
-        result = _export_with_retries(ctx, base, start, end, tables, told)
+        result = _publish(ctx, base, start, end, tables, told)
         if "held" in result:
             _hold(ctx, start, end, result["held"], move_mark=False)
             continue
@@ -448,12 +461,7 @@ def run(ctx: JobContext) -> None:
     while start is not None and start + chunk <= limit:
         ctx.stop.check()
         end = start + chunk
-        reasons = _gate(ctx, start, end)
-        result: dict[str, Any] = (
-            {"chunk": chunk_name(start, end), "held": reasons}
-            if reasons
-            else _export_with_retries(ctx, base, start, end, tables)
-        )
+        result = _publish(ctx, base, start, end, tables)
         if "held" in result:
             _hold(ctx, start, end, result["held"], move_mark=True)
             held.append(result["chunk"])
