@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, time, timedelta
 from typing import Any, ClassVar
@@ -285,6 +286,27 @@ class Factor(OptionType):
         return f"{value:g}"
 
 
+def named_values(
+    parts: Iterable[str], names: Iterable[str], unknown: str, skip_blank: bool = False
+) -> list[tuple[str, str]]:
+    """``NAME=VALUE`` parts as (name as declared, value text), each name one of ``names``
+    (any case) and given once; ``unknown`` (with ``{part}``) is the refusal of a part that
+    names none (a blank part too, unless ``skip_blank``)."""
+    known = {name.lower(): name for name in names}
+    found: dict[str, str] = {}
+    for part in (piece.strip() for piece in parts):
+        if not part and skip_blank:
+            continue
+        given, equals, value = (text.strip() for text in part.partition("="))
+        name = known.get(given.lower())
+        if name is None or not equals:
+            raise ValueError(unknown.format(part=part))
+        if name in found:
+            raise ValueError(f"{name} is given twice")
+        found[name] = value
+    return list(found.items())
+
+
 @dataclass(frozen=True)
 class ReadyByValue:
     """Q1's ready-by: a local time of the next morning, overridden per data category."""
@@ -319,15 +341,9 @@ class ReadyBy(OptionType):
             default = ClockTime().parse(first)
         except ValueError:
             raise ValueError(f"'{first}' is not a time of day HH:mm (the default)") from None
-        names = {name.lower(): name for name in self.categories}
         overrides: dict[str, time] = {}
-        for part in rest:
-            given, equals, at = (text.strip() for text in part.partition("="))
-            name = names.get(given.lower())
-            if name is None or not equals:
-                raise ValueError(f"'{part}' is not CATEGORY=HH:mm with a known category")
-            if name in overrides:
-                raise ValueError(f"{name} is given twice")
+        unknown = "'{part}' is not CATEGORY=HH:mm with a known category"
+        for name, at in named_values(rest, self.categories, unknown):
             try:
                 overrides[name] = ClockTime().parse(at)
             except ValueError:
@@ -461,17 +477,11 @@ class FreshnessMinutes(OptionType):
         )
 
     def parse(self, raw: str) -> dict[str, int]:
-        names = {name.lower(): name for name in (*self.categories, *self.tables)}
         result: dict[str, int] = {}
-        for part in (piece.strip() for piece in raw.split(",")):
-            if not part:
-                continue
-            given, equals, minutes = (text.strip() for text in part.partition("="))
-            name = names.get(given.lower())
-            if name is None or not equals:
-                raise ValueError(f"'{part}' does not name a category, fact table or level")
-            if name in result:
-                raise ValueError(f"{name} is given twice")
+        unknown = "'{part}' does not name a category, fact table or level"
+        parts = [piece.strip() for piece in raw.split(",")]
+        declared = (*self.categories, *self.tables)
+        for name, minutes in named_values(parts, declared, unknown, skip_blank=True):
             if not minutes.isdigit() or not 0 <= int(minutes) <= 10080:
                 raise ValueError(f"'{minutes}' minutes for {name} is not 0 to 10080")
             result[name] = int(minutes)
