@@ -100,3 +100,30 @@ def median_per_history(
                 )
             seconds[days].append(measure(idb, mart))
     return {days: statistics.median(values) for days, values in seconds.items()}
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The ``share`` quantile of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+def timed_beat(engine: Any, ledger: bool = True) -> Any:
+    """The beat's scheduler without its process (``gim_tick`` called by hand, to time it),
+    against ``engine`` and the settings' Redis, warmed up: the plan written, the check cached."""
+    from datetime import UTC
+    from datetime import datetime as clock
+
+    import redis
+
+    from gim_tasks.runtime.beat import GimScheduler
+    from gim_tasks.runtime.celery_app import create_app
+    from gim_tasks.settings import get_settings
+
+    settings = get_settings()
+    beat = GimScheduler.__new__(GimScheduler)
+    beat._engine, beat._redis = engine, redis.Redis.from_url(settings.redis_url)
+    beat.app = create_app(settings)
+    beat.LEDGER = ledger
+    beat.gim_tick(clock.now(UTC))
+    return beat

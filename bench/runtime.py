@@ -32,7 +32,7 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 
-from bench import servers
+from bench import percentile, servers, timed_beat
 from devtools.processes import ProcessGroup
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
@@ -47,11 +47,6 @@ from gim_tasks.schedule.engine import decide
 from gim_tasks.settings import get_settings
 
 BIN = Path(sys.executable).parent
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
 class CountingRedis(redis.Redis):
@@ -163,18 +158,7 @@ def report_tick_cost(url: str, redis_url: str) -> None:
 def ledger_tick(engine: sa.Engine, ticks: int) -> tuple[float, float, float, float]:
     """Median and p99 wall time of the beat's ``gim_tick`` with the ledger and without, the
     two alternating tick by tick (so machine drift hits both alike)."""
-    from gim_tasks.runtime.beat import GimScheduler
-    from gim_tasks.runtime.celery_app import create_app
-
-    settings = get_settings()
-    app = create_app(settings)
-    beats = {}
-    for ledger in (True, False):
-        beat = GimScheduler.__new__(GimScheduler)
-        beat._engine, beat._redis, beat.app = engine, redis.Redis.from_url(settings.redis_url), app
-        beat.LEDGER = ledger
-        beat.gim_tick(datetime.now(UTC))  # warm up: the plan is written, the check cached
-        beats[ledger] = beat
+    beats = {ledger: timed_beat(engine, ledger) for ledger in (True, False)}
     samples: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(ticks):
         for ledger, beat in beats.items():

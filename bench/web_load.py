@@ -31,10 +31,9 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-import redis
 import sqlalchemy as sa
 
-from bench import servers
+from bench import percentile, servers, timed_beat
 from bench.metrics import HISTORY, LEDGER
 
 BIN = Path(sys.executable).parent
@@ -44,27 +43,12 @@ ACCOUNTS = 10
 LOGIN = ("POST /login",)
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
 class Ticker(threading.Thread):
     """The beat's tick, once a second, timed; ``phase`` says which sample list it feeds."""
 
     def __init__(self, engine: sa.Engine) -> None:
         super().__init__(daemon=True)
-        from gim_tasks.runtime.beat import GimScheduler
-        from gim_tasks.runtime.celery_app import create_app
-        from gim_tasks.settings import get_settings
-
-        settings = get_settings()
-        beat = GimScheduler.__new__(GimScheduler)
-        beat._engine = engine
-        beat._redis = redis.Redis.from_url(settings.redis_url)
-        beat.app = create_app(settings)
-        beat.gim_tick(datetime.now(UTC))  # warm up: the plan written, the check cached
-        self.beat = beat
+        self.beat = timed_beat(engine)
         self.samples: dict[str, list[float]] = {"idle": [], "load": []}
         self.phase = "idle"
         self.done = threading.Event()
