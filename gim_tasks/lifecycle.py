@@ -43,6 +43,7 @@ class Trigger(StrEnum):
     FORCED = "forced"
     RESTART = "restart"
     RETRY = "retry"  # L3: attempt k of a firing whose attempt k-1 failed transiently
+    BACKFILL = "backfill"  # B1: one item (day x step) of a back-fill, started by the beat
 
 
 TRIGGERS = tuple(trigger.value for trigger in Trigger)

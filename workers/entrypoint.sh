@@ -4,7 +4,7 @@
 # SIGTERM: warm shutdown, the current batch finishes and the run ends (or is handed back).
 set -e
 exec gim worker \
-  --queues "${GIM_WORKER_QUEUES:-etl,aggregate,maintenance,stats,export,notify}" \
+  --queues "${GIM_WORKER_QUEUES:-etl,aggregate,maintenance,stats,export,backfill,notify}" \
   --concurrency "${GIM_WORKER_CONCURRENCY:-2}" \
   --hostname "worker@%h" \
   "$@"

@@ -66,13 +66,19 @@ def effective_range(request: Reaggregation, today: date) -> tuple[date, date]:
     return start, end
 
 
-def refusal(request: Reaggregation, holdings: Holdings, tz: ZoneInfo, today: date) -> str | None:
-    """Why ``request`` may not run (D5), naming the range, what is held and the option; None
-    when every day of its range can be rebuilt."""
+def refusal(
+    request: Reaggregation,
+    holdings: Holdings,
+    tz: ZoneInfo,
+    today: date,
+    asked: str | None = None,
+) -> str | None:
+    """Why ``request`` may not run (D5), naming the range (``asked``: how the operator asked
+    for it), what is held and the option; None when every day of its range can be rebuilt."""
     start, end = effective_range(request, today)
     if start > end:
         return None  # the flavor leaves no day: nothing is deleted
-    asked = f"-insertPendingAgg range {request.start}:{request.end}"
+    asked = asked or f"-insertPendingAgg range {request.start}:{request.end}"
     if holdings.calendar is None:
         return (
             f"{asked} lies outside DATE_TIME, which is empty; run {MAINTAIN} to fill it; "

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from gim_tasks import __version__
+from gim_tasks.cli import backfill as backfill_cli
 from gim_tasks.cli import config as config_cli
 from gim_tasks.cli import etl as etl_cli
 from gim_tasks.cli import holds as holds_cli
@@ -58,6 +59,7 @@ app.command("resume")(holds_cli.resume_command)
 app.command("skip")(holds_cli.skip_command)
 app.add_typer(holds_cli.blackout_app, name="blackout")
 app.command("holds")(holds_cli.holds_command)
+app.add_typer(backfill_cli.app, name="backfill")
 app.command("firings")(monitor_cli.firings_command)
 app.add_typer(monitor_cli.alerts_app, name="alerts")
 app.command("note")(monitor_cli.note_command)

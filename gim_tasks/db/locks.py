@@ -64,6 +64,14 @@ AGGREGATE_TABLES = AdvisoryLock(
     "creating aggregate tables and adding measures the registry gained (one creator at a time)",
     ("aggregate.compute.ensure_tables",),
 )
+AGGREGATE_WRITE = AdvisoryLock(
+    "aggregate-write",
+    0x67696D5F617777,  # "gim_aww"
+    "every transaction that writes aggregate rows: the aggregation job's passes and requests "
+    "and a back-fill's aggregate items (B1). The incremental passes update MONTH and above as "
+    "old - old DAY + new DAY, which holds only with one writer at a time",
+    ("jobs.aggregate.run", "jobs.backfill.aggregate_day"),
+)
 MIGRATION = AdvisoryLock(
     "migration",
     0x67696D5F6D6967,  # "gim_mig"
@@ -109,6 +117,7 @@ LOCKS = (
     PARTITIONS,
     PURGE,
     AGGREGATE_TABLES,
+    AGGREGATE_WRITE,
     MIGRATION,
     STAGING_WRITE,
     IDB_INIT,

@@ -56,6 +56,10 @@ WEB_PRIVILEGES: dict[str, str] = {
     "firing_skip": "SELECT, INSERT, DELETE",
     "blackout": "SELECT, INSERT, DELETE",
     "run_at": "SELECT, INSERT, UPDATE (state)",  # P4: plan and cancel a run at a set time
+    # B1: operators create, pause, resume and cancel back-fills (the beat starts their items)
+    "backfill": "SELECT, INSERT, UPDATE (state, waiting, ended_at)",
+    "backfill_item": "SELECT, INSERT",
+    "pool_slot": "SELECT",  # B2: who holds the pool's slots (the beat and admissions write)
     # P6: the audit trail is append-only (a trigger refuses UPDATE and DELETE to all roles)
     "scheduler_epoch": "SELECT",  # Q1: no data day before the first tick is judged
     "audit_event": "SELECT, INSERT",

@@ -144,7 +144,21 @@ job_run = Table(
         postgresql_where=text("firing_id IS NOT NULL"),
     ),
     # S2: at most one Running run per job, whoever started it; the database refuses a second.
-    Index("uq_job_run_one_running", "job", unique=True, postgresql_where=text("state = 'Running'")),
+    # (B1: a back-fill's items are runs of one job, up to max-parallel at once: they are held
+    # to one Running run per day and step instead, by the next index.)
+    Index(
+        "uq_job_run_one_running",
+        "job",
+        unique=True,
+        postgresql_where=text("state = 'Running' AND trigger <> 'backfill'"),
+    ),
+    Index(
+        "uq_job_run_backfill_item_running",
+        text("(params->>'step')"),
+        text("(params->>'day')"),
+        unique=True,
+        postgresql_where=text("state = 'Running' AND trigger = 'backfill'"),
+    ),
     Index("ix_job_run_job_created", "job", "created_at"),
     Index("ix_job_run_state", "state"),
     Index("ix_job_run_retry_pending", "ended_at", postgresql_where=text("retry = 'pending'")),
@@ -539,4 +553,67 @@ export_hold = Table(
     Column("release", Text),
     CheckConstraint("release IN ('passed', 'override')", name="release"),
     Index("ix_export_hold_open", "chunk_start", postgresql_where=text("released_at IS NULL")),
+)
+
+
+#: SPEC B1: a back-fill, a stored and resumable replay of steps over a local date range. Its
+#: items (one per day and step) are runs of the back-fill job with firing id
+#: ``backfill:ID:STEP:DAY`` (unique in job_run: exactly once across crashes, S11).
+backfill = Table(
+    "backfill",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("from_day", Date, nullable=False),
+    Column("to_day", Date, nullable=False),
+    Column("steps", ARRAY(Text), nullable=False),
+    Column("reprocess", Text, nullable=False),
+    Column("item_order", Text, nullable=False),
+    Column("max_parallel", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    # active -> paused -> active ...; -> cancelled; -> done (every item ended)
+    Column("state", Text, nullable=False, server_default=text("'active'")),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("ended_at", DateTime(timezone=True)),
+    # Why the next item is not started (the gate's words: maintenance, a pool, a cycle first).
+    Column("waiting", Text),
+    CheckConstraint("state IN ('active', 'paused', 'cancelled', 'done')", name="state"),
+    CheckConstraint("reprocess IN ('missing', 'failed', 'all')", name="reprocess"),
+    CheckConstraint("item_order IN ('oldest', 'newest')", name="item_order"),
+    CheckConstraint("max_parallel BETWEEN 1 AND 16", name="max_parallel"),
+    CheckConstraint("from_day <= to_day", name="range"),
+    CheckConstraint("length(btrim(reason)) > 0", name="reason"),
+    Index("ix_backfill_live", "id", postgresql_where=text("state IN ('active', 'paused')")),
+)
+
+backfill_item = Table(
+    "backfill_item",
+    metadata,
+    Column(
+        "backfill_id", BigInteger, ForeignKey("backfill.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("step", Text, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("position", Integer, nullable=False),  # the back-fill's order
+    Column("action", Text, nullable=False),  # what it does, in words (the dry run's list)
+    # The newest attempt's run (attempt k: firing id with "#k", L3); NULL: not started.
+    Column("run_id", BigInteger, ForeignKey("job_run.id", ondelete="SET NULL")),
+    CheckConstraint("step IN ('aggregate', 'export')", name="step"),
+    Index("ix_backfill_item_order", "backfill_id", "position"),
+)
+
+#: SPEC B2: one row per run holding slots of a pool, taken in the admission's transaction
+#: (under the admission lock) and tied to the run: its fencing token is written when the run is
+#: claimed, and the row goes in the same transaction as the run's end, whichever path ends it
+#: (finish, the R2 sweep of a lost or paused worker, a cancel): trigger ``pool_slot_follow``,
+#: migration 0024. No slot outlives its run.
+pool_slot = Table(
+    "pool_slot",
+    metadata,
+    Column("run_id", BigInteger, ForeignKey("job_run.id", ondelete="CASCADE"), primary_key=True),
+    Column("pool", Text, nullable=False),
+    Column("weight", Integer, nullable=False),
+    Column("fencing_token", BigInteger),
+    Column("taken_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("weight >= 1", name="weight"),
 )

@@ -28,6 +28,7 @@ from gim_tasks.aggregate.registry import BY_NAME, HIERARCHIES
 from gim_tasks.aggregate.retention import load_holdings, lock_purge
 from gim_tasks.aggregate.safety import effective_range
 from gim_tasks.aggregate.safety import refusal as destroys
+from gim_tasks.db import locks
 from gim_tasks.jobs.base import JobContext
 from gim_tasks.schedule.localtime import wall, zone
 
@@ -127,6 +128,9 @@ def run(ctx: JobContext, once: bool = False) -> None:
         ctx.stop.check()
         began = time.perf_counter()
         with ctx.transaction() as conn:
+            # One writer of aggregate rows at a time (a back-fill's aggregate items take it
+            # too); first, before the purge lock the pass takes.
+            locks.hold(conn, locks.AGGREGATE_WRITE)
             done = _request(ctx, conn)
             if done is not None:
                 requests += 1

@@ -27,6 +27,7 @@ that are due are judged (the last closed day's discard ratio and one-day aggrega
 from __future__ import annotations
 
 import codecs
+import ctypes
 import hashlib
 import json
 import logging
@@ -52,6 +53,20 @@ log = logging.getLogger("gim_tasks.jobs.export")
 
 COMPLETE_AFTER = timedelta(minutes=15)
 PARTIAL_PREFIX = ".partial-"
+#: A back-fill's re-export writes under ``.refill-<run>-``: the export job's clean-up of its
+#: own crashed chunks (``.partial-*``) never touches a re-export running beside it.
+REFILL_PREFIX = ".refill-"
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two directory entries in one atomic step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``): a reader sees the old chunk or the new one, never neither."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE):
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"renameat2 exchange: {os.strerror(errno)}", str(a), None, str(b))
 
 
 @dataclass(frozen=True)
@@ -207,17 +222,21 @@ def export_chunk(
     end: datetime,
     tables: tuple[ExportTable, ...],
     held: dict[str, Any] | None = None,
+    generation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write one chunk and rename it into place; ``{"held": reasons}`` instead when its
     manifest-rows check fails with ``error`` (nothing published). ``held``: the hold it is
-    released from, told in its manifest."""
+    released from, told in its manifest. ``generation`` (a back-fill's re-export, B1): the
+    ``generation`` and ``replaces`` of its manifest; the chunk in place, if any, stays until the
+    new one is complete, then the two are exchanged in one atomic step (:func:`exchange`)."""
     final = base / chunk_name(start, end)
-    if final.exists():
+    if final.exists() and generation is None:
         if manifest_ok(final, start, end):  # renamed before a crash; the mark was not moved
             return {"chunk": final.name, "reused": True}
         shutil.rmtree(final)  # not ours or damaged: redo it
     encoding = str(ctx.options.get("gim-export", "output-files-encoding"))
-    partial = base / f"{PARTIAL_PREFIX}{final.name}-{os.getpid()}"
+    prefix = PARTIAL_PREFIX if generation is None else f"{REFILL_PREFIX}{ctx.run_id}-"
+    partial = base / f"{prefix}{final.name}-{os.getpid()}"
     partial.mkdir(parents=True)
     workers = int(ctx.options.get("gim-export", "thread-pool-size"))
     url = _url(ctx)
@@ -239,10 +258,17 @@ def export_chunk(
     }
     if held is not None:
         manifest["held"] = held
+    if generation is not None:
+        manifest |= generation
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=2))
     _fsync(partial / "manifest.json")
     _fsync(partial)
-    os.rename(partial, final)  # atomic: the chunk appears whole or not at all
+    if generation is not None and final.exists():
+        exchange(partial, final)  # atomic: the new generation in place, the old one aside
+        _fsync(base)
+        shutil.rmtree(partial)  # the old generation (a crash here: removed by the next item)
+    else:
+        os.rename(partial, final)  # atomic: the chunk appears whole or not at all
     _fsync(base)
     return {"chunk": final.name, "rows": sum(r["rows"] for r in results)}
 

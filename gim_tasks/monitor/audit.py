@@ -67,6 +67,10 @@ class Action(StrEnum):
     TOKEN_REVOKE = "token-revoke"
     INCIDENT_ACK = "incident-ack"  # P7
     NOTE = "note"  # P7
+    BACKFILL_CREATE = "backfill-create"  # B1
+    BACKFILL_PAUSE = "backfill-pause"
+    BACKFILL_RESUME = "backfill-resume"
+    BACKFILL_CANCEL = "backfill-cancel"
     CHECK_OVERRIDE = "check-override"  # Q3: an admin releases a failing check with a reason
     LOGIN = "login"
     LOGIN_FAILED = "login-failed"

@@ -367,6 +367,26 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "60",
         "Delay before the first retry; each further retry waits twice as long (L3).",
     ),
+    # [pools] -- SPEC B2: database slots the heavy jobs share.
+    OptionSpec(
+        "pools",
+        "heavy-db",
+        Integer(1, 64, "slots"),
+        "3",
+        "Slots of the `heavy-db` pool: the runs of the jobs in `weights` together hold at most "
+        "this many; a run that does not fit waits (Scheduled, with its position and the "
+        "holders), higher priorities first: ETL, maintenance, aggregation, export, statistics, "
+        "back-fill items (B2). Back-fill items leave room for the heaviest job above them.",
+    ),
+    OptionSpec(
+        "pools",
+        "weights",
+        JobCounts(zero=True),
+        "",
+        "JOB=N, ...: the slots of `heavy-db` each run of a job takes, over the catalogue's "
+        "(ETL, maintenance and back-fill items: 1 each; the others: not in the pool); 0 "
+        "takes a job out of the pool (B2).",
+    ),
     # [quality] -- SPEC Q3: quality gates in front of the export.
     OptionSpec(
         "quality",

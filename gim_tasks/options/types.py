@@ -178,6 +178,7 @@ class JobCounts(OptionType):
 
     allowed: str = "comma-separated JOB=N with a job name and N from 1 to 100, or empty for none"
     specific: ClassVar[bool] = True
+    zero: bool = False  # N may be 0 (B2's weights: 0 takes a job out of the pool)
 
     def parse(self, raw: str) -> tuple[tuple[str, int], ...]:
         from gim_tasks.schedule.jobs import JOB_NAMES
@@ -190,8 +191,9 @@ class JobCounts(OptionType):
             job = job.strip()
             if job not in JOB_NAMES:
                 raise ValueError(f"'{job}' is not a job; jobs are {', '.join(JOB_NAMES)}")
-            if not count.strip().isdigit() or not 1 <= int(count) <= 100:
-                raise ValueError(f"{job}: '{count.strip()}' is not a count from 1 to 100")
+            low = 0 if self.zero else 1
+            if not count.strip().isdigit() or not low <= int(count) <= 100:
+                raise ValueError(f"{job}: '{count.strip()}' is not a count from {low} to 100")
             if job in pairs:
                 raise ValueError(f"{job} is listed twice")
             pairs[job] = int(count)

@@ -32,7 +32,7 @@ from gim_tasks.db.tables import job_run
 from gim_tasks.lifecycle import Channel, RunState, SkipKind
 from gim_tasks.monitor import audit, incidents, ledger, notify
 from gim_tasks.options import store
-from gim_tasks.runtime import holds, limits, run_at, runs
+from gim_tasks.runtime import backfills, holds, limits, pools, run_at, runs
 from gim_tasks.runtime.dispatch import send
 from gim_tasks.runtime.health import CachedServerCheck
 from gim_tasks.runtime.runs import (
@@ -88,6 +88,7 @@ def carry_out(engine: Engine, app: Any, tick: Tick, judge: ledger.Judge | None =
                 run_id = runs.record(conn, values)
                 decided.append((action, run_id))
                 if run_id is not None and isinstance(action, Launch):
+                    pools.take(conn, run_id, action.job)  # B2: the gate found room for it
                     to_send.append((action.job, run_id))
                 if run_id is not None and isinstance(action, Skip) and action.blocked:
                     mailed = incidents.blocked_firing(conn, action.job, run_id, action.reason)
@@ -111,6 +112,7 @@ def carry_out(engine: Engine, app: Any, tick: Tick, judge: ledger.Judge | None =
                     .returning(job_run.c.in_process)
                 ).scalar_one_or_none()
                 if released is not None:
+                    pools.take(conn, action.run_id, action.job)  # B2
                     # An in-process run is claimed by its waiting process (runtime/local.py).
                     if not released:
                         to_send.append((action.job, action.run_id))
@@ -261,6 +263,9 @@ class GimScheduler(RedBeatScheduler):
         # P4: runs planned at a set time whose instant came, through the one admission (M0).
         grace = judge.grace if judge is not None else 60.0
         run_at.start_due(self._engine, self.app, now, options.schedule().timezone, grace)
+        # B1: the next items of active back-fills, after this tick's own launches (an ETL cycle
+        # decided now is in the state the gate reads for them).
+        backfills.advance(self._engine, self.app, now, options.schedule().timezone)
         # L1-L3: time limits, slow runs, collisions ahead, retries (every few seconds).
         guard = self.__dict__.setdefault("_limits", limits.Limits())
         if guard.due():

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.db.tables import firing, incident, job_run
-from gim_tasks.lifecycle import COMPLETED_STATES, Condition, Retry, RunState, StopKind
+from gim_tasks.lifecycle import COMPLETED_STATES, Condition, Retry, RunState, StopKind, Trigger
 from gim_tasks.monitor import audit, incidents
 from gim_tasks.runtime import runs
 from gim_tasks.schedule.engine import next_runs
@@ -222,7 +222,9 @@ def start_retries(
 
     with engine.connect() as conn:
         pending = conn.execute(
-            sa.select(job_run).where(job_run.c.retry == Retry.PENDING).order_by(job_run.c.id)
+            sa.select(job_run)
+            .where(job_run.c.retry == Retry.PENDING, job_run.c.trigger != Trigger.BACKFILL)
+            .order_by(job_run.c.id)  # a back-fill's items are retried by their back-fill
         ).all()
     started: list[int] = []
     delay = options.get("limits", "retry-delay-seconds")

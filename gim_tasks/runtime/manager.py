@@ -23,7 +23,7 @@ from gim_tasks.errors import Conflict, GimError, NotFound
 from gim_tasks.lifecycle import RunState, StopKind
 from gim_tasks.monitor import audit
 from gim_tasks.options import store
-from gim_tasks.runtime import runs
+from gim_tasks.runtime import pools, runs
 from gim_tasks.runtime.runs import worker_name
 from gim_tasks.runtime.state import load_state
 from gim_tasks.schedule.admission import RunRequest, Via, admit
@@ -149,6 +149,8 @@ def request_run(
                 # it if that process goes away before it claims the run.
                 values |= {"worker": worker_name(), "heartbeat_at": sa.func.now()}
         run_id = runs.record(conn, values)
+        if run_id is not None and decision.verdict == RunState.RUNNING:
+            pools.take(conn, run_id, job)  # B2: the gate found room (admission lock held)
         if run_id is not None:  # P6, in this transaction: no record, no audit row
             _audit_run(conn, request, run_id, decision.verdict, decision.reason)
             if retry is not None and decision.verdict != RunState.REJECTED:
@@ -207,6 +209,7 @@ def readmit(
         verdict = RunState.RUNNING if decision.verdict == RunState.RUNNING else RunState.SCHEDULED
         if verdict == RunState.RUNNING:
             values["dispatched_at"] = sa.func.now()
+            pools.take(conn, run_id, row.job)  # B2
         else:
             values["reason"] = decision.reason
         conn.execute(sa.update(job_run).where(job_run.c.id == run_id).values(**values))

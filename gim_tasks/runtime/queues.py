@@ -1,3 +1,3 @@
 """Celery queues: one per job category, so worker pools can be sized per queue."""
 
-QUEUES = ("etl", "aggregate", "maintenance", "stats", "export", "notify")
+QUEUES = ("etl", "aggregate", "maintenance", "stats", "export", "backfill", "notify")

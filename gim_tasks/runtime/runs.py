@@ -198,11 +198,16 @@ def claim(engine: Engine, run_id: int, task_id: str | None) -> int | None:
             ).scalar_one_or_none()
         return int(token) if token is not None else None
     except sa.exc.IntegrityError as error:
-        if "uq_job_run_one_running" not in str(error):
+        if "uq_job_run_backfill_item_running" in str(error):  # B1: same day and step running
+            reason = "another back-fill item of the same day and step is running (B1)"
+        elif "uq_job_run_one_running" in str(error):
+            with engine.begin() as conn:
+                job = conn.execute(
+                    sa.select(job_run.c.job).where(job_run.c.id == run_id)
+                ).scalar_one()
+            reason = f"already running as run {running_run(engine, job)} (S2)"
+        else:
             raise
-        with engine.begin() as conn:
-            job = conn.execute(sa.select(job_run.c.job).where(job_run.c.id == run_id)).scalar_one()
-        other = running_run(engine, job)
         with engine.begin() as conn:
             conn.execute(
                 sa.update(job_run)
@@ -210,7 +215,7 @@ def claim(engine: Engine, run_id: int, task_id: str | None) -> int | None:
                 .values(
                     state=RunState.REJECTED,
                     ended_at=sa.func.now(),
-                    reason=f"already running as run {other} (S2)",
+                    reason=reason,
                 )
             )
         return None

@@ -21,7 +21,7 @@ def load_state(
 ) -> SchedulerState:
     """Running runs (and Scheduled ones already sent to a worker, about to run), waiting runs
     oldest first, the newest scheduled ETL cycle, and the operators' holds (P1-P3)."""
-    from gim_tasks.runtime import holds
+    from gim_tasks.runtime import holds, pools
 
     rows = conn.execute(
         sa.select(
@@ -32,6 +32,7 @@ def load_state(
             job_run.c.planned_at,
             job_run.c.dispatched_at,
             job_run.c.stop_requested_at,
+            job_run.c.firing_id,
         )
         .where(job_run.c.state.in_((RunState.RUNNING, RunState.SCHEDULED)))
         .order_by(job_run.c.id)
@@ -40,7 +41,13 @@ def load_state(
     for row in rows:
         if row.state == RunState.RUNNING or row.dispatched_at is not None:
             running.append(
-                ActiveRun(row.id, row.job, row.trigger, stopping=row.stop_requested_at is not None)
+                ActiveRun(
+                    row.id,
+                    row.job,
+                    row.trigger,
+                    stopping=row.stop_requested_at is not None,
+                    firing_id=row.firing_id,
+                )
             )
         else:
             waiting.append(WaitingRun(row.id, row.job, row.trigger, row.planned_at))
@@ -92,6 +99,7 @@ def load_state(
         last_cycle=cycle,
         paused_aggregation=paused,
         holds=holds.load(conn, now or datetime.now(UTC)),
+        pools=pools.load(conn),
     )
 
 

@@ -119,6 +119,12 @@ def admit(
         if (why := destroys(reaggregation, holdings, tz, wall(now, tz).date())) is not None:
             return _reject(why)
     info = BY_NAME[job]
+    if info.fires == "backfill":  # its runs are the items of a back-fill: no run by hand
+        return _reject(
+            f"{job} runs only the items of a back-fill (B1): create one with `gim backfill "
+            "create --from DAY --to DAY --steps aggregate,export --reason TEXT`",
+            invalid=True,
+        )
     if not info.manual and not request.force and not request.retry:
         return _reject(
             f"{job} is not run manually: it runs on [schedule] {SCHEDULED_BY[job]} when "

@@ -67,6 +67,8 @@ class Blocker(StrEnum):
     AGGREGATION = "aggregation running"
     OTHERS = "every other run, and a Transform owed"
     OTHERS_BUT_STATISTICS = "every other run but statistics, and a Transform owed"
+    SAME_ITEM = "a back-fill item of the same day and step, running"
+    POOL = "no free slot in the job's database pool for its weight"
 
 
 Phase = str  # "any" | "new" (a firing or request) | "waiting" (a run already waiting)
@@ -88,6 +90,17 @@ class Row:
 
 S, M = Ask.SCHEDULER, Ask.MANUAL
 ALL = ("extract", "transform", "aggregation", "maintenance", "statistics", "export")
+#: B2: who gets a free slot first (lower first): ETL > maintenance > aggregation > export >
+#: statistics > back-fill.
+PRIORITY = {
+    "extract": 0,
+    "transform": 0,
+    "maintenance": 1,
+    "aggregation": 2,
+    "export": 3,
+    "statistics": 4,
+    "backfill": 5,
+}
 _FIRES = ("extract", "aggregation", "maintenance", "statistics", "export")
 _NOT_WINDOW = ("transform", "maintenance", "statistics", "export")
 _MAINTENANCE_HELD = ("extract", "transform", "aggregation", "export")
@@ -101,9 +114,10 @@ TABLE: tuple[Row, ...] = (
     # its Extract). A run already waiting, and manual starts, are not held.
     Row("P2-skip", _FIRES, (S,), Blocker.OPERATOR_SKIP, Outcome.SKIP,
         "skipped by {actor}: {reason} (P2)", phase="new"),
-    Row("P1-paused", _FIRES, (S,), Blocker.PAUSED, Outcome.SKIP, "{words} (P1)", phase="new"),
-    Row("P3-blackout", _FIRES, (S,), Blocker.BLACKOUT, Outcome.SKIP, "in {words} (P3)",
-        phase="new"),
+    Row("P1-paused", (*_FIRES, "backfill"), (S,), Blocker.PAUSED, Outcome.SKIP,
+        "{words} (P1)", phase="new"),
+    Row("P3-blackout", (*_FIRES, "backfill"), (S,), Blocker.BLACKOUT, Outcome.SKIP,
+        "in {words} (P3)", phase="new"),
     # S6: statistics never overlap scheduled maintenance; they are skipped, not queued.
     Row("S6-skip", ("statistics",), (S,), Blocker.SCHEDULED_MAINTENANCE, Outcome.SKIP,
         "scheduled maintenance run {run} is running (S6)"),
@@ -163,6 +177,22 @@ TABLE: tuple[Row, ...] = (
     Row("S8-manual-maintenance-waiting", _MAINTENANCE_HELD, (M,),
         Blocker.MAINTENANCE_WAITING, Outcome.WAIT,
         "maintenance run {run} is waiting to start (S8)", phase="waiting"),
+    # B1: a back-fill's items come last: never during maintenance or while it waits, never
+    # before an ETL cycle waiting to start, never two of one day and step at once (the
+    # partial unique index uq_job_run_backfill_item_running refuses a second at its claim).
+    Row("B1-maintenance", ("backfill",), (S,), Blocker.MAINTENANCE, Outcome.WAIT,
+        "maintenance run {run} is running: back-fill items wait for it (B1)"),
+    Row("B1-maintenance-waiting", ("backfill",), (S,), Blocker.MAINTENANCE_WAITING,
+        Outcome.WAIT, "maintenance run {run} is waiting to start: back-fill items wait (B1)"),
+    Row("B1-cycle-first", ("backfill",), (S,), Blocker.CYCLE_WAITING, Outcome.WAIT,
+        "the ETL cycle waiting as run {run} goes first (B1)"),
+    Row("B1-same-item", ("backfill",), (S,), Blocker.SAME_ITEM, Outcome.WAIT,
+        "{job} run {run} is replaying the same day and step (B1)"),
+    # B2: a job with a weight in the pool waits for free slots; higher priorities first, and
+    # back-fill items leave room for the heaviest job above them (so they never hold back an
+    # ETL cycle, B1).
+    Row("B2-pool", (*ALL, "backfill"), (S, M), Blocker.POOL, Outcome.WAIT,
+        "waiting for {words} (B2)"),
 )  # fmt: skip
 
 ROWS = {row.id: row for row in TABLE}
@@ -244,6 +274,64 @@ def _others(asking: _Asking, spare: tuple[str, ...]) -> list[Blocking]:
     return found
 
 
+def _item_of(firing: str | None) -> str | None:
+    """A back-fill item's step and day from its firing id ``backfill:ID:STEP:DAY[#k]``."""
+    if not firing or not firing.startswith("backfill:"):
+        return None
+    return ":".join(firing.split("#")[0].split(":")[2:])
+
+
+def _same_item(asking: _Asking) -> list[Blocking]:
+    item = _item_of(asking.firing[0] if asking.firing else None)
+    if item is None:
+        return []
+    return [_named(r) for r in asking.running("backfill") if _item_of(r.firing_id) == item]
+
+
+def _pool(asking: _Asking) -> list[Blocking]:
+    """B2: the slot holders when ``asking.job`` does not fit: its weight, plus the room kept
+    for the heaviest job of a higher priority when it is a back-fill item, plus the weights of
+    waiting runs of a higher priority (they go first), is more than the free slots."""
+    pools, job = asking.state.pools, asking.job
+    weight = pools.weights.get(job, 0)
+    if not weight or not pools.capacity:
+        return []
+    rank = PRIORITY[exclusivity_of(job) or "backfill"]
+    above = [
+        w
+        for other, w in pools.weights.items()
+        if PRIORITY.get(exclusivity_of(other) or "", 9) < rank
+    ]
+    kept = max(above, default=0) if exclusivity_of(job) == "backfill" else 0
+    ahead = [
+        run
+        for run in asking.state.waiting
+        if run.run_id != asking.waiting
+        and pools.weights.get(run.job)
+        and PRIORITY.get(exclusivity_of(run.job) or "", 9) < rank
+    ]
+    owed = sum(pools.weights[run.job] for run in ahead)
+    mine = (rank, asking.waiting if asking.waiting is not None else 2**62)
+    queue = [
+        run
+        for run in asking.state.waiting
+        if run.run_id != asking.waiting
+        and pools.weights.get(run.job)
+        and (PRIORITY.get(exclusivity_of(run.job) or "", 9), run.run_id) < mine
+    ]
+    free = pools.capacity - pools.held
+    if weight + kept + owed <= free:
+        return []
+    holders = ", ".join(f"{h.job} run {h.run_id}" for h in pools.holders) or "none"
+    words = (
+        f"{weight} slot(s) of pool {pools.name}: {pools.held} of {pools.capacity} held by "
+        f"{holders}; position {len(queue) + 1} in its queue"
+    )
+    if kept:
+        words += f"; {kept} kept for the jobs above back-fill"
+    return [Blocking(None, pools.name, (("words", words),))]
+
+
 def _skipped(asking: _Asking) -> list[Blocking]:
     skip = asking.firing and asking.state.holds.skips.get(asking.firing[0])
     if not skip:
@@ -289,6 +377,8 @@ FINDERS: dict[Blocker, Callable[[_Asking], list[Blocking]]] = {
     Blocker.AGGREGATION: lambda a: [_named(r) for r in a.running("aggregation")],
     Blocker.OTHERS: lambda a: _others(a, ()),
     Blocker.OTHERS_BUT_STATISTICS: lambda a: _others(a, ("statistics",)),
+    Blocker.SAME_ITEM: _same_item,
+    Blocker.POOL: _pool,
 }
 
 

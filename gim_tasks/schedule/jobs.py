@@ -21,6 +21,7 @@ AGGREGATE = "Job_AggregateGIM"
 MAINTAIN = "Job_MaintainGIM"
 UPDATE_STATS = "Job_UpdateStats"
 EXPORT = "Job_ExportGIM"
+BACKFILL = "Job_BackfillGIM"
 
 
 _ETL = ("timezone", "run-scheduler", "etl-start-time", "etl-end-time", "etl-frequency")
@@ -56,6 +57,7 @@ BUILT_IN: tuple[JobSpec, ...] = (
         stream=lambda options: options.etl,
         launched="ETL cycle (S1)",
         ledger="etl",
+        pool_weight=1,
     ),
     JobSpec(
         TRANSFORM,
@@ -70,6 +72,7 @@ BUILT_IN: tuple[JobSpec, ...] = (
         body="gim_tasks.jobs.transform:run",
         words=lambda options: f"after each scheduled {EXTRACT} completes",
         fires="after-extract",
+        pool_weight=1,
     ),
     JobSpec(
         AGGREGATE,
@@ -108,6 +111,7 @@ BUILT_IN: tuple[JobSpec, ...] = (
         ),
         launched="daily maintenance (S4)",
         ledger="maintenance",
+        pool_weight=1,
     ),
     JobSpec(
         UPDATE_STATS,
@@ -138,6 +142,21 @@ BUILT_IN: tuple[JobSpec, ...] = (
         stream=lambda options: options.export_schedule,
         launched="export schedule (S8)",
         ledger="export",
+    ),
+    JobSpec(
+        BACKFILL,
+        "Back-fill",
+        "backfill",
+        manual=False,
+        enabled_by="run-scheduler",
+        description="Replays aggregation and export for past days: one run per day and step "
+        "of an operator's back-fill (gim backfill), at the lowest priority.",
+        scheduled_by=("timezone", "run-scheduler"),
+        exclusivity="backfill",
+        body="gim_tasks.jobs.backfill:run",
+        words=lambda options: "the items of active back-fills (gim backfill list)",
+        fires="backfill",
+        pool_weight=1,
     ),
 )
 

@@ -110,7 +110,7 @@ def next_unheld(options: ScheduleOptions, now: datetime, holds: Holds, job: str)
     """P1-P3: the job's next firing that an operator's hold does not skip (Next Run on the
     Scheduled list); None when none within 500 firings (a pause without an end)."""
     spec = BY_NAME[job]
-    if not spec.active(options) or spec.fires == "after-extract":
+    if not spec.active(options) or spec.fires in ("after-extract", "backfill"):
         return None
     tz = zone(options.timezone)
     stream = options.aggregate_schedule if spec.fires == "window" else spec.stream(options)

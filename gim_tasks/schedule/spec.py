@@ -21,11 +21,19 @@ from gim_tasks.schedule.options import ScheduleOptions
 #: The exclusivity classes of the gate's table (``gim_tasks.schedule.gate.TABLE``): a job
 #: takes the rules of its class. A new job usually takes ``export``'s: it runs beside ETL and
 #: waits while maintenance runs or waits to run.
-EXCLUSIVITY = ("extract", "transform", "aggregation", "maintenance", "statistics", "export")
+EXCLUSIVITY = (
+    "extract",
+    "transform",
+    "aggregation",
+    "maintenance",
+    "statistics",
+    "export",
+    "backfill",
+)
 
-#: How a job's scheduled runs come about: its own firing stream, aggregation windows (S7), or
-#: after each scheduled Extract completes (S3).
-Fires = Literal["stream", "window", "after-extract"]
+#: How a job's scheduled runs come about: its own firing stream, aggregation windows (S7),
+#: after each scheduled Extract completes (S3), or as the items of operators' back-fills (B1).
+Fires = Literal["stream", "window", "after-extract", "backfill"]
 
 #: The value types an :class:`OptionRow` may declare (``gim_tasks.options.registry`` maps them
 #: to the option store's types).
@@ -85,6 +93,9 @@ class JobSpec:
     #: The [schedule] option rows it brings (site jobs; the six built-in jobs' options are
     #: declared with the others in ``gim_tasks.options.registry``).
     options: tuple[OptionRow, ...] = ()
+    #: B2: the slots of the ``heavy-db`` pool each of its runs takes (0: not in the pool);
+    #: ``[pools] weights`` overrides it.
+    pool_weight: int = 0
 
     def switched_on(self, options: ScheduleOptions) -> bool:
         """Its own ``run-*`` flag (S9); ``run-scheduler`` itself is the engine's to read."""

@@ -32,6 +32,7 @@ class ActiveRun(_Run):
     """A run in state Running (or Scheduled and already sent to a worker)."""
 
     stopping: bool = False  # a stop was already requested
+    firing_id: str | None = None  # B1: a back-fill item's names its step and day
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,28 @@ class CycleView:
 
 
 @dataclass(frozen=True)
+class PoolHolder:
+    run_id: int
+    job: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class Pools:
+    """B2: the database pool's size, each member job's weight, and the runs holding slots
+    (``pool_slot`` rows, taken when a run is admitted and gone when it ends)."""
+
+    name: str = "heavy-db"
+    capacity: int = 0  # 0: no pool (every job fits)
+    weights: Mapping[str, int] = field(default_factory=dict)
+    holders: tuple[PoolHolder, ...] = ()
+
+    @property
+    def held(self) -> int:
+        return sum(holder.weight for holder in self.holders)
+
+
+@dataclass(frozen=True)
 class SchedulerState:
     running: tuple[ActiveRun, ...] = ()
     waiting: tuple[WaitingRun, ...] = ()
@@ -61,6 +84,8 @@ class SchedulerState:
     paused_aggregation: int | None = None
     #: P1-P3: operators' pauses, skipped firings and blackout windows.
     holds: Holds = field(default_factory=Holds)
+    #: B2: the database pool.
+    pools: Pools = field(default_factory=Pools)
 
     def running_job(self, job: str) -> ActiveRun | None:
         return next((run for run in self.running if run.job == job), None)

@@ -37,7 +37,8 @@ OptionSection = StrEnum(  # type: ignore[misc]
 OptionName = StrEnum(  # type: ignore[misc]
     "OptionName", {name: name for name in sorted({spec.name for spec in OPTIONS})}
 )
-Trigger = Literal["scheduled", "manual", "forced", "restart", "retry"]  # lifecycle.Trigger's values
+#: lifecycle.Trigger's values
+Trigger = Literal["scheduled", "manual", "forced", "restart", "retry", "backfill"]
 
 #: Days the plan and the Timeline take (timeline.FIRST_YEAR to LAST_YEAR: 1970 to 2999), stated
 #: in the document (issue 32); the patterns spell the same range.

@@ -24,6 +24,7 @@ from gim_tasks.schedule.engine import (
 from gim_tasks.schedule.firings import firing_id
 from gim_tasks.schedule.jobs import (
     AGGREGATE,
+    BACKFILL,
     EXPORT,
     EXTRACT,
     MAINTAIN,
@@ -424,6 +425,7 @@ def test_next_runs_in_sample_schedule() -> None:
         MAINTAIN: at("2026-11-23 03:00"),
         UPDATE_STATS: None,
         EXPORT: at("2026-11-23 08:20"),
+        BACKFILL: None,
     }
 
 
