@@ -59,7 +59,7 @@ WEB_PRIVILEGES: dict[str, str] = {
     # B1: operators create, pause, resume and cancel back-fills (the beat starts their items)
     "backfill": "SELECT, INSERT, UPDATE (state, waiting, ended_at)",
     "backfill_item": "SELECT, INSERT",
-    "pool_slot": "SELECT",  # B2: who holds the pool's slots (the beat and admissions write)
+    "pool_slot": "SELECT, INSERT",  # B2: an admitted manual run takes its slots
     # P6: the audit trail is append-only (a trigger refuses UPDATE and DELETE to all roles)
     "scheduler_epoch": "SELECT",  # Q1: no data day before the first tick is judged
     "audit_event": "SELECT, INSERT",

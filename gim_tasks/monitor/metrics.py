@@ -34,6 +34,7 @@ from gim_tasks.lifecycle import (
 from gim_tasks.monitor import mart_status
 from gim_tasks.monitor.checks import CHECKS
 from gim_tasks.options import store
+from gim_tasks.runtime import pools
 from gim_tasks.runtime.limits import load_history
 from gim_tasks.runtime.queues import QUEUES
 from gim_tasks.runtime.state import BEAT_KEY, heartbeat_of
@@ -87,6 +88,7 @@ def families(engine: Engine, client: redis.Redis, now: datetime | None = None) -
         held_chunks = conn.execute(
             sa.text("SELECT count(*) FROM export_hold WHERE released_at IS NULL")
         ).scalar_one()
+        slots = pools.usage(conn)
     with client.pipeline(transaction=False) as pipe:
         pipe.hgetall(BEAT_KEY)
         for name in QUEUES:
@@ -213,7 +215,15 @@ def families(engine: Engine, client: redis.Redis, now: datetime | None = None) -
         "gim_export_held_chunks", "Export chunks held by a failing quality check (Q3)."
     )
     held.add_metric([], held_chunks)
+    pool = GaugeMetricFamily(
+        "gim_pool_slots",
+        "Slots of the database pool (B2): held by runs, free, and wanted by runs waiting.",
+        labels=["pool", "state"],
+    )
+    for state, count in slots.items():
+        pool.add_metric([pools.POOL, state], count)
     return [
+        pool,
         failing,
         held,
         paused,

@@ -51,6 +51,7 @@ from gim_tasks.web.routes import (
     audit as audit_routes,
 )
 from gim_tasks.web.routes import (
+    backfills,
     firings,
     holds,
     notifications,
@@ -220,6 +221,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         session.router,
         scheduled.router,
         holds.router,
+        backfills.router,
         runs.router,
         firings.router,
         status.router,

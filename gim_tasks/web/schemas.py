@@ -769,6 +769,73 @@ class CheckOverrideRequest(Closed):
     reason: str = Field(min_length=1, max_length=2000, description="Why (audited).")
 
 
+# ----- back-fills (SPEC B1) ---------------------------------------------------------------------
+
+BackfillStep = Literal["aggregate", "export"]
+
+
+class BackfillRequest(Closed):
+    """A back-fill (B1) of a range of past local days; ``dry_run``: the items and the
+    estimate, nothing recorded."""
+
+    from_day: BodyDay = Field(alias="from", description="First local day.")
+    to_day: BodyDay = Field(alias="to", description="Last local day (a past day).")
+    steps: list[BackfillStep] = Field(default=["aggregate", "export"], min_length=1, max_length=2)
+    reprocess: Literal["missing", "failed", "all"] = Field(
+        default="missing",
+        description="missing: days with absent aggregates / chunks gone from the export "
+        "directory; failed: days with a failing quality check or a failed item; all: every day.",
+    )
+    order: Literal["oldest", "newest"] = "oldest"
+    max_parallel: int = Field(default=1, ge=1, le=16, description="Items running at once.")
+    reason: Reason
+    dry_run: bool = False
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class BackfillItem(Closed):
+    position: int
+    day: str = Field(json_schema_extra={"format": "date"})
+    step: BackfillStep
+    action: str = Field(description="What the item does, in words.")
+    status: str | None = Field(
+        default=None, description="pending, running, done, retrying, or its run's end state."
+    )
+    run_id: int | None = None
+    attempt: int | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+
+class Backfill(Closed):
+    id: int | None = Field(description="null for a dry run.")
+    dry_run: bool | None = None
+    from_: str = Field(alias="from", json_schema_extra={"format": "date"})
+    to: str = Field(json_schema_extra={"format": "date"})
+    steps: list[BackfillStep]
+    reprocess: str
+    order: str
+    max_parallel: int
+    reason: str
+    state: Literal["dry-run", "active", "paused", "cancelled", "done"]
+    created_by: str | None = None
+    created_at: str | None = None
+    ended_at: str | None = None
+    waiting: str | None = Field(default=None, description="Why the next item waits (the gate).")
+    progress: dict[str, dict[str, int]] | None = None
+    done: int | None = None
+    total: int | None = None
+    estimate_seconds: float | None = Field(
+        description="Time left from measured items; null while a step has none measured."
+    )
+    items: list[BackfillItem] | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
 # ----- timeline (SPEC A7) -----------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import click
@@ -195,6 +195,40 @@ def failing_check(w: World) -> None:
 OVERRIDE = {"day": "2026-11-23", "check": "discard-ratio", "reason": "r"}
 
 
+def _past_days() -> tuple[str, str]:
+    today = datetime.now(UTC).date()
+    return (today - timedelta(days=3)).isoformat(), (today - timedelta(days=2)).isoformat()
+
+
+BACKFILL = {"from": _past_days()[0], "to": _past_days()[1], "steps": ["aggregate"],
+            "reprocess": "all", "reason": "r"}  # fmt: skip
+
+
+def past_calendar(w: World) -> None:
+    """DATE_TIME over the last days (the template's starts today): D5 refuses a back-fill of
+    days outside it."""
+    from gim_tasks.db.calendar import fill_range, key_of
+
+    now = datetime.now(UTC)
+    with w.owner.begin() as conn:
+        tz = store.load_options(conn).text("schedule", "timezone")
+        fill_range(conn, tz, key_of(now - timedelta(days=10)), key_of(now))
+
+
+def a_backfill(w: World, pause: bool = False) -> int:
+    """An active back-fill of two past days (B1); ``pause``: paused."""
+    from gim_tasks.runtime import backfills
+    from gim_tasks.schedule.backfill import Request
+
+    past_calendar(w)
+    first, last = (date.fromisoformat(d) for d in _past_days())
+    made = backfills.create(w.owner, Request(first, last, ("aggregate",), "all", reason="r"),
+                            "setup")["id"]  # fmt: skip
+    if pause:
+        backfills.change(w.owner, made, "pause", "setup")
+    return int(made)
+
+
 # ----- the API: every mutating operation of the OpenAPI document --------------------------------
 
 #: (method, path) -> (set-up, path values, body). The set-up runs first; its result is ``x``.
@@ -245,6 +279,14 @@ API: dict[tuple[str, str], tuple[Callable[[World], Any], Callable[[Any], dict[st
         open_incident, lambda x: {"incident_id": x}, {},
     ),
     ("POST", "/api/checks/override"): (failing_check, lambda x: {}, OVERRIDE),
+    ("POST", "/api/backfills"): (past_calendar, lambda x: {}, BACKFILL),
+    ("POST", "/api/backfills/{backfill_id}/pause"): (a_backfill, lambda x: {"backfill_id": x},
+                                                     None),
+    ("POST", "/api/backfills/{backfill_id}/resume"): (
+        lambda w: a_backfill(w, pause=True), lambda x: {"backfill_id": x}, None,
+    ),
+    ("POST", "/api/backfills/{backfill_id}/cancel"): (a_backfill, lambda x: {"backfill_id": x},
+                                                      None),
 }  # fmt: skip
 #: Operations that change nothing (a preview computes a plan).
 API_READ_ONLY = {("POST", "/api/schedule/preview")}
@@ -328,6 +370,12 @@ PAGES: dict[str, tuple[Callable[[World], Any], Callable[[Any], dict[str, Any]], 
     "/alerts/{incident_id}/ack": (open_incident, lambda x: {"incident_id": x},
                                   lambda x: {"note": "seen"}),
     "/days/override": (failing_check, lambda x: {}, lambda x: OVERRIDE),
+    "/backfills": (past_calendar, lambda x: {},
+                   lambda x: {"first": BACKFILL["from"], "last": BACKFILL["to"],
+                              "steps": "aggregate", "reprocess": "all", "reason": "r"}),
+    "/backfills/{backfill_id}/{action}": (a_backfill,
+                                          lambda x: {"backfill_id": x, "action": "pause"},
+                                          lambda x: {}),
 }  # fmt: skip
 #: Forms audited by tests of their own below.
 PAGES_ELSEWHERE = {"/login", "/logout"}
@@ -411,7 +459,7 @@ CLI_NOT_AUDITED = {
     "config show", "config export", "config check", "config history", "config reference",
     "schedule plan", "schedule next", "etl status", "export status", "aggregate status",
     "aggregate verify", "user list", "token list", "notify list", "webhook list", "db check",
-    "checks",
+    "checks", "backfill list", "backfill show",
     # judges the quality checks (data, not a decision; the override of a verdict is audited)
     "check run",
     # processes: what they do is audited where it happens (runs, the beat's decisions)
@@ -460,6 +508,14 @@ CLI: dict[str, tuple[Callable[[World], Any], Callable[[Any], list[str]], str]] =
                        lambda x: ["check", "override", "2026-11-23", "discard-ratio", "--reason",
                                   "r"], "check-override"),
     "aggregate once": (lambda w: None, lambda x: ["aggregate", "once"], "run"),
+    "backfill create": (past_calendar,
+                        lambda x: ["backfill", "create", "--from", BACKFILL["from"], "--to",
+                                   BACKFILL["to"], "--steps", "aggregate", "--reprocess", "all",
+                                   "--reason", "r"], "backfill-create"),
+    "backfill pause": (a_backfill, lambda x: ["backfill", "pause", str(x)], "backfill-pause"),
+    "backfill resume": (lambda w: a_backfill(w, pause=True),
+                        lambda x: ["backfill", "resume", str(x)], "backfill-resume"),
+    "backfill cancel": (a_backfill, lambda x: ["backfill", "cancel", str(x)], "backfill-cancel"),
     "db upgrade": (lambda w: migrate.downgrade(w.owner, "0018"), lambda x: ["db", "upgrade"],
                    "schema-upgrade"),
     "db grant-web": (lambda w: w.web.url.username, lambda x: ["db", "grant-web", str(x)],

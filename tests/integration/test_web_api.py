@@ -108,6 +108,16 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/checks"): "viewer",
     ("POST", "/api/checks/override"): "admin",
     ("POST", "/days/override"): "admin",
+    ("GET", "/backfills"): "viewer",
+    ("GET", "/backfills/{backfill_id}"): "viewer",
+    ("POST", "/backfills"): "operator",
+    ("POST", "/backfills/{backfill_id}/{action}"): "operator",
+    ("GET", "/api/backfills"): "viewer",
+    ("GET", "/api/backfills/{backfill_id}"): "viewer",
+    ("POST", "/api/backfills"): "operator",
+    ("POST", "/api/backfills/{backfill_id}/pause"): "operator",
+    ("POST", "/api/backfills/{backfill_id}/resume"): "operator",
+    ("POST", "/api/backfills/{backfill_id}/cancel"): "operator",
 }
 
 #: A body for each state-changing route, valid enough to get past validation.
@@ -143,6 +153,14 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/notes"): {"kind": "run", "target": "999999", "text": "role test"},
     ("POST", "/api/checks/override"): {"day": "2026-11-23", "check": "hour-rows", "reason": "r"},
     ("POST", "/days/override"): {"day": "2026-11-23", "check": "hour-rows", "reason": "r"},
+    ("POST", "/api/backfills"): {
+        "from": "2026-11-20",
+        "to": "2026-11-21",
+        "reprocess": "all",
+        "reason": "role test",
+        "dry_run": True,
+    },
+    ("POST", "/backfills"): {"first": "2026-11-20", "last": "2026-11-21", "reason": "r"},
 }
 
 
@@ -208,6 +226,8 @@ def _call(client: TestClient, method: str, path: str, csrf: str | None) -> Any:
         job="Job_ExportGIM",
         firing_id="at:none",
         incident_id=999999,
+        backfill_id=999999,
+        action="pause",
     )
     body = BODIES.get((method, path))
     if path.startswith("/api"):
@@ -303,6 +323,7 @@ def test_a1_scheduled_view_json_and_page(web: Web) -> None:
         "Job_MaintainGIM",
         "Job_UpdateStats",
         "Job_ExportGIM",
+        "Job_BackfillGIM",
     ]
     for row in rows:
         assert set(row) >= {"name", "category", "active", "creator", "schedule", "next_run"}
@@ -314,8 +335,10 @@ def test_a1_scheduled_view_json_and_page(web: Web) -> None:
         3600,
         7200,
     )
-    export = rows[-1]
+    export = rows[-2]
     assert export["active"] is False and export["next_run"] is None  # run-export=false
+    backfill = rows[-1]  # B1: its runs are the items of back-fills; no firing of its own
+    assert backfill["next_run"] is None and "back-fills" in backfill["schedule"]
     api = web.api("viewer")
     assert api.get("/api/jobs/scheduled", params={"category": "etl"}).status_code == 422
     etl_only = api.get("/api/jobs/scheduled", params={"category": "ETL"}).json()
@@ -428,7 +451,8 @@ def test_bad_payloads_get_clear_errors_and_store_nothing(web: Web) -> None:
         {
             "field": "job",
             "message": "Input should be 'Job_ExtractICON', 'Job_TransformGIM', "
-            "'Job_AggregateGIM', 'Job_MaintainGIM', 'Job_UpdateStats' or 'Job_ExportGIM'",
+            "'Job_AggregateGIM', 'Job_MaintainGIM', 'Job_UpdateStats', 'Job_ExportGIM' or "
+            "'Job_BackfillGIM'",
         }
     ]
     option = admin.put("/api/options/schedule/etl-frequency", json={"value": "0"})

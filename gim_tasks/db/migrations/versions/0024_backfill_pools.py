@@ -18,9 +18,11 @@ depends_on = None
 
 # B2: a slot follows its run. Claimed (Running): the run's fencing token is written on it;
 # ended by any path (finish_run, the R2 sweep, a cancel, a terminate): the row goes, in the
-# same transaction as the run's end.
+# same transaction as the run's end. SECURITY DEFINER: the web role ends runs (a cancel)
+# without any right on the slots' other rows.
 FOLLOW = """
-CREATE FUNCTION gim_pool_slot_follow() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION gim_pool_slot_follow() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 BEGIN
     IF NEW.state = 'Running' THEN
         UPDATE pool_slot SET fencing_token = NEW.fencing_token WHERE run_id = NEW.id;
