@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-RULE = re.compile(r"(?<![A-Za-z0-9])([SMRADCOPLQ]\d{1,2})(?![0-9])")
+RULE = re.compile(r"(?<![A-Za-z0-9])([SMRADCOPLQBH]\d{1,2})(?![0-9])")
 ROW = re.compile(r"^\| ([A-Z]\d+) \| (.+?) \| (.+?) \| (.+?) \|$")
 
 
@@ -31,7 +31,7 @@ def _cited() -> set[str]:
             text = path.read_text()
             cited |= set(RULE.findall(text))
             for name in re.findall(r"def (test_\w+)", text):
-                found = re.findall(r"(?<=_)([smradcoplq]\d{1,2})(?=_|$)", name)
+                found = re.findall(r"(?<=_)([smradcoplqbh]\d{1,2})(?=_|$)", name)
                 cited |= {r.upper() for r in found}
     return cited
 
