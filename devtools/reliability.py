@@ -188,6 +188,8 @@ class Lab:
         self.celery = Celery(broker=self.env["GIM_REDIS_URL"])
         self.cycles = 0
         self.cleanups: list[Callable[[], None]] = []
+        #: A scenario's own check once every run ended (the drain is over).
+        self.after_measure: Callable[[], None] = lambda: None
 
     def add_idb(self, server: PostgresServer, name: str, seed: int) -> str:
         """Another IDB, on ``server``, of another shape (fewer agents, more queues), appended
@@ -379,7 +381,11 @@ class Lab:
             ).scalar_one()
             result.overlaps = conn.execute(
                 sa.text(
+                    # S2; a back-fill's items run side by side, never two of one day and
+                    # step (B1)
                     "SELECT count(*) FROM job_run a JOIN job_run b ON a.job = b.job "
+                    "AND (a.trigger <> 'backfill' OR (a.params->>'step' = b.params->>'step' "
+                    "AND a.params->>'day' = b.params->>'day')) "
                     "AND a.id < b.id AND a.started_at IS NOT NULL AND b.started_at IS NOT NULL "
                     "AND tstzrange(a.started_at, coalesce(a.ended_at, 'infinity')) && "
                     "tstzrange(b.started_at, coalesce(b.ended_at, 'infinity'))"
@@ -962,6 +968,149 @@ def pause_etl(lab: Lab, result: Result, full: bool) -> None:
     lab.cycles = len(_scheduled_extracts(lab))
 
 
+def backfill_crash(lab: Lab, result: Result, full: bool) -> None:
+    """B1, B2: a 7-day back-fill of aggregate+export (max-parallel 2) beside live traffic and
+    ETL every minute; SIGKILL of the beat and of a worker holding an item, mid-way; every item
+    ran once to completion, every chunk of the days has one new generation, the scheduled ETL
+    cycles started within the grace, and no pool slot is left held."""
+    from gim_tasks.db.calendar import fill_range, key_of
+    from gim_tasks.jobs import export
+    from gim_tasks.jobs.base import JobContext
+    from gim_tasks.runtime import backfills
+    from gim_tasks.schedule.backfill import Request
+    from gim_tasks.schedule.jobs import BACKFILL
+
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=n) for n in range(8, 1, -1)]  # 7 past days, oldest first
+    with psycopg.connect(lab.idb_url, autocommit=True) as idb:
+        for number, day in enumerate(days):
+            start = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=9)
+            generate(idb, start, 2 if full else 1, agents=40, queues=8, rate=2000,
+                     seed=500 + number)  # fmt: skip
+    with lab.engine.begin() as conn:  # DATE_TIME over the days (maintenance fills from today)
+        fill_range(conn, "UTC", key_of(datetime.now(UTC) - timedelta(days=10)),
+                   key_of(datetime.now(UTC)))  # fmt: skip
+    lab.options(
+        {
+            ("gim-export", "start-date"): days[0].isoformat(),
+            ("gim-export", "chunk-size-seconds"): "21600",
+            ("quality", "discard-ratio"): "off",
+            ("quality", "hour-rows"): "off",
+        }
+    )
+    for job in (EXTRACT, TRANSFORM):
+        lab.local(job, "setup")
+    lab.local(AGGREGATE, "setup", once=True)
+    with lab.engine.connect() as conn:
+        options = store.load_options(conn)
+    export.run(JobContext(mart=lab.engine, idb_urls=[], options=options,
+                          output_base=Path(lab.env["GIM_OUTPUT_DIRECTORY"])))  # fmt: skip
+    folder = lab.root / "export"
+    first = {p.name for p in folder.glob("chunk-*")}
+    _etl_every_minute(lab)
+    lab.options({("schedule", "run-aggregates"): "false", ("schedule", "run-export"): "false"})
+    lab.traffic(600)
+    lab.worker("w1")
+    lab.worker("w2")
+    lab.beat("beat1")
+    created = backfills.create(
+        lab.engine,
+        Request(days[0], days[-1], ("aggregate", "export"), "all", "oldest", 2, "reliability"),
+        "lab",
+    )
+    backfill_id = int(created["id"])
+
+    def done() -> int:
+        return int(backfills.show(lab.engine, backfill_id)["done"])
+
+    def running_item() -> sa.Row[Any] | None:
+        with lab.engine.connect() as conn:
+            return conn.execute(
+                sa.select(job_run.c.id, job_run.c.worker).where(
+                    job_run.c.job == BACKFILL, job_run.c.state == "Running"
+                )
+            ).first()
+
+    lab.wait(lambda: done() >= 3, 240, "three items done")
+    lab.signal("beat1", signal.SIGKILL)
+    result.faults += 1
+    lab.beat("beat1")
+    lab.wait(lambda: running_item() is not None, 120, "an item running")
+    item = running_item()
+    victim = "w1" if item is not None and str(item.worker).startswith("w1-") else "w2"
+    if item is not None and not str(item.worker).startswith(("w1-", "w2-")):
+        victim = "w1"
+    lab.signal(victim, signal.SIGKILL)
+    result.faults += 1
+    if item is not None and lab.run(item.id).state == "Running":
+        result.faults_mid_run += 1
+    lab.worker(victim)
+    lab.wait(lambda: backfills.show(lab.engine, backfill_id)["state"] == "done", 600,
+             "the back-fill done")  # fmt: skip
+    shown = backfills.show(lab.engine, backfill_id)
+    with lab.engine.connect() as conn:
+        completed = conn.execute(
+            sa.text(
+                "SELECT split_part(firing_id, '#', 1) AS item, count(*) FROM job_run "
+                "WHERE job = :job AND state IN ('Completed', 'Completed with warnings') "
+                "GROUP BY 1"
+            ),
+            {"job": BACKFILL},
+        ).all()
+        attempts = conn.execute(
+            sa.text("SELECT count(*) FROM job_run WHERE job = :job AND attempt > 1"),
+            {"job": BACKFILL},
+        ).scalar_one()
+        lags = (
+            conn.execute(
+                sa.text(
+                    "SELECT extract(epoch FROM started_at - planned_at) FROM job_run WHERE job = "
+                    ":job AND trigger = 'scheduled' AND started_at >= :since"
+                ),
+                {"job": EXTRACT, "since": datetime.fromisoformat(shown["created_at"])},
+            )
+            .scalars()
+            .all()
+        )
+    grace = float(options.get("monitor", "grace-seconds"))
+    chunks = {p.name: json.loads((p / "manifest.json").read_text()) for p in folder.glob("chunk-*")}
+    owned = {export.chunk_name(s, e) for day in days for s, e in
+             _chunks_of(day, options)}  # fmt: skip
+    regenerated = [name for name in owned if chunks.get(name, {}).get("generation") == 2]
+    result.notes.append(
+        f"back-fill {backfill_id}: {shown['done']}/{shown['total']} items, {attempts} retried "
+        f"attempt(s); {len(regenerated)}/{len(owned)} chunks at generation 2; ETL start lag "
+        f"max {max(lags, default=0):.1f} s over {len(lags)} cycles"
+    )
+    if shown["done"] != shown["total"] or shown["total"] != 14:
+        result.error = f"B1: items not all done: {shown['progress']}"
+    elif sorted(n for _, n in completed) != [1] * 14:
+        result.error = f"B1: an item completed more than once or never: {completed}"
+    elif sorted(regenerated) != sorted(owned) or not owned <= first:
+        result.error = f"B1: chunks not regenerated once: {sorted(owned - set(regenerated))}"
+    elif list(folder.glob(".refill-*")):
+        result.error = "B1: a re-export's hidden folder was left behind"
+    elif any(lag > grace for lag in lags):
+        result.error = f"B1: an ETL cycle started later than the grace ({grace} s): {lags}"
+    lab.cycles = len(lags)
+    result.notes.append("slots held at the end: checked after the drain")
+    lab.after_measure = lambda: _no_slots(lab, result)
+
+
+def _chunks_of(day: Any, options: Any) -> list[tuple[datetime, datetime]]:
+    from gim_tasks.schedule.backfill import chunks_of_day
+
+    size = int(options.get("gim-export", "chunk-size-seconds"))
+    return chunks_of_day(day, "UTC", size, datetime.now(UTC))
+
+
+def _no_slots(lab: Lab, result: Result) -> None:
+    with lab.engine.connect() as conn:
+        held = conn.execute(sa.text("SELECT count(*) FROM pool_slot")).scalar_one()
+    if held and result.error is None:
+        result.error = f"B2: {held} pool slot(s) still held after every run ended"
+
+
 QUIET_FACTS = (
     "agent_session_fact",
     "agent_state_fact",
@@ -1039,6 +1188,7 @@ SCENARIOS: dict[str, Scenario] = {
     "clock-jump": clock_jump,
     "beat-down": beat_down,
     "stale-data": stale_data,
+    "backfill-crash": backfill_crash,
 }
 #: Scenarios only in the full run (minutes of downtime each: too long for CI's --quick).
 FULL_ONLY = ("beat-down", "stale-data", "sigkill-worker-retries")
@@ -1111,6 +1261,7 @@ def _scenario(
     try:
         SCENARIOS[name](lab, result, full)
         lab.measure(result)
+        lab.after_measure()
     except Exception as error:  # a scenario that cannot finish is a failure, reported
         result.error = f"{type(error).__name__}: {error}"
     finally:

@@ -29,6 +29,7 @@ from gim_tasks.db.tables import backfill, backfill_item, job_run
 from gim_tasks.errors import Conflict, GimError, NotFound
 from gim_tasks.lifecycle import COMPLETED_STATES, Retry, RunState, StopKind, Trigger
 from gim_tasks.monitor import audit
+from gim_tasks.options import store
 from gim_tasks.runtime import pools, runs
 from gim_tasks.schedule import backfill as plan
 from gim_tasks.schedule.gate import Ask, gate
@@ -44,6 +45,7 @@ LEVELS_WORDS = "SUBHOUR to YEAR"
 FACTS = "interaction_segment_fact"
 #: How many measured items of a step the estimate reads.
 HISTORY = 30
+OFF = "run-scheduler=false: the scheduler starts nothing (S9)"
 
 
 def _tz(conn: Connection) -> Any:
@@ -448,11 +450,13 @@ def change(engine: Engine, backfill_id: int, action: str, actor: str) -> str:
     return told
 
 
-def advance(engine: Engine, app: Any, now: datetime, tz_name: str) -> list[int]:
-    """The beat, each tick: start the next items of every active back-fill that the gate
-    lets through (oldest back-fill first), retry items that failed transiently, end the
-    back-fills whose items all ended, and settle the owed attempts of cancelled ones. Cheap
-    when no back-fill is live: one query on ``ix_backfill_live``. Returns the runs started."""
+def advance(engine: Engine, app: Any, now: datetime) -> list[int]:
+    """Start the next items of every active back-fill that the gate lets through (oldest
+    back-fill first), retry items that failed transiently, end the back-fills whose items all
+    ended, and settle the owed attempts of cancelled ones. The beat calls it each tick, and a
+    worker as soon as an item of its ends (the next item need not wait for a tick): the same
+    decision under the same lock. Cheap when no back-fill is live: one query on
+    ``ix_backfill_live``. Returns the runs started."""
     from gim_tasks.runtime.dispatch import send
     from gim_tasks.runtime.limits import _final, mark_retried
     from gim_tasks.runtime.state import load_state
@@ -479,7 +483,19 @@ def advance(engine: Engine, app: Any, now: datetime, tz_name: str) -> list[int]:
     for row in owed:  # a cancelled back-fill's failed item is its outcome
         _final(engine, row.id, f"back-fill {row.backfill} was cancelled")
     started: list[int] = []
-    tz = zone(tz_name)
+    if not any(head.state == "active" for head in live):
+        return started
+    with engine.connect() as conn:
+        schedule = store.load_options(conn).schedule()
+    tz = zone(schedule.timezone)
+    if not schedule.run_scheduler:  # S9: the scheduler starts nothing, items included
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(backfill)
+                .where(backfill.c.state == "active", backfill.c.waiting.is_distinct_from(OFF))
+                .values(waiting=OFF)
+            )
+        return started
     for head in live:
         if head.state != "active":
             continue
@@ -523,8 +539,7 @@ def advance(engine: Engine, app: Any, now: datetime, tz_name: str) -> list[int]:
                     "actor": current.created_by,
                     "state": RunState.SCHEDULED,
                     "dispatched_at": sa.func.now(),
-                    "firing_id": fid,
-                    "planned_at": now,
+                    "firing_id": fid,  # no planned_at: an item has no slot in the plan
                     "params": {
                         "backfill": head.id,
                         "step": item.step,

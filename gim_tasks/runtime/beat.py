@@ -265,7 +265,7 @@ class GimScheduler(RedBeatScheduler):
         run_at.start_due(self._engine, self.app, now, options.schedule().timezone, grace)
         # B1: the next items of active back-fills, after this tick's own launches (an ETL cycle
         # decided now is in the state the gate reads for them).
-        backfills.advance(self._engine, self.app, now, options.schedule().timezone)
+        backfills.advance(self._engine, self.app, now)
         # L1-L3: time limits, slow runs, collisions ahead, retries (every few seconds).
         guard = self.__dict__.setdefault("_limits", limits.Limits())
         if guard.due():

@@ -75,7 +75,7 @@ class Mart:
         )
 
     def advance(self) -> list[int]:
-        return backfills.advance(self.engine, self.beat.scheduler.app, NOW, TZ)
+        return backfills.advance(self.engine, self.beat.scheduler.app, NOW)
 
     def work(self, run_id: int) -> str:
         """Be the worker: claim the run and execute its body to its end."""
