@@ -64,7 +64,8 @@ def run(ctx: JobContext) -> None:
     if params["step"] == "aggregate":
         aggregate_day(ctx, day)
     else:
-        export_day(ctx, day, str(params.get("reprocess", "all")))
+        item = f"backfill:{params.get('backfill')}:export:{day.isoformat()}"
+        export_day(ctx, day, str(params.get("reprocess", "all")), item)
     ctx.counts.summary = {
         **ctx.counts.summary,
         "backfill": params.get("backfill"),
@@ -124,10 +125,15 @@ def _old_generation(folder: Path) -> dict[str, Any]:
         "run_id": manifest.get("run_id"),
         "manifest_sha256": hashlib.sha256(text).hexdigest(),
         "present": True,
+        "backfill_item": manifest.get("backfill_item"),
     }
 
 
-def export_day(ctx: JobContext, day: date, reprocess: str) -> None:
+def export_day(ctx: JobContext, day: date, reprocess: str, item: str = "") -> None:
+    """The day's chunks as a new generation. ``item``: the item's firing id without its
+    attempt: a chunk whose manifest names it was written by an earlier attempt of this item
+    (a worker lost after the exchange) and is kept, so a chunk gets one generation per item
+    however many attempts it took."""
     from gim_tasks.jobs import export
 
     base = export.output_directory(ctx)
@@ -169,10 +175,13 @@ def export_day(ctx: JobContext, day: date, reprocess: str) -> None:
             kept.append(folder.name)
             continue
         old = _old_generation(folder)
+        if item and old["backfill_item"] == item and export.manifest_ok(folder, start, end):
+            kept.append(folder.name)  # this item's earlier attempt wrote it
+            continue
         generation = {
             "generation": old["generation"] + 1,
             "replaces": {k: old[k] for k in ("generation", "run_id", "manifest_sha256", "present")},
-            "backfill_run": ctx.run_id,
+            "backfill_item": item or None,
         }
         result = export.export_chunk(ctx, base, start, end, tables, generation=generation)
         if "held" in result:

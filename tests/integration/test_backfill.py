@@ -256,6 +256,14 @@ def test_b1_items_are_runs_started_once_rebuilding_and_reexporting_as_a_new_gene
             t: e["sha256"] for t, e in old["tables"].items()
         }
     assert not list(mart.out.glob(".refill-*")) and not list(mart.out.glob(".partial-*"))
+    # A later attempt of the same item (its worker lost after some exchanges) keeps what an
+    # earlier attempt wrote: one generation per item; another item writes the next one.
+    item = f"backfill:{created['id']}:export:{DAYS[0]}"
+    again = mart.ctx(run_id=ran[1])
+    backfill_job.export_day(again, DAYS[0], "all", item)
+    assert len(again.counts.summary["kept"]) == 4 and again.counts.summary["chunks"] == []
+    backfill_job.export_day(mart.ctx(run_id=ran[1]), DAYS[0], "all", "backfill:99:export:x")
+    assert [m.get("generation") for m in manifests(mart.out).values()].count(3) == 4
     shown = backfills.show(mart.engine, created["id"])
     assert shown["state"] == "done" and shown["done"] == 6
     assert shown["progress"] == {
