@@ -1065,7 +1065,8 @@ def backfill_crash(lab: Lab, result: Result, full: bool) -> None:
             conn.execute(
                 sa.text(
                     "SELECT extract(epoch FROM started_at - planned_at) FROM job_run WHERE job = "
-                    ":job AND trigger = 'scheduled' AND started_at >= :since"
+                    ":job AND trigger = 'scheduled' AND started_at IS NOT NULL "
+                "AND planned_at >= :since"  # slots of the back-fill's time (not a catch-up)
                 ),
                 {"job": EXTRACT, "since": datetime.fromisoformat(shown["created_at"])},
             )

@@ -12,6 +12,7 @@ import shutil
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -282,6 +283,62 @@ def _axe_findings(page: Page) -> list[str]:
     ]
 
 
+def _past_days() -> tuple[date, date]:
+    today = datetime.now(UTC).date()
+    return today - timedelta(days=4), today - timedelta(days=2)
+
+
+def _a_backfill(stack: Stack) -> int:
+    """DATE_TIME over the last days (D5 needs it) and a back-fill of three of them (B1)."""
+    from gim_tasks.db.calendar import fill_range, key_of
+    from gim_tasks.runtime import backfills
+    from gim_tasks.schedule.backfill import Request
+
+    now = datetime.now(UTC)
+    with stack.engine.begin() as conn:
+        fill_range(conn, "UTC", key_of(now - timedelta(days=10)), key_of(now))
+    first, last = _past_days()
+    made = backfills.create(
+        stack.engine, Request(first, last, ("aggregate",), "all", reason="set-up"), "ada"
+    )
+    return int(made["id"])
+
+
+def test_b1_an_operator_dry_runs_creates_and_pauses_a_backfill_in_the_browser(
+    stack: Stack, browser: Browser
+) -> None:
+    stack.env.update(GIM_WEB_SECRET=secrets.token_urlsafe(48))
+    auth.add_user(stack.engine, "olga", "operator", "password-olga", "test")
+    _a_backfill(stack)  # the calendar
+    url = _serve(stack)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(url + "/login")
+    page.fill("input[name=name]", "olga")
+    page.fill("input[name=password]", "password-olga")
+    page.click("button[type=submit]")
+    page.get_by_role("link", name="Back-fills").click()
+    first, last = _past_days()
+    form = page.locator("#backfill-form")
+    form.locator("input[name=first]").fill(first.isoformat())
+    form.locator("input[name=last]").fill(last.isoformat())
+    form.get_by_label("all: every day of the range").check()
+    form.locator("input[name=reason]").fill("IDB outage")
+    form.get_by_role("button", name="Dry run").click()
+    expect(page.locator("h1")).to_have_text("Back-fill dry run: nothing recorded")
+    expect(page.locator("#backfill-items tbody tr")).to_have_count(6)  # 3 days x 2 steps
+    expect(page.locator("#backfill-items")).to_contain_text("as a new generation")
+    page.go_back()
+    form.get_by_role("button", name="Create").click()
+    expect(page.locator("#notice")).to_contain_text("created: 6 item(s)")
+    expect(page.locator("#backfill-head")).to_contain_text("State: active, by olga: IDB outage")
+    page.locator("#backfill-pause").click()
+    expect(page.locator("#notice")).to_contain_text(": paused")
+    expect(page.locator("#backfill-resume")).to_have_count(1)
+    _shot(page, "backfill")
+    page.goto(url + "/backfills")
+    expect(page.locator("#backfills tbody tr")).to_have_count(2)
+
+
 def test_every_page_has_no_serious_accessibility_violation_and_none_reloads_itself(
     stack: Stack, browser: Browser
 ) -> None:
@@ -304,6 +361,7 @@ def test_every_page_has_no_serious_accessibility_violation_and_none_reloads_itse
         incident = incidents.open_incident(conn, "Job_AggregateGIM", "failure", "run failed: boom")
     notes.add_note(stack.engine, "run", failed, "known: the IDB restarted", "ada")
     notes.add_note(stack.engine, "incident", incident, "looking into it", "ada")
+    backfill = _a_backfill(stack)
     url = _serve(stack)
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(url + "/login")
@@ -328,6 +386,8 @@ def test_every_page_has_no_serious_accessibility_violation_and_none_reloads_itse
         "/jobs/Job_ExportGIM/notifications",
         "/audit",
         "/days",
+        "/backfills",
+        f"/backfills/{backfill}",
     ]
     for path in pages:
         page.goto(url + path)
