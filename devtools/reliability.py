@@ -1066,7 +1066,7 @@ def backfill_crash(lab: Lab, result: Result, full: bool) -> None:
                 sa.text(
                     "SELECT extract(epoch FROM started_at - planned_at) FROM job_run WHERE job = "
                     ":job AND trigger = 'scheduled' AND started_at IS NOT NULL "
-                "AND planned_at >= :since"  # slots of the back-fill's time (not a catch-up)
+                    "AND planned_at >= :since"  # slots of the back-fill's time (not a catch-up)
                 ),
                 {"job": EXTRACT, "since": datetime.fromisoformat(shown["created_at"])},
             )
