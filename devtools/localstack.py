@@ -32,10 +32,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
+
+
+def in_netns(netns: str | None, argv: list[str]) -> list[str]:
+    """``argv`` run inside network namespace ``netns`` (the network lab's hosts), if given."""
+    return ["ip", "netns", "exec", netns, *argv] if netns else argv
 
 
 def _wait_until(predicate: object, timeout: float, what: str) -> None:
@@ -87,6 +92,9 @@ class PostgresServer:
     base: Path
     port: int
     fast: bool = False
+    #: Where it listens, and the network namespace it runs in (the network lab, issue 39).
+    host: str = "127.0.0.1"
+    netns: str | None = None
     _run_as: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -106,13 +114,13 @@ class PostgresServer:
         return self.base / "data"
 
     def url(self, database: str = "gim") -> str:
-        return f"postgresql://{PG_SUPERUSER}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{PG_SUPERUSER}@{self.host}:{self.port}/{database}"
 
     def _cmd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [str(postgres_bindir() / args[0]), *args[1:]]
         if self._run_as:
             argv = ["runuser", "-u", self._run_as, "--", *argv]
-        result = subprocess.run(argv, capture_output=True, text=True, cwd="/")
+        result = subprocess.run(in_netns(self.netns, argv), capture_output=True, text=True, cwd="/")
         if check and result.returncode != 0:
             raise LocalStackError(
                 f"{args[0]} failed ({result.returncode}): "
@@ -163,13 +171,13 @@ class PostgresServer:
         self.init()
         if self.running():
             return
-        if port_open(self.port):
+        if port_open(self.port, self.host):
             raise LocalStackError(
                 f"port {self.port} is taken by another program; stop it or choose another port"
             )
         options = [
             f"-p {self.port}",
-            "-c listen_addresses=127.0.0.1",
+            f"-c listen_addresses={self.host}",
             f"-k {self.base}",
             "-c max_connections=200",
         ]
@@ -188,7 +196,7 @@ class PostgresServer:
             "60",
             "start",
         )
-        _wait_until(lambda: port_open(self.port), 30, f"PostgreSQL on port {self.port}")
+        _wait_until(lambda: port_open(self.port, self.host), 30, f"PostgreSQL on port {self.port}")
         self.create_database("gim")
 
     def stop(self) -> None:
@@ -244,13 +252,15 @@ class RedisServer:
     port: int
     persistent: bool = True
     databases: int = 64
+    host: str = "127.0.0.1"
+    netns: str | None = None
 
     @property
     def pidfile(self) -> Path:
         return self.base / "redis.pid"
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        return f"redis://{self.host}:{self.port}/{db}"
 
     def _pid(self) -> int | None:
         try:
@@ -269,7 +279,7 @@ class RedisServer:
     def start(self) -> None:
         if self.running():
             return
-        if port_open(self.port):
+        if port_open(self.port, self.host):
             raise LocalStackError(
                 f"port {self.port} is taken by another program; stop it or choose another port"
             )
@@ -279,7 +289,7 @@ class RedisServer:
             "--port",
             str(self.port),
             "--bind",
-            "127.0.0.1",
+            self.host,
             "--dir",
             str(self.base.resolve()),
             "--daemonize",
@@ -299,7 +309,7 @@ class RedisServer:
         # Not under libfaketime (the shifted-clock tests preload it): redis-server's daemonize
         # hangs with it, and Redis needs no shifted clock (its expiries are relative).
         env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "FAKETIME")}
-        result = subprocess.run(argv, capture_output=True, text=True, env=env)
+        result = subprocess.run(in_netns(self.netns, argv), capture_output=True, text=True, env=env)
         if result.returncode != 0:
             raise LocalStackError(
                 f"redis-server failed: {(result.stderr or result.stdout).strip()}"
@@ -307,7 +317,7 @@ class RedisServer:
         # The daemon writes its pid file a moment after it listens: wait for both, or a quick
         # stop() would find no pid and leave the server running.
         _wait_until(
-            lambda: port_open(self.port) and self._pid() is not None,
+            lambda: port_open(self.port, self.host) and self._pid() is not None,
             30,
             f"Redis on port {self.port}",
         )
@@ -319,7 +329,9 @@ class RedisServer:
         os.kill(pid, signal.SIGTERM)
         # Redis removes its pid file before it exits: wait for the process and the port.
         _wait_until(
-            lambda: not _process_alive(pid) and not port_open(self.port), 30, "Redis shutdown"
+            lambda: not _process_alive(pid) and not port_open(self.port, self.host),
+            30,
+            "Redis shutdown",
         )
 
 

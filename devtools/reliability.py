@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from celery import Celery
 
 from devtools.localstack import PostgresServer, RedisServer, free_port
+from devtools.netlab import NetLab, network
 from devtools.processes import ProcessGroup
 from gim_tasks.aggregate.compute import ensure_tables, fact_day_span, verify
 from gim_tasks.aggregate.registry import HIERARCHIES
@@ -109,6 +110,8 @@ class Result:
     faults: int = 0  # faults injected while a job ran ...
     faults_mid_run: int = 0  # ... of which the job was still running when they landed
     seconds: float = 0.0
+    #: H1: recovery times by kind (beat-failover, lost-run, db-failover), one per round.
+    recovery: dict[str, list[float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -190,6 +193,8 @@ class Lab:
         self.cleanups: list[Callable[[], None]] = []
         #: A scenario's own check once every run ended (the drain is over).
         self.after_measure: Callable[[], None] = lambda: None
+        #: The network lab the scenario runs on (partition scenarios), else None: loopback.
+        self.net: NetLab | None = None
 
     def add_idb(self, server: PostgresServer, name: str, seed: int) -> str:
         """Another IDB, on ``server``, of another shape (fewer agents, more queues), appended
@@ -228,14 +233,16 @@ class Lab:
             store.set_option(self.engine, section, name, value, "reliability")
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        return self.group.start(name, [GIM, *args])
+        # On the network lab, a process named after a host runs on it (its namespace).
+        where = self.net.exec(name) if self.net is not None and name in self.net.hosts else []
+        return self.group.start(name, [*where, GIM, *args])
 
-    def worker(self, name: str = "w1") -> subprocess.Popen[bytes]:
+    def worker(self, name: str = "w1", concurrency: int = 2) -> subprocess.Popen[bytes]:
         return self.start(
             name,
             "worker",
             "--concurrency",
-            "2",
+            str(concurrency),
             "--hostname",
             f"{name}-{self.name}-{os.getpid()}@%h",
             "--without-mingle",
@@ -1112,6 +1119,159 @@ def _no_slots(lab: Lab, result: Result) -> None:
         result.error = f"B2: {held} pool slot(s) still held after every run ended"
 
 
+# ----- partitions (issue 39, SPEC H1): hosts are network namespaces, faults cut links ------
+
+NET_HOSTS = ("db", "redis", "beat-a", "beat-b", "worker-a", "worker-b")
+
+
+def _db_clock(lab: Lab) -> datetime:
+    with lab.engine.connect() as conn:
+        return conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+
+
+def partition_worker_db(lab: Lab, result: Result, full: bool) -> None:
+    """Cut worker-a from the database mid-Transform (packets dropped, no reset): its lease
+    expires, worker-b reruns the run (L3 attempt 2); after the heal the old worker's writes
+    are refused by the fencing token; facts equal the reference."""
+    net = lab.net
+    assert net is not None
+    lab.options({("limits", "retries"): f"{TRANSFORM}=3", ("limits", "retry-delay-seconds"): "5"})
+    lab.beat("beat-a")
+    lab.traffic(600)
+    for _ in range(5 if full else 1):
+        lab.worker("worker-a", concurrency=1)  # alone: the Transform runs on it
+        _prepare(lab, TRANSFORM)
+        admission = lab.request(TRANSFORM)
+        if admission.state != "Running":
+            result.notes.append(f"{TRANSFORM}: {admission.state} ({admission.reason})")
+            _halt(lab, "worker-a")
+            continue
+        lab.wait_running(admission.run_id)
+        lab.worker("worker-b")
+        time.sleep(random.uniform(0.05, 0.3))
+        result.faults += 1
+        if lab.run(admission.run_id).state == "Running":
+            result.faults_mid_run += 1
+        cut_at = _db_clock(lab)
+        net.cut("worker-a", "db")
+
+        def rerun(first: int = admission.run_id) -> sa.Row[Any] | None:
+            with lab.engine.connect() as conn:
+                return conn.execute(
+                    sa.select(job_run.c.id, job_run.c.started_at, job_run.c.worker).where(
+                        job_run.c.retry_of == first, job_run.c.started_at.is_not(None)
+                    )
+                ).first()
+
+        try:
+            lab.wait(lambda: rerun() is not None, LEASE_SECONDS + 60, "the rerun starts")
+        finally:
+            net.heal("worker-a", "db")
+        found = rerun()
+        assert found is not None
+        result.recovery.setdefault("lost-run", []).append(
+            round((found.started_at - cut_at).total_seconds(), 1)
+        )
+        result.notes.append(f"run {admission.run_id} rerun as {found.id} by {found.worker}")
+        lab.wait_end(found.id, 180)
+        first = lab.run(admission.run_id)
+        if first.state != "Failed" or "worker lost" not in (first.error or ""):
+            result.error = f"H1: the cut-off run ended {first.state}: {first.error}"
+        _halt(lab, "worker-a")
+        _halt(lab, "worker-b")
+        lab.cycles += 1
+
+
+def _halt(lab: Lab, name: str) -> None:
+    """Stop one process of the lab (SIGTERM, then SIGKILL after 30 s)."""
+    lab.signal(name, signal.SIGTERM)
+    try:
+        lab.group.process(name).wait(30)
+    except subprocess.TimeoutExpired:
+        lab.signal(name, signal.SIGKILL)
+
+
+def _leader_pid(lab: Lab) -> int | None:
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(lab.env["GIM_REDIS_URL"])
+    try:
+        leader = client.hget("gim:beat", "leader")
+    finally:
+        client.close()
+    if not leader:
+        return None
+    text = leader.decode() if isinstance(leader, bytes) else str(leader)
+    return int(text.rsplit(":", 1)[1])
+
+
+def _beat_named(lab: Lab, pid: int | None) -> str | None:
+    for name in ("beat-a", "beat-b"):
+        process = lab.group.children.get(name)
+        if process is not None and process.process.pid == pid and process.process.poll() is None:
+            return name
+    return None
+
+
+def _beat_failover(lab: Lab, result: Result, full: bool, peer: str) -> None:
+    """Two beats, ETL every minute; the active one is cut from ``peer`` each round: the
+    standby ticks (failover time: the cut to its first tick, H1) and fires the next slot;
+    after the heal nothing fires twice (S11) and each slot has one verdict (O1)."""
+    net = lab.net
+    assert net is not None
+    _etl_every_minute(lab)
+    lab.traffic(600)
+    lab.worker("worker-a")
+    lab.beat("beat-a")
+    lab.wait(lambda: _beat_named(lab, _leader_pid(lab)) == "beat-a", 60, "beat-a ticks")
+    lab.beat("beat-b")
+    time.sleep(3)
+    for _ in range(5 if full else 1):
+        active = _beat_named(lab, _leader_pid(lab))
+        if active is None:
+            raise RuntimeError("no beat is ticking")
+        standby = "beat-b" if active == "beat-a" else "beat-a"
+        began = time.monotonic()
+        cut_at = _db_clock(lab)
+        net.cut(active, peer)
+        result.faults += 1
+        try:
+            lab.wait(lambda: _beat_named(lab, _leader_pid(lab)) == standby, 90,  # noqa: B023
+                     f"{standby} takes over")  # fmt: skip
+            result.recovery.setdefault("beat-failover", []).append(
+                round(time.monotonic() - began, 1)
+            )
+            lab.wait(lambda: bool(_scheduled_extracts(lab, cut_at)), 90,  # noqa: B023
+                     "a cycle fired by the new leader")  # fmt: skip
+        finally:
+            net.heal(active, peer)
+        time.sleep(12)  # the old leader resumes, finds its lease run out, becomes the standby
+        lab.cycles = len(_scheduled_extracts(lab))
+    with lab.engine.connect() as conn:
+        twice = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM (SELECT job, planned_at FROM firing GROUP BY 1, 2 "
+                "HAVING count(*) > 1) d"
+            )
+        ).scalar_one()
+    if twice:
+        result.error = f"O1: {twice} slot(s) with more than one ledger row"
+
+
+def partition_beat_redis(lab: Lab, result: Result, full: bool) -> None:
+    """Cut the active beat from Redis: it stops deciding once its lock may have expired (its
+    lease, H1); the standby takes the lock and fires the next slot; after the heal nothing
+    fires twice (S11) and each slot has one verdict."""
+    _beat_failover(lab, result, full, "redis")
+
+
+def partition_beat_db(lab: Lab, result: Result, full: bool) -> None:
+    """Cut the active beat from PostgreSQL but not Redis: it keeps its lock but cannot decide;
+    it steps down (or its hung tick lets the lock expire, H1) and the standby fires the next
+    slot; after the heal nothing fires twice (S11)."""
+    _beat_failover(lab, result, full, "db")
+
+
 QUIET_FACTS = (
     "agent_session_fact",
     "agent_state_fact",
@@ -1190,9 +1350,20 @@ SCENARIOS: dict[str, Scenario] = {
     "beat-down": beat_down,
     "stale-data": stale_data,
     "backfill-crash": backfill_crash,
+    "partition-worker-db": partition_worker_db,
+    "partition-beat-redis": partition_beat_redis,
+    "partition-beat-db": partition_beat_db,
 }
+#: Scenarios on the network lab (root: network namespaces); their servers run on lab hosts.
+NET_SCENARIOS = ("partition-worker-db", "partition-beat-redis", "partition-beat-db")
 #: Scenarios only in the full run (minutes of downtime each: too long for CI's --quick).
-FULL_ONLY = ("beat-down", "stale-data", "sigkill-worker-retries")
+FULL_ONLY = (
+    "beat-down",
+    "stale-data",
+    "sigkill-worker-retries",
+    "partition-beat-redis",
+    "partition-beat-db",
+)
 
 
 @contextmanager
@@ -1257,8 +1428,31 @@ def _scenario(
     result = Result(name)
     started = time.monotonic()
     say(f"{name}: {SCENARIOS[name].__doc__.splitlines()[0]}")  # type: ignore[union-attr]
+    try:
+        if name in NET_SCENARIOS:
+            _on_network(root, name, number, full, result)
+        else:
+            _on_loopback(root, pg, redis, name, number, full, result)
+    except Exception as error:  # a lab that cannot start is a failure, reported
+        result.error = result.error or f"{type(error).__name__}: {error}"
+    result.seconds = round(time.monotonic() - started, 1)
+    say(f"{name}: {'ok' if result.ok else 'FAILED'} in {result.seconds} s")
+    return result
+
+
+def _on_loopback(
+    root: Path,
+    pg: PostgresServer,
+    redis: RedisServer,
+    name: str,
+    number: int,
+    full: bool,
+    result: Result,
+    net: NetLab | None = None,
+) -> None:
     # --quick (CI): half the base traffic; each fault still gets its own backlog.
     lab = Lab(root, pg, redis, name, number, hours=6 if full else 3)
+    lab.net = net
     try:
         SCENARIOS[name](lab, result, full)
         lab.measure(result)
@@ -1267,9 +1461,26 @@ def _scenario(
         result.error = f"{type(error).__name__}: {error}"
     finally:
         lab.close()
-    result.seconds = round(time.monotonic() - started, 1)
-    say(f"{name}: {'ok' if result.ok else 'FAILED'} in {result.seconds} s")
-    return result
+
+
+def _on_network(root: Path, name: str, number: int, full: bool, result: Result) -> None:
+    """A partition scenario: its own PostgreSQL and Redis on lab hosts ``db`` and ``redis``,
+    beats and workers on theirs; the suite reaches them all through its own link."""
+    with network(NET_HOSTS) as net:
+        base = root / f"net-{name}"
+        pg = PostgresServer(base / "postgres", 5432, host=net.address("db"),
+                            netns=net.namespace("db"))  # fmt: skip
+        redis = RedisServer(base / "redis", 6379, persistent=True, host=net.address("redis"),
+                            netns=net.namespace("redis"))  # fmt: skip
+        base.mkdir(parents=True, exist_ok=True)
+        base.chmod(0o755)
+        pg.start()
+        redis.start()
+        try:
+            _on_loopback(root, pg, redis, name, number, full, result, net)
+        finally:
+            redis.stop()
+            pg.stop()
 
 
 def as_json(results: list[Result]) -> str:

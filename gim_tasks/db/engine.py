@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from gim_tasks.db.sessions import (
     CONNECT_TIMEOUT_SECONDS,
+    TCP_OPTIONS,
     connection_problem,
     session_name,
 )
@@ -37,6 +38,7 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         pool_pre_ping=True,
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            **TCP_OPTIONS,
             "options": f"-c idle_in_transaction_session_timeout={idle_transaction_timeout_ms()}",
         },
         **kwargs,

@@ -8,6 +8,18 @@ import os
 import socket
 
 CONNECT_TIMEOUT_SECONDS = 5
+#: H1: a connection whose peer stopped answering (a network cut drops packets without a
+#: reset) fails within bounded time instead of hanging until the cut heals: keepalive probes
+#: on an idle connection (5 s idle, 3 probes 2 s apart), and ``tcp_user_timeout`` (ms) for
+#: data sent and never acknowledged. A long query is not affected: the server's kernel
+#: acknowledges the probes while it computes.
+TCP_OPTIONS = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15000,
+}
 
 
 def session_name(worker: str | None = None) -> str:

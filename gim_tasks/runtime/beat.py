@@ -13,6 +13,7 @@ beat whose INSERT succeeded sends the task; a redelivered task finds its run alr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import replace
@@ -46,11 +47,16 @@ from gim_tasks.runtime.runs import (
 from gim_tasks.runtime.state import BEAT_KEY, load_state, text
 from gim_tasks.schedule.engine import Action, Hold, Launch, Release, Skip, Stop, Tick, decide
 from gim_tasks.schedule.jobs import BY_NAME
+from gim_tasks.schedule.leadership import Lease
 from gim_tasks.schedule.localtime import zone
 from gim_tasks.settings import get_settings
 
 log = logging.getLogger("gim_tasks.runtime.beat")
 CURSORS_KEY = "gim:cursors"
+#: H1: a beat whose ticks fail this long (at least twice its lock's timeout) steps down.
+STEP_DOWN_SECONDS = 10.0
+#: H1: how long a beat that stepped down waits before queueing for the lock again.
+STANDBY_HEAD_START = 1.0
 
 
 def carry_out(engine: Engine, app: Any, tick: Tick, judge: ledger.Judge | None = None) -> None:
@@ -204,10 +210,54 @@ class GimScheduler(RedBeatScheduler):
             log.warning("beat: lost the beat lock (%s); waiting as the standby", error)
             lock.acquire()  # blocks while another beat holds it (RedBeat's own start-up wait)
             log.warning("beat: acquired the beat lock again; deciding again")
+        self.lease.extended(time.monotonic())
+
+    @property
+    def lease(self) -> Lease:
+        """H1: when this beat may decide, and when it steps down (schedule/leadership.py)."""
+        found = self.__dict__.get("_lease")
+        if found is None:
+            locked = getattr(self, "lock", None) is not None and getattr(self, "lock_key", None)
+            timeout = float(self.lock_timeout) if locked else None
+            step_down = max(2 * (timeout or 0), STEP_DOWN_SECONDS)
+            found = self.__dict__["_lease"] = Lease(timeout, step_down)
+        return found
+
+    def deciding(self) -> bool:
+        """May this beat decide now (its lock surely still its own)? Said once when not."""
+        if self.lease.may_decide(time.monotonic()):
+            return True
+        log.warning(
+            "beat: %.1f s since the beat lock was last extended (timeout %s s): the standby may "
+            "hold it; deciding nothing (H1)",
+            time.monotonic() - (self.lease.extended_at or 0),
+            self.lease.timeout,
+        )
+        return False
+
+    def step_down(self) -> None:
+        """H1: ticks failing for a while (Redis reached, PostgreSQL not): give the lock up so a
+        standby that reaches the database fires the next slot, then queue for it again."""
+        lock = getattr(self, "lock", None)
+        if lock is None:
+            return
+        log.warning(
+            "beat: ticks failing for %.0f s; releasing the beat lock to a standby (H1)",
+            self.lease.step_down_after,
+        )
+        with contextlib.suppress(redis.exceptions.LockError):
+            lock.release()
+        self.lease.succeeded()
+        self.lease.extended_at = None
+        time.sleep(STANDBY_HEAD_START)  # a standby blocked on the lock takes it meanwhile
+        lock.acquire()
+        self.lease.extended(time.monotonic())
+        log.warning("beat: holds the beat lock again")
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         self.keep_lock()
         interval = float(super().tick(*args, **kwargs))
+        self.lease.extended(time.monotonic())  # RedBeat's tick extended it too
         started = time.perf_counter()
         wait = 1.0
         try:
@@ -215,6 +265,7 @@ class GimScheduler(RedBeatScheduler):
             with audit.origin(Channel.BEAT):  # P6: what a tick changes is the beat's doing
                 tick = self.gim_tick(now)
             self._last_error = ""
+            self.lease.succeeded()
             upcoming = [at for at in tick.next_runs.values() if at is not None and at > now]
             if upcoming:
                 # Wake up right at the next firing rather than up to a tick late.
@@ -224,6 +275,8 @@ class GimScheduler(RedBeatScheduler):
             if message != self._last_error:
                 log.exception("scheduler tick failed")
             self._last_error = message
+            if self.lease.failed(time.monotonic()):
+                self.step_down()
         elapsed = time.perf_counter() - started
         return max(0.005, min(interval, wait - elapsed))
 
@@ -259,16 +312,20 @@ class GimScheduler(RedBeatScheduler):
         report = server_check.report(options)
         judge = self.plan(options, state, now)
         tick = decide(options.schedule(), now, state, report.refusal)
+        if not self.deciding():  # H1: the lock may be another beat's by now
+            return replace(tick, actions=(), cursors={})
         carry_out(self._engine, self.app, tick, judge)
         # P4: runs planned at a set time whose instant came, through the one admission (M0).
         grace = judge.grace if judge is not None else 60.0
-        run_at.start_due(self._engine, self.app, now, options.schedule().timezone, grace)
+        if self.deciding():
+            run_at.start_due(self._engine, self.app, now, options.schedule().timezone, grace)
         # B1: the next items of active back-fills, after this tick's own launches (an ETL cycle
         # decided now is in the state the gate reads for them).
-        backfills.advance(self._engine, self.app, now)
+        if self.deciding():
+            backfills.advance(self._engine, self.app, now)
         # L1-L3: time limits, slow runs, collisions ahead, retries (every few seconds).
         guard = self.__dict__.setdefault("_limits", limits.Limits())
-        if guard.due():
+        if guard.due() and self.deciding():
             guard.check(self._engine, self.app, options, now)
         self.heartbeat(tick, state, now)
         return tick

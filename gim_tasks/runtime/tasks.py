@@ -46,6 +46,9 @@ def run_job(
     force: bool = False,
     actor: str | None = None,
 ) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    from gim_tasks.db.sessions import connection_problem
     from gim_tasks.jobs.registry import body_of
     from gim_tasks.monitor import audit
     from gim_tasks.runtime.manager import InvalidRequest, request_run
@@ -91,7 +94,16 @@ def run_job(
                 "reason": admission.reason,
             }
         run_id = admission.run_id
-    token = claim(engine, run_id, task_id)
+    try:
+        token = claim(engine, run_id, task_id)
+    except sa.exc.OperationalError as error:
+        # H1: this worker cannot reach the database (a partition, a failover): give the message
+        # back to the queue for a worker that can, instead of acknowledging it unclaimed.
+        from celery.exceptions import Reject
+
+        log.warning("run %s of %s: cannot claim it from here (%s): requeued", run_id, job,
+                    connection_problem(error))  # fmt: skip
+        raise Reject(f"database unreachable: {connection_problem(error)}", requeue=True) from None
     if token is None:
         log.info(
             "run %s of %s is not claimable (already started, cancelled or rejected): "

@@ -53,7 +53,9 @@ def test_a7_planned_lanes_windows_and_svg() -> None:
         "Job_MaintainGIM",
         "Job_UpdateStats",
         "Job_ExportGIM",
+        "Job_BackfillGIM",  # B1: its items (runs) show on its lane; it plans nothing
     ]
+    assert [i for i in drawn.lanes["Job_BackfillGIM"] if i.kind == "planned"] == []
     windows = [i for i in drawn.lanes["Job_AggregateGIM"] if i.kind == "window"]
     assert [(w.start.strftime("%H:%M"), w.end.strftime("%d %H:%M")) for w in windows] == [
         ("00:00", "23 03:00"),
@@ -62,7 +64,7 @@ def test_a7_planned_lanes_windows_and_svg() -> None:
     etl = [i for i in drawn.lanes["Job_ExtractICON"] if i.kind == "planned"]
     assert len(etl) == 37  # 00:00, 00:30, then 06:30 .. 23:30
     svg = timeline.svg(drawn)
-    assert svg.startswith("<svg") and svg.count('<g class="lane"') == 6
+    assert svg.startswith("<svg") and svg.count('<g class="lane"') == 7
     assert svg.count('class="planned verdict-pending"') >= 37
     assert 'class="now"' in svg
 

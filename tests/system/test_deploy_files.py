@@ -114,7 +114,7 @@ def test_kubernetes_manifests_beat_ha_workers_scalable_flower_protected() -> Non
         if e["name"] == "GIM_WORKER_QUEUES"
     ).split(",")
     assert sorted(queues) == sorted(
-        ["etl", "stats", "aggregate", "maintenance", "export", "notify"]
+        ["etl", "stats", "aggregate", "maintenance", "export", "backfill", "notify"]
     )
     assert ("HorizontalPodAutoscaler", "gim-tasks-worker-etl") in by_name
     secret = by_name[("Secret", "gim-tasks-settings")]["stringData"]

@@ -70,10 +70,11 @@ def test_a7_timeline_day_dst_day_week_with_a_missed_slot_and_schedule_preview(
     page.fill("input[name=password]", "password-ada")
     page.click("button[type=submit]")
 
-    # An ordinary day: six lanes, runs coloured by outcome, the missed slot marked.
+    # An ordinary day: a lane per job (seven with the back-fill's), runs coloured by outcome,
+    # the missed slot marked.
     page.goto(url + "/timeline?start=2026-11-23&days=1")
     expect(page.locator("#timeline-caption")).to_contain_text("24 hours")
-    expect(page.locator("#timeline g.lane")).to_have_count(6)
+    expect(page.locator("#timeline g.lane")).to_have_count(7)
     extract = page.locator("#timeline g.lane[data-job=Job_ExtractICON]")
     failed = runs[("Job_ExtractICON", "07:00")]
     expect(extract.locator(f"rect.run.outcome-failure[data-run='{failed}']")).to_have_count(1)
