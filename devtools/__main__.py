@@ -294,6 +294,8 @@ def reliability(
         for r in results:
             for note in r.notes + ([r.error] if r.error else []):
                 print(f"{r.scenario}: {note}")
+        for line in suite.recovery_lines(results):
+            print(line)
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 

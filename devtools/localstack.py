@@ -163,6 +163,10 @@ class PostgresServer:
             "UTF8",
             "--locale=C.UTF-8" if _has_c_utf8() else "--locale=C",
         )
+        if self.host != "127.0.0.1":  # the network lab: its hosts' subnet, trusted as loopback
+            network = ".".join(self.host.split(".")[:3]) + ".0/24"
+            with (self.data_dir / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {network} trust\n")
 
     def running(self) -> bool:
         return self._cmd("pg_ctl", "-D", str(self.data_dir), "status", check=False).returncode == 0
@@ -306,6 +310,8 @@ class RedisServer:
             "",
         ]
         argv += ["--appendonly", "yes" if self.persistent else "no"]
+        if self.host != "127.0.0.1":  # the network lab's hosts: reachable only inside the lab
+            argv += ["--protected-mode", "no"]
         # Not under libfaketime (the shifted-clock tests preload it): redis-server's daemonize
         # hangs with it, and Redis needs no shifted clock (its expiries are relative).
         env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "FAKETIME")}

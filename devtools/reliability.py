@@ -1483,6 +1483,27 @@ def _on_network(root: Path, name: str, number: int, full: bool, result: Result) 
             pg.stop()
 
 
+#: H1's published targets, by recovery kind (seconds; lost-run: the lease + 30 s).
+RECOVERY_TARGETS = {"beat-failover": 15.0, "lost-run": LEASE_SECONDS + 30.0, "db-failover": 30.0}
+
+
+def recovery_lines(results: list[Result]) -> list[str]:
+    """Recovery times per scenario and kind: p50 and p99 over the rounds, with the target."""
+    lines = []
+    for r in results:
+        for kind, seconds in sorted(r.recovery.items()):
+            ordered = sorted(seconds)
+            p50 = ordered[len(ordered) // 2]
+            p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+            target = RECOVERY_TARGETS.get(kind, 0.0)
+            verdict = "met" if p99 <= target else "MISSED"
+            lines.append(
+                f"{r.scenario}: {kind} p50 {p50:.1f} s, p99 {p99:.1f} s over {len(ordered)} "
+                f"round(s) (target p99 <= {target:.0f} s: {verdict})"
+            )
+    return lines
+
+
 def as_json(results: list[Result]) -> str:
     return json.dumps(
         {"scenarios": [{**asdict(r), "ok": r.ok} for r in results]}, indent=2, default=str
