@@ -1119,6 +1119,48 @@ def _no_slots(lab: Lab, result: Result) -> None:
         result.error = f"B2: {held} pool slot(s) still held after every run ended"
 
 
+def redis_lost(lab: Lab, result: Result, full: bool) -> None:
+    """Redis comes back empty (no persistence) while a run waits in its queue and ETL fires
+    every minute: the queued message is gone; the run is sent again (S11), the RedBeat lock,
+    entries and cursors are rebuilt, nothing fires twice."""
+    import redis as redis_lib
+
+    _etl_every_minute(lab)
+    lab.traffic(600)
+    lab.beat("beat1")
+    lab.wait(lambda: len(_scheduled_extracts(lab)) >= 1, 90, "a scheduled ETL cycle")
+    for _ in range(2 if full else 1):
+        # No worker yet: its message waits in Redis (a forced statistics run: admitted now).
+        admission = lab.request(UPDATE_STATS, force=True)
+        if admission.state != "Running":
+            raise RuntimeError(f"{UPDATE_STATS}: {admission.state} ({admission.reason})")
+        client = redis_lib.Redis.from_url(lab.env["GIM_REDIS_URL"])
+        try:
+            client.flushdb()  # this lab's database: as if Redis restarted without its data
+            lost_at = time.monotonic()
+        finally:
+            client.close()
+        result.faults += 1
+        lab.worker("w1")
+        lab.wait(lambda: lab.run(admission.run_id).started_at is not None, 300,  # noqa: B023
+                 "the lost message sent again")  # fmt: skip
+        result.recovery.setdefault("resent", []).append(round(time.monotonic() - lost_at, 1))
+        lab.wait_end(admission.run_id, 300)
+        client = redis_lib.Redis.from_url(lab.env["GIM_REDIS_URL"])
+        try:
+            rebuilt = bool(client.keys("*gim-next:*"))  # the mirrored Next Run entries
+        finally:
+            client.close()
+        if not rebuilt:
+            result.error = "H1: the RedBeat entries were not written again after Redis came back"
+        lab.signal("w1", signal.SIGTERM)
+        lab.group.process("w1").wait(60)
+    before = len(_scheduled_extracts(lab))
+    lab.worker("w1")
+    lab.wait(lambda: len(_scheduled_extracts(lab)) > before, 90, "the next cycle fires")
+    lab.cycles = len(_scheduled_extracts(lab))
+
+
 # ----- partitions (issue 39, SPEC H1): hosts are network namespaces, faults cut links ------
 
 NET_HOSTS = ("db", "redis", "beat-a", "beat-b", "worker-a", "worker-b")
@@ -1350,6 +1392,7 @@ SCENARIOS: dict[str, Scenario] = {
     "beat-down": beat_down,
     "stale-data": stale_data,
     "backfill-crash": backfill_crash,
+    "redis-lost": redis_lost,
     "partition-worker-db": partition_worker_db,
     "partition-beat-redis": partition_beat_redis,
     "partition-beat-db": partition_beat_db,
@@ -1359,6 +1402,7 @@ NET_SCENARIOS = ("partition-worker-db", "partition-beat-redis", "partition-beat-
 #: Scenarios only in the full run (minutes of downtime each: too long for CI's --quick).
 FULL_ONLY = (
     "beat-down",
+    "redis-lost",
     "stale-data",
     "sigkill-worker-retries",
     "partition-beat-redis",
@@ -1484,7 +1528,12 @@ def _on_network(root: Path, name: str, number: int, full: bool, result: Result) 
 
 
 #: H1's published targets, by recovery kind (seconds; lost-run: the lease + 30 s).
-RECOVERY_TARGETS = {"beat-failover": 15.0, "lost-run": LEASE_SECONDS + 30.0, "db-failover": 30.0}
+RECOVERY_TARGETS = {
+    "beat-failover": 15.0,
+    "lost-run": LEASE_SECONDS + 30.0,
+    "db-failover": 30.0,
+    "resent": 150.0,  # the beat's resend of a run sent and not started (RESEND_SECONDS + 30)
+}
 
 
 def recovery_lines(results: list[Result]) -> list[str]:

@@ -283,6 +283,8 @@ class GimScheduler(RedBeatScheduler):
     def mirror(self, next_runs: Any, now: datetime) -> None:
         """Write RedBeat entries for the Next Runs that changed since the last tick."""
         written: dict[str, datetime | None] = self.__dict__.setdefault("_mirrored", {})
+        if written and not self._redis.exists(self.app.redbeat_conf.schedule_key):
+            written.clear()  # H1: Redis came back empty: write every entry again
         for job, at in next_runs.items():
             if job in BY_NAME and (job not in written or written[job] != at):
                 mirror_entry(self.app, job, at, now)
