@@ -1532,7 +1532,7 @@ RECOVERY_TARGETS = {
     "beat-failover": 15.0,
     "lost-run": LEASE_SECONDS + 30.0,
     "db-failover": 30.0,
-    "resent": 150.0,  # the beat's resend of a run sent and not started (RESEND_SECONDS + 30)
+    "resent": 15.0,  # the beat resends what was sent and not started once it sees Redis empty
 }
 
 

@@ -284,7 +284,12 @@ class GimScheduler(RedBeatScheduler):
         """Write RedBeat entries for the Next Runs that changed since the last tick."""
         written: dict[str, datetime | None] = self.__dict__.setdefault("_mirrored", {})
         if written and not self._redis.exists(self.app.redbeat_conf.schedule_key):
-            written.clear()  # H1: Redis came back empty: write every entry again
+            # H1: Redis came back empty: write every entry again, and send every run that was
+            # sent and has not started again at the next sweep (its message is gone with the
+            # rest; a second message is harmless: one claim succeeds, S11).
+            written.clear()
+            self.__dict__["_resend_now"] = True
+            log.warning("beat: Redis lost its data; writing the entries and resending runs (H1)")
         for job, at in next_runs.items():
             if job in BY_NAME and (job not in written or written[job] != at):
                 mirror_entry(self.app, job, at, now)
@@ -359,7 +364,8 @@ class GimScheduler(RedBeatScheduler):
             log.warning("run %s: its waiting in-process requester is gone: cancelled", run_id)
         # A3: mails of runs whose notify task is overdue (lost message, worker restarts), and
         # of runs just declared lost. The claim in due_runs keeps ticks from resending.
-        for run_id, job in unclaimed(engine):
+        lost = self.__dict__.pop("_resend_now", False)
+        for run_id, job in unclaimed(engine, 0.0 if lost else RESEND_SECONDS):
             log.warning(
                 "run %s of %s not started %s s after it was sent: sending it again",
                 run_id,
