@@ -166,12 +166,12 @@ class PostgresServer:
         if self.host != "127.0.0.1":  # the network lab: its hosts' subnet, trusted as loopback
             network = ".".join(self.host.split(".")[:3]) + ".0/24"
             with (self.data_dir / "pg_hba.conf").open("a") as hba:
-                hba.write(f"host all all {network} trust\n")
+                hba.write(f"host all all {network} trust\nhost replication all {network} trust\n")
 
     def running(self) -> bool:
         return self._cmd("pg_ctl", "-D", str(self.data_dir), "status", check=False).returncode == 0
 
-    def start(self) -> None:
+    def start(self, create: bool = True) -> None:
         self.init()
         if self.running():
             return
@@ -201,11 +201,41 @@ class PostgresServer:
             "start",
         )
         _wait_until(lambda: port_open(self.port, self.host), 30, f"PostgreSQL on port {self.port}")
-        self.create_database("gim")
+        if create:  # a standby is read-only: its databases come from its primary
+            self.create_database("gim")
 
     def stop(self) -> None:
         if self.initialised() and self.running():
             self._cmd("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+
+    def crash(self) -> None:
+        """Stop at once, as if the host died (``immediate``: no checkpoint, sessions cut)."""
+        self._cmd("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
+
+    def standby_of(self, primary: PostgresServer) -> None:
+        """Become a streaming standby of ``primary`` (``pg_basebackup -R``), then make the
+        primary wait for it at every commit (``synchronous_standby_names``): a failover to it
+        loses no committed transaction (issue 39)."""
+        self._prepare_base()
+        self._cmd("pg_basebackup", "-h", primary.host, "-p", str(primary.port), "-U",
+                  PG_SUPERUSER, "-D", str(self.data_dir), "-R", "-X", "stream")  # fmt: skip
+        self.start(create=False)
+        import psycopg
+
+        with psycopg.connect(primary.url("postgres"), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+            conn.execute("SELECT pg_reload_conf()")
+
+            def streaming() -> bool:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'"
+                ).fetchone()
+                return bool(row and row[0])
+
+            _wait_until(streaming, 30, "the standby streaming synchronously")
+
+    def promote(self) -> None:
+        self._cmd("pg_ctl", "-D", str(self.data_dir), "-w", "promote")
 
     def create_database(self, name: str, template: str | None = None) -> None:
         """Create database ``name`` (optionally from ``template``) unless it exists."""

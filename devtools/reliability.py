@@ -140,17 +140,19 @@ class Lab:
         name: str,
         db: int,
         hours: int = 6,
+        idb_server: PostgresServer | None = None,
     ):
         self.root, self.pg, self.redis, self.name = root / name, pg, redis, name
         self.root.mkdir(parents=True)
         slug = name.replace("-", "_")
         self.mart_name, self.idb_name = f"mart_{slug}", f"idb_{slug}"
-        for database in (self.mart_name, self.idb_name):
-            pg.create_database(database)
+        idb_server = idb_server or pg  # db-failover: the IDB lives on a server of its own
+        pg.create_database(self.mart_name)
+        idb_server.create_database(self.idb_name)
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("GIM_")},
             "GIM_DATABASE_URL": pg.url(self.mart_name),
-            "GIM_IDB_URLS": pg.url(self.idb_name),
+            "GIM_IDB_URLS": idb_server.url(self.idb_name),
             "GIM_REDIS_URL": redis.url(db),
             "GIM_OUTPUT_DIRECTORY": str(self.root),
             "GIM_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
@@ -195,6 +197,7 @@ class Lab:
         self.after_measure: Callable[[], None] = lambda: None
         #: The network lab the scenario runs on (partition scenarios), else None: loopback.
         self.net: NetLab | None = None
+        self.standby: Any = None  # db-failover: the streaming standby on db2
 
     def add_idb(self, server: PostgresServer, name: str, seed: int) -> str:
         """Another IDB, on ``server``, of another shape (fewer agents, more queues), appended
@@ -1161,6 +1164,78 @@ def redis_lost(lab: Lab, result: Result, full: bool) -> None:
     lab.cycles = len(_scheduled_extracts(lab))
 
 
+def _multi_host(lab: Lab, primary: PostgresServer, standby: PostgresServer, name: str) -> str:
+    hosts = "&".join(f"host={s.host}:{s.port}" for s in (primary, standby))
+    return f"postgresql://gim@/{name}?{hosts}&target_session_attrs=read-write"
+
+
+def db_failover(lab: Lab, result: Result, full: bool) -> None:
+    """Promote the synchronous standby db2 while Extract runs, the primary stopped at once
+    (immediate: as if its host died): every process reconnects through the multi-host URL
+    (``target_session_attrs=read-write``); no committed run record or fact is lost, the run in
+    flight is rerun, no fact twice."""
+    standby: PostgresServer = lab.standby
+    primary = lab.pg
+    url = _multi_host(lab, primary, standby, lab.mart_name)
+    lab.env["GIM_DATABASE_URL"] = url
+    lab.engine = make_engine(url)
+    lab.settings = lab.settings.model_copy(update={"database_url": url})
+    lab.beat("beat-a")
+    lab.worker("worker-a")
+    lab.worker("worker-b")
+    lab.traffic(600)
+    rng = random.Random(7)
+    lab.cycle()
+    committed: list[int] = []
+
+    def fail_over(run_id: int) -> None:
+        with lab.engine.connect() as conn:
+            committed.extend(conn.execute(sa.text("SELECT id FROM job_run")).scalars())
+        began = time.monotonic()
+        primary.crash()
+        standby.promote()
+        promoted = time.monotonic()
+        # The first commit of a gim process after the promotion (a run's heartbeat, a claim,
+        # an end), found through the multi-host URL.
+        probe = make_engine(url)
+
+        def committed_since(at: datetime) -> bool:
+            with probe.connect() as conn:
+                return bool(
+                    conn.execute(
+                        sa.text(
+                            "SELECT count(*) FROM job_run WHERE greatest(heartbeat_at, "
+                            "started_at, ended_at) > :at"
+                        ),
+                        {"at": at},
+                    ).scalar_one()
+                )
+
+        with probe.connect() as conn:
+            at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+        lab.wait(lambda: committed_since(at), 120, "a process commits on the new primary")
+        probe.dispose()
+        result.recovery.setdefault("db-failover", []).append(round(time.monotonic() - promoted, 1))
+        result.notes.append(
+            f"primary stopped and db2 promoted in {promoted - began:.1f} s; run {run_id} was "
+            "in flight"
+        )
+
+    run_id = _fault_during(lab, result, EXTRACT, fail_over, rng)
+    # The new primary: the drain, the reference load, the fact comparison (plain libpq) and
+    # a process the supervisor restarts go there.
+    lab.pg = standby
+    lab.env["GIM_DATABASE_URL"] = standby.url(lab.mart_name)
+    if run_id is not None:
+        lab.wait_end(run_id, 180)
+    lab.cycle()
+    with lab.engine.connect() as conn:
+        kept = set(conn.execute(sa.text("SELECT id FROM job_run")).scalars())
+    lost = sorted(set(committed) - kept)
+    if lost:
+        result.error = f"H1: committed run records lost in the failover: {lost}"
+
+
 # ----- partitions (issue 39, SPEC H1): hosts are network namespaces, faults cut links ------
 
 NET_HOSTS = ("db", "redis", "beat-a", "beat-b", "worker-a", "worker-b")
@@ -1396,13 +1471,20 @@ SCENARIOS: dict[str, Scenario] = {
     "partition-worker-db": partition_worker_db,
     "partition-beat-redis": partition_beat_redis,
     "partition-beat-db": partition_beat_db,
+    "db-failover": db_failover,
 }
 #: Scenarios on the network lab (root: network namespaces); their servers run on lab hosts.
-NET_SCENARIOS = ("partition-worker-db", "partition-beat-redis", "partition-beat-db")
+NET_SCENARIOS = (
+    "partition-worker-db",
+    "partition-beat-redis",
+    "partition-beat-db",
+    "db-failover",
+)
 #: Scenarios only in the full run (minutes of downtime each: too long for CI's --quick).
 FULL_ONLY = (
     "beat-down",
     "redis-lost",
+    "db-failover",
     "stale-data",
     "sigkill-worker-retries",
     "partition-beat-redis",
@@ -1509,22 +1591,48 @@ def _on_loopback(
 
 def _on_network(root: Path, name: str, number: int, full: bool, result: Result) -> None:
     """A partition scenario: its own PostgreSQL and Redis on lab hosts ``db`` and ``redis``,
-    beats and workers on theirs; the suite reaches them all through its own link."""
-    with network(NET_HOSTS) as net:
+    beats and workers on theirs; the suite reaches them all through its own link. db-failover
+    adds a streaming standby on ``db2`` and puts the IDB on ``idb``."""
+    failover = name == "db-failover"
+    hosts = (*NET_HOSTS, "db2", "idb") if failover else NET_HOSTS
+    with network(hosts) as net:
         base = root / f"net-{name}"
-        pg = PostgresServer(base / "postgres", 5432, host=net.address("db"),
-                            netns=net.namespace("db"))  # fmt: skip
-        redis = RedisServer(base / "redis", 6379, persistent=True, host=net.address("redis"),
-                            netns=net.namespace("redis"))  # fmt: skip
         base.mkdir(parents=True, exist_ok=True)
         base.chmod(0o755)
+
+        def server(host: str) -> PostgresServer:
+            return PostgresServer(base / host, 5432, host=net.address(host),
+                                  netns=net.namespace(host))  # fmt: skip
+
+        pg = server("db")
+        redis = RedisServer(base / "redis", 6379, persistent=True, host=net.address("redis"),
+                            netns=net.namespace("redis"))  # fmt: skip
+        servers = [pg]
         pg.start()
         redis.start()
         try:
-            _on_loopback(root, pg, redis, name, number, full, result, net)
+            if not failover:
+                _on_loopback(root, pg, redis, name, number, full, result, net)
+                return
+            idb, standby = server("idb"), server("db2")
+            servers += [idb, standby]
+            idb.start()
+            lab = Lab(root, pg, redis, name, number, hours=6 if full else 3, idb_server=idb)
+            lab.net = net
+            try:
+                standby.standby_of(pg)
+                lab.standby = standby
+                db_failover(lab, result, full)
+                lab.measure(result)
+            except Exception as error:
+                result.error = f"{type(error).__name__}: {error}"
+            finally:
+                lab.close()
         finally:
             redis.stop()
-            pg.stop()
+            for each in servers:
+                with suppress(Exception):
+                    each.stop()
 
 
 #: H1's published targets, by recovery kind (seconds; lost-run: the lease + 30 s).

@@ -25,8 +25,14 @@ _PG_SCHEMES = ("postgresql", "postgresql+psycopg")
 
 def _check_postgres_url(value: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in _PG_SCHEMES or not parts.hostname or not parts.path.strip("/"):
-        raise ValueError("must be a PostgreSQL URL postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME")
+    # H1: several hosts, the SQLAlchemy way: postgresql://USER@/DB?host=A:5432&host=B:5432
+    hosts = parts.hostname or "host=" in parts.query
+    if parts.scheme not in _PG_SCHEMES or not hosts or not parts.path.strip("/"):
+        raise ValueError(
+            "must be a PostgreSQL URL postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME, or with "
+            "several hosts postgresql://USER@/DBNAME?host=A:5432&host=B:5432"
+            "&target_session_attrs=read-write"
+        )
     return value
 
 

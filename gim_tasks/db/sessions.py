@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 CONNECT_TIMEOUT_SECONDS = 5
 #: H1: a connection whose peer stopped answering (a network cut drops packets without a
@@ -32,3 +33,20 @@ def connection_problem(error: BaseException) -> str:
     original = getattr(error, "orig", None) or error
     text = str(original).strip().splitlines()
     return text[0] if text else type(original).__name__
+
+
+def libpq_url(url: str) -> str:
+    """``url`` for libpq (plain psycopg). A multi-host URL is written the SQLAlchemy way,
+    ``postgresql://USER@/DB?host=A:5432&host=B:5432&target_session_attrs=read-write`` (H1: a
+    standby promoted after a failover is found by every process); libpq wants the hosts in the
+    address part, ``postgresql://USER@A:5432,B:5432/DB?target_session_attrs=read-write``.
+    Any other URL is returned as it is (with a ``+psycopg`` driver name dropped)."""
+    url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    hosts = [value for key, value in query if key == "host"]
+    if len(hosts) < 2 or parts.hostname:
+        return url
+    user = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    rest = urlencode([(key, value) for key, value in query if key != "host"])
+    return urlunsplit((parts.scheme, user + ",".join(hosts), parts.path, rest, parts.fragment))

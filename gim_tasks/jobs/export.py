@@ -45,6 +45,7 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from gim_tasks.db import mart_tables as mart
+from gim_tasks.db.sessions import libpq_url
 from gim_tasks.jobs.base import JobContext
 from gim_tasks.monitor import checks
 from gim_tasks.options.paths import resolve_output_directory
@@ -160,7 +161,7 @@ def _fsync(path: Path) -> None:
 
 
 def _url(ctx: JobContext) -> str:
-    return ctx.mart.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return libpq_url(ctx.mart.url.render_as_string(hide_password=False))
 
 
 def write_table(

@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection
 
 from gim_tasks.db import locks
 from gim_tasks.db.mart_tables import STAGING, extract_mark, idb_source
+from gim_tasks.db.sessions import libpq_url
 from gim_tasks.idb import schema as idb
 from gim_tasks.jobs.base import Aborted, JobContext, in_parallel
 from gim_tasks.jobs.transform import TRAFFIC_SOURCES
@@ -257,7 +258,7 @@ def _extract_as_of(
     failed: threading.Event,
 ) -> int:
     """Extract one table in a connection of its own that reads as of the exported snapshot."""
-    with psycopg.connect(url, autocommit=False) as reader:
+    with psycopg.connect(libpq_url(url), autocommit=False) as reader:
         reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         reader.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
         copied = extract_table(ctx, reader, snapshot, idb_id, table, counting, failed)
@@ -282,7 +283,7 @@ def run(ctx: JobContext) -> None:
     for url in ctx.idb_urls:
         with ctx.transaction() as conn:
             idb_id = register_idb(conn, url)
-        with psycopg.connect(url, autocommit=False) as source:
+        with psycopg.connect(libpq_url(url), autocommit=False) as source:
             source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = str(source.execute("SELECT pg_current_snapshot()::text").fetchone()[0])  # type: ignore[index]
             # Configuration (dimension) tables first, each committed, then the traffic: a

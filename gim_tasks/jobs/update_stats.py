@@ -14,6 +14,7 @@ import logging
 import psycopg
 from psycopg import sql
 
+from gim_tasks.db.sessions import libpq_url
 from gim_tasks.jobs.base import JobContext
 
 log = logging.getLogger("gim_tasks.jobs.update_stats")
@@ -31,7 +32,7 @@ ORDER BY s.relname
 
 
 def run(ctx: JobContext) -> None:
-    url = ctx.mart.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    url = libpq_url(ctx.mart.url.render_as_string(hide_password=False))
     tables: dict[str, list[str]] = {}
     # VACUUM cannot run inside a transaction block: an autocommit connection of its own.
     with psycopg.connect(url, autocommit=True) as conn:

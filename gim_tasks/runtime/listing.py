@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from gim_tasks.db.sessions import CONNECT_TIMEOUT_SECONDS, connection_problem, session_name
+from gim_tasks.db.sessions import (
+    CONNECT_TIMEOUT_SECONDS,
+    connection_problem,
+    libpq_url,
+    session_name,
+)
 from gim_tasks.errors import GimError, ServiceUnavailable
 from gim_tasks.lifecycle import RunState
 from gim_tasks.schedule.jobs import BY_NAME
@@ -55,7 +60,7 @@ def list_runs(
     query = f"SELECT * FROM job_run {condition}ORDER BY id DESC LIMIT %s"  # noqa: S608
     try:
         with psycopg.connect(
-            url.replace("postgresql+psycopg://", "postgresql://", 1),
+            libpq_url(url),
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             application_name=session_name(),
             row_factory=namedtuple_row,

@@ -94,3 +94,16 @@ def test_redact_hides_password_only() -> None:
 def test_sqlalchemy_url_names_psycopg_driver() -> None:
     assert sqlalchemy_url("postgresql://h/db") == "postgresql+psycopg://h/db"
     assert sqlalchemy_url("postgresql+psycopg://h/db") == "postgresql+psycopg://h/db"
+
+
+def test_h1_a_multi_host_database_url_is_accepted_and_written_for_libpq() -> None:
+    from gim_tasks.db.sessions import libpq_url
+    from gim_tasks.settings import Settings
+
+    url = "postgresql://gim@/mart?host=10.0.0.2:5432&host=10.0.0.3:5432&target_session_attrs=read-write"
+    found = Settings(database_url=url, redis_url="redis://127.0.0.1:6379/0")
+    assert found.database_url == url
+    assert libpq_url(url) == (
+        "postgresql://gim@10.0.0.2:5432,10.0.0.3:5432/mart?target_session_attrs=read-write"
+    )
+    assert libpq_url("postgresql+psycopg://gim:pw@h:5432/mart") == "postgresql://gim:pw@h:5432/mart"
