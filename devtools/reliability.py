@@ -1156,8 +1156,7 @@ def redis_lost(lab: Lab, result: Result, full: bool) -> None:
             client.close()
         if not rebuilt:
             result.error = "H1: the RedBeat entries were not written again after Redis came back"
-        lab.signal("w1", signal.SIGTERM)
-        lab.group.process("w1").wait(60)
+        _stopped(lab, "w1")
     before = len(_scheduled_extracts(lab))
     lab.worker("w1")
     lab.wait(lambda: len(_scheduled_extracts(lab)) > before, 90, "the next cycle fires")
@@ -1241,11 +1240,6 @@ def db_failover(lab: Lab, result: Result, full: bool) -> None:
 NET_HOSTS = ("db", "redis", "beat-a", "beat-b", "worker-a", "worker-b")
 
 
-def _db_clock(lab: Lab) -> datetime:
-    with lab.engine.connect() as conn:
-        return conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
-
-
 def partition_worker_db(lab: Lab, result: Result, full: bool) -> None:
     """Cut worker-a from the database mid-Transform (packets dropped, no reset): its lease
     expires, worker-b reruns the run (L3 attempt 2); after the heal the old worker's writes
@@ -1269,7 +1263,7 @@ def partition_worker_db(lab: Lab, result: Result, full: bool) -> None:
         result.faults += 1
         if lab.run(admission.run_id).state == "Running":
             result.faults_mid_run += 1
-        cut_at = _db_clock(lab)
+        cut_at = _db_now(lab)
         net.cut("worker-a", "db")
 
         def rerun(first: int = admission.run_id) -> sa.Row[Any] | None:
@@ -1349,7 +1343,7 @@ def _beat_failover(lab: Lab, result: Result, full: bool, peer: str) -> None:
             raise RuntimeError("no beat is ticking")
         standby = "beat-b" if active == "beat-a" else "beat-a"
         began = time.monotonic()
-        cut_at = _db_clock(lab)
+        cut_at = _db_now(lab)
         net.cut(active, peer)
         result.faults += 1
         try:

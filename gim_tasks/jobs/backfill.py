@@ -153,9 +153,7 @@ def export_day(ctx: JobContext, day: date, reprocess: str, item: str = "") -> No
         else export.FACT_EXPORTS
     )
     with ctx.mart.connect() as conn:
-        mark = conn.execute(
-            sa.text("SELECT exported_through FROM export_mark WHERE id = 1")
-        ).scalar_one_or_none()
+        mark = export._mark(conn)
         held = {
             row[0]
             for row in conn.execute(
