@@ -379,3 +379,16 @@ def test_naive_now_is_refused() -> None:
         ).verdict
         == "Running"
     )
+
+
+@pytest.mark.parametrize("via", list(Via))
+@pytest.mark.parametrize("force", [False, True])
+def test_b1_no_path_runs_the_backfill_job_by_hand(via: Via, force: bool) -> None:
+    """Job_BackfillGIM runs only the items of a back-fill (B1): every manual path, forced or
+    not, is refused as a malformed request (nothing recorded) and pointed at the command."""
+    from gim_tasks.schedule.jobs import BACKFILL
+
+    request = RunRequest(BACKFILL, "ops", via, force=force)
+    decision = admit(opts(), datetime(2026, 11, 23, 12, tzinfo=UTC), SchedulerState(), request)
+    assert decision.verdict == "Rejected" and decision.invalid
+    assert decision.reason is not None and "gim backfill create" in decision.reason
