@@ -60,6 +60,7 @@ WEB_PRIVILEGES: dict[str, str] = {
     "backfill": "SELECT, INSERT, UPDATE (state, waiting, ended_at)",
     "backfill_item": "SELECT, INSERT",
     "pool_slot": "SELECT, INSERT",  # B2: an admitted manual run takes its slots
+    "extract_part": "SELECT",  # H2: a run page lists its Extract parts
     # P6: the audit trail is append-only (a trigger refuses UPDATE and DELETE to all roles)
     "scheduler_epoch": "SELECT",  # Q1: no data day before the first tick is judged
     "audit_event": "SELECT, INSERT",

@@ -617,3 +617,32 @@ pool_slot = Table(
     Column("taken_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     CheckConstraint("weight >= 1", name="weight"),
 )
+
+
+#: SPEC H2: one row per IDB of an Extract run that fans out: claimed by any worker (state
+#: running, a fencing token of its own from ``fencing_seq``), its commits fenced by both its
+#: token and its run's (runtime/parts.py); a part lost with its worker goes back to scheduled
+#: and is rerun alone. Trigger ``extract_part_follow`` (migration 0025) abandons the parts of
+#: a run that ended, in the same transaction.
+extract_part = Table(
+    "extract_part",
+    metadata,
+    Column("run_id", BigInteger, ForeignKey("job_run.id", ondelete="CASCADE"), primary_key=True),
+    Column("idb", Text, primary_key=True),  # idb_name(url): host:port/database
+    Column("position", Integer, nullable=False),
+    Column("state", Text, nullable=False, server_default=text("'scheduled'")),
+    Column("attempt", Integer, nullable=False, server_default=text("0")),
+    Column("lost", Integer, nullable=False, server_default=text("0")),
+    Column("fencing_token", BigInteger),
+    Column("worker", Text),
+    Column("started_at", DateTime(timezone=True)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("rows_read", BigInteger, nullable=False, server_default=text("0")),
+    Column("rows_written", BigInteger, nullable=False, server_default=text("0")),
+    Column("error", Text),
+    CheckConstraint(
+        "state IN ('scheduled', 'running', 'completed', 'failed', 'stopped', 'abandoned')",
+        name="state",
+    ),
+)

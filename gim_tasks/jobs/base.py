@@ -31,11 +31,13 @@ class StopRequested(Exception):
 class StopToken:
     """Cooperative stop: bodies call :meth:`check` between batches."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: StopToken | None = None) -> None:
         self._event = threading.Event()
         self.reason = ""
         self.kind: str | None = None  # R4: gim_tasks.lifecycle.StopKind, when known
         self.by: str | None = None  # M8: who asked
+        #: H2: a part's token also stops when its run's does (not the other way round).
+        self.parent = parent
 
     def request(
         self, reason: str = "stop requested", kind: str | None = None, by: str | None = None
@@ -46,9 +48,11 @@ class StopToken:
 
     @property
     def requested(self) -> bool:
-        return self._event.is_set()
+        return self._event.is_set() or (self.parent is not None and self.parent.requested)
 
     def check(self) -> None:
+        if self.parent is not None and self.parent.requested and not self._event.is_set():
+            self.request(self.parent.reason, self.parent.kind, self.parent.by)
         if self._event.is_set():
             raise StopRequested(self.reason)
 
@@ -95,6 +99,9 @@ class JobContext:
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     #: L3: the body failed with an error a retry may cure (``errors.is_transient``).
     transient: bool = False
+    #: H2: set by the runtime for a recorded run: ``fan_out(ctx, body)`` runs ``body(ctx, url)``
+    #: once per IDB as parts on any worker (runtime/parts.py). None: one after the other here.
+    fan_out: Callable[[JobContext, Callable[[JobContext, str], int]], None] | None = None
 
     @contextmanager
     def transaction(self, batch: bool = False) -> Iterator[Connection]:

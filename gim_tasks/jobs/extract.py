@@ -188,10 +188,6 @@ def extract_table(
             "limit": batch_size,
         }
         with ctx.transaction(batch=True) as conn:
-            # Serialise the writers of this staging table (a transaction-scoped advisory lock):
-            # its load_seq order is then its commit order, which Transform's mark relies on
-            # (transform.py). Different tables are extracted in parallel.
-            locks.hold(conn, locks.STAGING_WRITE, table=staging.name)
             raw = conn.connection.dbapi_connection
             assert isinstance(raw, psycopg.Connection)
             column_list = ", ".join(["idb_id", *_source_columns(table)])
@@ -213,6 +209,12 @@ def extract_table(
                 ):
                     for block in reader:
                         writer.write(block)
+            # Serialise the writers of this staging table (a transaction-scoped advisory lock,
+            # held to the commit): its load_seq order is then its commit order, which
+            # Transform's mark relies on (transform.py). Taken after the copy into the
+            # temporary table, so several IDBs' parts (H2) read their sources at once and
+            # only merge one at a time. Different tables are extracted in parallel.
+            locks.hold(conn, locks.STAGING_WRITE, table=staging.name)
             rows, last = conn.execute(
                 sa.text("SELECT count(*), coalesce(max(id), 0) FROM extract_batch")
             ).one()
@@ -266,55 +268,66 @@ def _extract_as_of(
         return copied
 
 
-def run(ctx: JobContext) -> None:
-    """Job_ExtractICON: every table of every IDB in ``GIM_IDB_URLS``.
+def extract_idb(ctx: JobContext, url: str) -> int:
+    """Every table of one IDB; returns the rows copied.
 
-    One REPEATABLE READ transaction per IDB fixes the snapshot ``S``; with
-    ``parallel-tables`` > 1 the tables are read by several connections that import that very
-    snapshot (``pg_export_snapshot`` / ``SET TRANSACTION SNAPSHOT``), so every table is
-    extracted as of ``S`` whichever connection reads it."""
+    One REPEATABLE READ transaction fixes the snapshot ``S``; with ``parallel-tables`` > 1 the
+    tables are read by several connections that import that very snapshot
+    (``pg_export_snapshot`` / ``SET TRANSACTION SNAPSHOT``), so every table is extracted as of
+    ``S`` whichever connection reads it."""
+    parallel = int(ctx.options.get("gim-etl", "parallel-tables"))
+    counting = threading.Lock()
+    with ctx.transaction() as conn:
+        idb_id = register_idb(conn, url)
+    with psycopg.connect(libpq_url(url), autocommit=False) as source:
+        source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        snapshot = str(source.execute("SELECT pg_current_snapshot()::text").fetchone()[0])  # type: ignore[index]
+        # Configuration (dimension) tables first, each committed, then the traffic: a
+        # Transform started while Extract runs (M2) then finds the queue, agent, ... of every
+        # traffic row it can see. (Before, it discarded such rows as "unknown queue" for
+        # good, and the facts differed from a clean load: D1.) They are small.
+        configuration = [t for t in idb.TABLES if t.name not in TRAFFIC_SOURCES]
+        traffic = sorted(
+            (t for t in idb.TABLES if t.name in TRAFFIC_SOURCES),
+            key=lambda t: TRAFFIC_SOURCES.index(t.name),  # interactions, then segments, ...
+        )
+        total = sum(
+            extract_table(ctx, source, snapshot, idb_id, table, counting) for table in configuration
+        )
+        if parallel == 1:
+            total += sum(
+                extract_table(ctx, source, snapshot, idb_id, table, counting) for table in traffic
+            )
+        else:
+            exported = str(source.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+            total += sum(
+                in_parallel(
+                    parallel,
+                    traffic,
+                    partial(_extract_as_of, ctx, url, exported, snapshot, idb_id, counting),
+                    "extract",
+                )
+            )
+        source.rollback()
+    log.info("extracted %d rows from %s (%s)", total, redact(url), ctx.rate(ctx.counts.read))
+    return total
+
+
+def run(ctx: JobContext) -> None:
+    """Job_ExtractICON: every IDB in ``GIM_IDB_URLS``. With several IDBs and
+    ``extract-fan-out``, a recorded run spreads them over the workers as parts (SPEC H2,
+    runtime/parts.py); else one IDB after the other here."""
     if not ctx.idb_urls:
         ctx.counts.warnings += 1
         ctx.counts.summary["warning"] = "no IDB configured (GIM_IDB_URLS is empty)"
         return
-    parallel = int(ctx.options.get("gim-etl", "parallel-tables"))
-    counting = threading.Lock()
-    per_idb: dict[str, int] = {}
-    for url in ctx.idb_urls:
-        with ctx.transaction() as conn:
-            idb_id = register_idb(conn, url)
-        with psycopg.connect(libpq_url(url), autocommit=False) as source:
-            source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            snapshot = str(source.execute("SELECT pg_current_snapshot()::text").fetchone()[0])  # type: ignore[index]
-            # Configuration (dimension) tables first, each committed, then the traffic: a
-            # Transform started while Extract runs (M2) then finds the queue, agent, ... of every
-            # traffic row it can see. (Before, it discarded such rows as "unknown queue" for
-            # good, and the facts differed from a clean load: D1.) They are small.
-            configuration = [t for t in idb.TABLES if t.name not in TRAFFIC_SOURCES]
-            traffic = sorted(
-                (t for t in idb.TABLES if t.name in TRAFFIC_SOURCES),
-                key=lambda t: TRAFFIC_SOURCES.index(t.name),  # interactions, then segments, ...
-            )
-            total = sum(
-                extract_table(ctx, source, snapshot, idb_id, table, counting)
-                for table in configuration
-            )
-            if parallel == 1:
-                total += sum(
-                    extract_table(ctx, source, snapshot, idb_id, table, counting)
-                    for table in traffic
-                )
-            else:
-                exported = str(source.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
-                total += sum(
-                    in_parallel(
-                        parallel,
-                        traffic,
-                        partial(_extract_as_of, ctx, url, exported, snapshot, idb_id, counting),
-                        "extract",
-                    )
-                )
-            source.rollback()
-        per_idb[idb_name(url)] = total
-        log.info("extracted %d rows from %s (%s)", total, redact(url), ctx.rate(ctx.counts.read))
-    ctx.counts.summary["rows_per_idb"] = per_idb
+    if (
+        ctx.fan_out is not None
+        and len(ctx.idb_urls) > 1
+        and ctx.options.get("gim-etl", "extract-fan-out")
+    ):
+        ctx.fan_out(ctx, extract_idb)
+        return
+    ctx.counts.summary["rows_per_idb"] = {
+        idb_name(url): extract_idb(ctx, url) for url in ctx.idb_urls
+    }

@@ -279,6 +279,17 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "transforms, at once, each in its own connections and batch transactions; "
         "1 = one after the other.",
     ),
+    OptionSpec(
+        "gim-etl",
+        "extract-fan-out",
+        _bool,
+        "true",
+        f"With several IDBs, {EXTRACT} of one cycle spreads over the workers: one part per "
+        "IDB, claimed by any worker of the etl queue (the run's own worker takes parts too); "
+        "still one run for the cycle: Transform waits for every part, a stop stops them all, "
+        "a part lost with its worker is rerun alone (SPEC H2). false = one IDB after the "
+        "other in the run's worker.",
+    ),
     # [monitor] -- SPEC O1-O4: the ledger's verdicts, the watchdog, alerts, data freshness.
     OptionSpec(
         "monitor",

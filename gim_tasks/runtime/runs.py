@@ -35,6 +35,7 @@ import socket
 import threading
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -292,18 +293,20 @@ def run_claimed(
     stop: StopToken | None = None,
     progress: Callable[[str, int, int | None], None] | None = None,
     output_base: Path | None = None,
+    send_part: Callable[[int, str], None] | None = None,
 ) -> tuple[str, JobContext, str | None]:
     """Execute a claimed run to its end state, on a worker or in the requesting process (M0:
     the same claim, heartbeat, lease, fencing and end either way). ``stop`` lets the caller
     stop it (signal handlers); ``progress`` also receives the body's progress; ``output_base``
-    defaults to the process settings' output directory. Returns the end
+    defaults to the process settings' output directory; ``send_part`` sends an Extract part
+    to the workers (H2; None: the run takes its parts itself). Returns the end
     state, the job context (counts) and the error summary."""
     with engine.connect() as conn:
         options = store.load_options(conn)
         job = conn.execute(sa.select(job_run.c.job).where(job_run.c.id == run_id)).scalar_one()
     with logs.running(run_id, job):  # O6: every record of this run carries its id and job
         return _run_claimed(
-            engine, run_id, token, body, idb_urls, options, stop, progress, output_base
+            engine, run_id, token, body, idb_urls, options, stop, progress, output_base, send_part
         )
 
 
@@ -317,7 +320,11 @@ def _run_claimed(
     stop: StopToken | None,
     progress: Callable[[str, int, int | None], None] | None,
     output_base: Path | None,
+    send_part: Callable[[int, str], None] | None,
 ) -> tuple[str, JobContext, str | None]:
+    from gim_tasks.jobs.extract import idb_name
+    from gim_tasks.runtime import parts
+
     ctx = JobContext(
         mart=engine,
         idb_urls=idb_urls,
@@ -328,6 +335,15 @@ def _run_claimed(
     )
     if stop is not None:
         ctx.stop = stop
+    ctx.fan_out = partial(
+        parts.coordinate,
+        engine=engine,
+        worker=worker_name(),
+        send=send_part,
+        lease=LEASE_SECONDS,
+        heartbeat_seconds=HEARTBEAT_SECONDS,
+        names=idb_name,
+    )
     heartbeat = Heartbeat(engine, run_id, token, ctx)
 
     def note(what: str, done: int, total: int | None) -> None:

@@ -1,4 +1,4 @@
-"""The six Celery tasks, named exactly as the jobs (SPEC §1).
+"""The jobs' Celery tasks, named exactly as the jobs (SPEC §1), and the Extract part task (H2).
 
 A task carries a ``run_id`` when the beat or the manager sent it: it claims that run and
 executes it (only a run already admitted and waiting as Scheduled can be claimed). Without one
@@ -18,7 +18,7 @@ from typing import Any
 from celery import Celery
 
 from gim_tasks.lifecycle import Channel, RunState
-from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, JOBS
+from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, EXTRACT, JOBS
 from gim_tasks.settings import get_settings
 
 # The job bodies and the execution machinery are imported when a task runs, not when the
@@ -112,11 +112,80 @@ def run_job(
             job,
         )
         return {"run_id": run_id, "state": "not claimable"}
-    state, _, _ = run_claimed(engine, run_id, token, body_of(job), get_settings().idb_urls)
+    state, _, _ = run_claimed(
+        engine, run_id, token, body_of(job), get_settings().idb_urls, send_part=_send_part
+    )
     _announce(run_id)
     if BY_NAME[job].fires == "backfill":
         _next_items()
     return {"run_id": run_id, "state": state}
+
+
+def _send_part(run_id: int, idb: str) -> None:
+    """H2: an Extract part to any worker of the etl queue."""
+    from gim_tasks.runtime.celery_app import app
+    from gim_tasks.runtime.parts import PART_TASK
+
+    app.send_task(PART_TASK, kwargs={"run_id": run_id, "idb": idb}, queue=BY_NAME[EXTRACT].queue)
+
+
+def run_part(run_id: int, idb: str) -> dict[str, Any]:
+    """H2: claim and run one part of a fanned-out Extract run. Only a part its run recorded
+    and nobody holds can be claimed: a message cannot start anything (S11 for parts)."""
+    import sqlalchemy as sa
+
+    from gim_tasks import logs
+    from gim_tasks.db.sessions import connection_problem
+    from gim_tasks.jobs.base import JobContext
+    from gim_tasks.jobs.extract import extract_idb, idb_name
+    from gim_tasks.options import store
+    from gim_tasks.runtime import parts
+    from gim_tasks.runtime.runs import HEARTBEAT_SECONDS, worker_name
+
+    engine, settings = _engine(), get_settings()
+    try:
+        part = parts.claim(engine, run_id, worker_name(), idb)
+    except sa.exc.OperationalError as error:  # H1: as a run's claim: back to the queue
+        from celery.exceptions import Reject
+
+        log.warning("part %s of run %s: cannot claim it from here (%s): requeued", idb, run_id,
+                    connection_problem(error))  # fmt: skip
+        raise Reject(f"database unreachable: {connection_problem(error)}", requeue=True) from None
+    if part is None:
+        return {"run_id": run_id, "idb": idb, "state": "not claimable"}
+    url = next((u for u in settings.idb_urls if idb_name(u) == idb), None)
+
+    def body(ctx: JobContext, url: str) -> int:
+        if not url:
+            raise parts.PartFailed(
+                f"IDB {idb} is not in GIM_IDB_URLS of worker {worker_name()}: give every "
+                "worker of the etl queue the same IDBs"
+            )
+        return extract_idb(ctx, url)
+
+    with engine.connect() as conn:
+        options = store.load_options(conn)
+    with logs.running(run_id, EXTRACT):
+        state = parts.execute(
+            engine, part, url or "", body, options, settings.output_directory, HEARTBEAT_SECONDS
+        )
+    if state == parts.WAITING:  # given back at a warm shutdown: another worker continues
+        _send_part(run_id, idb)
+    return {"run_id": run_id, "idb": idb, "state": state}
+
+
+def part_task(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    run_id, idb = kwargs.get("run_id"), kwargs.get("idb")
+    if (
+        args
+        or set(kwargs) != {"run_id", "idb"}
+        or isinstance(run_id, bool)
+        or not (isinstance(run_id, int) and isinstance(idb, str))
+    ):
+        reason = "an Extract part takes exactly run_id (an integer) and idb (a name)"
+        log.warning("task %s refused: %s", "Job_ExtractICON.part", reason)
+        return {"run_id": None, "state": RunState.REJECTED, "reason": reason}
+    return run_part(run_id, idb)
 
 
 def _next_items() -> None:
@@ -164,6 +233,11 @@ def request_stop_of_active_runs(**_: Any) -> None:
     The jobs see the request through their heartbeat (runtime/runs.py)."""
     from celery.worker import state
 
+    from gim_tasks.runtime import parts
+
+    given_back = parts.shut_down()  # H2: this worker's Extract parts go to another worker
+    if given_back:
+        log.warning("worker shutting down: giving back %s Extract part(s)", given_back)
     task_ids = [request.id for request in list(state.active_requests)]
     if not task_ids:
         return
@@ -203,6 +277,9 @@ def register(app: Celery) -> None:
     )
     for info in JOBS:
         app.task(name=info.name, bind=True, acks_late=True, shared=False)(_task_for(info.name))
+    from gim_tasks.runtime.parts import PART_TASK
+
+    app.task(name=PART_TASK, acks_late=True, shared=False)(part_task)
 
 
 #: The keyword arguments a job task takes; anything else is refused, naming it.
