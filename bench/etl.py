@@ -16,18 +16,35 @@ instead loads M and then N segments, each Extract + Transform in a fresh process
 RSS is that load's own), and prints the time per segment and the peak RSS of N as ratios to M.
 Targets: time per segment <= 1.15x, peak RSS <= 1.2x.
 
+``--idbs N --workers W`` (issue 39, SPEC H2) instead measures Extract fan-out: N IDBs (sizes
+``--sizes skewed``: the k-th holds 1/k of the largest's traffic, as a site with one large and
+many small IDBs; or ``equal``), W Celery workers of concurrency 1 (real processes, a real
+Redis), each Extract a real run (``gim run Job_ExtractICON``) into a fresh Info Mart, its time
+from its run record. Headline: the fanned-out Extract of all N IDBs vs the largest IDB
+extracted alone by the same workers (target <= 1.5); also printed: the same N IDBs one after
+the other (``extract-fan-out = false``, the behaviour before H2) and the ideal on this machine
+(the CPU time of all N extractions over its cores, against the largest alone). Transform is
+not fanned out (one statement per fact over staging) and is not part of these times.
+
 Runs its own PostgreSQL on a free port in a temporary directory; stops it at the end.
 Run: ./dev bench etl [--segments N] [--parallel N] [--scale-against M]
+     ./dev bench etl --idbs 8 --workers 4 [--segments N] [--sizes skewed|equal] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import statistics
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
+import sqlalchemy as sa
 
 from bench import median_per_history
 from devtools.localstack import PG_SUPERUSER, PostgresServer, scratch_postgres
@@ -279,9 +296,161 @@ def count(url: str, sql: str) -> int:
         return int(row[0]) if row else 0
 
 
+def _extract_run(env: dict[str, str], workers: int, log_dir: Path) -> tuple[float, float]:
+    """One Extract run on ``workers`` fresh workers: (wall seconds from its run record, CPU
+    seconds of the PostgreSQL server and the workers during it)."""
+    from devtools.processes import ProcessGroup
+
+    engine = make_engine(env["GIM_DATABASE_URL"])
+    group = ProcessGroup(env, log_dir=log_dir, grace=20.0)
+    gim = str(Path(sys.executable).parent / "gim")
+    try:
+        for n in range(workers):
+            group.start(
+                f"w{n}",
+                [
+                    gim,
+                    "worker",
+                    "--concurrency",
+                    "1",
+                    "--hostname",
+                    f"w{n}-{os.getpid()}@%h",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "--queues",
+                    "etl",
+                ],
+            )
+        time.sleep(3)  # the workers connect to the broker
+        cpu = _cpu_seconds()
+        done = subprocess.run(
+            [gim, "run", "Job_ExtractICON", "--wait"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"the Extract run failed: {done.stdout}{done.stderr}")
+        cpu = _cpu_seconds() - cpu
+        with engine.connect() as conn:
+            wall = conn.execute(
+                sa.text(
+                    "SELECT extract(epoch FROM ended_at - started_at) FROM job_run "
+                    "WHERE job = 'Job_ExtractICON' ORDER BY id DESC LIMIT 1"
+                )
+            ).scalar_one()
+        return float(wall), cpu
+    finally:
+        group.stop_all()
+        engine.dispose()
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds this machine spent busy so far (all processes): /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def fan_out(args: argparse.Namespace) -> None:
+    """``--idbs N --workers W``: see the module docstring."""
+    from bench import servers
+    from gim_tasks.runtime.parts import PART_TASK
+
+    cores = os.cpu_count() or 1
+    print(
+        f"Extract fan-out (H2): {args.idbs} IDBs ({args.sizes}), {args.workers} workers of "
+        f"concurrency 1, {cores} cores, {args.rounds} round(s); part task {PART_TASK}"
+    )
+    with servers() as (base, pg, rd):
+        rate = 40_000
+        hours = hours_for(args.segments, rate)
+        idbs = []
+        for k in range(1, args.idbs + 1):
+            share = 1 / k if args.sizes == "skewed" else 1.0
+            url = make_db(pg, f"idb{k}", mart=False)
+            with psycopg.connect(url, autocommit=True) as conn:
+                written = generate(
+                    conn,
+                    START,
+                    max(1, round(hours * share)),
+                    agents=200,
+                    queues=20,
+                    rate=rate,
+                    seed=k,
+                )
+                conn.execute("VACUUM ANALYZE")
+            idbs.append(url)
+            print(f"  idb{k}: {written['party_segments']:,} party segments")
+        template = make_db(pg, "mart_template", mart=True)
+        make_engine(template).dispose()
+        marts = iter(range(1000))
+
+        def measure(urls: list[str], fan: bool) -> tuple[float, float]:
+            name = f"mart{next(marts)}"
+            pg.create_database(name, template="mart_template")
+            url = pg.url(name)
+            env = {
+                **os.environ,
+                "GIM_DATABASE_URL": url,
+                "GIM_REDIS_URL": rd.url(0),
+                "GIM_IDB_URLS": ",".join(urls),
+                "GIM_LOG_LEVEL": "WARNING",
+            }
+            value = "true" if fan else "false"
+            subprocess.run(
+                [
+                    str(Path(sys.executable).parent / "gim"),
+                    "config",
+                    "set",
+                    "gim-etl",
+                    "extract-fan-out",
+                    value,
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            return _extract_run(env, args.workers, base)
+
+        alone, fanned, serial, cpu_all = [], [], [], []
+        for n in range(args.rounds):
+            alone.append(measure(idbs[:1], True)[0])
+            wall, cpu = measure(idbs, True)
+            fanned.append(wall)
+            cpu_all.append(cpu)
+            if n == 0:
+                serial.append(measure(idbs, False)[0])
+            print(
+                f"  round {n + 1}: largest alone {alone[-1]:.2f} s, all {args.idbs} fanned "
+                f"out {fanned[-1]:.2f} s (CPU {cpu:.1f} s)"
+            )
+    a, f = statistics.median(alone), statistics.median(fanned)
+    ideal = max(1.0, statistics.median(cpu_all) / cores / a)
+    print(
+        f"all {args.idbs} one after the other (extract-fan-out = false): {serial[0]:.2f} s = "
+        f"{serial[0] / a:.2f}x the largest alone; fanned out: {serial[0] / f:.2f}x faster"
+    )
+    print(f"ideal on this machine (CPU of all / {cores} cores / largest alone): {ideal:.2f}x")
+    print(
+        f"fan-out: all {args.idbs} IDBs / largest alone = {f / a:.2f} (median of "
+        f"{args.rounds}; target <= 1.5)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, default=1_000_000)
+    parser.add_argument("--idbs", type=int, help="H2: measure Extract fan-out over this many IDBs")
+    parser.add_argument("--workers", type=int, default=4, help="with --idbs: Celery workers")
+    parser.add_argument(
+        "--sizes",
+        choices=("skewed", "equal"),
+        default="skewed",
+        help="with --idbs: IDB k holds 1/k of the largest (skewed) or the same",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --idbs: median of this many")
     parser.add_argument(
         "--parallel",
         type=int,
@@ -299,6 +468,9 @@ def main() -> None:
         help="compare a full load of --segments with one of this many (time/segment, RSS)",
     )
     args = parser.parse_args()
+    if args.idbs:
+        fan_out(args)
+        return
     if args.scale_against:
         scale(args.segments, args.scale_against, args.parallel)
         return

@@ -38,6 +38,7 @@ class GimCelery(Celery):
 
 def create_app(settings: Settings) -> Celery:
     from gim_tasks.monitor.notify import NOTIFY_TASK
+    from gim_tasks.runtime.queues import PART_TASK
 
     app = GimCelery("gim_tasks")
     app.conf.update(
@@ -62,6 +63,7 @@ def create_app(settings: Settings) -> Celery:
         task_routes={
             **{info.name: {"queue": info.queue} for info in JOBS},
             NOTIFY_TASK: {"queue": "notify"},
+            PART_TASK: {"queue": "etl"},  # H2: an Extract part goes where Extract goes
         },
         # RedBeat's own Redis client options, set explicitly (empty: what RedBeat did when it
         # fell back to broker_transport_options, a fallback RedBeat 2.5 removes).

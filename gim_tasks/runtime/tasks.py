@@ -124,7 +124,7 @@ def run_job(
 def _send_part(run_id: int, idb: str) -> None:
     """H2: an Extract part to any worker of the etl queue."""
     from gim_tasks.runtime.celery_app import app
-    from gim_tasks.runtime.parts import PART_TASK
+    from gim_tasks.runtime.queues import PART_TASK
 
     app.send_task(PART_TASK, kwargs={"run_id": run_id, "idb": idb}, queue=BY_NAME[EXTRACT].queue)
 
@@ -277,7 +277,7 @@ def register(app: Celery) -> None:
     )
     for info in JOBS:
         app.task(name=info.name, bind=True, acks_late=True, shared=False)(_task_for(info.name))
-    from gim_tasks.runtime.parts import PART_TASK
+    from gim_tasks.runtime.queues import PART_TASK
 
     app.task(name=PART_TASK, acks_late=True, shared=False)(part_task)
 

@@ -472,9 +472,25 @@ class Mail(Closed):
     sent_at: str | None = Field(json_schema_extra={"format": "date-time"})
 
 
+class ExtractPart(Closed):
+    idb: str = Field(description="The IDB: host:port/database.")
+    state: Literal["scheduled", "running", "completed", "failed", "stopped", "abandoned"]
+    attempt: int = Field(description="Claims so far (a part lost with its worker is rerun).")
+    lost: int = Field(description="Times declared lost (no heartbeat within the lease).")
+    worker: str | None
+    started_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    ended_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    rows_read: int
+    rows_written: int
+    error: str | None
+
+
 class RunDetail(Run):
     discard_count: int
     discards: list[Discard] = Field(description="The first 100 discards of the run.")
+    parts: list[ExtractPart] = Field(
+        description="H2: an Extract run's parts, one per IDB (empty for other runs)."
+    )
     notifications: list[Mail]
     notes: list[Note]
     time_limit: str | None = Field(

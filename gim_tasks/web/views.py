@@ -31,6 +31,7 @@ from gim_tasks.monitor.notify import notifications_of
 from gim_tasks.monitor.timeline import FIRST_YEAR, LAST_YEAR
 from gim_tasks.options import store
 from gim_tasks.options.values import Options
+from gim_tasks.runtime import parts
 from gim_tasks.runtime.listing import iso, run_record
 from gim_tasks.schedule.engine import RESTART, SCHEDULED
 from gim_tasks.schedule.jobs import (
@@ -345,6 +346,7 @@ def run_detail(engine: Engine, run_id: int, discards: int = 100) -> dict[str, An
                 .limit(discards)
             ).all()
         ]
+        detail["parts"] = parts.of_run(conn, run_id)  # H2: an Extract run's parts
         detail["notifications"] = [
             {
                 "recipient": n["recipient"],

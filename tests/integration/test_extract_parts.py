@@ -24,6 +24,7 @@ from gim_tasks.idb.schema import init_idb
 from gim_tasks.jobs.extract import idb_name
 from gim_tasks.lifecycle import RunState
 from gim_tasks.runtime import parts, tasks
+from gim_tasks.web import views
 
 START = datetime(2026, 11, 23, tzinfo=UTC)
 TRAFFIC = ("interaction", "party_segment", "agent_session", "agent_state", "campaign_attempt")
@@ -134,6 +135,12 @@ def test_h2_one_extract_run_spreads_its_idbs_over_the_workers_as_parts(fanned: F
     assert set(run.summary["rows_per_idb"]) == {idb_name(u) for u in fanned.idbs}
     for url in fanned.idbs:  # D1: exactly the sources' rows, once
         assert staged_rows(fanned.engine, url) == source_rows(url)
+    # the run page and GET /api/runs/{id} list the parts
+    shown = views.run_detail(fanned.engine, run_id)
+    assert shown is not None
+    assert [(p["idb"], p["state"]) for p in shown["parts"]] == [
+        (idb_name(u), "completed") for u in fanned.idbs
+    ]
     # S2 holds for the cycle: one Running Extract run the whole time, no run per part
     assert len(fanned.runs("job = 'Job_ExtractICON'")) == 1
 
@@ -221,3 +228,17 @@ def test_h2_a_part_message_starts_nothing(fanned: Fanned) -> None:
     assert fanned.parts(run_id)[0].state == "scheduled"  # untouched
     for bad in ({"run_id": "1", "idb": "x"}, {"run_id": run_id}, {"run_id": 1, "idb": "x", "y": 1}):
         assert tasks.part_task(**bad)["state"] == RunState.REJECTED
+
+
+def test_h2_a_run_in_the_requesting_process_takes_every_part_itself(fanned: Fanned) -> None:
+    """`gim run --local` (M0): no worker; the run records its parts the same way and runs
+    them one after the other itself."""
+    done = fanned.gim("run", "Job_ExtractICON", "--local")
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = fanned.runs("job = 'Job_ExtractICON'")[-1]
+    assert run.state == RunState.COMPLETED
+    rows = fanned.parts(run.id)
+    assert [(r.state, r.attempt) for r in rows] == [("completed", 1)] * 3
+    assert {r.worker for r in rows} == {run.worker}
+    for url in fanned.idbs:
+        assert staged_rows(fanned.engine, url) == source_rows(url)
