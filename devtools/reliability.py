@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -1169,13 +1170,13 @@ def _multi_host(lab: Lab, primary: PostgresServer, standby: PostgresServer, name
 
 
 def db_failover(lab: Lab, result: Result, full: bool) -> None:
-    """Promote the synchronous standby db2 while Extract runs, the primary stopped at once
+    """Promote the synchronous standby while Extract runs, the primary stopped at once
     (immediate: as if its host died): every process reconnects through the multi-host URL
     (``target_session_attrs=read-write``); no committed run record or fact is lost, the run in
-    flight is rerun, no fact twice."""
-    standby: PostgresServer = lab.standby
-    primary = lab.pg
-    url = _multi_host(lab, primary, standby, lab.mart_name)
+    flight is rerun, no fact twice. Each further round first rebuilds the old primary as the
+    new primary's synchronous standby (``pg_basebackup``), then fails over back to it."""
+    pair: tuple[PostgresServer, PostgresServer] = (lab.pg, lab.standby)
+    url = _multi_host(lab, *pair, lab.mart_name)
     lab.env["GIM_DATABASE_URL"] = url
     lab.engine = make_engine(url)
     lab.settings = lab.settings.model_copy(update={"database_url": url})
@@ -1185,54 +1186,71 @@ def db_failover(lab: Lab, result: Result, full: bool) -> None:
     lab.traffic(600)
     rng = random.Random(7)
     lab.cycle()
-    committed: list[int] = []
+    rounds = 5 if full else 1
+    for number in range(rounds):
+        primary, standby = pair
+        committed: list[int] = []
 
-    def fail_over(run_id: int) -> None:
-        with lab.engine.connect() as conn:
-            committed.extend(conn.execute(sa.text("SELECT id FROM job_run")).scalars())
-        began = time.monotonic()
-        primary.crash()
-        standby.promote()
-        promoted = time.monotonic()
-        # The first commit of a gim process after the promotion (a run's heartbeat, a claim,
-        # an end), found through the multi-host URL.
-        probe = make_engine(url)
+        def fail_over(
+            run_id: int,
+            primary: PostgresServer = primary,
+            standby: PostgresServer = standby,
+            committed: list[int] = committed,
+            number: int = number,
+        ) -> None:
+            with lab.engine.connect() as conn:
+                committed.extend(conn.execute(sa.text("SELECT id FROM job_run")).scalars())
+            began = time.monotonic()
+            primary.crash()
+            standby.promote()
+            promoted = time.monotonic()
+            # The first commit of a gim process after the promotion (a run's heartbeat, a
+            # claim, an end), found through the multi-host URL.
+            probe = make_engine(url)
 
-        def committed_since(at: datetime) -> bool:
+            def committed_since(at: datetime) -> bool:
+                with probe.connect() as conn:
+                    return bool(
+                        conn.execute(
+                            sa.text(
+                                "SELECT count(*) FROM job_run WHERE greatest(heartbeat_at, "
+                                "started_at, ended_at) > :at"
+                            ),
+                            {"at": at},
+                        ).scalar_one()
+                    )
+
             with probe.connect() as conn:
-                return bool(
-                    conn.execute(
-                        sa.text(
-                            "SELECT count(*) FROM job_run WHERE greatest(heartbeat_at, "
-                            "started_at, ended_at) > :at"
-                        ),
-                        {"at": at},
-                    ).scalar_one()
-                )
+                at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+            lab.wait(lambda: committed_since(at), 120, "a process commits on the new primary")
+            probe.dispose()
+            result.recovery.setdefault("db-failover", []).append(
+                round(time.monotonic() - promoted, 1)
+            )
+            result.notes.append(
+                f"round {number + 1}: {primary.host} stopped and {standby.host} promoted in "
+                f"{promoted - began:.1f} s; run {run_id} was in flight"
+            )
 
-        with probe.connect() as conn:
-            at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
-        lab.wait(lambda: committed_since(at), 120, "a process commits on the new primary")
-        probe.dispose()
-        result.recovery.setdefault("db-failover", []).append(round(time.monotonic() - promoted, 1))
-        result.notes.append(
-            f"primary stopped and db2 promoted in {promoted - began:.1f} s; run {run_id} was "
-            "in flight"
-        )
-
-    run_id = _fault_during(lab, result, EXTRACT, fail_over, rng)
-    # The new primary: the drain, the reference load, the fact comparison (plain libpq) and
-    # a process the supervisor restarts go there.
-    lab.pg = standby
-    lab.env["GIM_DATABASE_URL"] = standby.url(lab.mart_name)
-    if run_id is not None:
-        lab.wait_end(run_id, 180)
-    lab.cycle()
-    with lab.engine.connect() as conn:
-        kept = set(conn.execute(sa.text("SELECT id FROM job_run")).scalars())
-    lost = sorted(set(committed) - kept)
-    if lost:
-        result.error = f"H1: committed run records lost in the failover: {lost}"
+        run_id = _fault_during(lab, result, EXTRACT, fail_over, rng)
+        # The new primary: the drain, the reference load, the fact comparison (plain libpq)
+        # and a process the supervisor restarts go there.
+        lab.pg = standby
+        lab.env["GIM_DATABASE_URL"] = standby.url(lab.mart_name)
+        if run_id is not None:
+            lab.wait_end(run_id, 180)
+        lab.cycle()
+        with lab.engine.connect() as conn:
+            kept = set(conn.execute(sa.text("SELECT id FROM job_run")).scalars())
+        lost = sorted(set(committed) - kept)
+        if lost:
+            result.error = f"H1: committed run records lost in failover {number + 1}: {lost}"
+            return
+        if number + 1 < rounds:  # the old primary comes back as the new one's standby
+            shutil.rmtree(primary.data_dir)
+            primary.standby_of(standby)
+            lab.standby = primary
+            pair = (standby, primary)
 
 
 # ----- partitions (issue 39, SPEC H1): hosts are network namespaces, faults cut links ------
