@@ -38,7 +38,7 @@ class GimCelery(Celery):
 
 def create_app(settings: Settings) -> Celery:
     from gim_tasks.monitor.notify import NOTIFY_TASK
-    from gim_tasks.runtime.queues import PART_TASK
+    from gim_tasks.schedule.jobs import EXTRACT_PART as PART_TASK
 
     app = GimCelery("gim_tasks")
     app.conf.update(

@@ -39,12 +39,12 @@ from gim_tasks.db.engine import session_name
 from gim_tasks.errors import GimError
 from gim_tasks.jobs.base import JobContext, StopRequested, StopToken
 from gim_tasks.lifecycle import RunState
-from gim_tasks.runtime import queues
+from gim_tasks.schedule.jobs import EXTRACT_PART
 
 log = logging.getLogger("gim_tasks.runtime.parts")
 
 #: The Celery task that runs one part; it can only claim a part an admitted run recorded.
-PART_TASK = queues.PART_TASK
+PART_TASK = EXTRACT_PART
 
 #: What a part's body does: extract one IDB (its URL) in the given context; rows copied.
 PartBody = Callable[[JobContext, str], int]

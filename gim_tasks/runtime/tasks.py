@@ -124,7 +124,7 @@ def run_job(
 def _send_part(run_id: int, idb: str) -> None:
     """H2: an Extract part to any worker of the etl queue."""
     from gim_tasks.runtime.celery_app import app
-    from gim_tasks.runtime.queues import PART_TASK
+    from gim_tasks.schedule.jobs import EXTRACT_PART as PART_TASK
 
     app.send_task(PART_TASK, kwargs={"run_id": run_id, "idb": idb}, queue=BY_NAME[EXTRACT].queue)
 
@@ -183,7 +183,7 @@ def part_task(*args: Any, **kwargs: Any) -> dict[str, Any]:
         or not (isinstance(run_id, int) and isinstance(idb, str))
     ):
         reason = "an Extract part takes exactly run_id (an integer) and idb (a name)"
-        log.warning("task %s refused: %s", "Job_ExtractICON.part", reason)
+        log.warning("task %s.part refused: %s", EXTRACT, reason)
         return {"run_id": None, "state": RunState.REJECTED, "reason": reason}
     return run_part(run_id, idb)
 
@@ -277,7 +277,7 @@ def register(app: Celery) -> None:
     )
     for info in JOBS:
         app.task(name=info.name, bind=True, acks_late=True, shared=False)(_task_for(info.name))
-    from gim_tasks.runtime.queues import PART_TASK
+    from gim_tasks.schedule.jobs import EXTRACT_PART as PART_TASK
 
     app.task(name=PART_TASK, acks_late=True, shared=False)(part_task)
 

@@ -22,6 +22,8 @@ MAINTAIN = "Job_MaintainGIM"
 UPDATE_STATS = "Job_UpdateStats"
 EXPORT = "Job_ExportGIM"
 BACKFILL = "Job_BackfillGIM"
+#: H2: the Celery task of one part of an Extract run (one IDB), routed to Extract's queue.
+EXTRACT_PART = f"{EXTRACT}.part"
 
 
 _ETL = ("timezone", "run-scheduler", "etl-start-time", "etl-end-time", "etl-frequency")
