@@ -21,6 +21,7 @@ duplicates, overlaps, double-fires or sticks.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import random
@@ -1527,6 +1528,8 @@ def run(names: list[str], full: bool, say: Callable[[str], None], lanes: int = 2
     todo, results, failures = list(names), {}, []
     lock = threading.Lock()
 
+    finished = [threading.Event() for _ in range(max(1, min(lanes, len(names))))]
+
     def lane(index: int) -> None:
         try:
             with ExitStack() as stack:
@@ -1540,18 +1543,50 @@ def run(names: list[str], full: bool, say: Callable[[str], None], lanes: int = 2
                     results[name] = _scenario(root, pg, redis, name, numbers[name], full, say)
         except Exception as error:  # servers that cannot start: reported after the join
             failures.append(error)
+        finally:
+            finished[index].set()
 
     threads = [
         threading.Thread(target=lane, args=(index,), name=f"lane-{index}")
-        for index in range(max(1, min(lanes, len(names))))
+        for index in range(len(finished))
     ]
+
+    def wait_for_lanes(limit: float = float("inf")) -> None:
+        # Events, not Thread.join: a join interrupted by Ctrl-C leaves the thread marked as
+        # ended (CPython), and the process would exit in the middle of the lanes' cleanup.
+        deadline = time.monotonic() + limit
+        for done in finished:
+            while not done.wait(0.5) and time.monotonic() < deadline:
+                pass
+
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        wait_for_lanes()
+    except KeyboardInterrupt:
+        # Ctrl-C reaches this thread only: the lanes must still tear their labs down (servers,
+        # processes, network namespaces). Raise it in each lane too (delivered once a blocking
+        # call returns; a terminal's Ctrl-C also ends the servers' client commands), then wait
+        # for their cleanup before leaving.
+        say("interrupted: stopping the scenarios and removing what they created")
+        # A second Ctrl-C (or the one `timeout` or a shell relays) must not cut the cleanup.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for thread in threads:
+            if thread.ident is not None and thread.is_alive():
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt)
+                )
+        wait_for_lanes(300)
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     if failures:
         raise failures[0]
-    return [results[name] for name in names]
+    ordered = [results[name] for name in names]
+    if all(result.ok for result in ordered):
+        shutil.rmtree(root, ignore_errors=True)  # servers' data, exports, logs: nothing kept
+    else:
+        say(f"logs of the scenarios kept in {root}")
+    return ordered
 
 
 def _scenario(
