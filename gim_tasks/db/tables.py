@@ -641,6 +641,8 @@ extract_part = Table(
     Column("rows_read", BigInteger, nullable=False, server_default=text("0")),
     Column("rows_written", BigInteger, nullable=False, server_default=text("0")),
     Column("error", Text),
+    # L3: the part failed with an error a retry may cure (errors.is_transient)
+    Column("transient", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint(
         "state IN ('scheduled', 'running', 'completed', 'failed', 'stopped', 'abandoned')",
         name="state",

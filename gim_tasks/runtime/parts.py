@@ -249,8 +249,9 @@ def execute(
         ended = conn.execute(
             sa.text(
                 "UPDATE extract_part SET state = :state, rows_read = :read, "
-                "rows_written = :written, error = :error, ended_at = CASE WHEN :state = "
-                "'scheduled' THEN NULL ELSE now() END, fencing_token = CASE WHEN :state = "
+                "rows_written = :written, error = :error, transient = :transient, "
+                "ended_at = CASE WHEN :state = 'scheduled' THEN NULL ELSE now() END, "
+                "fencing_token = CASE WHEN :state = "
                 "'scheduled' THEN NULL ELSE fencing_token END WHERE run_id = :run "
                 "AND idb = :idb AND state = 'running' AND fencing_token = :token"
             ),
@@ -259,6 +260,7 @@ def execute(
                 "read": ctx.counts.read,
                 "written": ctx.counts.written,
                 "error": error if state != "stopped" else ctx.stop.reason,
+                "transient": ctx.transient,
                 "run": part.run_id,
                 "idb": part.idb,
                 "token": part.token,
@@ -325,7 +327,8 @@ def tally(engine: Engine, run_id: int) -> list[sa.Row[Any]]:
         return list(
             conn.execute(
                 sa.text(
-                    "SELECT idb, state, attempt, lost, rows_read, rows_written, error "
+                    "SELECT idb, state, attempt, lost, rows_read, rows_written, error, "
+                    "transient "
                     "FROM extract_part WHERE run_id = :run ORDER BY position"
                 ),
                 {"run": run_id},
@@ -394,6 +397,8 @@ def coordinate(
     }
     failed = [r for r in rows if r.state == "failed"]
     if failed:
+        # L3: a retry of the run may cure it when every failed part's error may be cured
+        ctx.transient = all(r.transient for r in failed)
         raise PartFailed("; ".join(f"IDB {r.idb}: {r.error}" for r in failed))
     if ctx.stop.requested or any(r.state != "completed" for r in rows):
         raise StopRequested(ctx.stop.reason or "a part was stopped")

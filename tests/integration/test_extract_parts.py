@@ -242,3 +242,60 @@ def test_h2_a_run_in_the_requesting_process_takes_every_part_itself(fanned: Fann
     assert {r.worker for r in rows} == {run.worker}
     for url in fanned.idbs:
         assert staged_rows(fanned.engine, url) == source_rows(url)
+
+
+def test_h2_l3_a_run_whose_parts_failed_transiently_may_be_retried(
+    gim_env: dict[str, str],
+) -> None:
+    """L3 through the parts: the coordinator fails the run naming the IDB, and marks it one a
+    retry may cure only when every failed part's error may be cured (a lost IDB connection),
+    not when one is a plain error."""
+    from gim_tasks.jobs.base import JobContext
+    from gim_tasks.options.values import Options
+    from gim_tasks.runtime import runs
+
+    engine = make_engine(gim_env["GIM_DATABASE_URL"])
+
+    def attempt(failure: BaseException) -> tuple[JobContext, list[sa.Row]]:
+        with engine.begin() as conn:
+            run_id = conn.execute(
+                sa.text(
+                    "INSERT INTO job_run (job, trigger, state, actor) VALUES "
+                    "('Job_ExtractICON', 'manual', 'Scheduled', 'test') RETURNING id"
+                )
+            ).scalar_one()
+        token = runs.claim(engine, run_id, None)
+        assert token is not None
+        urls = ["postgresql://gim@127.0.0.1:1/good", "postgresql://gim@127.0.0.1:1/bad"]
+        ctx = JobContext(mart=engine, idb_urls=urls, options=Options.defaults(), run_id=run_id,
+                         fence=runs.fence_for(run_id, token))  # fmt: skip
+
+        def body(part: JobContext, url: str) -> int:
+            if url.endswith("/bad"):
+                raise failure
+            return 0
+
+        with pytest.raises(parts.PartFailed, match="IDB 127.0.0.1:1/bad"):
+            parts.coordinate(ctx, body, engine=engine, worker="test:1", send=None, lease=30,
+                             heartbeat_seconds=1, names=idb_name)  # fmt: skip
+        runs.finish_run(engine, run_id, RunState.FAILED, ctx.counts, token=token)
+        with engine.connect() as conn:
+            rows = list(
+                conn.execute(
+                    sa.text("SELECT idb, state, transient FROM extract_part WHERE run_id = :r "
+                            "ORDER BY position"), {"r": run_id}
+                )
+            )  # fmt: skip
+        return ctx, rows
+
+    lost = psycopg.OperationalError("server closed the connection unexpectedly")
+    ctx, rows = attempt(lost)
+    assert [(r.idb, r.state, r.transient) for r in rows] == [
+        ("127.0.0.1:1/good", "completed", False),
+        ("127.0.0.1:1/bad", "failed", True),
+    ]
+    assert ctx.transient
+    ctx, rows = attempt(ValueError("a bug"))
+    assert rows[1].state == "failed" and not rows[1].transient
+    assert not ctx.transient
+    engine.dispose()

@@ -55,6 +55,8 @@ def upgrade() -> None:
         sa.Column("rows_read", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
         sa.Column("rows_written", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
         sa.Column("error", sa.Text()),
+        # L3: the part failed with an error a retry may cure (errors.is_transient)
+        sa.Column("transient", sa.Boolean(), nullable=False, server_default=sa.text("false")),
         sa.CheckConstraint(
             "state IN ('scheduled', 'running', 'completed', 'failed', 'stopped', 'abandoned')",
             name=op.f("ck_extract_part_state"),
