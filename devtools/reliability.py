@@ -693,6 +693,75 @@ def idb_restart(lab: Lab, result: Result, full: bool) -> None:
         lab.cycle()  # refused (C2: IDB 2 unreachable) until the server is back, then runs
 
 
+def extract_fanout_kill(lab: Lab, result: Result, full: bool) -> None:
+    """H2: Extract over three IDBs fans out to two workers; the worker running a part (not
+    the coordinator) is SIGKILLed mid-way: the part is rerun alone, the run completes, no
+    row lost or twice."""
+    rng = random.Random(13)
+    for k in (2, 3):
+        lab.add_idb(lab.pg, f"idb{k}", seed=130 + k)
+    lab.options({("gim-etl", "extract-batch-size"): "500"})  # a part commits often
+    lab.traffic(600)
+    lab.worker("w1", concurrency=1)
+    lab.worker("w2", concurrency=1)
+    for _ in range(3 if full else 1):
+        lab.cycle()
+        lab.backlog(6)
+        for url in lab.settings.idb_urls[1:]:
+            with psycopg.connect(url, autocommit=True) as source:
+                generate(source, _eight_today() - timedelta(days=3 + lab.backlogs), 6, agents=25,
+                         queues=14, rate=6000, seed=140 + lab.backlogs)  # fmt: skip
+        admission = lab.request(EXTRACT)
+        if admission.state != "Running":
+            result.notes.append(f"{EXTRACT}: {admission.state} ({admission.reason})")
+            continue
+        run_id = admission.run_id
+        lab.wait_running(run_id)
+        coordinator = lab.run(run_id).worker
+
+        def victim(run_id: int = run_id, coordinator: str = coordinator) -> Any:
+            with lab.engine.connect() as conn:
+                return conn.execute(
+                    sa.text(
+                        "SELECT idb, worker FROM extract_part WHERE run_id = :r "
+                        "AND state = 'running' AND worker <> :c"
+                    ),
+                    {"r": run_id, "c": coordinator},
+                ).first()
+
+        lab.wait(lambda: victim() is not None, 120, "a part running on the other worker")
+        time.sleep(rng.uniform(0.0, 0.5))
+        found = victim()
+        if found is None:
+            result.notes.append(f"run {run_id}: the part ended before the fault")
+            lab.wait_end(run_id)
+            continue
+        pid = int(found.worker.rsplit(":", 1)[1])
+        name = next(n for n, c in lab.group.children.items()
+                    if n in ("w1", "w2") and os.getpgid(pid) == c.process.pid)  # fmt: skip
+        result.faults += 1
+        result.faults_mid_run += 1
+        lab.signal(name, signal.SIGKILL)
+        lab.worker(name, concurrency=1)
+        lab.wait_end(run_id, 300)
+        with lab.engine.connect() as db:
+            state = db.execute(
+                sa.text("SELECT state FROM job_run WHERE id = :r"), {"r": run_id}
+            ).scalar_one()
+            rerun = db.execute(
+                sa.text("SELECT idb, attempt, lost FROM extract_part WHERE run_id = :r"),
+                {"r": run_id},
+            ).all()
+        again = [r.idb for r in rerun if r.attempt > 1]
+        if state != "Completed":
+            result.error = f"H2: run {run_id} ended {state} after a part's worker was killed"
+        elif again != [found.idb] or any(r.lost != (r.idb == found.idb) for r in rerun):
+            result.error = f"H2: not just the lost part was rerun: {[tuple(r) for r in rerun]}"
+        else:
+            result.notes.append(f"run {run_id}: part {found.idb} lost with {name}, rerun alone")
+    lab.cycle()
+
+
 def _etl_every_minute(lab: Lab) -> None:
     """Scheduled ETL cycles every minute round the clock, nothing else scheduled."""
     lab.options(
@@ -1473,6 +1542,7 @@ SCENARIOS: dict[str, Scenario] = {
     "restart-redis": restart_redis,
     "restart-postgres": restart_postgres,
     "idb-restart": idb_restart,
+    "extract-fanout-kill": extract_fanout_kill,
     "kill-active-beat": kill_active_beat,
     "stop-at-random-points": stop_at_random_points,
     "export-unwritable": export_unwritable,
@@ -1496,6 +1566,7 @@ NET_SCENARIOS = (
 #: Scenarios only in the full run (minutes of downtime each: too long for CI's --quick).
 FULL_ONLY = (
     "beat-down",
+    "extract-fanout-kill",
     "redis-lost",
     "db-failover",
     "stale-data",
