@@ -72,9 +72,12 @@ def refusal(
     tz: ZoneInfo,
     today: date,
     asked: str | None = None,
+    loss: str | None = None,
 ) -> str | None:
     """Why ``request`` may not run (D5), naming the range (``asked``: how the operator asked
-    for it), what is held and the option; None when every day of its range can be rebuilt."""
+    for it), what is held and the option; None when every day of its range can be rebuilt.
+    ``loss``: what running it anyway would destroy, in the asker's words (default: the
+    levels a re-aggregation empties)."""
     start, end = effective_range(request, today)
     if start > end:
         return None  # the flavor leaves no day: nothing is deleted
@@ -100,8 +103,9 @@ def refusal(
         return None
     last_lost = min(end, oldest - timedelta(days=1))
     lost = f"{start}" if last_lost == start else f"{start} to {last_lost}"
+    loss = loss or f"rebuilding would empty {request.level} and the levels above"
     return (
         f"{asked} needs the {source} of {lost}, which were purged: the oldest day still held "
-        f"is {oldest} ([gim-etl] {option}={holdings.keep[option]}); rebuilding would empty "
-        f"{request.level} and the levels above for good; nothing was changed (D5)"
+        f"is {oldest} ([gim-etl] {option}={holdings.keep[option]}); {loss} for good; "
+        "nothing was changed (D5)"
     )

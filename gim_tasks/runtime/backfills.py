@@ -68,14 +68,10 @@ def _d5(conn: Connection, options: Any, request: plan.Request, now: datetime, tz
     whole = Reaggregation(
         tuple(h.name for h in HIERARCHIES), "SUBHOUR", None, request.first, request.last
     )
-    why = refusal(whole, holdings, tz, wall(now, tz).date(), asked=asked)
+    loss = "replaying them would empty their aggregates and export chunks"
+    why = refusal(whole, holdings, tz, wall(now, tz).date(), asked=asked, loss=loss)
     if why is not None:
-        raise GimError(
-            why.replace(
-                "rebuilding would empty SUBHOUR and the levels above",
-                ("replaying them would empty their aggregates and export chunks"),
-            )
-        )
+        raise GimError(why)
 
 
 def _selected(
