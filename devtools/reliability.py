@@ -481,9 +481,21 @@ class Reference:
 
 
 def fact_rows(url: str) -> dict[str, dict[tuple[int, int], list[str]]]:
-    """Per fact table: source key -> the rows (content without run_id) with that key."""
+    """Per fact table: source key -> the rows (content without run_id) with that key.
+
+    A dimension's surrogate key (``agent_key`` …) stands as the member's source key (IDB,
+    source id): surrogate keys are numbered in the order members first reach the mart, which
+    differs between several IDBs loaded cycle by cycle and a clean load of them all (a new
+    agent of IDB 2 after the first cycle numbers after IDB 3's agents); the member is what
+    must be equal."""
     found: dict[str, dict[tuple[int, int], list[str]]] = {}
     with psycopg.connect(url) as conn:
+        dimensions = {
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'dim\\_%'"
+            )
+        }
         for table, key in FACTS:
             columns = [
                 row[0]
@@ -493,10 +505,16 @@ def fact_rows(url: str) -> dict[str, dict[tuple[int, int], list[str]]]:
                     (table,),
                 )
             ]
-            select = ", ".join(columns)
+            select = ", ".join(
+                f"(SELECT d.idb_id || ':' || d.source_id FROM dim_{name[:-4]} d "  # noqa: S608
+                f"WHERE d.{name} = f.{name})"
+                if name.endswith("_key") and f"dim_{name[:-4]}" in dimensions
+                else f"f.{name}"
+                for name in columns
+            )
             keyed: dict[tuple[int, int], list[str]] = {}
             for idb_id, source_id, content in conn.execute(
-                f"SELECT idb_id, {key}, md5(row({select})::text) FROM {table}"  # noqa: S608
+                f"SELECT idb_id, {key}, md5(row({select})::text) FROM {table} f"  # noqa: S608
             ):
                 keyed.setdefault((idb_id, source_id), []).append(content)
             found[table] = keyed
@@ -741,6 +759,7 @@ def extract_fanout_kill(lab: Lab, result: Result, full: bool) -> None:
                     if n in ("w1", "w2") and os.getpgid(pid) == c.process.pid)  # fmt: skip
         result.faults += 1
         result.faults_mid_run += 1
+        killed_at = _db_now(lab)
         lab.signal(name, signal.SIGKILL)
         lab.worker(name, concurrency=1)
         lab.wait_end(run_id, 300)
@@ -749,9 +768,15 @@ def extract_fanout_kill(lab: Lab, result: Result, full: bool) -> None:
                 sa.text("SELECT state FROM job_run WHERE id = :r"), {"r": run_id}
             ).scalar_one()
             rerun = db.execute(
-                sa.text("SELECT idb, attempt, lost FROM extract_part WHERE run_id = :r"),
+                sa.text(
+                    "SELECT idb, attempt, lost, started_at FROM extract_part WHERE run_id = :r"
+                ),
                 {"r": run_id},
             ).all()
+        restarted = next(r.started_at for r in rerun if r.idb == found.idb)
+        result.recovery.setdefault("lost-part", []).append(
+            round((restarted - killed_at).total_seconds(), 1)
+        )
         again = [r.idb for r in rerun if r.attempt > 1]
         if state != "Completed":
             result.error = f"H2: run {run_id} ended {state} after a part's worker was killed"
@@ -1759,6 +1784,7 @@ RECOVERY_TARGETS = {
     "lost-run": LEASE_SECONDS + 30.0,
     "db-failover": 30.0,
     "resent": 15.0,  # the beat resends what was sent and not started once it sees Redis empty
+    "lost-part": LEASE_SECONDS + 30.0,  # H2: the kill to the lost part's rerun starting
 }
 
 

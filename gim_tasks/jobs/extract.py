@@ -326,6 +326,12 @@ def run(ctx: JobContext) -> None:
         and len(ctx.idb_urls) > 1
         and ctx.options.get("gim-etl", "extract-fan-out")
     ):
+        # IDBs new to the mart are registered here, in GIM_IDB_URLS order, before the parts
+        # race: their idb_id (in facts, discards, `gim etl status`) is the same as one after
+        # the other would give, whichever part starts first.
+        with ctx.transaction() as conn:
+            for url in ctx.idb_urls:
+                register_idb(conn, url)
         ctx.fan_out(ctx, extract_idb)
         return
     ctx.counts.summary["rows_per_idb"] = {

@@ -371,26 +371,27 @@ def coordinate(
     if send is not None:
         for name in list(urls)[1:]:  # the first is the coordinator's own
             send(run_id, name)
-    while True:
-        if ctx.stop.requested:
-            stop_waiting(engine, run_id, ctx.stop.reason)
-        else:
-            part = claim(engine, run_id, worker)
-            if part is not None:
-                execute(engine, part, urls[part.idb], body, ctx.options, ctx.output_base,
-                        heartbeat_seconds, ctx.stop)  # fmt: skip
-                continue
-        for name in requeue_lost(engine, run_id, lease):
-            if send is not None:
-                send(run_id, name)
-        rows = tally(engine, run_id)
-        done = [r for r in rows if r.state in ENDED]
-        ctx.counts.read = sum(r.rows_read for r in rows)
-        ctx.counts.written = sum(r.rows_written for r in rows)
-        ctx.progress("extract parts (IDBs)", len(done), len(rows))
-        if len(done) == len(rows):
-            break
-        ctx.stop.wait(0.5)
+    # Lost parts are looked for every heartbeat by a thread of their own, also while the
+    # coordinator runs a part itself: a part lost with its worker is sent again once its lease
+    # ran out, not once the coordinator's own (often the largest) part is done.
+    watching = threading.Event()
+
+    def watch() -> None:
+        while not watching.wait(heartbeat_seconds):
+            try:
+                for name in requeue_lost(engine, run_id, lease):
+                    if send is not None:
+                        send(run_id, name)
+            except Exception:  # the database away: the next look retries
+                log.exception("run %s: could not look for lost parts", run_id)
+
+    watcher = threading.Thread(target=watch, name=f"parts-{run_id}", daemon=True)
+    watcher.start()
+    try:
+        rows = _work(ctx, body, engine, worker, urls, heartbeat_seconds)
+    finally:
+        watching.set()
+        watcher.join()
     ctx.counts.summary["rows_per_idb"] = {r.idb: r.rows_read for r in rows}
     ctx.counts.summary["parts"] = {
         r.idb: {"state": r.state, "attempts": r.attempt, "lost": r.lost} for r in rows
@@ -403,6 +404,37 @@ def coordinate(
     if ctx.stop.requested or any(r.state != "completed" for r in rows):
         raise StopRequested(ctx.stop.reason or "a part was stopped")
     log.info("extracted %d rows from %d IDBs in parts", ctx.counts.read, len(rows))
+
+
+def _work(
+    ctx: JobContext,
+    body: PartBody,
+    engine: Engine,
+    worker: str,
+    urls: dict[str, str],
+    heartbeat_seconds: float,
+) -> list[sa.Row[Any]]:
+    """The coordinator's loop: take waiting parts (also those given back) until none is
+    left, then wait for every part to end; the parts' rows at the end."""
+    assert ctx.run_id is not None
+    run_id = ctx.run_id
+    while True:
+        if ctx.stop.requested:
+            stop_waiting(engine, run_id, ctx.stop.reason)
+        else:
+            part = claim(engine, run_id, worker)
+            if part is not None:
+                execute(engine, part, urls[part.idb], body, ctx.options, ctx.output_base,
+                        heartbeat_seconds, ctx.stop)  # fmt: skip
+                continue
+        rows = tally(engine, run_id)
+        done = [r for r in rows if r.state in ENDED]
+        ctx.counts.read = sum(r.rows_read for r in rows)
+        ctx.counts.written = sum(r.rows_written for r in rows)
+        ctx.progress("extract parts (IDBs)", len(done), len(rows))
+        if len(done) == len(rows):
+            return rows
+        ctx.stop.wait(0.5)
 
 
 def of_run(conn: Connection, run_id: int) -> list[dict[str, Any]]:

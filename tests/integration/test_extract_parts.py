@@ -299,3 +299,25 @@ def test_h2_l3_a_run_whose_parts_failed_transiently_may_be_retried(
     assert rows[1].state == "failed" and not rows[1].transient
     assert not ctx.transient
     engine.dispose()
+
+
+def test_h2_idbs_are_numbered_in_their_configured_order_whichever_part_starts_first(
+    fanned: Fanned,
+) -> None:
+    """idb_id (facts, discards, `gim etl status`, C2's "IDB n") follows GIM_IDB_URLS, as one
+    IDB after the other would number them, though parts race to start: here the last IDB's
+    part runs first."""
+    from gim_tasks.jobs import extract
+    from gim_tasks.jobs.base import JobContext
+    from gim_tasks.options.values import Options
+
+    def last_first(ctx: JobContext, body: parts.PartBody) -> None:
+        for url in reversed(ctx.idb_urls):
+            body(ctx, url)
+
+    ctx = JobContext(mart=fanned.engine, idb_urls=fanned.idbs, options=Options.defaults(),
+                     fan_out=last_first)  # fmt: skip
+    extract.run(ctx)
+    with fanned.engine.connect() as conn:
+        numbered = conn.execute(sa.text("SELECT name FROM idb_source ORDER BY idb_id")).scalars()
+        assert list(numbered) == [idb_name(u) for u in fanned.idbs]
