@@ -990,9 +990,14 @@ def _db_now(lab: Lab) -> datetime:
         return conn.execute(sa.select(sa.func.now())).scalar_one()
 
 
-def _stopped(lab: Lab, name: str) -> None:
+def _stopped(lab: Lab, name: str, grace: float = 60) -> None:
+    """Stop one process of the lab: SIGTERM (a worker shuts down warmly), SIGKILL after
+    ``grace`` seconds."""
     lab.signal(name, signal.SIGTERM)
-    lab.group.process(name).wait(timeout=60)
+    try:
+        lab.group.process(name).wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        lab.signal(name, signal.SIGKILL)
 
 
 def beat_down(lab: Lab, result: Result, full: bool) -> None:
@@ -1368,7 +1373,7 @@ def partition_worker_db(lab: Lab, result: Result, full: bool) -> None:
         admission = lab.request(TRANSFORM)
         if admission.state != "Running":
             result.notes.append(f"{TRANSFORM}: {admission.state} ({admission.reason})")
-            _halt(lab, "worker-a")
+            _stopped(lab, "worker-a", 30)
             continue
         lab.wait_running(admission.run_id)
         lab.worker("worker-b")
@@ -1401,18 +1406,9 @@ def partition_worker_db(lab: Lab, result: Result, full: bool) -> None:
         first = lab.run(admission.run_id)
         if first.state != "Failed" or "worker lost" not in (first.error or ""):
             result.error = f"H1: the cut-off run ended {first.state}: {first.error}"
-        _halt(lab, "worker-a")
-        _halt(lab, "worker-b")
+        _stopped(lab, "worker-a", 30)
+        _stopped(lab, "worker-b", 30)
         lab.cycles += 1
-
-
-def _halt(lab: Lab, name: str) -> None:
-    """Stop one process of the lab (SIGTERM, then SIGKILL after 30 s)."""
-    lab.signal(name, signal.SIGTERM)
-    try:
-        lab.group.process(name).wait(30)
-    except subprocess.TimeoutExpired:
-        lab.signal(name, signal.SIGKILL)
 
 
 def _leader_pid(lab: Lab) -> int | None:

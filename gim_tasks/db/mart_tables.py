@@ -10,6 +10,7 @@ maintenance.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -27,6 +28,7 @@ from sqlalchemy import (
     Text,
     Time,
     UniqueConstraint,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -260,6 +262,13 @@ export_mark = Table(
     Column("last_chunk", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
 )
+
+
+def exported_through(conn: Any) -> datetime | None:
+    """The export's mark (D4): everything before it is in a chunk on disk; None before the
+    first export. One reading for the export job, back-fills and the Days grid."""
+    return conn.execute(select(export_mark.c.exported_through)).scalar_one_or_none()
+
 
 #: Intervals whose facts changed since aggregation last saw them (Transform adds, the
 #: aggregation job consumes in the transaction that rewrites their aggregates).

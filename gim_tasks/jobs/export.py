@@ -403,9 +403,7 @@ def release_held(ctx: JobContext, base: Path, tables: tuple[ExportTable, ...]) -
 
 
 def _mark(conn: sa.Connection) -> datetime | None:
-    return conn.execute(
-        sa.text("SELECT exported_through FROM export_mark WHERE id = 1")
-    ).scalar_one_or_none()
+    return mart.exported_through(conn)
 
 
 def _start_point(ctx: JobContext, chunk: timedelta) -> datetime | None:

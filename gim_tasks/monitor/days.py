@@ -49,6 +49,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from gim_tasks.db.mart_tables import exported_through
 from gim_tasks.db.tables import scheduler_epoch
 from gim_tasks.lifecycle import Condition
 from gim_tasks.options.types import ReadyByValue
@@ -387,7 +388,7 @@ def load(conn: Connection, options: Any, now: datetime | None = None) -> Marks:
             sa.text("SELECT DISTINCT date_time_key FROM agg_pending ORDER BY 1")
         ).scalars()
     )
-    through = conn.execute(sa.text("SELECT exported_through FROM export_mark")).scalar()
+    through = exported_through(conn)
     purged: dict[str, datetime] = {
         row.what: row.purged_before
         for row in conn.execute(sa.text("SELECT what, purged_before FROM purge_mark"))

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from gim_tasks.db import locks
+from gim_tasks.db.mart_tables import exported_through
 from gim_tasks.db.tables import backfill, backfill_item, job_run
 from gim_tasks.errors import Conflict, GimError, NotFound
 from gim_tasks.lifecycle import COMPLETED_STATES, Retry, RunState, StopKind, Trigger
@@ -141,9 +142,7 @@ def _chunks_per_day(
     conn: Connection, options: Any, days: list[date], tz_name: str
 ) -> dict[date, int]:
     """How many exported chunks start on each day (at or before the export's mark)."""
-    mark = conn.execute(
-        sa.text("SELECT exported_through FROM export_mark WHERE id = 1")
-    ).scalar_one_or_none()
+    mark = exported_through(conn)
     size = int(options.get("gim-export", "chunk-size-seconds"))
     return {day: len(plan.chunks_of_day(day, tz_name, size, mark)) for day in days}
 
