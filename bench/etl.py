@@ -305,28 +305,15 @@ def count(url: str, sql: str) -> int:
 def _extract_run(env: dict[str, str], workers: int, log_dir: Path) -> tuple[float, float]:
     """One Extract run on ``workers`` fresh workers: (wall seconds from its run record, CPU
     seconds of the PostgreSQL server and the workers during it)."""
-    from devtools.processes import ProcessGroup
+    from devtools.processes import ProcessGroup, worker_args
 
     engine = make_engine(env["GIM_DATABASE_URL"])
     group = ProcessGroup(env, log_dir=log_dir, grace=20.0)
     gim = str(Path(sys.executable).parent / "gim")
     try:
         for n in range(workers):
-            group.start(
-                f"w{n}",
-                [
-                    gim,
-                    "worker",
-                    "--concurrency",
-                    "1",
-                    "--hostname",
-                    f"w{n}-{os.getpid()}@%h",
-                    "--without-mingle",
-                    "--without-gossip",
-                    "--queues",
-                    "etl",
-                ],
-            )
+            name = f"w{n}"
+            group.start(name, [gim, *worker_args(f"{name}-{os.getpid()}", 1), "--queues", "etl"])
         time.sleep(3)  # the workers connect to the broker
         cpu = _cpu_seconds()
         done = subprocess.run(
@@ -362,12 +349,12 @@ def _cpu_seconds() -> float:
 def fan_out(args: argparse.Namespace) -> None:
     """``--idbs N --workers W``: see the module docstring."""
     from bench import servers
-    from gim_tasks.runtime.parts import PART_TASK
+    from gim_tasks.schedule.jobs import EXTRACT_PART
 
     cores = os.cpu_count() or 1
     print(
         f"Extract fan-out (H2): {args.idbs} IDBs ({args.sizes}), {args.workers} workers of "
-        f"concurrency 1, {cores} cores, {args.rounds} round(s); part task {PART_TASK}"
+        f"concurrency 1, {cores} cores, {args.rounds} round(s); part task {EXTRACT_PART}"
     )
     with servers() as (base, pg, rd):
         rate = 40_000

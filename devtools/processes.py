@@ -28,6 +28,14 @@ from signal import Signals
 COLORS = ("36", "33", "35", "32", "34", "31")
 
 
+def worker_args(name: str, concurrency: int) -> list[str]:
+    """``gim`` arguments of a Celery worker named ``name`` (unique per process group: the
+    tests, the reliability suite and the benches add their own pid and lab), without the
+    start-up chatter between workers (mingle, gossip) that a throw-away stack does not need."""
+    return ["worker", "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
+            "--without-mingle", "--without-gossip"]  # fmt: skip
+
+
 @dataclass
 class Child:
     name: str
@@ -133,6 +141,14 @@ class ProcessGroup:
             self.start(child.name, child.argv, child.env)
             restarted.append(child.name)
         return restarted
+
+    def holding(self, pid: int) -> str:
+        """The child whose process group holds process ``pid`` (a Celery pool process, say)."""
+        group = os.getpgid(pid)
+        for name, child in self.children.items():
+            if child.process.pid == group:
+                return name
+        raise LookupError(f"process {pid} belongs to no child of this group")
 
     def signal(self, name: str, sig: Signals) -> None:
         """Send ``sig`` to the child's whole group; after SIGTERM or SIGKILL it is not

@@ -45,7 +45,7 @@ from celery import Celery
 
 from devtools.localstack import PostgresServer, RedisServer, free_port
 from devtools.netlab import NetLab, network
-from devtools.processes import ProcessGroup
+from devtools.processes import ProcessGroup, worker_args
 from gim_tasks.aggregate.compute import ensure_tables, fact_day_span, verify
 from gim_tasks.aggregate.registry import HIERARCHIES
 from gim_tasks.db import migrate
@@ -243,16 +243,7 @@ class Lab:
         return self.group.start(name, [*where, GIM, *args])
 
     def worker(self, name: str = "w1", concurrency: int = 2) -> subprocess.Popen[bytes]:
-        return self.start(
-            name,
-            "worker",
-            "--concurrency",
-            str(concurrency),
-            "--hostname",
-            f"{name}-{self.name}-{os.getpid()}@%h",
-            "--without-mingle",
-            "--without-gossip",
-        )
+        return self.start(name, *worker_args(f"{name}-{self.name}-{os.getpid()}", concurrency))
 
     def beat(self, name: str = "beat1") -> subprocess.Popen[bytes]:
         return self.start(name, "beat")
@@ -755,8 +746,7 @@ def extract_fanout_kill(lab: Lab, result: Result, full: bool) -> None:
             lab.wait_end(run_id)
             continue
         pid = int(found.worker.rsplit(":", 1)[1])
-        name = next(n for n, c in lab.group.children.items()
-                    if n in ("w1", "w2") and os.getpgid(pid) == c.process.pid)  # fmt: skip
+        name = lab.group.holding(pid)
         result.faults += 1
         result.faults_mid_run += 1
         killed_at = _db_now(lab)

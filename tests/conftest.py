@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
 from devtools.localstack import PostgresServer, RedisServer, free_port
-from devtools.processes import ProcessGroup
+from devtools.processes import ProcessGroup, worker_args
 from gim_tasks.db import migrate
 from gim_tasks.db.engine import make_engine
 from gim_tasks.errors import LocalStackError
@@ -204,16 +204,7 @@ class Stack:
         return self.group.start(name, [GIM, *args])
 
     def worker(self, name: str = "w1", concurrency: int = 2) -> subprocess.Popen[bytes]:
-        return self.start(
-            name,
-            "worker",
-            "--concurrency",
-            str(concurrency),
-            "--hostname",
-            f"{name}-{os.getpid()}@%h",
-            "--without-mingle",
-            "--without-gossip",
-        )
+        return self.start(name, *worker_args(f"{name}-{os.getpid()}", concurrency))
 
     def gim(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -17,7 +17,7 @@ from kombu import Exchange, Queue
 from gim_tasks import logs
 from gim_tasks.errors import SettingsError
 from gim_tasks.runtime.queues import QUEUES
-from gim_tasks.schedule.jobs import JOBS
+from gim_tasks.schedule.jobs import BY_NAME, EXTRACT, EXTRACT_PART, JOBS
 from gim_tasks.settings import Settings, get_settings
 
 
@@ -38,7 +38,6 @@ class GimCelery(Celery):
 
 def create_app(settings: Settings) -> Celery:
     from gim_tasks.monitor.notify import NOTIFY_TASK
-    from gim_tasks.schedule.jobs import EXTRACT_PART as PART_TASK
 
     app = GimCelery("gim_tasks")
     app.conf.update(
@@ -63,7 +62,8 @@ def create_app(settings: Settings) -> Celery:
         task_routes={
             **{info.name: {"queue": info.queue} for info in JOBS},
             NOTIFY_TASK: {"queue": "notify"},
-            PART_TASK: {"queue": "etl"},  # H2: an Extract part goes where Extract goes
+            # H2: an Extract part goes where Extract goes
+            EXTRACT_PART: {"queue": BY_NAME[EXTRACT].queue},
         },
         # RedBeat's own Redis client options, set explicitly (empty: what RedBeat did when it
         # fell back to broker_transport_options, a fallback RedBeat 2.5 removes).

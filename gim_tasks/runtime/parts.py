@@ -39,20 +39,24 @@ from gim_tasks.db.engine import session_name
 from gim_tasks.errors import GimError
 from gim_tasks.jobs.base import JobContext, StopRequested, StopToken
 from gim_tasks.lifecycle import RunState
-from gim_tasks.schedule.jobs import EXTRACT_PART
+from gim_tasks.runtime.runs import LeaseLost
+from gim_tasks.runtime.runs import execute as execute_body
 
 log = logging.getLogger("gim_tasks.runtime.parts")
-
-#: The Celery task that runs one part; it can only claim a part an admitted run recorded.
-PART_TASK = EXTRACT_PART
 
 #: What a part's body does: extract one IDB (its URL) in the given context; rows copied.
 PartBody = Callable[[JobContext, str], int]
 #: How the coordinator sends a part to the workers: (run id, IDB name).
 Send = Callable[[int, str], None]
 
-WAITING, RUNNING = "scheduled", "running"
+WAITING = "scheduled"
 ENDED = ("completed", "failed", "stopped", "abandoned")
+#: A part's end state from its body's run state (any other: failed).
+PART_STATE: dict[str, str] = {
+    RunState.COMPLETED: "completed",
+    RunState.COMPLETED_WITH_WARNINGS: "completed",
+    RunState.STOPPED: "stopped",
+}
 
 
 class PartFailed(GimError):
@@ -122,10 +126,6 @@ def shut_down() -> int:
         return len(_active)
 
 
-class PartLost(Exception):
-    """The part or its run lost its lease: it must not commit."""
-
-
 def fence_for(part: Part) -> Callable[[Connection], None]:
     """The fence of a part's commits: its row and its run's row locked FOR SHARE, both
     tokens still current (see the module docstring)."""
@@ -147,7 +147,7 @@ def fence_for(part: Part) -> Callable[[Connection], None]:
             },
         ).scalar_one_or_none()
         if ok is None:
-            raise PartLost(
+            raise LeaseLost(
                 f"part {part.idb} of run {part.run_id} lost its lease "
                 f"(fencing token {part.token}): not committing"
             )
@@ -208,8 +208,6 @@ def execute(
     """Run a claimed part to its end; returns its end state. ``stop``: the coordinator's own
     stop token, when the coordinator runs the part itself: its stop (a signal, the run's stop
     request) reaches the part at once, while the part's own loss stops only the part."""
-    from gim_tasks.runtime.runs import execute as execute_body
-
     ctx = JobContext(
         mart=engine,
         idb_urls=[url],
@@ -238,13 +236,9 @@ def execute(
         and _shutting_down.is_set()
         and not (stop is not None and stop.requested)
     ):
-        state = WAITING  # given back: its committed batches stay, the next claimer continues
-    state = {
-        RunState.COMPLETED: "completed",
-        RunState.COMPLETED_WITH_WARNINGS: "completed",
-        RunState.STOPPED: "stopped",
-        WAITING: WAITING,
-    }.get(state, "failed")
+        outcome = WAITING  # given back: its committed batches stay, the next claimer continues
+    else:
+        outcome = PART_STATE.get(state, "failed")
     with engine.begin() as conn:
         ended = conn.execute(
             sa.text(
@@ -256,10 +250,10 @@ def execute(
                 "AND idb = :idb AND state = 'running' AND fencing_token = :token"
             ),
             {
-                "state": state,
+                "state": outcome,
                 "read": ctx.counts.read,
                 "written": ctx.counts.written,
-                "error": error if state != "stopped" else ctx.stop.reason,
+                "error": error if outcome != "stopped" else ctx.stop.reason,
                 "transient": ctx.transient,
                 "run": part.run_id,
                 "idb": part.idb,
@@ -268,8 +262,8 @@ def execute(
         ).rowcount
     if not ended:
         log.warning("part %s of run %s ended %s after losing its lease", part.idb, part.run_id,
-                    state)  # fmt: skip
-    return state
+                    outcome)  # fmt: skip
+    return outcome
 
 
 def requeue_lost(engine: Engine, run_id: int, lease: float) -> list[str]:

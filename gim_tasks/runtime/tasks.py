@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery
 
 from gim_tasks.lifecycle import Channel, RunState
-from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, EXTRACT, JOBS
+from gim_tasks.schedule.jobs import AGGREGATE, BY_NAME, EXTRACT, EXTRACT_PART, JOBS
 from gim_tasks.settings import get_settings
 
 # The job bodies and the execution machinery are imported when a task runs, not when the
@@ -48,7 +48,6 @@ def run_job(
 ) -> dict[str, Any]:
     import sqlalchemy as sa
 
-    from gim_tasks.db.sessions import connection_problem
     from gim_tasks.jobs.registry import body_of
     from gim_tasks.monitor import audit
     from gim_tasks.runtime.manager import InvalidRequest, request_run
@@ -97,13 +96,7 @@ def run_job(
     try:
         token = claim(engine, run_id, task_id)
     except sa.exc.OperationalError as error:
-        # H1: this worker cannot reach the database (a partition, a failover): give the message
-        # back to the queue for a worker that can, instead of acknowledging it unclaimed.
-        from celery.exceptions import Reject
-
-        log.warning("run %s of %s: cannot claim it from here (%s): requeued", run_id, job,
-                    connection_problem(error))  # fmt: skip
-        raise Reject(f"database unreachable: {connection_problem(error)}", requeue=True) from None
+        _give_back(f"run {run_id} of {job}", error)
     if token is None:
         log.info(
             "run %s of %s is not claimable (already started, cancelled or rejected): "
@@ -121,12 +114,23 @@ def run_job(
     return {"run_id": run_id, "state": state}
 
 
+def _give_back(what: str, error: BaseException) -> NoReturn:
+    """H1: this worker cannot reach the database to claim ``what`` (a partition, a failover):
+    give the message back to the queue for a worker that can, instead of acknowledging it
+    unclaimed."""
+    from celery.exceptions import Reject
+
+    from gim_tasks.db.sessions import connection_problem
+
+    log.warning("%s: cannot claim it from here (%s): requeued", what, connection_problem(error))
+    raise Reject(f"database unreachable: {connection_problem(error)}", requeue=True) from None
+
+
 def _send_part(run_id: int, idb: str) -> None:
     """H2: an Extract part to any worker of the etl queue."""
     from gim_tasks.runtime.celery_app import app
-    from gim_tasks.schedule.jobs import EXTRACT_PART as PART_TASK
 
-    app.send_task(PART_TASK, kwargs={"run_id": run_id, "idb": idb}, queue=BY_NAME[EXTRACT].queue)
+    app.send_task(EXTRACT_PART, kwargs={"run_id": run_id, "idb": idb}, queue=BY_NAME[EXTRACT].queue)
 
 
 def run_part(run_id: int, idb: str) -> dict[str, Any]:
@@ -135,7 +139,6 @@ def run_part(run_id: int, idb: str) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from gim_tasks import logs
-    from gim_tasks.db.sessions import connection_problem
     from gim_tasks.jobs.base import JobContext
     from gim_tasks.jobs.extract import extract_idb, idb_name
     from gim_tasks.options import store
@@ -145,12 +148,8 @@ def run_part(run_id: int, idb: str) -> dict[str, Any]:
     engine, settings = _engine(), get_settings()
     try:
         part = parts.claim(engine, run_id, worker_name(), idb)
-    except sa.exc.OperationalError as error:  # H1: as a run's claim: back to the queue
-        from celery.exceptions import Reject
-
-        log.warning("part %s of run %s: cannot claim it from here (%s): requeued", idb, run_id,
-                    connection_problem(error))  # fmt: skip
-        raise Reject(f"database unreachable: {connection_problem(error)}", requeue=True) from None
+    except sa.exc.OperationalError as error:
+        _give_back(f"part {idb} of run {run_id}", error)
     if part is None:
         return {"run_id": run_id, "idb": idb, "state": "not claimable"}
     url = next((u for u in settings.idb_urls if idb_name(u) == idb), None)
@@ -183,7 +182,7 @@ def part_task(*args: Any, **kwargs: Any) -> dict[str, Any]:
         or not (isinstance(run_id, int) and isinstance(idb, str))
     ):
         reason = "an Extract part takes exactly run_id (an integer) and idb (a name)"
-        log.warning("task %s.part refused: %s", EXTRACT, reason)
+        log.warning("task %s refused: %s", EXTRACT_PART, reason)
         return {"run_id": None, "state": RunState.REJECTED, "reason": reason}
     return run_part(run_id, idb)
 
@@ -277,9 +276,7 @@ def register(app: Celery) -> None:
     )
     for info in JOBS:
         app.task(name=info.name, bind=True, acks_late=True, shared=False)(_task_for(info.name))
-    from gim_tasks.schedule.jobs import EXTRACT_PART as PART_TASK
-
-    app.task(name=PART_TASK, acks_late=True, shared=False)(part_task)
+    app.task(name=EXTRACT_PART, acks_late=True, shared=False)(part_task)
 
 
 #: The keyword arguments a job task takes; anything else is refused, naming it.

@@ -63,6 +63,11 @@ class Fanned(Stack):
                 ).scalar_one()
             )
 
+    def two_workers(self) -> None:
+        """Two workers of one process each: parts run on both, one part per worker."""
+        self.worker("w1", concurrency=1)
+        self.worker("w2", concurrency=1)
+
     def slow_batches(self) -> None:
         """The smallest batches: a part takes seconds, long enough to act on it mid-way."""
         done = self.gim("config", "set", "gim-etl", "extract-batch-size", "100")
@@ -121,8 +126,7 @@ def fanned(
 
 
 def test_h2_one_extract_run_spreads_its_idbs_over_the_workers_as_parts(fanned: Fanned) -> None:
-    fanned.worker("w1", concurrency=1)
-    fanned.worker("w2", concurrency=1)
+    fanned.two_workers()
     run_id = fanned.extract()
     assert fanned.ended(run_id) == RunState.COMPLETED
     rows = fanned.parts(run_id)
@@ -152,8 +156,7 @@ LARGER = pytest.mark.parametrize("fanned", [40_000], indirect=True)
 @LARGER
 def test_h2_a_stop_of_the_run_stops_every_part(fanned: Fanned) -> None:
     fanned.slow_batches()
-    fanned.worker("w1", concurrency=1)
-    fanned.worker("w2", concurrency=1)
+    fanned.two_workers()
     run_id = fanned.extract()
     fanned.wait(
         lambda: sum(r.state == "running" for r in fanned.parts(run_id)) >= 2,
@@ -171,19 +174,10 @@ def test_h2_a_stop_of_the_run_stops_every_part(fanned: Fanned) -> None:
     assert took < 20, f"the parts took {took:.1f} s to stop"
 
 
-def _worker_of(pid: int, stack: Stack) -> str:
-    """The stack process (worker name) whose group holds process ``pid`` (a pool child)."""
-    for name, child in stack.group.children.items():
-        if os.getpgid(pid) == child.process.pid:
-            return name
-    raise AssertionError(f"process {pid} belongs to no worker of the stack")
-
-
 @LARGER
 def test_h2_a_part_lost_with_its_worker_is_rerun_alone(fanned: Fanned) -> None:
     fanned.slow_batches()
-    fanned.worker("w1", concurrency=1)
-    fanned.worker("w2", concurrency=1)
+    fanned.two_workers()
     run_id = fanned.extract()
     coordinator = int(fanned.runs(f"id = {run_id}")[0].worker.rsplit(":", 1)[1])
 
@@ -202,7 +196,7 @@ def test_h2_a_part_lost_with_its_worker_is_rerun_alone(fanned: Fanned) -> None:
     fanned.wait(lambda: victim() is not None, 60, "a part running on the other worker")
     lost = victim()
     assert lost is not None
-    fanned.group.signal(_worker_of(int(lost.worker.rsplit(":", 1)[1]), fanned), signal.SIGKILL)
+    fanned.group.signal(fanned.group.holding(int(lost.worker.rsplit(":", 1)[1])), signal.SIGKILL)
     assert fanned.ended(run_id, 120) == RunState.COMPLETED
     rows = {r.idb: r for r in fanned.parts(run_id)}
     assert rows[lost.idb].lost == 1 and rows[lost.idb].attempt == 2, rows[lost.idb]
