@@ -136,21 +136,25 @@ def hold(conn: Any, lock: AdvisoryLock, table: str | None = None, shared: bool =
     staging table of a per-table lock; ``shared``: the shared mode (readers of the purge)."""
     import sqlalchemy as sa
 
+    take = sa.func.pg_advisory_xact_lock_shared if shared else sa.func.pg_advisory_xact_lock
+    conn.execute(sa.select(take(*_keys(lock, table))))
+
+
+def _keys(lock: AdvisoryLock, table: str | None) -> tuple[int, ...]:
     if lock.session:
         raise ValueError(f"the {lock.name} lock is session-scoped: use hold_session")
     if lock.per_table != (table is not None):
         raise ValueError(f"the {lock.name} lock {'needs' if lock.per_table else 'takes no'} table")
-    take = sa.func.pg_advisory_xact_lock_shared if shared else sa.func.pg_advisory_xact_lock
-    keys = (lock.key, table_key(table)) if table is not None else (lock.key,)
-    conn.execute(sa.select(take(*keys)))
+    return (lock.key, table_key(table)) if table is not None else (lock.key,)
 
 
-def try_hold(conn: Any, lock: AdvisoryLock) -> bool:
+def try_hold(conn: Any, lock: AdvisoryLock, table: str | None = None) -> bool:
     """Take ``lock`` until the end of ``conn``'s transaction if it is free; False (without
-    waiting) when another transaction holds it."""
+    waiting) when another transaction holds it. ``table`` as for :func:`hold`."""
     import sqlalchemy as sa
 
-    return bool(conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(lock.key))).scalar_one())
+    keys = _keys(lock, table)
+    return bool(conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(*keys))).scalar_one())
 
 
 def hold_session(conn: Any, lock: AdvisoryLock) -> None:

@@ -10,8 +10,9 @@ commit out of id order are therefore never missed: visibility is about commit, n
 all older rows, so the cost follows new rows, not history.
 
 Batches: rows are copied in id order, ``extract-batch-size`` at a time, from the IDB with
-``COPY (SELECT …) TO STDOUT`` straight into a temporary table of the Info Mart with ``COPY …
-FROM STDIN`` (binary), then merged into staging. Each batch commits in one Info Mart
+``COPY (SELECT …) TO STDOUT`` into the Info Mart with ``COPY … FROM STDIN`` (binary): straight
+into staging when every row of the batch is new to it, else into a temporary table that is then
+merged into staging. Each batch commits in one Info Mart
 transaction together with its mark (``pending_snapshot = S``, ``pending_last_id``), so a crash
 loses at most the uncommitted batch, and a rerun skips rows visible in the pending snapshot
 with ids up to the mark. Staging is keyed by (IDB, id) and a merge only rewrites a row whose
@@ -117,6 +118,37 @@ def _save_mark(conn: Connection, idb_id: int, table: str, rows: int, **values: o
     )
 
 
+def _highest(conn: Connection, staging: sa.Table, idb_id: int) -> int:
+    """The highest id staging holds for this IDB (an index lookup); 0 when none."""
+    return int(
+        conn.execute(
+            sa.text(f"SELECT coalesce(max(id), 0) FROM {staging.name} WHERE idb_id = :idb"),
+            {"idb": idb_id},
+        ).scalar_one()
+    )
+
+
+def _copy(
+    source: psycopg.Connection,
+    target: psycopg.Connection,
+    query: sql.Composed,
+    params: dict[str, object],
+    table: str,
+    columns: str,
+) -> int:
+    """Stream one batch from the IDB into ``table`` of the Info Mart (binary COPY out and in,
+    block by block: memory stays flat); returns the rows copied."""
+    with source.cursor() as src_cur, target.cursor() as dst_cur:
+        select = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
+        with (
+            src_cur.copy(select, params) as reader,
+            dst_cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as writer,
+        ):
+            for block in reader:
+                writer.write(block)
+        return max(dst_cur.rowcount, 0)
+
+
 def _merge_batch(conn: Connection, staging: sa.Table, idb_id: int) -> int:
     """Merge the temporary batch into staging; only new or changed row versions are written.
 
@@ -132,10 +164,7 @@ def _merge_batch(conn: Connection, staging: sa.Table, idb_id: int) -> int:
     updates = ", ".join(
         f'"{name}" = excluded."{name}"' for name in columns if name not in ("idb_id", "id")
     )
-    highest = conn.execute(
-        sa.text(f"SELECT coalesce(max(id), 0) FROM {staging.name} WHERE idb_id = :idb"),
-        {"idb": idb_id},
-    ).scalar_one()
+    highest = _highest(conn, staging, idb_id)
     merged = conn.execute(
         sa.text(
             f"INSERT INTO {staging.name} ({names}) SELECT {names} FROM extract_batch "
@@ -191,33 +220,37 @@ def extract_table(
             raw = conn.connection.dbapi_connection
             assert isinstance(raw, psycopg.Connection)
             column_list = ", ".join(["idb_id", *_source_columns(table)])
-            # Only the copied columns: no load_seq default to draw from the sequence here.
-            conn.execute(
-                sa.text(
-                    f"CREATE TEMP TABLE extract_batch ON COMMIT DROP AS SELECT {column_list} "
-                    f"FROM {staging.name} WITH NO DATA"
-                )
+            # The writers of this staging table are serialised by a transaction-scoped
+            # advisory lock held to the commit: its load_seq order is then its commit order,
+            # which Transform's mark relies on (transform.py). Different tables are extracted
+            # in parallel.
+            #
+            # Straight path (issue 40): when the lock is free and every id this batch can
+            # hold lies above the highest id staging has for this IDB (a first load, and
+            # every batch past the changed rows of a later one), the rows are new to staging,
+            # so they are copied from the IDB straight into it under the lock: written once.
+            # Otherwise they go through a temporary table first, copied without the lock (so
+            # several IDBs' parts, H2, read their sources at once and only merge one at a
+            # time), then merged under it.
+            straight = locks.try_hold(conn, locks.STAGING_WRITE, table=staging.name) and (
+                after >= _highest(conn, staging, idb_id)
             )
-            rows = 0
-            with source.cursor() as src_cur, raw.cursor() as dst_cur:
-                select = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
-                with (
-                    src_cur.copy(select, params) as reader,
-                    dst_cur.copy(
-                        f"COPY extract_batch ({column_list}) FROM STDIN (FORMAT BINARY)"
-                    ) as writer,
-                ):
-                    for block in reader:
-                        writer.write(block)
-            # Serialise the writers of this staging table (a transaction-scoped advisory lock,
-            # held to the commit): its load_seq order is then its commit order, which
-            # Transform's mark relies on (transform.py). Taken after the copy into the
-            # temporary table, so several IDBs' parts (H2) read their sources at once and
-            # only merge one at a time. Different tables are extracted in parallel.
-            locks.hold(conn, locks.STAGING_WRITE, table=staging.name)
-            rows, last = conn.execute(
-                sa.text("SELECT count(*), coalesce(max(id), 0) FROM extract_batch")
-            ).one()
+            if straight:
+                rows = _copy(source, raw, query, params, staging.name, column_list)
+                last = _highest(conn, staging, idb_id)
+            else:
+                # Only the copied columns: no load_seq default to draw from the sequence here.
+                conn.execute(
+                    sa.text(
+                        f"CREATE TEMP TABLE extract_batch ON COMMIT DROP AS SELECT "
+                        f"{column_list} FROM {staging.name} WITH NO DATA"
+                    )
+                )
+                _copy(source, raw, query, params, "extract_batch", column_list)
+                locks.hold(conn, locks.STAGING_WRITE, table=staging.name)
+                rows, last = conn.execute(
+                    sa.text("SELECT count(*), coalesce(max(id), 0) FROM extract_batch")
+                ).one()
             if rows == 0:
                 # Table done for this snapshot: it becomes the new baseline.
                 _save_mark(
@@ -230,7 +263,7 @@ def extract_table(
                     pending_last_id=None,
                 )
                 break  # committed, fenced
-            written = _merge_batch(conn, staging, idb_id)
+            written = rows if straight else _merge_batch(conn, staging, idb_id)
             _save_mark(
                 conn,
                 idb_id,

@@ -2,10 +2,11 @@
 
 Each fact is declared once (:data:`FACTS`): its staging source, start timestamp, dimension
 joins, column expressions and the checks that send a row to ``discard`` with a reason. A batch
-is the next set of staging rows of one source past Transform's mark (``load_seq`` order); in
-one transaction it: creates the day partitions and DATE_TIME rows it needs, writes discards,
-upserts facts (ON CONFLICT on the fact's key: a late update of a call rewrites its fact),
-removes discards of rows that became valid, and moves the mark. Running it again changes
+is the next set of staging rows of one source past Transform's mark (``load_seq`` order). A
+short transaction first creates the day partitions and DATE_TIME rows it needs; then, in one
+transaction, it writes discards, upserts facts (ON CONFLICT on the fact's key: a late update of
+a call rewrites its fact), removes discards of rows that became valid, and moves the mark.
+Running it again changes
 nothing (idempotent): the upsert key is the source row, and rows behind the mark are not read
 again. Extract serialises the writers of each staging table, so its ``load_seq`` order is its
 commit order and the mark never passes a row that is not yet committed.
@@ -267,24 +268,43 @@ def _batch_rows(spec: FactSpec) -> str:
     )
 
 
-def stage_fact(conn: Connection, spec: FactSpec, table: str, batch: tuple[int, int]) -> list[int]:
+@dataclass(frozen=True)
+class Staged:
+    """One fact's rows of a batch, computed into a temporary table, and what one scan of that
+    table says about them."""
+
+    spec: FactSpec
+    table: str
+    keys: list[int]  # the 15-minute intervals of its loadable rows
+    idbs: list[int]  # the IDBs its rows come from
+    discards: int  # rows discarded (R3)
+    lowest: int | None  # the lowest source id of its loadable rows
+
+
+def stage_fact(conn: Connection, spec: FactSpec, table: str, batch: tuple[int, int]) -> Staged:
     """Compute the batch's rows of one fact (staging rows with ``mark < load_seq <= last``)
-    into the temporary ``table``; returns the 15-minute intervals of its loadable rows."""
+    into the temporary ``table``."""
     conn.execute(
         sa.text(f"CREATE TEMP TABLE {table} ON COMMIT DROP AS {_batch_rows(spec)}"),
         {"mark": batch[0], "last": batch[1]},
     )
     # Real row counts for the planner: without them it guesses a few hundred rows and joins
-    # the batch to discard by nested loop, whose cost then grows with the discards kept.
+    # the batch to discard by nested loop, whose cost then grows with the discards kept. A
+    # small sample is enough for counts and the share of discards (the default target reads
+    # most of a batch: issue 40 measured it at a tenth of Transform's statement time).
+    conn.execute(sa.text("SET LOCAL default_statistics_target = 10"))
     conn.execute(sa.text(f"ANALYZE {table} (idb_id, id, discard_reason)"))
-    return sorted(
-        conn.execute(
-            sa.text(f"SELECT DISTINCT date_time_key FROM {table} WHERE discard_reason IS NULL")
-        ).scalars()
-    )
+    keys, idbs, discards, lowest = conn.execute(
+        sa.text(
+            "SELECT array_agg(DISTINCT date_time_key) FILTER (WHERE discard_reason IS NULL), "
+            "array_agg(DISTINCT idb_id), count(*) FILTER (WHERE discard_reason IS NOT NULL), "
+            f"min(id) FILTER (WHERE discard_reason IS NULL) FROM {table}"
+        )
+    ).one()
+    return Staged(spec, table, sorted(keys or ()), sorted(idbs or ()), int(discards), lowest)
 
 
-def prepare_intervals(conn: Connection, staged: list[tuple[FactSpec, list[int]]], tz: str) -> None:
+def prepare_intervals(conn: Connection, staged: list[Staged], tz: str) -> None:
     """Day partitions for every staged fact, then the DATE_TIME rows of all their intervals.
 
     Lock order, which keeps sources transformed in parallel free of deadlocks: every batch
@@ -292,52 +312,71 @@ def prepare_intervals(conn: Connection, staged: list[tuple[FactSpec, list[int]]]
     DATE_TIME rows in ascending key order. A batch waiting for a key another batch inserted
     never holds a key above it, and the other batch, past its partitions, never waits for the
     partition lock."""
-    for spec, keys in staged:
+    for one in staged:
         ensure_partitions(
-            conn, spec.fact.name, {datetime.fromtimestamp(key, UTC).date() for key in keys}
+            conn, one.spec.fact.name, {datetime.fromtimestamp(key, UTC).date() for key in one.keys}
         )
-    every = sorted({key for _, keys in staged for key in keys})
+    every = sorted({key for one in staged for key in one.keys})
     conn.execute(
         sa.text(insert_keys_sql("SELECT k FROM unnest(CAST(:keys AS bigint[])) k ORDER BY k")),
         {"tz": tz, "keys": every},
     )
 
 
-def load_fact(
-    conn: Connection, spec: FactSpec, table: str, keys: list[int], run_id: int | None
-) -> tuple[int, int]:
-    """Write the staged rows of ``table`` into the fact and discards; tell aggregation which
-    intervals changed. Returns (fact rows written, rows discarded)."""
+def load_fact(conn: Connection, staged: Staged, run_id: int | None) -> tuple[int, int]:
+    """Write the staged rows into the fact and discards; tell aggregation which intervals
+    changed. Returns (fact rows written, rows discarded)."""
+    spec, table, idbs = staged.spec, staged.table, staged.idbs
     id_column = [c.name for c in spec.fact.primary_key.columns][1]
     conn.execute(
         sa.text(
             "INSERT INTO agg_pending (fact, date_time_key) SELECT :fact, "
             "unnest(CAST(:keys AS bigint[])) ON CONFLICT DO NOTHING"
         ),
-        {"fact": spec.fact.name, "keys": keys},
+        {"fact": spec.fact.name, "keys": staged.keys},
     )
-    discarded = (
+    # Each discard statement only when it has work: a batch without discards writes none, and
+    # a discard can only be removed by a loadable row of the same IDB and source id, so only
+    # when one exists at or above the batch's lowest loadable id (one probe of the discard
+    # key). A first load, whose batches follow the ids, never needs the removal: each skip
+    # saves a join of the whole batch with the discards kept (issue 40). Removal first: a
+    # source row is once in a batch (staging's key), so the two never touch the same row.
+    kept = (
+        staged.lowest is not None
+        and conn.execute(
+            sa.text(
+                "SELECT EXISTS (SELECT FROM discard WHERE idb_id = ANY(CAST(:idbs AS smallint[])) "
+                "AND source_table = :source AND source_id >= :lowest)"
+            ),
+            {"idbs": idbs, "source": spec.fact.name, "lowest": staged.lowest},
+        ).scalar_one()
+    )
+    if kept:
         conn.execute(
             sa.text(
-                "INSERT INTO discard (run_id, idb_id, source_table, source_id, reason, payload) "
-                "SELECT :run, r.idb_id, :source, r.id, r.discard_reason, to_jsonb(s) "
-                f"FROM {table} r JOIN stg_{spec.source} s ON s.idb_id = r.idb_id "
-                "AND s.id = r.id WHERE r.discard_reason IS NOT NULL "
-                "ON CONFLICT (idb_id, source_table, source_id) "
-                "DO UPDATE SET reason = excluded.reason, payload = excluded.payload, "
-                "run_id = excluded.run_id, discarded_at = now()"
+                f"DELETE FROM discard d USING {table} r WHERE r.discard_reason IS NULL "
+                "AND d.idb_id = r.idb_id AND d.source_table = :source AND d.source_id = r.id "
+                "AND d.source_id >= :lowest"
             ),
-            {"run": run_id, "source": spec.fact.name},
-        ).rowcount
-        or 0
-    )
-    conn.execute(
-        sa.text(
-            f"DELETE FROM discard d USING {table} r WHERE r.discard_reason IS NULL "
-            "AND d.idb_id = r.idb_id AND d.source_table = :source AND d.source_id = r.id"
-        ),
-        {"source": spec.fact.name},
-    )
+            {"source": spec.fact.name, "lowest": staged.lowest},
+        )
+    discarded = 0
+    if staged.discards:
+        discarded = (
+            conn.execute(
+                sa.text(
+                    "INSERT INTO discard (run_id, idb_id, source_table, source_id, reason, "
+                    "payload) SELECT :run, r.idb_id, :source, r.id, r.discard_reason, "
+                    f"to_jsonb(s) FROM {table} r JOIN stg_{spec.source} s "
+                    "ON s.idb_id = r.idb_id AND s.id = r.id WHERE r.discard_reason IS NOT NULL "
+                    "ON CONFLICT (idb_id, source_table, source_id) "
+                    "DO UPDATE SET reason = excluded.reason, payload = excluded.payload, "
+                    "run_id = excluded.run_id, discarded_at = now()"
+                ),
+                {"run": run_id, "source": spec.fact.name},
+            ).rowcount
+            or 0
+        )
     columns = list(spec.columns)
     names = ", ".join(columns)
     updates = ", ".join(f"{name} = excluded.{name}" for name in [*columns, "run_id"])
@@ -347,7 +386,6 @@ def load_fact(
     # instance, S2, and fenced; one thread per source) and a fact loses rows only by whole
     # expired partitions, never above its highest id. Were it wrong, the primary key would
     # refuse the row and the batch would roll back: no fact is ever stored twice.
-    idbs = list(conn.execute(sa.text(f"SELECT DISTINCT idb_id FROM {table}")).scalars())
     highest = [
         conn.execute(
             # One backward index probe per partition (the primary key leads with idb_id, id).
@@ -365,10 +403,14 @@ def load_fact(
         "AS h(idb_id, hi) ON h.idb_id = r.idb_id WHERE discard_reason IS NULL AND r.id "
     )
     written = 0
-    for statement in (
-        f"{insert} <= h.hi ON CONFLICT (idb_id, {id_column}, start_ts) DO UPDATE SET {updates}",
-        f"{insert} > h.hi",
-    ):
+    statements = [f"{insert} > h.hi"]
+    if staged.lowest is not None and staged.lowest <= max(highest, default=0):
+        # Some row may be in the fact already (a first load never gets here: one scan saved).
+        statements.insert(
+            0,
+            f"{insert} <= h.hi ON CONFLICT (idb_id, {id_column}, start_ts) DO UPDATE SET {updates}",
+        )
+    for statement in statements:
         written += (
             conn.execute(
                 sa.text(statement), {"run": run_id, "idbs": idbs, "highest": highest}
@@ -436,17 +478,23 @@ def transform_source(
             if rows == 0:
                 break
             staged = [
-                (spec, stage_fact(conn, spec, f"fact_rows_{i}", (mark, last)))
+                stage_fact(conn, spec, f"fact_rows_{i}", (mark, last))
                 for i, spec in enumerate(specs)
             ]
-            prepare_intervals(conn, staged, time_zone)
-            for i, (spec, keys) in enumerate(staged):
-                written, discarded = load_fact(conn, spec, f"fact_rows_{i}", keys, ctx.run_id)
+            # Partitions and DATE_TIME rows in a short transaction of their own, committed
+            # before this batch writes a fact: the two sources transformed at once need the
+            # same new intervals, and a DATE_TIME row inserted in a batch transaction would
+            # hold the other source's insert of it until that whole batch commits (issue 40:
+            # measured as a tenth of Transform's statement time spent waiting). Calendar rows
+            # and empty partitions are harmless if this batch then rolls back.
+            with ctx.transaction() as calendar:
+                prepare_intervals(calendar, staged, time_zone)
+            for one in staged:
+                written, discarded = load_fact(conn, one, ctx.run_id)
                 progress.written += written
                 progress.discarded += discarded
-                progress.per_fact[spec.fact.name] = (
-                    progress.per_fact.get(spec.fact.name, 0) + written
-                )
+                name = one.spec.fact.name
+                progress.per_fact[name] = progress.per_fact.get(name, 0) + written
             conn.execute(
                 sa.text(
                     "UPDATE transform_mark SET last_load_seq = :last, updated_at = now() "
