@@ -225,15 +225,17 @@ def extract_table(
             # which Transform's mark relies on (transform.py). Different tables are extracted
             # in parallel.
             #
-            # Straight path (issue 40): when the lock is free and every id this batch can
-            # hold lies above the highest id staging has for this IDB (a first load, and
-            # every batch past the changed rows of a later one), the rows are new to staging,
-            # so they are copied from the IDB straight into it under the lock: written once.
-            # Otherwise they go through a temporary table first, copied without the lock (so
-            # several IDBs' parts, H2, read their sources at once and only merge one at a
-            # time), then merged under it.
-            straight = locks.try_hold(conn, locks.STAGING_WRITE, table=staging.name) and (
-                after >= _highest(conn, staging, idb_id)
+            # Straight path (issue 40): when every id this batch can hold lies above the
+            # highest id staging has for this IDB (a first load, and every batch past the
+            # changed rows of a later one), the rows are new to staging, so, if the lock is
+            # free, they are copied from the IDB straight into it under the lock: written
+            # once. That highest id needs no lock to stay true: only this run writes this
+            # IDB's rows (Extract is single instance, S2, with one part per IDB, H2), and
+            # retention only lowers it. Otherwise the rows go through a temporary table,
+            # copied without the lock (so several IDBs' parts read their sources at once and
+            # only merge one at a time), then merged under it.
+            straight = after >= _highest(conn, staging, idb_id) and locks.try_hold(
+                conn, locks.STAGING_WRITE, table=staging.name
             )
             if straight:
                 rows = _copy(source, raw, query, params, staging.name, column_list)
