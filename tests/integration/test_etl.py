@@ -305,6 +305,46 @@ def test_late_update_rewrites_the_fact_and_a_corrected_row_leaves_discards(
     assert count(database_url, f"SELECT count(*) FROM discard WHERE source_id = {call[0]}") == 0
 
 
+def test_d1_new_rows_go_straight_to_staging_and_changed_rows_are_merged_in_one_cycle(
+    idb_url: str, database_url: str, make_database: Callable[..., str]
+) -> None:
+    """Issue 40: a batch whose rows are all new to staging is copied straight into it, the
+    others go through the merge. A cycle holding both (the oldest and the newest segments
+    changed, new traffic added), in batches small enough to mix them, stores every row version
+    once and gives the facts of one clean load."""
+    with psycopg.connect(idb_url, autocommit=True) as conn:
+        generate(conn, START + timedelta(hours=10), 2, agents=5, queues=2, rate=300)
+    cycle(database_url, [idb_url], batch=40)
+    with psycopg.connect(idb_url, autocommit=True) as conn:
+        changed = [
+            row[0]
+            for row in conn.execute(
+                "UPDATE party_segment SET hold_seconds = coalesce(hold_seconds, 0) + 7 "
+                "WHERE id IN (SELECT id FROM party_segment ORDER BY id LIMIT 5) "
+                "OR id = (SELECT max(id) FROM party_segment) RETURNING id"
+            )
+        ]
+        generate(conn, START + timedelta(hours=12), 1, agents=5, queues=2, rate=300, seed=2)
+    segments = count(idb_url, "SELECT count(*) FROM party_segment")
+    assert len(changed) == 6 and segments > 3 * 40  # several batches, some of them mixed
+    cycle(database_url, [idb_url], batch=40)
+    assert count(database_url, "SELECT count(*) FROM stg_party_segment") == segments
+    holds = dict(
+        psycopg.connect(idb_url)
+        .execute("SELECT id, hold_seconds FROM party_segment WHERE id = ANY(%s)", (changed,))
+        .fetchall()
+    )
+    staged = dict(
+        psycopg.connect(database_url)
+        .execute("SELECT id, hold_seconds FROM stg_party_segment WHERE id = ANY(%s)", (changed,))
+        .fetchall()
+    )
+    assert staged == holds
+    reference = make_database()
+    cycle(reference, [idb_url])
+    assert facts(database_url) == facts(reference)
+
+
 def test_d2_facts_land_in_day_partitions(idb_url: str, database_url: str) -> None:
     with psycopg.connect(idb_url, autocommit=True) as conn:
         generate(conn, START - timedelta(hours=2), 4, agents=10, queues=3, rate=300)
