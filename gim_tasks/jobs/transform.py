@@ -255,16 +255,25 @@ def discard_reason(spec: FactSpec) -> str:
     return "CASE " + " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks) + " END"
 
 
-def _batch_rows(spec: FactSpec) -> str:
-    """The batch's source rows of a fact (staging rows with ``:mark < load_seq <= :last``, an
-    index range scan), with their discard reason and expressions."""
+def _batch_rows(spec: FactSpec, first: bool) -> str:
+    """The batch's source rows of a fact, with their ``load_seq``, discard reason and
+    expressions. ``first``: the batch is the next ``:n`` staging rows past ``:mark`` in
+    ``load_seq`` order (an index range scan with a limit), so the first fact of a source finds
+    the batch's end itself; the others read ``:mark < load_seq <= :last`` (the same rows)."""
     expressions = ", ".join(f"{expr} AS {name}" for name, expr in spec.columns.items())
+    if first:
+        rows = (
+            f"(SELECT * FROM stg_{spec.source} WHERE load_seq > :mark ORDER BY load_seq LIMIT :n) s"
+        )
+        where = spec.where
+    else:
+        rows = f"stg_{spec.source} s"
+        where = f"s.load_seq > :mark AND s.load_seq <= :last AND {spec.where}"
     return (
-        f"SELECT s.idb_id, s.id, {spec.start} AS start_ts, "
+        f"SELECT s.idb_id, s.id, s.load_seq, {spec.start} AS start_ts, "
         f"{key_sql(spec.start)} AS date_time_key, "
         f"{discard_reason(spec)} AS discard_reason, {expressions} "
-        f"FROM stg_{spec.source} s {spec.joins} "
-        f"WHERE s.load_seq > :mark AND s.load_seq <= :last AND {spec.where}"
+        f"FROM {rows} {spec.joins} WHERE {where}"
     )
 
 
@@ -275,18 +284,25 @@ class Staged:
 
     spec: FactSpec
     table: str
+    rows: int  # source rows
+    last: int  # the highest load_seq among them (0 without rows)
     keys: list[int]  # the 15-minute intervals of its loadable rows
     idbs: list[int]  # the IDBs its rows come from
     discards: int  # rows discarded (R3)
     lowest: int | None  # the lowest source id of its loadable rows
 
 
-def stage_fact(conn: Connection, spec: FactSpec, table: str, batch: tuple[int, int]) -> Staged:
-    """Compute the batch's rows of one fact (staging rows with ``mark < load_seq <= last``)
-    into the temporary ``table``."""
+def stage_fact(
+    conn: Connection, spec: FactSpec, table: str, mark: int, last: int | None, limit: int = 0
+) -> Staged:
+    """Compute the batch's rows of one fact into the temporary ``table``: with ``last`` the
+    staging rows with ``mark < load_seq <= last``, without it the next ``limit`` rows past
+    ``mark`` (the source's first fact, which must take every row: ``where`` true)."""
+    if last is None and spec.where != "true":
+        raise ValueError(f"{spec.fact.name} keeps only some rows: it cannot bound a batch")
     conn.execute(
-        sa.text(f"CREATE TEMP TABLE {table} ON COMMIT DROP AS {_batch_rows(spec)}"),
-        {"mark": batch[0], "last": batch[1]},
+        sa.text(f"CREATE TEMP TABLE {table} ON COMMIT DROP AS {_batch_rows(spec, last is None)}"),
+        {"mark": mark, "last": last, "n": limit},
     )
     # Real row counts for the planner: without them it guesses a few hundred rows and joins
     # the batch to discard by nested loop, whose cost then grows with the discards kept. A
@@ -294,14 +310,24 @@ def stage_fact(conn: Connection, spec: FactSpec, table: str, batch: tuple[int, i
     # most of a batch: issue 40 measured it at a tenth of Transform's statement time).
     conn.execute(sa.text("SET LOCAL default_statistics_target = 10"))
     conn.execute(sa.text(f"ANALYZE {table} (idb_id, id, discard_reason)"))
-    keys, idbs, discards, lowest = conn.execute(
+    rows, end, keys, idbs, discards, lowest = conn.execute(
         sa.text(
-            "SELECT array_agg(DISTINCT date_time_key) FILTER (WHERE discard_reason IS NULL), "
+            "SELECT count(*), coalesce(max(load_seq), 0), "
+            "array_agg(DISTINCT date_time_key) FILTER (WHERE discard_reason IS NULL), "
             "array_agg(DISTINCT idb_id), count(*) FILTER (WHERE discard_reason IS NOT NULL), "
             f"min(id) FILTER (WHERE discard_reason IS NULL) FROM {table}"
         )
     ).one()
-    return Staged(spec, table, sorted(keys or ()), sorted(idbs or ()), int(discards), lowest)
+    return Staged(
+        spec,
+        table,
+        int(rows),
+        int(end),
+        sorted(keys or ()),
+        sorted(idbs or ()),
+        int(discards),
+        lowest,
+    )
 
 
 def prepare_intervals(conn: Connection, staged: list[Staged], tz: str) -> None:
@@ -464,22 +490,19 @@ def transform_source(
             raise Aborted("another source failed")
         with ctx.transaction(batch=True) as conn:
             mark = _mark(conn, f"stg_{source}")
-            # The batch is the staging rows with mark < load_seq <= last. No row can enter
-            # that range later: staging writers are serialised and take load_seq in commit
-            # order (extract.py). A row Extract rewrites meanwhile leaves the range for a
-            # higher load_seq and is transformed, newest version, in a later batch.
-            rows, last = conn.execute(
-                sa.text(
-                    "SELECT count(*), coalesce(max(load_seq), 0) FROM (SELECT load_seq "
-                    f"FROM stg_{source} WHERE load_seq > :mark ORDER BY load_seq LIMIT :n) b"
-                ),
-                {"n": batch_rows, "mark": mark},
-            ).one()
+            # The batch is the next batch_rows staging rows past the mark, in load_seq order;
+            # the source's first fact reads them and so finds the batch's end (last), the
+            # others read mark < load_seq <= last. No row can enter that range later: staging
+            # writers are serialised and take load_seq in commit order (extract.py). A row
+            # Extract rewrites meanwhile leaves the range for a higher load_seq and is
+            # transformed, newest version, in a later batch.
+            first = stage_fact(conn, specs[0], "fact_rows_0", mark, None, batch_rows)
+            rows, last = first.rows, first.last
             if rows == 0:
                 break
-            staged = [
-                stage_fact(conn, spec, f"fact_rows_{i}", (mark, last))
-                for i, spec in enumerate(specs)
+            staged = [first] + [
+                stage_fact(conn, spec, f"fact_rows_{i}", mark, last)
+                for i, spec in enumerate(specs[1:], start=1)
             ]
             # Partitions and DATE_TIME rows in a short transaction of their own, committed
             # before this batch writes a fact: the two sources transformed at once need the
@@ -521,7 +544,10 @@ def run(ctx: JobContext) -> None:
     counting = threading.Lock()
 
     def one(source: str, failed: threading.Event) -> SourceProgress:
-        specs = [spec for spec in FACTS if spec.source == source]
+        # The fact that takes every row of the source first: it bounds each batch.
+        specs = sorted(
+            (spec for spec in FACTS if spec.source == source), key=lambda s: s.where != "true"
+        )
         return transform_source(ctx, source, specs, time_zone, counting, failed)
 
     results = in_parallel(parallel, TRAFFIC_SOURCES, one, "transform")
