@@ -6,10 +6,10 @@ is the next set of staging rows of one source past Transform's mark (``load_seq`
 short transaction first creates the day partitions and DATE_TIME rows it needs; then, in one
 transaction, it writes discards, upserts facts (ON CONFLICT on the fact's key: a late update of
 a call rewrites its fact), removes discards of rows that became valid, and moves the mark.
-Running it again changes
-nothing (idempotent): the upsert key is the source row, and rows behind the mark are not read
-again. Extract serialises the writers of each staging table, so its ``load_seq`` order is its
-commit order and the mark never passes a row that is not yet committed.
+Running it again changes nothing (idempotent): the upsert key is the source row, and rows
+behind the mark are not read again. Extract serialises the writers of each staging table, so
+its ``load_seq`` order is its commit order and the mark never passes a row that is not yet
+committed.
 
 Assumption, documented: the start timestamp of a source row (the fact's partition key) never
 changes after it is written; later updates change end times and measures.
