@@ -12,10 +12,11 @@ all older rows, so the cost follows new rows, not history.
 Batches: rows are copied in id order, ``extract-batch-size`` at a time, from the IDB with
 ``COPY (SELECT …) TO STDOUT`` into the Info Mart with ``COPY … FROM STDIN`` (binary): straight
 into staging when every row of the batch is new to it, else into a temporary table that is then
-merged into staging. Each batch commits in one Info Mart transaction together with its mark (``pending_snapshot = S``, ``pending_last_id``), so a crash
-loses at most the uncommitted batch, and a rerun skips rows visible in the pending snapshot
-with ids up to the mark. Staging is keyed by (IDB, id) and a merge only rewrites a row whose
-``change_xid`` changed, so a row version is never stored twice, whatever happened.
+merged into staging. Each batch commits in one Info Mart transaction together with its mark
+(``pending_snapshot = S``, ``pending_last_id``), so a crash loses at most the uncommitted batch,
+and a rerun skips rows visible in the pending snapshot with ids up to the mark. Staging is keyed
+by (IDB, id) and a merge only rewrites a row whose ``change_xid`` changed, so a row version is
+never stored twice, whatever happened.
 """
 
 from __future__ import annotations
