@@ -9,7 +9,8 @@ compares the facts with a clean reference load of the same source into a fresh d
 * expected: fact rows of the reference load; facts: fact rows after the scenario;
 * missing: reference rows absent (by source key), duplicates: rows of a source key beyond the
   first, differ: same key with other content;
-* stuck: runs left Running, or sent to a worker and never started (after the lease);
+* stuck: runs left Running, or sent to a worker a lease or more before the lab stopped and
+  never started (one sent later was in flight: cancelled before the drain, named in the notes);
 * overlaps: two runs of one job whose [started, ended) intervals intersect (S2);
 * double firings: two runs of one scheduler firing (job, planned instant) (S11);
 * aggregates: tables that differ from a recomputation from the facts (D3);
@@ -364,6 +365,8 @@ class Lab:
 
     def measure(self, result: Result) -> None:
         """After the faults: stop everything, let leases expire, drain fault-free, compare."""
+        with self.engine.connect() as conn:
+            stopped = conn.execute(sa.text("SELECT now()")).scalar_one()
         self.stop_all()
         with self.engine.connect() as conn:
             live = conn.execute(
@@ -375,12 +378,16 @@ class Lab:
         if live:  # a run of a process that did not end it holds its lease until it expires
             self.sweep()
         with self.engine.connect() as conn:
+            # A run sent to a worker less than a lease before the lab stopped was in flight,
+            # not stuck: its message went back to the broker at the workers' warm shutdown,
+            # and only the stop kept it from starting (the beat resends an unstarted message
+            # after the lease, R2). Stuck: sent a lease or more before the stop, not started.
             result.stuck = conn.execute(
                 sa.text(
                     "SELECT count(*) FROM job_run WHERE state = 'Running' OR (state = "
-                    "'Scheduled' AND dispatched_at < now() - make_interval(secs => :lease))"
+                    "'Scheduled' AND dispatched_at < :stopped - make_interval(secs => :lease))"
                 ),
-                {"lease": LEASE_SECONDS},
+                {"lease": LEASE_SECONDS, "stopped": stopped},
             ).scalar_one()
             result.overlaps = conn.execute(
                 sa.text(
@@ -401,6 +408,17 @@ class Lab:
                     "GROUP BY 1, 2 HAVING count(*) > 1) d"
                 )
             ).scalar_one()
+        with self.engine.begin() as conn:  # the drain below needs the jobs free
+            in_flight = conn.execute(
+                sa.text(
+                    "UPDATE job_run SET state = 'Cancelled', ended_at = now(), reason = "
+                    "'in flight when the lab stopped (reliability suite)' WHERE state = "
+                    "'Scheduled' AND dispatched_at >= :stopped - make_interval(secs => :lease)"
+                ),
+                {"lease": LEASE_SECONDS, "stopped": stopped},
+            ).rowcount
+            if in_flight:
+                result.notes.append(f"{in_flight} run(s) in flight at the stop, cancelled")
         if result.stuck:  # the drain below needs the jobs free
             with self.engine.begin() as conn:
                 for row in conn.execute(
