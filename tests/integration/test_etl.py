@@ -329,16 +329,17 @@ def test_d1_new_rows_go_straight_to_staging_and_changed_rows_are_merged_in_one_c
     assert len(changed) == 6 and segments > 3 * 40  # several batches, some of them mixed
     cycle(database_url, [idb_url], batch=40)
     assert count(database_url, "SELECT count(*) FROM stg_party_segment") == segments
-    holds = dict(
-        psycopg.connect(idb_url)
-        .execute("SELECT id, hold_seconds FROM party_segment WHERE id = ANY(%s)", (changed,))
-        .fetchall()
-    )
-    staged = dict(
-        psycopg.connect(database_url)
-        .execute("SELECT id, hold_seconds FROM stg_party_segment WHERE id = ANY(%s)", (changed,))
-        .fetchall()
-    )
+    with psycopg.connect(idb_url) as source, psycopg.connect(database_url) as target:
+        holds = dict(
+            source.execute(
+                "SELECT id, hold_seconds FROM party_segment WHERE id = ANY(%s)", (changed,)
+            ).fetchall()
+        )
+        staged = dict(
+            target.execute(
+                "SELECT id, hold_seconds FROM stg_party_segment WHERE id = ANY(%s)", (changed,)
+            ).fetchall()
+        )
     assert staged == holds
     reference = make_database()
     cycle(reference, [idb_url])
